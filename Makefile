@@ -1,0 +1,62 @@
+# HeartBEiT Bench — set-up and entry points. `make help` lists targets.
+# Everything installs into .venv; re-running `make setup` is a no-op unless requirements changed.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+PROFILE ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: help setup sysdeps run ci-run test test-fast bench clean
+
+help:
+	@echo "make setup     create .venv: torch 2.14.1 + torchvision 0.29.1 first, then the pinned rest"
+	@echo "make run       set up, then run the whole study: heartbeit run --profile \$$PROFILE (default demo)"
+	@echo "make test      set up, then run the full test suite (what CI runs)"
+	@echo "make test-fast unit tests only"
+	@echo "make bench     heartbeit bench --quick"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(MAKE) --no-print-directory sysdeps
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, from the machine's wheel store; everything after it sees torch already present.
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q -r requirements.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# System packages the tests need (MPI for mpirun, numactl for DeepSpeed core binding). Only as root on
+# Debian/Ubuntu, and only when missing; otherwise the dependent tests skip with a reason.
+sysdeps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  command -v mpirun >/dev/null || missing="$$missing openmpi-bin libopenmpi-dev"; \
+	  command -v numactl >/dev/null || missing="$$missing numactl"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing system packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing; tests that need them will skip"; \
+	  fi; \
+	fi
+
+run: setup
+	$(BIN)/heartbeit run --profile $(PROFILE)
+
+ci-run: setup
+	$(BIN)/heartbeit run --profile ci
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not distributed and not slurm" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/heartbeit bench --quick
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from heartbeit.cli import main
+
+sys.exit(main())

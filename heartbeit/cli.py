@@ -1,0 +1,108 @@
+"""`heartbeit <stage>`: one entry point, one subcommand per pipeline stage.
+
+Each stage lives in `heartbeit/commands/<name>.py` exposing `HELP`, `add_arguments(parser)` and
+`run(args) -> int`. Modules are imported lazily so `heartbeit --help` stays fast and a stage that has not
+been built yet answers with a clear message and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> one-line description (shown even when the stage is not available yet)
+COMMANDS: dict[str, str] = {
+    "synth": "write synthetic 12-lead ECGs as MUSE XML / WFDB / npz files with known ground truth",
+    "ingest": "read MUSE XML, WFDB and array files into a de-identified corpus (+ rejects ledger)",
+    "render": "filter, render 12-lead images, split by patient and write WebDataset image shards",
+    "tokenizer": "train or apply the discrete visual tokenizer (train | encode)",
+    "pretrain": "HeartBEiT masked image modeling (single process or distributed under DeepSpeed)",
+    "matrix": "the benchmark matrix: plan | run | status",
+    "report": "metrics with CIs, tables, figures, saliency, Wasserstein -> results/REPORT.md",
+    "run": "the whole study end to end for a profile (synth -> ... -> report)",
+    "bench": "performance benchmarks with same-run baselines",
+    "slurm": "submit the pipeline as dependent Slurm jobs; status",
+}
+
+NOT_AVAILABLE_EXIT = 3
+
+
+def add_common_config_args(parser: argparse.ArgumentParser) -> None:
+    """--profile / --config / --set, shared by every stage that reads the run configuration."""
+    parser.add_argument("--profile", default="ci", help="profile in configs/: ci, demo, workstation, paper (default ci)")
+    parser.add_argument("--config", default=None, help="extra YAML merged over the profile")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set pretrain.steps=10 (repeatable)")
+    parser.add_argument("--workdir", default=None, help="run directory (default: the profile's workdir)")
+
+
+def resolve_config(args: argparse.Namespace):
+    from heartbeit.config import load_config
+
+    overrides = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "workdir", None):
+        overrides.append(f"workdir={args.workdir}")
+    return load_config(getattr(args, "profile", None), getattr(args, "config", None), overrides)
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(f"heartbeit.commands.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"heartbeit.commands.{name}":
+            return None
+        raise
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    from heartbeit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="heartbeit",
+        description="HeartBEiT Bench: ECG ingest, rendering, MIM pretraining and the benchmark matrix.",
+    )
+    parser.add_argument("--version", action="version", version=f"heartbeit {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    sub = parser.add_subparsers(dest="command", metavar="<stage>")
+    modules = {}
+    for name, desc in COMMANDS.items():
+        module = _load(name)
+        modules[name] = module
+        if module is None:
+            p = sub.add_parser(name, help=f"{desc} [not available yet]",
+                               description=f"{desc}. Not available yet in this version.")
+        else:
+            p = sub.add_parser(name, help=desc, description=getattr(module, "HELP", desc),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+            module.add_arguments(p)
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    from heartbeit.config import ConfigError
+    from heartbeit.utils.logging import setup_logging
+
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = modules[args.command]
+    if module is None:
+        print(f"heartbeit {args.command}: not available yet in this version", file=sys.stderr)
+        return NOT_AVAILABLE_EXIT
+    setup_logging(args.log_level)
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:
+        print(f"heartbeit {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"heartbeit {args.command}: missing file: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"heartbeit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

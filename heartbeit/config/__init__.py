@@ -1,0 +1,71 @@
+"""Typed configuration: one dataclass per stage, composed into `RunConfig`; profiles are YAML files in
+`configs/` that override the dataclass defaults. Profiles change sizes, never logic."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .core import ConfigError, deep_merge, dump_yaml, from_dict, load_yaml, parse_override, to_dict
+from .ingest import IngestConfig
+from .matrix import TASKS, MatrixConfig
+from .pretrain import PretrainConfig
+from .render import RenderConfig
+from .report import ReportConfig
+from .synth import SiteSpec, SynthConfig
+from .tokenizer import TokenizerConfig
+
+PROFILES = ("ci", "demo", "workstation", "paper")
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class RunConfig:
+    profile: str = "ci"
+    workdir: str = "runs/ci"  # every stage writes under here
+    results_dir: str = "results"  # tables, figures, REPORT.md
+    input_dirs: list[str] = field(default_factory=list)  # real data; empty = synthetic default
+    labels_csv: str = ""
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    matrix: MatrixConfig = field(default_factory=MatrixConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def profile_path(profile: str) -> Path:
+    return CONFIG_DIR / f"{profile}.yaml"
+
+
+def load_config(profile: str | None = None, config_file: str | Path | None = None,
+                overrides: list[str] | None = None) -> RunConfig:
+    """Resolve a RunConfig: dataclass defaults <- profile YAML <- --config file <- --set overrides."""
+    data: dict = {}
+    if profile is not None:
+        path = profile_path(profile)
+        if not path.is_file():
+            raise ConfigError(f"unknown profile {profile!r}: no {path} (profiles: {', '.join(PROFILES)})")
+        data = deep_merge(data, load_yaml(path))
+        data.setdefault("profile", profile)
+    if config_file:
+        data = deep_merge(data, load_yaml(Path(config_file)))
+    for text in overrides or []:
+        data = deep_merge(data, parse_override(text))
+    return from_dict(RunConfig, data)
+
+
+def write_resolved(cfg, out_dir: str | Path, name: str = "config.resolved.yaml") -> Path:
+    """Write the resolved config next to a stage's output (atomically)."""
+    from heartbeit.utils.io import atomic_write_text
+
+    path = Path(out_dir) / name
+    atomic_write_text(path, dump_yaml(cfg))
+    return path
+
+
+__all__ = [
+    "ConfigError", "RunConfig", "SynthConfig", "SiteSpec", "IngestConfig", "RenderConfig",
+    "TokenizerConfig", "PretrainConfig", "MatrixConfig", "ReportConfig", "TASKS", "PROFILES",
+    "load_config", "write_resolved", "from_dict", "to_dict", "dump_yaml",
+]

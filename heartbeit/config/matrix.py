@@ -1,0 +1,36 @@
+"""Benchmark matrix settings (`heartbeit matrix`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .core import ConfigError
+
+TASKS = ("lvef_le40", "hcm", "stemi")
+
+
+@dataclass
+class MatrixConfig:
+    architectures: list[str] = field(
+        default_factory=lambda: [
+            "heartbeit_base_patch16_224",
+            "vit_base_patch16_224",
+            "efficientnet_b4",
+            "resnet152",
+        ]
+    )
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.25, 0.5, 1.0])
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 3e-4
+    max_lr: float = 1e-3
+    img_size: int = 224
+    precision: str = "bf16"
+    imagenet_weights_dir: str = ""  # optional local timm/torchvision weights; empty = random init
+    num_workers: int = 2
+
+    def validate(self) -> None:
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad:
+            raise ConfigError(f"tasks: unknown {bad}; valid: {list(TASKS)}")

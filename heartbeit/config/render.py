@@ -1,0 +1,33 @@
+"""Preprocess / render / shard / split settings (`heartbeit render`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .core import ConfigError
+
+
+@dataclass
+class RenderConfig:
+    image_size: int = 224
+    layout: str = "3x4+II"  # 3x4+II (clinical, rhythm strip) | 12x1
+    mm_per_mv: float = 10.0  # paper-ECG convention; scaled to pixels by the layout
+    grid: bool = False
+    bandpass_hz: tuple[float, float] = (0.5, 40.0)
+    filter_order: int = 4
+    median_windows_s: tuple[float, float] = (0.2, 0.6)
+    encoding: str = "png"
+    png_level: int = 1
+    shard_size: int = 1000
+    split_seed: int = 42
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.25, 0.5, 1.0])
+    workers: int = 0
+
+    def validate(self) -> None:
+        if self.layout not in ("3x4+II", "12x1"):
+            raise ConfigError(f"layout must be '3x4+II' or '12x1', got {self.layout!r}")
+        if not 0 < self.val_fraction + self.test_fraction < 1:
+            raise ConfigError("val_fraction + test_fraction must be in (0, 1)")
+        if sorted(self.fractions) != list(self.fractions) or not all(0 < f <= 1 for f in self.fractions):
+            raise ConfigError("fractions must be increasing values in (0, 1]")

@@ -1,0 +1,26 @@
+"""Visual tokenizer settings (`heartbeit tokenizer`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .core import ConfigError
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "kmeans"  # kmeans | vqvae
+    vocab_size: int = 8192
+    input_size: int = 112  # the tokenizer's view; grid = input_size / patch
+    patch_size: int = 8  # pixels per token on the tokenizer's view
+    steps: int = 2000  # vqvae training steps
+    batch_size: int = 64
+    lr: float = 1e-3
+    max_images: int = 20000  # images sampled from the train split to fit on
+    local_file: str = ""  # a pre-trained tokenizer (safetensors) to load instead of training
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.kind not in ("kmeans", "vqvae"):
+            raise ConfigError(f"kind must be 'kmeans' or 'vqvae', got {self.kind!r}")
+        if self.input_size % self.patch_size:
+            raise ConfigError("input_size must be a multiple of patch_size")
