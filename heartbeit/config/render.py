@@ -22,6 +22,8 @@ class RenderConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.25, 0.5, 1.0])
+    # sites held out whole as external test sets (the synthetic default's external sites)
+    external_sites: list[str] = field(default_factory=lambda: ["hosp_ext", "ptbxl_like"])
     workers: int = 0
 
     def validate(self) -> None:
