@@ -1,0 +1,185 @@
+"""The benchmark matrix: cells = (architecture, task, fraction, seed, draw), stable ids, completion records.
+
+A cell's id hashes its resolved fine-tuning config, the image manifest's hash, the pretrained export's
+hash (HeartBEiT cells) and the package version — not the git revision, so an unrelated commit does not
+invalidate finished cells; bump the version to force a recompute.
+
+A cell runs in `cells/.tmp-<id>-<pid>/`, which is renamed to `cells/<id>/`; `complete.json` is written
+last. A directory without `complete.json` is partial and is redone; a failure leaves
+`cells/.failed/<id>.json` with the reason and is retried on the next run."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from heartbeit import __version__
+from heartbeit.config import MatrixConfig, to_dict
+from heartbeit.utils.io import atomic_write_json, sha256_file
+
+log = logging.getLogger("heartbeit.matrix")
+
+COMPLETE = "complete.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    cell_id: str
+    arch: str
+    task: str
+    fraction: float
+    seed: int
+    draw: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.arch} {self.task} {self.fraction:g} seed{self.seed} draw{self.draw}"
+
+
+def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
+    # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
+    d = to_dict(mcfg)
+    for key in ("architectures", "fractions", "tasks", "seeds", "draws", "num_workers"):
+        d.pop(key, None)
+    return d
+
+
+def data_fingerprint(images_dir: str | Path) -> str:
+    images_dir = Path(images_dir)
+    for name in ("index.json", "manifest.parquet"):
+        if (images_dir / name).is_file():
+            return sha256_file(images_dir / name)
+    raise FileNotFoundError(f"{images_dir}: no index.json or manifest.parquet (run `heartbeit render` first)")
+
+
+def is_pretrained_arch(arch: str) -> bool:
+    return arch.startswith("heartbeit_")
+
+
+def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str | Path | None) -> list[Cell]:
+    """Every cell in a fixed order (task, fraction, arch, seed, draw) with its stable id."""
+    data_sha = data_fingerprint(images_dir)
+    pre_sha = sha256_file(pretrained_file) if pretrained_file and Path(pretrained_file).is_file() else ""
+    base = _finetune_fingerprint(mcfg)
+    draws = list(range(getattr(mcfg, "draws", 1)))
+    cells: list[Cell] = []
+    for task in mcfg.tasks:
+        for fraction in mcfg.fractions:
+            for arch in mcfg.architectures:
+                for seed in mcfg.seeds:
+                    for draw in draws:
+                        key = {
+                            "arch": arch, "task": task, "fraction": fraction, "seed": seed, "draw": draw,
+                            "finetune": base, "data": data_sha,
+                            "pretrained": pre_sha if is_pretrained_arch(arch) else "",
+                            "version": __version__,
+                        }
+                        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+                        cells.append(Cell(len(cells), digest, arch, task, float(fraction), int(seed), draw))
+    return cells
+
+
+def write_plan(cells: list[Cell], path: str | Path) -> Path:
+    return atomic_write_json(path, {"cells": [asdict(c) for c in cells]})
+
+
+def read_plan(path: str | Path) -> list[Cell]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no matrix plan (run `heartbeit matrix plan` first)")
+    return [Cell(**c) for c in json.loads(path.read_text())["cells"]]
+
+
+def select_cells(cells: list[Cell], indices: Iterable[int] | None = None) -> list[Cell]:
+    if indices is None:
+        return list(cells)
+    out = []
+    for i in indices:
+        if not 0 <= i < len(cells):
+            raise IndexError(f"cell index {i} out of range 0..{len(cells) - 1}")
+        out.append(cells[i])
+    return out
+
+
+def parse_indices(text: str) -> list[int]:
+    """'3,7,10-12' -> [3, 7, 10, 11, 12]."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
+    """(state, detail) with state in planned | running | done | failed | partial."""
+    cells_dir = Path(cells_dir)
+    if (cells_dir / cell.cell_id / COMPLETE).is_file():
+        return "done", ""
+    running = cells_dir / ".running" / f"{cell.cell_id}.json"
+    if running.is_file():
+        info = json.loads(running.read_text())
+        return "running", f"host {info.get('host')} pid {info.get('pid')} since {info.get('started')}"
+    failed = cells_dir / ".failed" / f"{cell.cell_id}.json"
+    if failed.is_file():
+        return "failed", json.loads(failed.read_text()).get("reason", "")
+    if (cells_dir / cell.cell_id).exists():
+        return "partial", "no completion record"
+    return "planned", ""
+
+
+def run_cells(cells: list[Cell], cells_dir: str | Path,
+              train_fn: Callable[[Cell, Path], dict]) -> dict[str, int]:
+    """Run each cell not yet done. `train_fn(cell, tmp_dir)` writes the cell's outputs into tmp_dir and
+    returns its summary; the directory is then renamed into place and `complete.json` written last."""
+    cells_dir = Path(cells_dir)
+    (cells_dir / ".running").mkdir(parents=True, exist_ok=True)
+    (cells_dir / ".failed").mkdir(parents=True, exist_ok=True)
+    counts = {"done_before": 0, "ran": 0, "failed": 0}
+    for cell in cells:
+        final = cells_dir / cell.cell_id
+        if (final / COMPLETE).is_file():
+            counts["done_before"] += 1
+            continue
+        if final.exists():  # partial from an interrupted run
+            shutil.rmtree(final)
+        running = cells_dir / ".running" / f"{cell.cell_id}.json"
+        atomic_write_json(running, {"host": socket.gethostname(), "pid": os.getpid(),
+                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        tmp = cells_dir / f".tmp-{cell.cell_id}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        t0 = time.time()
+        try:
+            log.info("cell %d/%d %s (%s)", cell.index, len(cells), cell.cell_id, cell.label)
+            summary = train_fn(cell, tmp)
+            atomic_write_json(tmp / "cell.json", {**asdict(cell), **summary})
+            os.replace(tmp, final)
+            atomic_write_json(final / COMPLETE, {"cell_id": cell.cell_id, "seconds": round(time.time() - t0, 2),
+                                                 "version": __version__})
+            (cells_dir / ".failed" / f"{cell.cell_id}.json").unlink(missing_ok=True)
+            counts["ran"] += 1
+        except Exception as exc:  # a failed cell must not stop the others; it is retried next run
+            counts["failed"] += 1
+            log.error("cell %s failed: %s", cell.cell_id, exc)
+            atomic_write_json(cells_dir / ".failed" / f"{cell.cell_id}.json", {
+                "cell": asdict(cell), "reason": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=8)})
+            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            running.unlink(missing_ok=True)
+    return counts

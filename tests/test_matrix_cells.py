@@ -1,0 +1,86 @@
+"""Cell planning, ids, selection and the completion protocol (no training: a fake train function)."""
+import json
+
+import pytest
+
+from heartbeit.config import MatrixConfig
+from heartbeit.matrix import cell_status, parse_indices, plan_cells, read_plan, run_cells, select_cells, write_plan
+
+
+@pytest.fixture
+def images_dir(tmp_path):
+    d = tmp_path / "images"
+    d.mkdir()
+    (d / "index.json").write_text(json.dumps({"shards": ["a"]}))
+    return d
+
+
+def small_cfg(**kw):
+    base = dict(architectures=["heartbeit_micro_patch8_64", "resnet18"], fractions=[0.1, 1.0],
+                tasks=["stemi", "hcm"], seeds=[0])
+    base.update(kw)
+    return MatrixConfig(**base)
+
+
+def test_plan_is_stable_and_complete(images_dir, tmp_path):
+    a = plan_cells(small_cfg(), images_dir, None)
+    b = plan_cells(small_cfg(), images_dir, None)
+    assert a == b and len(a) == 2 * 2 * 2
+    assert len({c.cell_id for c in a}) == len(a)
+    assert [c.index for c in a] == list(range(len(a)))
+    write_plan(a, tmp_path / "plan.json")
+    assert read_plan(tmp_path / "plan.json") == a
+
+
+def test_ids_follow_config_and_data(images_dir):
+    a = {c.label: c.cell_id for c in plan_cells(small_cfg(), images_dir, None)}
+    # a setting that changes results changes every id
+    b = {c.label: c.cell_id for c in plan_cells(small_cfg(epochs=3), images_dir, None)}
+    assert all(a[k] != b[k] for k in a)
+    # listing more seeds does not change the ids of existing cells
+    c = {c.label: c.cell_id for c in plan_cells(small_cfg(seeds=[0, 1]), images_dir, None)}
+    assert all(c[k] == a[k] for k in a)
+    # new data changes every id
+    (images_dir / "index.json").write_text(json.dumps({"shards": ["a", "b"]}))
+    d = {c.label: c.cell_id for c in plan_cells(small_cfg(), images_dir, None)}
+    assert all(a[k] != d[k] for k in a)
+
+
+def test_parse_and_select():
+    assert parse_indices("3,7,10-12") == [3, 7, 10, 11, 12]
+    with pytest.raises(IndexError):
+        select_cells([], [0])
+
+
+def test_run_skips_done_redoes_partial_and_retries_failed(images_dir, tmp_path):
+    cells = plan_cells(small_cfg(), images_dir, None)
+    cells_dir = tmp_path / "cells"
+    calls = []
+    fail_once = {cells[1].cell_id}
+
+    def train(cell, out):
+        calls.append(cell.cell_id)
+        if cell.cell_id in fail_once:
+            fail_once.discard(cell.cell_id)
+            raise RuntimeError("simulated failure")
+        (out / "metrics.json").write_text("{}")
+        return {"selected_epoch": 0}
+
+    counts = run_cells(cells, cells_dir, train)
+    assert counts == {"done_before": 0, "ran": len(cells) - 1, "failed": 1}
+    assert cell_status(cells_dir, cells[1])[0] == "failed"
+    assert "simulated failure" in cell_status(cells_dir, cells[1])[1]
+    # a partial directory (no completion record) is redone
+    (cells_dir / cells[0].cell_id / "complete.json").unlink()
+    assert cell_status(cells_dir, cells[0])[0] == "partial"
+    calls.clear()
+    counts = run_cells(cells, cells_dir, train)
+    assert sorted(calls) == sorted([cells[0].cell_id, cells[1].cell_id])
+    assert counts["done_before"] == len(cells) - 2 and counts["failed"] == 0
+    assert all(cell_status(cells_dir, c)[0] == "done" for c in cells)
+    # third run: nothing to do
+    calls.clear()
+    run_cells(cells, cells_dir, train)
+    assert calls == []
+    summary = json.loads((cells_dir / cells[0].cell_id / "cell.json").read_text())
+    assert summary["arch"] == cells[0].arch and summary["selected_epoch"] == 0
