@@ -1,0 +1,519 @@
+"""Discrimination and calibration metrics with honest uncertainty.
+
+Everything a results table needs for one set of predictions (labels 0/1, scores = probability of class 1):
+
+- AUROC (sklearn's `roc_auc_score`) with a DeLong 95% CI. DeLong's variance uses the fast midrank
+  algorithm of Sun & Xu (2014), O(n log n). When a patient contributes several ECGs the ECGs are not
+  independent, so the variance is the clustered generalisation of Obuchowski (1997) over patients; with
+  one ECG per patient it reduces to DeLong. The interval is the normal (Wald) interval clipped to [0, 1].
+- AUPRC in both forms: average precision (sklearn's `average_precision_score`, the step integral) and
+  the paper's trapezoid `auc(recall, precision)`, with percentile CIs from a seeded, stratified cluster
+  bootstrap: patients are resampled with replacement within two strata (patients with any positive
+  ECG, patients without) so every resample keeps the case mix; all ECGs of a drawn patient come along.
+  The bootstrap is vectorised: a resample is a vector of per-ECG weights over one shared sort.
+- A paired DeLong test of two score vectors on the same ECGs (z, two-sided p, CI of the difference).
+- Calibration: Brier score (sklearn), expected calibration error over equal-width bins, reliability-curve
+  data with Wilson intervals.
+- Aggregation of any metric over seeds / training-subset draws (mean, sd, min, max, count).
+
+Degenerate inputs (one class only, NaN or infinite scores, fewer than `min_n` ECGs, labels outside
+{0, 1}) never raise and never produce a number: the value is NaN and `reason` says why.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import auc, average_precision_score, brier_score_loss, precision_recall_curve, roc_auc_score
+
+MIN_N = 10  # fewer ECGs than this: no metric at all
+NAN = float("nan")
+# Elements of the (resamples x ECGs) weight matrix processed at once by the bootstrap (~32 MB of float64).
+_BOOTSTRAP_BLOCK = 4_000_000
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """A point estimate with an optional interval. `reason` is empty when the value is valid; when the
+    value (or only its interval) could not be computed it says why, and the missing numbers are NaN."""
+
+    value: float
+    low: float = NAN
+    high: float = NAN
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.value)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Paired comparison of two classifiers on the same ECGs: delta = AUROC(a) - AUROC(b)."""
+
+    auc_a: float
+    auc_b: float
+    delta: float
+    low: float
+    high: float
+    z: float
+    p: float
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------- input
+
+
+def check_binary(labels, scores, min_n: int = MIN_N) -> tuple[np.ndarray, np.ndarray, str]:
+    """Validate one labels/scores pair. Returns (labels as int8, scores as float64, reason); reason is
+    empty when the pair can be scored. Length mismatch is a programming error and raises."""
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or s.ndim != 1 or len(y) != len(s):
+        raise ValueError(f"labels and scores must be 1-D of equal length, got {y.shape} and {s.shape}")
+    n = len(y)
+    if n and not np.all(np.isin(y, (0, 1))):
+        bad = np.unique(y[~np.isin(y, (0, 1))])[:5]
+        return y, s, f"labels_not_binary: values {bad.tolist()} outside {{0, 1}}"
+    y = y.astype(np.int8)
+    n_bad = int(np.count_nonzero(~np.isfinite(s)))
+    if n_bad:
+        return y, s, f"nonfinite_scores: {n_bad} of {n} scores are NaN or infinite"
+    if n < min_n:
+        return y, s, f"too_few: n={n} < {min_n}"
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == n:
+        return y, s, f"one_class: n_pos={n_pos}, n_neg={n - n_pos}"
+    return y, s, ""
+
+
+def _cluster_codes(clusters, n: int) -> np.ndarray | None:
+    """Integer cluster codes 0..C-1, or None when every ECG is its own cluster."""
+    if clusters is None:
+        return None
+    codes, uniques = pd.factorize(pd.Series(np.asarray(clusters, dtype=object)), use_na_sentinel=False)
+    if len(codes) != n:
+        raise ValueError(f"clusters must have one entry per ECG ({n}), got {len(codes)}")
+    if len(uniques) == n:
+        return None
+    return codes.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------- DeLong
+
+
+def _structural_components(y: np.ndarray, S: np.ndarray):
+    """Sun & Xu (2014) fast DeLong. S is (k classifiers, n ECGs). Returns AUCs (k,), the positives'
+    components V10 (k, m) and the negatives' components V01 (k, n_neg). A positive's V10 is the fraction
+    of negatives it outranks (ties count 1/2); a negative's V01 the fraction of positives above it."""
+    pos, neg = y == 1, y == 0
+    X, Y = S[:, pos], S[:, neg]
+    m, n = X.shape[1], Y.shape[1]
+    tx = stats.rankdata(X, axis=1)  # midranks within positives
+    ty = stats.rankdata(Y, axis=1)
+    tz = stats.rankdata(np.concatenate([X, Y], axis=1), axis=1)  # midranks in the pooled sample
+    aucs = tz[:, :m].sum(axis=1) / (m * n) - (m + 1.0) / (2.0 * n)
+    v10 = (tz[:, :m] - tx) / n
+    v01 = 1.0 - (tz[:, m:] - ty) / m
+    return aucs, v10, v01
+
+
+def delong_covariance(labels, scores, clusters=None) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs and their covariance matrix for k score vectors on the same ECGs.
+
+    `scores` is (n,) or (k, n). Without clusters this is DeLong et al. (1988); with clusters (e.g. the
+    patient hash) it is Obuchowski's (1997) clustered estimator, which sums components within patients.
+    Inputs must already be valid (see `check_binary`)."""
+    y = np.asarray(labels).astype(np.int8)
+    S = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    aucs, v10, v01 = _structural_components(y, S)
+    m, n = v10.shape[1], v01.shape[1]
+    codes = _cluster_codes(clusters, len(y))
+    if codes is None:
+        cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+        return aucs, cov
+    n_clusters = int(codes.max()) + 1
+    pos, neg = y == 1, y == 0
+    m_i = np.bincount(codes[pos], minlength=n_clusters)
+    n_i = np.bincount(codes[neg], minlength=n_clusters)
+    k = S.shape[0]
+    # Per-cluster sums of components, centred by (count in cluster) * AUC.
+    A = np.stack([np.bincount(codes[pos], weights=v10[r], minlength=n_clusters) for r in range(k)]) - np.outer(aucs, m_i)
+    B = np.stack([np.bincount(codes[neg], weights=v01[r], minlength=n_clusters) for r in range(k)]) - np.outer(aucs, n_i)
+    c = n_clusters / (n_clusters - 1.0)
+    cov = c * (A @ A.T / m**2 + B @ B.T / n**2 + (A @ B.T + B @ A.T) / (m * n))
+    return aucs, cov
+
+
+def _z(ci: float) -> float:
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    return float(stats.norm.ppf(0.5 + ci / 2.0))
+
+
+def auroc(labels, scores, *, ci: float = 0.95, clusters=None, min_n: int = MIN_N) -> MetricResult:
+    """AUROC (sklearn) with a DeLong interval (clustered by `clusters` when given)."""
+    y, s, reason = check_binary(labels, scores, min_n)
+    if reason:
+        return MetricResult(NAN, reason=reason)
+    value = float(roc_auc_score(y, s))
+    n_pos = int(y.sum())
+    if n_pos < 2 or len(y) - n_pos < 2:
+        return MetricResult(value, reason="ci_undefined: DeLong needs at least 2 positives and 2 negatives")
+    codes = _cluster_codes(clusters, len(y))
+    if codes is not None and codes.max() < 1:
+        return MetricResult(value, reason="ci_undefined: a single patient")
+    _, cov = delong_covariance(y, s, clusters)
+    var = float(cov[0, 0])
+    if not var > 1e-15:
+        return MetricResult(value, reason="ci_undefined: DeLong variance is zero (perfect or constant ranking)")
+    half = _z(ci) * math.sqrt(var)
+    return MetricResult(value, max(0.0, value - half), min(1.0, value + half))
+
+
+def paired_delong(labels, scores_a, scores_b, *, ci: float = 0.95, clusters=None,
+                  min_n: int = MIN_N) -> PairedResult:
+    """Paired DeLong test of H0: AUROC(a) == AUROC(b), both scored on the same ECGs in the same order.
+
+    Identical rankings (e.g. identical score vectors) give delta = 0 with a zero-variance difference;
+    there is then no evidence of a difference and the result is z = 0, p = 1 with the reason
+    "identical_rankings" (not NaN: the statement "no difference" is exact). A zero-variance difference
+    with a non-zero delta has no defined test and gives NaN z/p with a reason."""
+    y, sa, reason = check_binary(labels, scores_a, min_n)
+    _, sb, reason_b = check_binary(labels, scores_b, min_n)
+    reason = reason or reason_b
+    if reason:
+        return PairedResult(NAN, NAN, NAN, NAN, NAN, NAN, NAN, reason)
+    n_pos = int(y.sum())
+    if n_pos < 2 or len(y) - n_pos < 2:
+        a, b = float(roc_auc_score(y, sa)), float(roc_auc_score(y, sb))
+        return PairedResult(a, b, a - b, NAN, NAN, NAN, NAN, "test_undefined: needs 2 positives and 2 negatives")
+    aucs, cov = delong_covariance(y, np.stack([sa, sb]), clusters)
+    a, b = float(aucs[0]), float(aucs[1])
+    delta = a - b
+    var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
+    scale = max(float(cov[0, 0] + cov[1, 1]), 1e-12)
+    if var <= 1e-12 * scale:
+        if abs(delta) < 1e-12:
+            return PairedResult(a, b, 0.0, 0.0, 0.0, 0.0, 1.0, "identical_rankings")
+        return PairedResult(a, b, delta, NAN, NAN, NAN, NAN, "test_undefined: zero variance of the difference")
+    se = math.sqrt(var)
+    z = delta / se
+    p = float(2.0 * stats.norm.sf(abs(z)))
+    half = _z(ci) * se
+    return PairedResult(a, b, delta, delta - half, delta + half, float(z), p)
+
+
+# ------------------------------------------------------------------------------- bootstrap (vectorised)
+
+
+def bootstrap_weights(labels, n_resamples: int, seed: int, clusters=None):
+    """Yield blocks of bootstrap weight matrices (block, n): the number of times each ECG is drawn.
+
+    Stratified cluster bootstrap: clusters (patients; each ECG alone when `clusters` is None) are split
+    into those with any positive ECG and those without, and each stratum is resampled with replacement
+    to its own size. A multinomial draw of counts is exactly "draw with replacement" and is vectorised."""
+    y = np.asarray(labels).astype(np.int8)
+    n = len(y)
+    codes = _cluster_codes(clusters, n)
+    if codes is None:
+        codes = np.arange(n)
+    n_clusters = int(codes.max()) + 1 if n else 0
+    cluster_pos = np.bincount(codes, weights=y, minlength=n_clusters) > 0
+    strata = [np.flatnonzero(cluster_pos), np.flatnonzero(~cluster_pos)]
+    rng = np.random.default_rng(seed)
+    block = max(1, _BOOTSTRAP_BLOCK // max(n, 1))
+    done = 0
+    while done < n_resamples:
+        b = min(block, n_resamples - done)
+        counts = np.zeros((b, n_clusters))
+        for members in strata:
+            if len(members):
+                counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1.0 / len(members)), size=b)
+        yield counts[:, codes]
+        done += b
+
+
+def _weighted_curves(y_sorted: np.ndarray, last_of_tie: np.ndarray, W: np.ndarray):
+    """Cumulative weighted TP/FP counts at each distinct threshold (scores sorted descending)."""
+    tps = np.cumsum(W * y_sorted, axis=1)[:, last_of_tie]
+    fps = np.cumsum(W * (1 - y_sorted), axis=1)[:, last_of_tie]
+    return tps, fps
+
+
+def _metrics_from_curves(tps: np.ndarray, fps: np.ndarray, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Row-wise AUROC / average precision / trapezoid AUPRC, identical to sklearn's definitions for
+    integer weights (checked in the tests). Rows without both classes give NaN."""
+    P, N = tps[:, -1], fps[:, -1]
+    valid = (P > 0) & (N > 0)
+    P_safe, N_safe = np.where(valid, P, 1.0), np.where(valid, N, 1.0)
+    out = {}
+    zeros = np.zeros((tps.shape[0], 1))
+    recall = np.concatenate([zeros, tps / P_safe[:, None]], axis=1)
+    if "auroc" in wanted:
+        fpr = np.concatenate([zeros, fps / N_safe[:, None]], axis=1)
+        out["auroc"] = np.trapezoid(recall, fpr, axis=1)
+    if "ap" in wanted or "trapz" in wanted:
+        ps = tps + fps
+        # Leading thresholds carrying only zero-weight ECGs have no precision; they sit at recall 0 and,
+        # like sklearn (which drops zero weights), must join the curve's (recall 0, precision 1) start.
+        precision = np.concatenate([np.ones_like(zeros), np.where(ps > 0, tps / np.where(ps > 0, ps, 1.0), 1.0)], axis=1)
+        d_recall = np.diff(recall, axis=1)
+        if "ap" in wanted:
+            out["ap"] = np.sum(d_recall * precision[:, 1:], axis=1)
+        if "trapz" in wanted:
+            out["trapz"] = np.sum(d_recall * (precision[:, 1:] + precision[:, :-1]) / 2.0, axis=1)
+    return {k: np.where(valid, v, np.nan) for k, v in out.items()}
+
+
+def bootstrap_distribution(labels, scores, *, metrics=("auroc", "ap", "trapz"), n_resamples: int = 2000,
+                           seed: int = 0, clusters=None) -> dict[str, np.ndarray]:
+    """Bootstrap replicates (n_resamples,) of each metric in `metrics` (subset of auroc, ap, trapz)."""
+    y = np.asarray(labels).astype(np.int8)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    y_sorted, s_sorted = y[order].astype(np.float64), s[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    reps: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
+    for W in bootstrap_weights(y, n_resamples, seed, clusters):
+        tps, fps = _weighted_curves(y_sorted, last_of_tie, W[:, order])
+        for name, values in _metrics_from_curves(tps, fps, tuple(metrics)).items():
+            reps[name].append(values)
+    return {m: np.concatenate(v) for m, v in reps.items()}
+
+
+def percentile_interval(replicates: np.ndarray, ci: float = 0.95, max_invalid: float = 0.05):
+    """Percentile interval of bootstrap replicates; (low, high, reason)."""
+    finite = replicates[np.isfinite(replicates)]
+    n_bad = len(replicates) - len(finite)
+    if len(replicates) == 0 or n_bad > max_invalid * len(replicates):
+        return NAN, NAN, f"ci_undefined: {n_bad} of {len(replicates)} resamples lacked a class"
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    reason = f"ci_note: {n_bad} of {len(replicates)} resamples lacked a class and were dropped" if n_bad else ""
+    return float(low), float(high), reason
+
+
+def auprc_trapezoid(labels, scores) -> float:
+    """The paper's AUPRC: trapezoid area under sklearn's precision-recall curve."""
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return float(auc(recall, precision))
+
+
+def auprc(labels, scores, *, kind: str = "trapz", ci: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+          clusters=None, min_n: int = MIN_N) -> MetricResult:
+    """AUPRC as `kind` = "trapz" (paper) or "ap" (average precision) with a bootstrap interval
+    (`n_resamples` = 0: no interval)."""
+    if kind not in ("trapz", "ap"):
+        raise ValueError(f"kind must be 'trapz' or 'ap', got {kind!r}")
+    y, s, reason = check_binary(labels, scores, min_n)
+    if reason:
+        return MetricResult(NAN, reason=reason)
+    value = auprc_trapezoid(y, s) if kind == "trapz" else float(average_precision_score(y, s))
+    if n_resamples <= 0:
+        return MetricResult(value)
+    reps = bootstrap_distribution(y, s, metrics=(kind,), n_resamples=n_resamples, seed=seed, clusters=clusters)
+    low, high, reason = percentile_interval(reps[kind], ci)
+    return MetricResult(value, low, high, reason)
+
+
+# ------------------------------------------------------------------------------------------ calibration
+
+
+def _check_probabilities(labels, scores, min_n):
+    y, s, reason = check_binary(labels, scores, min_n)
+    if not reason and (s.min() < 0.0 or s.max() > 1.0):
+        reason = f"scores_not_probabilities: range [{s.min():.3g}, {s.max():.3g}] outside [0, 1]"
+    if reason.startswith("one_class"):
+        reason = ""  # calibration is defined for one class (e.g. an all-negative subgroup)
+    return y, s, reason
+
+
+def brier(labels, scores, *, min_n: int = MIN_N) -> MetricResult:
+    """Brier score: mean squared error of the probability of class 1 (lower is better)."""
+    y, s, reason = _check_probabilities(labels, scores, min_n)
+    if reason:
+        return MetricResult(NAN, reason=reason)
+    return MetricResult(float(brier_score_loss(y, s, pos_label=1)))
+
+
+def _bin_index(s: np.ndarray, n_bins: int) -> np.ndarray:
+    # Equal-width bins [k/B, (k+1)/B); the last bin is closed so that a score of exactly 1 lands in it.
+    return np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
+
+
+def reliability_curve(labels, scores, *, n_bins: int = 10, ci: float = 0.95, min_n: int = MIN_N) -> pd.DataFrame:
+    """Reliability-diagram data over `n_bins` equal-width bins of the score: per bin its edges, ECG count,
+    mean score, observed fraction of positives and its Wilson interval (NaN for empty bins). Empty frame
+    when the inputs are degenerate."""
+    cols = ["bin", "bin_low", "bin_high", "n", "mean_score", "frac_pos", "frac_pos_low", "frac_pos_high"]
+    y, s, reason = _check_probabilities(labels, scores, min_n)
+    if reason:
+        return pd.DataFrame(columns=cols)
+    idx = _bin_index(s, n_bins)
+    counts = np.bincount(idx, minlength=n_bins)
+    pos = np.bincount(idx, weights=y, minlength=n_bins)
+    ssum = np.bincount(idx, weights=s, minlength=n_bins)
+    rows = []
+    for k in range(n_bins):
+        n_k = int(counts[k])
+        if n_k:
+            w = stats.binomtest(int(pos[k]), n_k).proportion_ci(confidence_level=ci, method="wilson")
+            rows.append([k, k / n_bins, (k + 1) / n_bins, n_k, ssum[k] / n_k, pos[k] / n_k, w.low, w.high])
+        else:
+            rows.append([k, k / n_bins, (k + 1) / n_bins, 0, NAN, NAN, NAN, NAN])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def ece(labels, scores, *, n_bins: int = 10, min_n: int = MIN_N) -> MetricResult:
+    """Expected calibration error: sum over equal-width score bins of (bin share of ECGs) x
+    |observed fraction positive - mean score|. Binary-class form (on the probability of class 1), not
+    the top-label form used for multi-class networks."""
+    y, s, reason = _check_probabilities(labels, scores, min_n)
+    if reason:
+        return MetricResult(NAN, reason=reason)
+    idx = _bin_index(s, n_bins)
+    counts = np.bincount(idx, minlength=n_bins)
+    gap = np.abs(np.bincount(idx, weights=y, minlength=n_bins) - np.bincount(idx, weights=s, minlength=n_bins))
+    return MetricResult(float(gap.sum() / counts.sum()))
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+
+
+def aggregate(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean, sample sd, min, max and count of finite values of each metric over the rows of each group
+    (typically: over seeds and draws of one architecture x fraction x task x evaluation set)."""
+    rows = []
+    for key, group in df.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        row["n_runs"] = len(group)
+        for m in metrics:
+            v = pd.to_numeric(group[m], errors="coerce").to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            row[f"{m}_mean"] = float(v.mean()) if len(v) else NAN
+            row[f"{m}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else NAN
+            row[f"{m}_min"] = float(v.min()) if len(v) else NAN
+            row[f"{m}_max"] = float(v.max()) if len(v) else NAN
+            row[f"{m}_count"] = len(v)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------- one cell's predictions
+
+PREDICTION_COLUMNS = ("ecg_uid", "patient_hash", "site", "split", "label", "score")
+EVAL_SET = {"test": "internal", "external": "external"}  # split value -> evaluation-set name in tables
+
+
+def validate_predictions(df: pd.DataFrame) -> None:
+    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"predictions lack columns {missing} (have {sorted(map(str, df.columns))})")
+    bad = sorted(set(df["split"].astype(str)) - set(EVAL_SET))
+    if bad:
+        raise ValueError(f"predictions: unknown split values {bad}; expected {sorted(EVAL_SET)}")
+
+
+def _score_set(y, s, patients, *, ci, n_resamples, seed, min_n, ece_bins) -> dict:
+    """All metrics of one evaluation set. Interval reasons are kept per metric."""
+    n, n_pos = len(y), int(np.sum(y == 1))
+    reasons = []
+    codes = _cluster_codes(patients, n) if n else None
+    clusters = patients if codes is not None else None
+    row = {"n": n, "n_pos": n_pos, "n_neg": n - n_pos, "n_patients": int(pd.Series(patients).nunique()),
+           "ci_level": ci, "auroc_ci_method": "delong_clustered" if clusters is not None else "delong",
+           "auprc_ci_method": f"bootstrap{n_resamples}_{'cluster_' if clusters is not None else ''}stratified"}
+    r = auroc(y, s, ci=ci, clusters=clusters, min_n=min_n)
+    row.update(auroc=r.value, auroc_low=r.low, auroc_high=r.high)
+    reasons += [f"auroc {r.reason}"] if r.reason else []
+    y_chk, s_chk, reason = check_binary(y, s, min_n)
+    if reason:
+        row.update({k: NAN for k in ("auprc_ap", "auprc_ap_low", "auprc_ap_high",
+                                     "auprc_trapz", "auprc_trapz_low", "auprc_trapz_high")})
+        reasons.append(f"auprc {reason}")
+    else:
+        row["auprc_ap"] = float(average_precision_score(y_chk, s_chk))
+        row["auprc_trapz"] = auprc_trapezoid(y_chk, s_chk)
+        if n_resamples > 0:
+            reps = bootstrap_distribution(y_chk, s_chk, metrics=("ap", "trapz"), n_resamples=n_resamples,
+                                          seed=seed, clusters=clusters)
+            for kind in ("ap", "trapz"):
+                low, high, why = percentile_interval(reps[kind], ci)
+                row[f"auprc_{kind}_low"], row[f"auprc_{kind}_high"] = low, high
+                reasons += [f"auprc_{kind} {why}"] if why else []
+        else:
+            row.update(auprc_ap_low=NAN, auprc_ap_high=NAN, auprc_trapz_low=NAN, auprc_trapz_high=NAN)
+    for name, fn in (("brier", brier), ("ece", lambda a, b, min_n: ece(a, b, n_bins=ece_bins, min_n=min_n))):
+        r = fn(y, s, min_n=min_n)
+        row[name] = r.value
+        reasons += [f"{name} {r.reason}"] if r.reason else []
+    row["reasons"] = "; ".join(reasons)
+    return row
+
+
+def _groups(df: pd.DataFrame, per_site: bool):
+    """(split, site) evaluation sets: each split pooled over its sites (site "all"), plus each site on
+    its own when a split spans several sites and `per_site`."""
+    for split in sorted(df["split"].astype(str).unique()):
+        part = df[df["split"].astype(str) == split]
+        yield split, "all", part
+        sites = sorted(part["site"].astype(str).unique())
+        if per_site and len(sites) > 1:
+            for site in sites:
+                yield split, site, part[part["site"].astype(str) == site]
+
+
+def cell_metrics(predictions: pd.DataFrame, *, ci: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+                 min_n: int = MIN_N, ece_bins: int = 10, per_site: bool = True) -> list[dict]:
+    """One row per evaluation set of a cell's predictions: each split ('test' -> internal, 'external')
+    pooled over sites (site = "all"), and per site when a split spans several. Columns: split, eval_set,
+    site, n, n_pos, n_neg, n_patients, auroc[_low/_high], auprc_ap[_low/_high], auprc_trapz[_low/_high],
+    brier, ece, reasons, and the CI settings used."""
+    validate_predictions(predictions)
+    rows = []
+    for split, site, part in _groups(predictions, per_site):
+        row = {"split": split, "eval_set": EVAL_SET[split], "site": site}
+        row.update(_score_set(part["label"].to_numpy(), part["score"].to_numpy(dtype=float),
+                              part["patient_hash"].astype(str).to_numpy(), ci=ci, n_resamples=n_resamples,
+                              seed=seed, min_n=min_n, ece_bins=ece_bins))
+        rows.append(row)
+    return rows
+
+
+SUBGROUP_COLUMNS = ("site", "sex", "age_band")
+
+
+def subgroup_metrics(predictions: pd.DataFrame, *, by=SUBGROUP_COLUMNS, ci: float = 0.95, min_per_class: int = 10,
+                     min_n: int = MIN_N) -> list[dict]:
+    """AUROC with DeLong CI per level of each subgroup variable present (site, sex, age band), within each
+    split. `too_small` flags levels with fewer than `min_per_class` positives or negatives: their numbers
+    are still computed where defined, but should not be read as evidence."""
+    validate_predictions(predictions)
+    rows = []
+    for split in sorted(predictions["split"].astype(str).unique()):
+        part = predictions[predictions["split"].astype(str) == split]
+        for var in by:
+            if var not in part.columns or part[var].isna().all():
+                continue
+            levels = part[var].astype("string").fillna("unknown")
+            for level in sorted(levels.unique()):
+                sub = part[(levels == level).to_numpy()]
+                y = sub["label"].to_numpy()
+                n_pos = int(np.sum(y == 1))
+                patients = sub["patient_hash"].astype(str).to_numpy()
+                clusters = patients if _cluster_codes(patients, len(y)) is not None else None
+                r = auroc(y, sub["score"].to_numpy(dtype=float), ci=ci, clusters=clusters, min_n=min_n)
+                small = n_pos < min_per_class or len(y) - n_pos < min_per_class
+                rows.append({"split": split, "eval_set": EVAL_SET[split], "subgroup": var, "level": str(level),
+                             "n": len(y), "n_pos": n_pos, "n_neg": len(y) - n_pos, "auroc": r.value,
+                             "auroc_low": r.low, "auroc_high": r.high, "too_small": bool(small),
+                             "reasons": r.reason})
+    return rows
