@@ -12,7 +12,12 @@ class TokenizerConfig:
     vocab_size: int = 8192
     input_size: int = 112  # the tokenizer's view; grid = input_size / patch
     patch_size: int = 8  # pixels per token on the tokenizer's view
-    steps: int = 2000  # vqvae training steps
+    steps: int = 2000  # vqvae training steps (batches)
+    kmeans_steps: int = 300  # kmeans: MiniBatchKMeans.partial_fit calls, one per batch of images
+    eval_images: int = 256  # held-out images (val split) for reconstruction error and codebook usage
+    vq_hidden: int = 64  # vqvae: conv channels
+    vq_code_dim: int = 32  # vqvae: codebook vector size
+    eval_points: int = 10  # how many times the held-out metrics are measured during training
     batch_size: int = 64
     lr: float = 1e-3
     max_images: int = 20000  # images sampled from the train split to fit on
@@ -24,3 +29,7 @@ class TokenizerConfig:
             raise ConfigError(f"kind must be 'kmeans' or 'vqvae', got {self.kind!r}")
         if self.input_size % self.patch_size:
             raise ConfigError("input_size must be a multiple of patch_size")
+        if self.vocab_size < 2:
+            raise ConfigError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        if min(self.steps, self.kmeans_steps, self.batch_size, self.eval_images, self.eval_points) < 1:
+            raise ConfigError("steps, kmeans_steps, batch_size, eval_images and eval_points must be >= 1")

@@ -1,0 +1,60 @@
+"""`heartbeit pretrain`: HeartBEiT masked image modeling."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+HELP = """HeartBEiT masked image modeling on the train split's ECG images (BEiT recipe: blockwise masking,
+cross-entropy on masked tokens, AdamW + warmup/cosine, layer scale, drop path, gradient clipping).
+
+Single process when pretrain.zero_stage is 0 and the job has one rank; DeepSpeed ZeRO otherwise (the same
+loop; launch with torchrun / deepspeed / mpirun / srun). Writes OUT/log.jsonl (loss, masked-token accuracy,
+lr, images/s, MFU), checkpoints under OUT/checkpoints (atomic; --resume continues exactly) and the export
+OUT/heartbeit-<variant>.safetensors + .json, which fine-tuning loads with
+  import heartbeit.models, timm
+  timm.create_model("heartbeit_<variant>", pretrained=True, pretrained_cfg_overlay=dict(file=EXPORT), num_classes=2)
+
+Token grids come from the shards when `heartbeit tokenizer encode` wrote them with the same tokenizer
+(pretrain.tokens=auto), else the tokenizer runs on the fly.
+
+Example: heartbeit pretrain --profile ci --images runs/ci/images --tokenizer runs/ci/tokenizer/tokenizer.safetensors --out runs/ci/pretrain"""
+
+log = logging.getLogger("heartbeit.pretrain")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from heartbeit.cli import add_common_config_args
+
+    parser.add_argument("--images", default=None, help="image shard folder (default: <workdir>/images)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer file (default: <workdir>/tokenizer/tokenizer.safetensors)")
+    parser.add_argument("--out", default=None, help="output folder (default: <workdir>/pretrain)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_config_args(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from heartbeit.cli import resolve_config
+    from heartbeit.config import write_resolved
+    from heartbeit.train.pretrain import pretrain
+
+    cfg = resolve_config(args)
+    work = Path(cfg.workdir)
+    images = Path(args.images) if args.images else work / "images"
+    tokenizer = Path(args.tokenizer) if args.tokenizer else work / "tokenizer" / "tokenizer.safetensors"
+    out = Path(args.out) if args.out else work / "pretrain"
+    summary = pretrain(cfg, images, tokenizer, out, resume=args.resume, progress=not args.no_progress)
+    if summary.get("world_size", 1) == 1 or summary.get("export"):
+        write_resolved(cfg, out)
+    if "final_loss" in summary:
+        print(f"pretrain: {summary['steps_done']}/{summary['steps']} steps; masked-token loss "
+              f"{summary['first_loss']:.3f} -> {summary['final_loss']:.3f}, accuracy {summary['final_mlm_acc']:.3f} "
+              f"(chance {summary['chance_acc']:.4f}); {summary['images_per_s']:.1f} img/s"
+              + (f", MFU {summary['mfu']:.1%}" if summary.get("mfu") is not None else ""))
+    if summary.get("export"):
+        print(f"export: {summary['export']}")
+    log.debug("summary %s", json.dumps(summary, default=str))
+    return 0

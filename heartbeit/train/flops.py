@@ -1,0 +1,88 @@
+"""FLOPs per trained image and device peaks, for model FLOPs utilisation (MFU).
+
+FLOPs = 2 x MACs, counted once per model configuration with `torch.utils.flop_counter.FlopCounterMode` on
+the meta device (no memory, no compute). Training counts 3x the forward (backward = 2x forward), the
+convention of PaLM/nanoGPT MFU. Only the model is counted: a tokenizer running on the fly is overhead that
+lowers MFU, as it should.
+
+Peaks: dense bf16 tensor-core numbers from a table for GPUs (A100 312, H100/H200 989 TFLOPS; fp32 runs
+use the same table, so fp32 MFU on a GPU reads low), an explicit `pretrain.peak_tflops` wins over everything,
+and on a CPU the peak is an estimate from cores x clock x FLOPs per cycle (AVX-512: 64 fp32/cycle/core;
+AMX bf16: 1024/cycle/core; AVX2: 32).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+GPU_PEAK_TFLOPS_BF16 = {"H200": 989.0, "H100": 989.0, "GH200": 989.0, "A100": 312.0, "A800": 312.0,
+                        "L40S": 362.0, "A10G": 125.0, "L4": 121.0, "V100": 125.0}
+
+
+@functools.lru_cache(maxsize=None)
+def mim_forward_flops(model_name: str, img_size: int, vocab_size: int, num_masked: int) -> float:
+    """Forward FLOPs of one image through the MIM model (backbone on all patches, lm head on masked ones)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from heartbeit.models.heartbeit import create_mim_model
+
+    with torch.device("meta"):
+        model = create_mim_model(model_name, vocab_size, drop_path_rate=0.0, img_size=img_size)
+        x = torch.zeros(1, 1, img_size, img_size)
+        mask = torch.zeros(1, model.patch_embed.num_patches, dtype=torch.bool)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.forward_features_mim(x, mask)
+        model.lm_head(torch.zeros(num_masked, model.embed_dim, device="meta"))
+    return float(counter.get_total_flops())
+
+
+def mim_train_flops_per_image(model_name: str, img_size: int, vocab_size: int, num_masked: int) -> float:
+    return 3.0 * mim_forward_flops(model_name, img_size, vocab_size, num_masked)
+
+
+def _cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_peak_flops(precision: str) -> float:
+    """A rough peak for the cores this process may use (an estimate: turbo and AVX clocks vary)."""
+    flags: set[str] = set()
+    mhz = 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("cpu MHz") and not mhz:
+                mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    ghz = (mhz or 2500.0) / 1000.0
+    if precision == "bf16" and "amx_bf16" in flags:
+        per_cycle = 1024.0
+    elif "avx512f" in flags:
+        per_cycle = 64.0
+    elif "avx2" in flags and "fma" in flags:
+        per_cycle = 32.0
+    else:
+        per_cycle = 8.0
+    return _cpu_cores() * ghz * 1e9 * per_cycle
+
+
+def device_peak_flops(device: torch.device, precision: str, override_tflops: float = 0.0) -> tuple[float, str]:
+    """(peak FLOP/s, where the number came from) for one device."""
+    if override_tflops and override_tflops > 0:
+        return override_tflops * 1e12, "config"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in GPU_PEAK_TFLOPS_BF16.items():
+            if key in name:
+                return tflops * 1e12, f"table:{key}"
+        return 0.0, f"unknown GPU {name!r} (set pretrain.peak_tflops)"
+    return cpu_peak_flops(precision), "cpu-estimate"

@@ -1,0 +1,284 @@
+"""HeartBEiT masked image modeling, readable top to bottom (nanoGPT style).
+
+    pretrain(cfg, images_dir_or_batches, tokenizer, out_dir, resume=False) -> summary dict
+
+One optimizer step = `grad_accum` micro batches of `batch_size` images per rank. For each image: blockwise-
+mask `mask_patches` of the patch grid (seeded by the image's position in the run, not by any global RNG),
+replace their embeddings with the mask token, and predict the tokenizer's code of every masked patch
+(cross-entropy on the masked positions only). The learning rate is a pure function of the global step
+(linear warmup, cosine to min_lr), so a resumed run follows the same schedule.
+
+Everything about distribution lives behind `engine` (heartbeit.distributed.engine): the same file runs on
+one CPU, one GPU, or N ranks under DeepSpeed ZeRO. Outputs in `out_dir`:
+
+    log.jsonl                      one record per log step (loss, masked-token accuracy, lr, images/s, MFU)
+    checkpoints/<step>/, latest    engine checkpoints (model, optimizer, step, loader position, RNG states)
+    heartbeit-<variant>.safetensors  fp32 backbone, loadable with timm.create_model(..., pretrained=True,
+                                   pretrained_cfg_overlay=dict(file=...)) after `import heartbeit.models`
+    heartbeit-<variant>.json       config, tokenizer, metrics of the run
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from heartbeit.config import PretrainConfig, to_dict
+from heartbeit.distributed.engine import Engine, build_engine, latest_tag
+from heartbeit.models.heartbeit import create_mim_model, export_backbone
+from heartbeit.models.masking import BlockMaskGenerator
+from heartbeit.models.tokenizer import Tokenizer
+from heartbeit.train.batches import BatchSource, ShardBatches
+from heartbeit.train.flops import device_peak_flops, mim_train_flops_per_image
+from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
+
+log = logging.getLogger("heartbeit.pretrain")
+
+MEAN = STD = 0.5  # HeartBEiT's image normalisation (Vaid et al.), also in the timm pretrained_cfg
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup to cfg.lr over warmup_steps, then cosine decay to min_lr at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, norms, position tables, cls and mask tokens."""
+    skip = set(model.no_weight_decay())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def variant_name(model_name: str) -> str:
+    return model_name.removeprefix("heartbeit_")
+
+
+def export_paths(out_dir: Path, model_name: str) -> tuple[Path, Path]:
+    stem = f"heartbeit-{variant_name(model_name)}"
+    return out_dir / f"{stem}.safetensors", out_dir / f"{stem}.json"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    np_state = np.random.get_state(legacy=False)
+    state["numpy"] = {"bit_generator": np_state["bit_generator"], "pos": int(np_state["state"]["pos"]),
+                      "key": [int(k) for k in np_state["state"]["key"]], "has_gauss": int(np_state["has_gauss"]),
+                      "gauss": float(np_state["gauss"])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"], "has_gauss": n["has_gauss"], "gauss": n["gauss"],
+                         "state": {"key": np.asarray(n["key"], dtype=np.uint32), "pos": n["pos"]}})
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def shard_tokens_match(images_dir: Path, tokenizer_file: Path | None, tokenizer: Tokenizer) -> bool:
+    """Do the shards carry token grids from exactly this tokenizer (heartbeit tokenizer encode)?"""
+    record = images_dir / "tokens.json"
+    if tokenizer_file is None or not record.is_file():
+        return False
+    info = json.loads(record.read_text())
+    return info.get("tokenizer_sha256") == sha256_file(tokenizer_file) and info.get("grid") == tokenizer.grid_size
+
+
+def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | Path, out_dir: str | Path,
+             resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Run (or resume) masked image modeling; returns the run summary (also written beside the export).
+
+    `cfg`: a RunConfig or a PretrainConfig. `data`: an images directory (shards) or a BatchSource.
+    `stop_after`: leave after this many steps with a checkpoint, as a preempted job would (tests)."""
+    cfg: PretrainConfig = getattr(cfg, "pretrain", cfg)
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    export_file, export_json = export_paths(out_dir, cfg.model)
+    if export_json.is_file() and not resume:
+        done = json.loads(export_json.read_text())
+        if done.get("pretrain_config") == to_dict(cfg):
+            log.info("pretraining already complete in %s (same config); skipping", out_dir)
+            return done["summary"]
+    if not resume and ckpt_dir.is_dir() and (ckpt_dir / "latest").is_file():
+        raise FileExistsError(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or use a new --out")
+
+    # ---- tokenizer, model, engine
+    tokenizer_file = None
+    if not isinstance(tokenizer, Tokenizer):
+        tokenizer_file = Path(tokenizer)
+        tokenizer = Tokenizer.load(tokenizer_file)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = create_mim_model(cfg.model, tokenizer.vocab_size, drop_path_rate=cfg.drop_path,
+                             layer_scale_init=cfg.layer_scale_init, img_size=cfg.img_size)
+    grid = model.grid_size
+    if grid != (tokenizer.grid_size, tokenizer.grid_size):
+        raise ValueError(f"{cfg.model} at {cfg.img_size} px has a {grid[0]}x{grid[1]} patch grid but the tokenizer "
+                         f"gives {tokenizer.grid_size}x{tokenizer.grid_size} tokens (input_size / patch_size)")
+    engine: Engine = build_engine(model, param_groups(model, cfg.weight_decay), cfg)
+    is_main = engine.rank == 0
+    device = engine.device
+    if hasattr(tokenizer, "to"):
+        tokenizer = tokenizer.to(device)
+    torch.manual_seed(cfg.seed * 1000 + 17 + engine.rank)  # drop path: a different stream per rank
+    random.seed(cfg.seed + engine.rank)
+    np.random.seed(cfg.seed + engine.rank)
+
+    # ---- data: shards (through heartbeit.data.loader) or any BatchSource
+    if isinstance(data, (str, Path)):
+        images_dir = Path(data)
+        use_shard_tokens = cfg.tokens == "shards" or (
+            cfg.tokens == "auto" and shard_tokens_match(images_dir, tokenizer_file, tokenizer))
+        source: BatchSource = ShardBatches(images_dir, cfg.batch_size, seed=cfg.seed, with_tokens=use_shard_tokens,
+                                           rank=engine.rank, world_size=engine.world_size,
+                                           num_workers=cfg.num_workers)
+        log.info("token grids: %s", "precomputed in the shards" if use_shard_tokens else "computed on the fly")
+    else:
+        source = data
+    masks = BlockMaskGenerator(grid, cfg.mask_patches, min_block=cfg.min_mask_block, seed=cfg.seed)
+
+    # ---- resume
+    step = 0
+    if resume:
+        state = engine.load_checkpoint(ckpt_dir)
+        if state is None:
+            log.info("no checkpoint in %s: starting from step 0", ckpt_dir)
+        else:
+            step = int(state["step"])
+            source.load_state_dict(state["loader"])
+            set_rng_state(state["rng"])
+            log.info("resumed at step %d (loader %s)", step, state["loader"])
+    log_path = out_dir / "log.jsonl"
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+        kept = "".join(json.dumps(r) + "\n" for r in records if r["step"] <= step)  # drop steps we redo
+        atomic_write_bytes(log_path, kept.encode())
+
+    # ---- FLOPs for MFU (model only, counted once per configuration)
+    flops_per_image = mim_train_flops_per_image(cfg.model, cfg.img_size, tokenizer.vocab_size, cfg.mask_patches)
+    peak_flops, peak_source = device_peak_flops(device, cfg.precision, cfg.peak_tflops)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext())
+    images_per_step = cfg.batch_size * cfg.grad_accum * engine.world_size
+
+    def save(at_step: int) -> None:
+        engine.save_checkpoint(ckpt_dir, f"step{at_step:08d}", {
+            "step": at_step, "loader": source.state_dict(), "rng": rng_state()})
+
+    # ---- the loop
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    stream = iter(source)
+    engine.model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not (progress and is_main),
+               dynamic_ncols=True)
+    window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0, "t0": time.perf_counter()}
+    while step < end:
+        lr = lr_at(step, cfg)
+        engine.set_lr(lr)
+        for micro in range(cfg.grad_accum):
+            batch = next(stream)
+            images = batch.images.to(device, non_blocking=True)
+            if batch.tokens is not None:
+                tokens = batch.tokens.to(device).long()
+            else:
+                tokens = tokenizer.encode(images).to(device)
+            x = images.float().div_(255.0)
+            if x.shape[-1] != cfg.img_size or x.shape[-2] != cfg.img_size:
+                x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bilinear", antialias=True)
+            x = (x - MEAN) / STD
+            # the mask of an image depends only on its position in the run: (step, micro, rank, index)
+            first = ((step * cfg.grad_accum + micro) * engine.world_size + engine.rank) * cfg.batch_size
+            mask = masks.batch(range(first, first + len(images))).to(device)
+            targets = tokens.flatten(1)[mask]
+            with autocast:
+                logits = engine.model(x, mask)
+            loss = F.cross_entropy(logits.float(), targets)
+            engine.backward(loss)
+            engine.step()
+            window["loss"] += loss.item() * targets.numel()
+            window["correct"] += (logits.argmax(-1) == targets).sum().item()
+            window["count"] += targets.numel()
+        step += 1
+        window["steps"] += 1
+        bar.update(1)
+
+        if step % cfg.log_every == 0 or step == 1 or step == end:
+            elapsed = time.perf_counter() - window["t0"]
+            ips = window["steps"] * images_per_step / max(elapsed, 1e-9)
+            record = {
+                "step": step, "epoch": source.state_dict().get("epoch"),
+                "loss": engine.all_reduce_mean(window["loss"] / window["count"]),
+                "mlm_acc": engine.all_reduce_mean(window["correct"] / window["count"]),
+                "lr": lr, "grad_norm": engine.grad_norm(), "images_per_s": ips,
+                "mfu": ips * flops_per_image / (peak_flops * engine.world_size) if peak_flops else None,
+            }
+            if is_main:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['mlm_acc']:.3f}",
+                                ips=f"{ips:.1f}")
+                log.info("step %d/%d loss %.4f acc %.3f lr %.2e %.1f img/s MFU %s", step, cfg.steps,
+                         record["loss"], record["mlm_acc"], lr, ips,
+                         f"{record['mfu']:.2%}" if record["mfu"] is not None else "n/a")
+            window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0, "t0": time.perf_counter()}
+        if step % cfg.checkpoint_every == 0 or step == end:
+            save(step)
+    bar.close()
+
+    summary: dict[str, Any] = {"steps_done": step, "steps": cfg.steps, "complete": step >= cfg.steps,
+                               "flops_per_image": flops_per_image, "peak_flops": peak_flops,
+                               "peak_source": peak_source, "device": str(device), "world_size": engine.world_size}
+    if is_main and log_path.is_file():
+        records = [json.loads(line) for line in log_path.read_text().splitlines()]
+        if records:
+            summary.update(first_loss=records[0]["loss"], first_mlm_acc=records[0]["mlm_acc"],
+                           final_loss=records[-1]["loss"], final_mlm_acc=records[-1]["mlm_acc"],
+                           chance_acc=1.0 / tokenizer.vocab_size, images_per_s=records[-1]["images_per_s"],
+                           mfu=records[-1]["mfu"])
+    if step < cfg.steps:  # stopped early: the checkpoint is the result
+        return summary
+
+    # ---- export: fp32 backbone for fine-tuning (the collective gather runs on every rank)
+    full = engine.full_state_dict()
+    if is_main:
+        from safetensors.torch import save_file
+
+        from heartbeit.utils.io import atomic_path
+
+        backbone = export_backbone(full, depth=len(model.blocks))
+        meta = {"model": cfg.model, "img_size": cfg.img_size, "in_chans": 1, "mean": MEAN, "std": STD}
+        with atomic_path(export_file) as tmp:
+            save_file(backbone, str(tmp), metadata={"heartbeit": json.dumps(meta, sort_keys=True)})
+        summary["export"] = str(export_file)
+        summary["export_sha256"] = sha256_file(export_file)
+        atomic_write_json(export_json, {
+            **meta, "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.config(),
+            "tokenizer_file": str(tokenizer_file) if tokenizer_file else None,
+            "pretrain_config": to_dict(cfg), "code_version": code_version(), "summary": summary,
+            "load_with": f"timm.create_model({cfg.model!r}, pretrained=True, "
+                         f"pretrained_cfg_overlay=dict(file={export_file.name!r}), num_classes=2)",
+        })
+        log.info("exported %s (%d tensors)", export_file, len(backbone))
+    engine.barrier()
+    return summary

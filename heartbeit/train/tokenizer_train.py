@@ -1,0 +1,181 @@
+"""Fit a visual tokenizer on ECG images (`heartbeit tokenizer train`), reporting reconstruction error and
+codebook usage on held-out images as it goes.
+
+Both kinds read the same endless batch source (heartbeit.train.batches) for `steps` batches:
+* kmeans: one MiniBatchKMeans.partial_fit per batch of images (all their patches) - the streaming form of
+  mini-batch k-means, so the data never has to fit in memory and the error curve is observable;
+* vqvae: one Adam step per batch on reconstruction + commitment loss; the codebook follows EMA cluster
+  means and codes unused for a while restart on encoder outputs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from heartbeit.config import TokenizerConfig
+from heartbeit.models.tokenizer import KMeansTokenizer, Tokenizer, VQVAETokenizer, build_tokenizer, codebook_usage
+from heartbeit.train.batches import ImageBatch
+
+log = logging.getLogger("heartbeit.tokenizer")
+
+
+def evaluate_tokenizer(tokenizer: Tokenizer, images: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Held-out reconstruction error (mean over images) and codebook usage."""
+    errors, weights, tokens = [], [], []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        errors.append(tokenizer.reconstruction_error(chunk))
+        weights.append(len(chunk))
+        tokens.append(tokenizer.encode(chunk))
+    usage = codebook_usage(torch.cat(tokens), tokenizer.vocab_size)
+    return {"recon_mse": float(np.average(errors, weights=weights)), **usage}
+
+
+def _kmeans_step(tok: KMeansTokenizer, km, images: torch.Tensor, pending: list[np.ndarray]) -> bool:
+    """Feed one batch to MiniBatchKMeans; the first call waits until there are enough patches to seed
+    k-means++ (several per code). Returns whether the model was updated."""
+    pending.append(tok.patches(images).reshape(-1, tok.patch_size ** 2).numpy().astype(np.float64))
+    if not hasattr(km, "cluster_centers_") and sum(len(p) for p in pending) < 4 * tok.vocab_size:
+        return False
+    km.partial_fit(np.concatenate(pending))
+    pending.clear()
+    tok.centroids = torch.from_numpy(km.cluster_centers_).to(torch.float32)
+    return True
+
+
+def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_images: torch.Tensor,
+                    progress: bool = True) -> tuple[Tokenizer, dict[str, Any]]:
+    """Fit a `cfg.kind` tokenizer on `cfg.steps` (vqvae) / `cfg.kmeans_steps` (kmeans) batches."""
+    torch.manual_seed(cfg.seed)
+    extra = dict(hidden=cfg.vq_hidden, code_dim=cfg.vq_code_dim) if cfg.kind == "vqvae" else {}
+    tok = build_tokenizer(cfg.kind, cfg.vocab_size, cfg.input_size, cfg.patch_size, **extra)
+    steps = cfg.kmeans_steps if cfg.kind == "kmeans" else cfg.steps
+    eval_every = max(1, steps // cfg.eval_points)
+    history: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    seen = 0
+    if isinstance(tok, KMeansTokenizer):
+        from sklearn.cluster import MiniBatchKMeans
+
+        km = MiniBatchKMeans(n_clusters=cfg.vocab_size, random_state=cfg.seed, n_init=1,
+                             reassignment_ratio=0.01, init="k-means++")
+        pending: list[np.ndarray] = []
+    else:
+        assert isinstance(tok, VQVAETokenizer)
+        optimizer = torch.optim.Adam(tok.parameters(), lr=cfg.lr)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        tok.train()
+    stream = iter(batches)
+    bar = tqdm(range(1, steps + 1), desc=f"tokenizer {cfg.kind}", disable=not progress, leave=False)
+    for step in bar:
+        images = next(stream).images
+        seen += len(images)
+        stats: dict[str, Any] = {}
+        if isinstance(tok, KMeansTokenizer):
+            if not _kmeans_step(tok, km, images, pending):
+                continue
+        else:
+            loss, stats = tok.training_step(images, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if step % eval_every == 0 or step == steps or not history:
+            if isinstance(tok, VQVAETokenizer):
+                tok.eval()
+            point = {"step": step, "images_seen": seen, **evaluate_tokenizer(tok, eval_images), **stats}
+            if isinstance(tok, VQVAETokenizer):
+                tok.train()
+            history.append(point)
+            bar.set_postfix(mse=f"{point['recon_mse']:.4f}", ppl=f"{point['perplexity']:.1f}")
+            log.info("tokenizer step %d: held-out recon MSE %.5f, perplexity %.1f, dead codes %d",
+                     step, point["recon_mse"], point["perplexity"], point["dead_codes"])
+    if isinstance(tok, VQVAETokenizer):
+        tok.eval()
+    if not history:
+        raise RuntimeError(f"tokenizer saw {seen} images: too few patches to seed {cfg.vocab_size} codes")
+    final = history[-1]
+    metrics = {
+        "kind": cfg.kind, "config": tok.config(), "steps": steps, "images_seen": seen,
+        "eval_images": int(len(eval_images)), "seconds": round(time.perf_counter() - t0, 3),
+        "recon_error_space": "patch" if cfg.kind == "kmeans" else "image",
+        "first": history[0], "final": final, "history": history,
+    }
+    return tok, metrics
+
+
+# ------------------------------------------------------------------------------ precomputed token grids
+def _tokens_bytes(grid: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(grid.astype(np.int16 if grid.max(initial=0) < 2 ** 15 else np.int32)),
+            allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: bool = True) -> dict[str, Any]:
+    """Add `<key>.tokens.npy` (int16 [g, g]) to every sample of every shard listed in IMAGES/index.json.
+
+    Each tar is rewritten with deterministic bytes (heartbeit.data.corpus.write_shard: sorted members,
+    mtime 0) and renamed into place; its sidecar and index.json then record the new sha256 (the render
+    plan digest is unchanged, so `heartbeit render` still sees the shard as complete). A shard whose sidecar
+    already names this tokenizer is skipped, so an interrupted run resumes. IMAGES/tokens.json, written
+    last, tells pretraining which tokenizer the grids came from."""
+    import tarfile
+    from pathlib import Path
+
+    from heartbeit.data.corpus import write_shard
+    from heartbeit.data.shards import decode_image
+    from heartbeit.utils.io import atomic_write_json, sha256_file
+
+    images_dir, tokenizer_file = Path(images_dir), Path(tokenizer_file)
+    index_path = images_dir / "index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{images_dir}: no index.json (run `heartbeit render` to completion first)")
+    index = json.loads(index_path.read_text())
+    ext = index.get("image_ext", "png")
+    tok = Tokenizer.load(tokenizer_file)
+    tok_sha = sha256_file(tokenizer_file)
+    shards = [(split, entry) for split, info in index["splits"].items() for entry in info["shards"]]
+    done = skipped = 0
+    for split, entry in tqdm(shards, desc="encode shards", disable=not progress):
+        tar_path = images_dir / entry["name"]
+        side_path = tar_path.with_suffix(".json")
+        side = json.loads(side_path.read_text()) if side_path.is_file() else {}
+        if side.get("tokenizer_sha256") == tok_sha and side.get("sha256") == sha256_file(tar_path):
+            entry.update(sha256=side["sha256"], bytes=side["bytes"])
+            skipped += 1
+            continue
+        try:
+            with tarfile.open(tar_path, "r") as tar:
+                members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        except (tarfile.TarError, OSError) as exc:
+            raise ValueError(f"{tar_path}: unreadable shard ({exc})") from None
+        members = {n: b for n, b in members.items() if not n.endswith(".tokens.npy")}
+        keys = sorted(n[: -len(ext) - 1] for n in members if n.endswith(f".{ext}"))
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start:start + batch_size]
+            try:
+                images = np.stack([decode_image(members[f"{k}.{ext}"], ext) for k in chunk])
+            except Exception as exc:
+                raise ValueError(f"{tar_path}: cannot decode images ({exc})") from None
+            grids = tok.encode(torch.from_numpy(images)[:, None]).cpu().numpy()
+            for k, grid in zip(chunk, grids):
+                members[f"{k}.tokens.npy"] = _tokens_bytes(grid)
+        write_shard(tar_path, members.items())
+        sha, size = sha256_file(tar_path), tar_path.stat().st_size
+        atomic_write_json(side_path, {**side, "sha256": sha, "bytes": size, "tokenizer_sha256": tok_sha})
+        entry.update(sha256=sha, bytes=size)
+        done += 1
+    atomic_write_json(index_path, index)
+    record = {"tokenizer_sha256": tok_sha, "tokenizer": tok.config(), "grid": tok.grid_size,
+              "vocab_size": tok.vocab_size, "shards": {e["name"]: e["sha256"] for _, e in shards}}
+    atomic_write_json(images_dir / "tokens.json", record)
+    log.info("token grids written: %d shards encoded, %d already current", done, skipped)
+    return {"encoded": done, "skipped": skipped, **record}
