@@ -1,7 +1,7 @@
 """Ingest settings (`heartbeit ingest`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .core import ConfigError
 
@@ -14,12 +14,50 @@ class IngestConfig:
     label_key: str = "accession"  # column of the labels CSV joined to each record's key
     key_file: str = ""  # HMAC key for patient ids; "" = <workdir>/secret/deid.key (created 0600)
     date_policy: str = "year"  # year | shift
+    date_shift_max_days: int = 365  # shift policy: per-patient keyed offset in [-max, +max] days
     waveform: str = "Rhythm"  # MUSE waveform type for the corpus
     shard_size: int = 1000
     workers: int = 0  # 0 = all cores
+    chunk_size: int = 16  # files handed to a worker at a time
+    # quality gates (see heartbeit/data/quality.py)
+    min_fs: float = 100.0
+    max_fs: float = 10000.0
+    max_file_mb: float = 256.0  # larger files are refused unread (no 12-lead export is this big)
+    flat_ptp_mv: float = 0.01  # an independent lead with less peak-to-peak than this is flat
+    clip_fraction: float = 0.01  # share of samples pinned at a lead's extreme that means clipping
+    # amplitude plausibility on robust (0.5-99.5 percentile) peak-to-peak per lead: the largest lead must lie
+    # in [min_ptp_mv, max_ptp_mv] and the median lead must stay <= max_median_ptp_mv. A gain off by 4.88x
+    # (raw counts exported as microvolts) lands far outside; tall-voltage (LVH/HCM) ECGs stay inside.
+    min_ptp_mv: float = 0.3
+    max_ptp_mv: float = 6.0
+    max_median_ptp_mv: float = 3.0
+    # A gain error scales the noise floor with the waveform; true tall voltage (LVH/HCM) does not. So a record
+    # that is both tall (median lead > scaled_median_ptp_mv) and noisy (high-frequency noise sigma >
+    # scaled_noise_mv) is refused as a gain error too. Devices are specified well under 0.03 mV of noise.
+    scaled_median_ptp_mv: float = 2.0
+    scaled_noise_mv: float = 0.05
+    max_abs_mv: float = 32.0  # int16 microvolt storage limit
+    # arrays without a sidecar (CLI flags --fs/--units/--leads fill these)
+    array_fs: float = 0.0
+    array_units: str = "mV"
+    array_leads: list[str] = field(default_factory=list)  # empty = the canonical 12-lead order
+    # PTB-XL SCP -> task mapping (heartbeit/data/ptbxl.py)
+    ptbxl_stemi_codes: list[str] = field(
+        default_factory=lambda: ["IMI", "AMI", "ASMI", "ALMI", "ILMI", "LMI", "IPLMI", "IPMI", "PMI"])
+    ptbxl_stemi_stadia: list[str] = field(default_factory=lambda: ["Stadium I", "Stadium I-II"])
+    ptbxl_min_likelihood: float = 0.0
+    ptbxl_unknown_stadium: str = "missing"  # missing | negative
 
     def validate(self) -> None:
         if self.date_policy not in ("year", "shift"):
             raise ConfigError(f"date_policy must be 'year' or 'shift', got {self.date_policy!r}")
         if self.min_duration_s > self.duration_s:
             raise ConfigError("min_duration_s must be <= duration_s")
+        if self.corpus_fs <= 0 or self.shard_size < 1 or self.chunk_size < 1:
+            raise ConfigError("corpus_fs, shard_size and chunk_size must be positive")
+        if self.array_units not in ("mV", "uV", "V"):
+            raise ConfigError(f"array_units must be mV, uV or V, got {self.array_units!r}")
+        if self.ptbxl_unknown_stadium not in ("missing", "negative"):
+            raise ConfigError("ptbxl_unknown_stadium must be 'missing' or 'negative'")
+        if not 0 < self.min_ptp_mv < self.max_ptp_mv or self.max_median_ptp_mv <= 0:
+            raise ConfigError("need 0 < min_ptp_mv < max_ptp_mv and max_median_ptp_mv > 0")

@@ -1,0 +1,124 @@
+"""`heartbeit ingest`: MUSE XML / WFDB / arrays -> de-identified corpus + rejects ledger."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+HELP = """Read GE MUSE XML, WFDB (.hea + .dat/.mat, PTB-XL layout) and array files (.npy/.npz/.mat) into a
+de-identified corpus: WebDataset shards (int16 microvolts at ingest.corpus_fs + JSON metadata),
+metadata.parquet, rejects.parquet (every refused file with its reason), summary.json.
+
+Formats are detected by content (--format forces one). Arrays need a <stem>.json sidecar or --fs/--units/
+--leads. Patient ids become HMAC-SHA256 under --key (created with mode 0600 on first use).
+
+  heartbeit ingest DATA/ --out runs/x/corpus --labels labels.csv --label-key accession
+  heartbeit ingest DATA/ --out CORPUS --array            # one Slurm array task (SLURM_ARRAY_TASK_ID/COUNT)
+  heartbeit ingest --merge --out CORPUS                  # join the array parts in CORPUS.parts/
+"""
+
+log = logging.getLogger("heartbeit.ingest")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from heartbeit.cli import add_common_config_args
+    from heartbeit.data.ingest import FORMATS
+
+    parser.add_argument("inputs", nargs="*", help="files or folders (default: config input_dirs, else <workdir>/synth)")
+    parser.add_argument("--out", default=None, help="corpus directory (default <workdir>/corpus)")
+    parser.add_argument("--labels", default=None, help="labels CSV (lvef, lvef_le40, hcm, stemi; blank = missing)")
+    parser.add_argument("--label-key", default=None, help="labels column joined to each record (default ingest.label_key)")
+    parser.add_argument("--key", default=None, help="HMAC key file (default ingest.key_file or <workdir>/secret/deid.key)")
+    parser.add_argument("--format", default="auto", choices=FORMATS, help="force one input format (default: by content)")
+    parser.add_argument("--fs", type=float, default=None, help="arrays without sidecar: sampling rate in Hz")
+    parser.add_argument("--units", default=None, choices=("mV", "uV", "V"), help="arrays without sidecar: units")
+    parser.add_argument("--leads", default=None, help="arrays without sidecar: comma-separated lead order")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default ingest.workers; 0 = all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing corpus made from other inputs")
+    parser.add_argument("--array", action="store_true",
+                        help="run one Slurm array task: slice from SLURM_ARRAY_TASK_ID/_MIN/_COUNT, write <out>.parts/")
+    parser.add_argument("--array-task", type=int, default=None, help="array task index (0-based; overrides SLURM_*)")
+    parser.add_argument("--array-count", type=int, default=None, help="number of array tasks")
+    parser.add_argument("--merge", action="store_true", help="merge <out>.parts/task-* into <out>")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_config_args(parser)
+
+
+def _array_slot(args) -> tuple[int, int] | None:
+    if args.array_task is None and not args.array:
+        return None
+    task, count = args.array_task, args.array_count
+    if task is None:
+        try:
+            task = int(os.environ["SLURM_ARRAY_TASK_ID"]) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        except (KeyError, ValueError):
+            raise SystemExit("heartbeit ingest --array: SLURM_ARRAY_TASK_ID is not set (or pass --array-task)")
+    if count is None:
+        try:
+            count = int(os.environ["SLURM_ARRAY_TASK_COUNT"])
+        except (KeyError, ValueError):
+            raise SystemExit("heartbeit ingest --array: SLURM_ARRAY_TASK_COUNT is not set (or pass --array-count)")
+    return task, count
+
+
+def run(args: argparse.Namespace) -> int:
+    from heartbeit.cli import resolve_config
+    from heartbeit.data.arrays import ArrayDefaults
+    from heartbeit.data.deid import KeyFileError, load_or_create_key
+    from heartbeit.data.ingest import format_summary, merge_parts, part_dir, run_ingest
+    from heartbeit.data.labels import LabelError
+    from heartbeit.utils.io import resolve_workers
+    from heartbeit.utils.logging import setup_logging
+
+    cfg = resolve_config(args)
+    icfg = cfg.ingest
+    workdir = Path(cfg.workdir)
+    out = Path(args.out) if args.out else workdir / "corpus"
+    setup_logging(logging.getLevelName(logging.getLogger("heartbeit").level),
+                  log_file=out.parent / "logs" / f"ingest-{out.name}.log")
+
+    if args.merge:
+        summary = merge_parts(out, icfg, run_cfg=cfg, overwrite=args.overwrite)
+        print(_text(summary, format_summary))
+        return 0
+
+    inputs = list(args.inputs) or list(cfg.input_dirs)
+    if not inputs and (workdir / "synth").is_dir():
+        inputs = [str(workdir / "synth")]
+    if not inputs:
+        print("heartbeit ingest: no inputs (give folders/files, set input_dirs, or run `heartbeit synth` first)")
+        return 2
+    labels = args.labels or cfg.labels_csv or None
+    if labels is None and len(inputs) == 1 and (Path(inputs[0]) / "labels.csv").is_file():
+        labels = str(Path(inputs[0]) / "labels.csv")  # the synthetic default ships its labels beside the files
+        log.info("using labels %s", labels)
+    key_path = Path(args.key or icfg.key_file or workdir / "secret" / "deid.key")
+    try:
+        key = load_or_create_key(key_path)
+    except KeyFileError as exc:
+        print(f"heartbeit ingest: {exc}")
+        return 2
+    defaults = ArrayDefaults(
+        fs=args.fs if args.fs is not None else icfg.array_fs,
+        units=args.units or icfg.array_units,
+        leads=[x.strip() for x in args.leads.split(",")] if args.leads else list(icfg.array_leads),
+    )
+    slot = _array_slot(args)
+    target = part_dir(out, slot[0]) if slot else out
+    workers = resolve_workers(args.workers if args.workers is not None else icfg.workers)
+    try:
+        summary = run_ingest(inputs, target, icfg, key, labels_csv=labels, label_key=args.label_key,
+                             fmt=args.format, array_defaults=defaults, workers=workers, run_cfg=cfg,
+                             array_task=slot, overwrite=args.overwrite, progress=not args.no_progress)
+    except (LabelError, FileExistsError) as exc:
+        print(f"heartbeit ingest: {exc}")
+        return 2
+    print(_text(summary, format_summary))
+    print(f"corpus: {target}")
+    return 0
+
+
+def _text(summary: dict, fmt) -> str:
+    note = " (up to date: nothing to do)" if summary.get("up_to_date") else ""
+    return fmt(summary) + note

@@ -1,0 +1,84 @@
+"""Labels CSV: one row per ECG (or per patient), joined on the hospital's key (MRN, accession or ECG id).
+
+Columns (any subset): `lvef` (percent), `lvef_le40` (0/1 flag, derived from `lvef` when absent), `hcm`,
+`stemi` (0/1). A blank cell is *missing* and stays NaN - never a negative. Invalid values are errors that
+name the CSV, the column and the row number (never the key value)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .reasons import IngestError, Reason
+
+TASK_COLUMNS = ("lvef", "lvef_le40", "hcm", "stemi")
+FLAG_COLUMNS = ("lvef_le40", "hcm", "stemi")
+LVEF_RANGE = (1.0, 95.0)
+
+
+class LabelError(ValueError):
+    """A labels CSV that cannot be used; the message names file, column and row."""
+
+
+def _flag(value: str, path: Path, column: str, row: int) -> float:
+    v = value.strip().lower()
+    if v == "" or v in ("nan", "na", "n/a"):
+        return math.nan
+    if v in ("1", "1.0", "true", "yes", "y"):
+        return 1.0
+    if v in ("0", "0.0", "false", "no", "n"):
+        return 0.0
+    raise LabelError(f"{path.name}: column {column!r} row {row} must be 0/1 or blank")
+
+
+def load_labels(path: str | Path, key: str) -> dict[str, dict[str, float]]:
+    """{key value: {lvef, lvef_le40, hcm, stemi}} with NaN for missing."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LabelError(f"{path.name}: cannot read labels CSV ({type(exc).__name__})") from None
+    if key not in df.columns:
+        raise LabelError(f"{path.name}: no key column {key!r} (columns: {', '.join(df.columns)})")
+    present = [c for c in TASK_COLUMNS if c in df.columns]
+    if not present:
+        raise LabelError(f"{path.name}: none of the label columns {', '.join(TASK_COLUMNS)}")
+    out: dict[str, dict[str, float]] = {}
+    for i, row in enumerate(df.to_dict("records"), start=2):  # row 1 is the header
+        k = row[key].strip()
+        if not k:
+            continue
+        labels = {c: math.nan for c in TASK_COLUMNS}
+        if "lvef" in row and row["lvef"].strip():
+            try:
+                lvef = float(row["lvef"])
+            except ValueError:
+                raise LabelError(f"{path.name}: column 'lvef' row {i} is not a number") from None
+            if not LVEF_RANGE[0] <= lvef <= LVEF_RANGE[1]:
+                raise LabelError(f"{path.name}: column 'lvef' row {i} = {lvef} outside {LVEF_RANGE}")
+            labels["lvef"] = lvef
+            labels["lvef_le40"] = float(lvef <= 40.0)
+        for c in FLAG_COLUMNS:
+            if c in row:
+                flag = _flag(row[c], path, c, i)
+                if not math.isnan(flag):
+                    labels[c] = flag
+        if k in out:
+            raise LabelError(f"{path.name}: row {i} repeats the key of an earlier row")
+        out[k] = labels
+    return out
+
+
+def join_labels(meta: dict, table: dict[str, dict[str, float]] | None, key: str) -> dict[str, float]:
+    """Labels for one record; NaN everywhere when the record has no key or no row."""
+    empty = {c: math.nan for c in TASK_COLUMNS}
+    if not table:
+        return empty
+    value = meta.get(key)
+    if value is None and key == "mrn":
+        value = meta.get("patient_id")
+    return dict(table.get(str(value).strip(), empty)) if value is not None else empty
+
+
+__all__ = ["load_labels", "join_labels", "LabelError", "TASK_COLUMNS", "IngestError", "Reason"]

@@ -1,0 +1,241 @@
+"""GE MUSE RestingECG XML reader.
+
+Parsed with defusedxml only (entity declarations and external entities are refused before expansion).
+Waveforms are picked by `<WaveformType>` (never by position); the rate is SampleBase x 10^SampleExponent;
+`WaveFormData` is base64 of little-endian int16 samples, scaled by `LeadAmplitudeUnitsPerBit` to
+microvolts. MUSE stores I, II, V1-V6; III, aVR, aVL and aVF are derived (heartbeit.data.leads).
+Every structural check (base64, byte counts, CRC32, lead set, rate) raises IngestError with a Reason and
+a detail that never quotes an identifier from the file."""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import zlib
+from pathlib import Path
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
+
+from .leads import INDEPENDENT_LEADS, normalize_lead_name, twelve_from_independent
+from .reasons import IngestError, Reason
+from .record import ECGRecord
+
+# expat error codes that mean "the document stopped early" rather than "the document is wrong".
+_EXPAT_TRUNCATION_CODES = {3, 5, 6}  # no element found, unclosed token, partial character
+# A plausible ADC resolution; outside it the export's gain field is wrong (e.g. raw counts as uV).
+UNITS_PER_BIT_RANGE_UV = (0.1, 50.0)
+
+# RestingECGMeasurements element -> corpus column (measurements are kept: not identifiers).
+MEASUREMENTS = {
+    "VentricularRate": "ventricular_rate",
+    "AtrialRate": "atrial_rate",
+    "PRInterval": "pr_interval_ms",
+    "QRSDuration": "qrs_duration_ms",
+    "QTInterval": "qt_interval_ms",
+    "QTCorrected": "qtc_ms",
+    "PAxis": "p_axis",
+    "RAxis": "r_axis",
+    "TAxis": "t_axis",
+}
+
+
+def looks_like_muse(head: bytes) -> bool:
+    """Content sniff on the first few KiB: an XML document whose root is RestingECG."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    return text.startswith(b"<") and b"RestingECG" in head
+
+
+def parse_date(text: str | None) -> dt.date | None:
+    """MUSE writes MM-DD-YYYY; some exports use ISO or MM/DD/YYYY."""
+    if not text:
+        return None
+    text = text.strip()
+    for fmt in ("%m-%d-%Y", "%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _parse_xml(data: bytes, name: str) -> Element:
+    if not data.strip():
+        raise IngestError(Reason.UNREADABLE, f"{name}: empty file")
+    try:
+        return SafeET.fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException:
+        # Never echo the entity names/system ids: they are attacker- (or patient-) controlled text.
+        raise IngestError(Reason.XML_UNSAFE, f"{name}: XML declares entities or external references; refused") from None
+    except ParseError as exc:
+        line, col = getattr(exc, "position", (0, 0))
+        if getattr(exc, "code", None) in _EXPAT_TRUNCATION_CODES:
+            raise IngestError(Reason.TRUNCATED, f"{name}: XML ends early (line {line})") from None
+        raise IngestError(Reason.MALFORMED, f"{name}: XML not well-formed at line {line}, column {col}") from None
+
+
+def _text(node: Element | None, tag: str) -> str | None:
+    if node is None:
+        return None
+    value = node.findtext(tag)
+    return value.strip() if value is not None and value.strip() else None
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _rate(node: Element, base_tag: str, exp_tag: str, name: str) -> float | None:
+    base, exp = _text(node, base_tag), _text(node, exp_tag)
+    if base is None:
+        return None
+    try:
+        return float(base) * 10.0 ** int(exp or 0)
+    except (ValueError, OverflowError):
+        raise IngestError(Reason.MALFORMED, f"{name}: {base_tag}/{exp_tag} are not numbers") from None
+
+
+def _decode_lead(lead: Element, name: str, label: str) -> tuple[bytes, float, int]:
+    """Decode one LeadData block; returns (raw bytes, microvolts per bit, sample count)."""
+    payload = lead.findtext("WaveFormData")
+    if payload is None:
+        raise IngestError(Reason.MALFORMED, f"{name}: lead {label} has no WaveFormData")
+    try:
+        raw = base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise IngestError(Reason.BAD_BASE64, f"{name}: lead {label} WaveFormData is not valid base64") from None
+    try:
+        n_samples = int(_text(lead, "LeadSampleCountTotal") or -1)
+        n_bytes = int(_text(lead, "LeadByteCountTotal") or -1)
+        sample_size = int(_text(lead, "LeadSampleSize") or 2)
+        units_per_bit = float(_text(lead, "LeadAmplitudeUnitsPerBit") or "nan")
+    except ValueError:
+        raise IngestError(Reason.MALFORMED, f"{name}: lead {label} has non-numeric count/gain fields") from None
+    if sample_size != 2:
+        raise IngestError(Reason.UNSUPPORTED, f"{name}: lead {label} uses {sample_size}-byte samples (only int16)")
+    if n_samples < 0 and n_bytes < 0:
+        n_samples = len(raw) // 2  # neither count given: nothing to contradict
+    if n_bytes >= 0 and n_bytes != len(raw):
+        raise IngestError(Reason.BYTE_COUNT, f"{name}: lead {label} decodes to {len(raw)} bytes, header says {n_bytes}")
+    if n_samples >= 0 and n_samples * 2 != len(raw):
+        raise IngestError(Reason.BYTE_COUNT,
+                          f"{name}: lead {label} decodes to {len(raw) // 2} samples, header says {n_samples}")
+    crc = _text(lead, "LeadDataCRC32")
+    if crc is not None:
+        try:
+            expected = int(crc)
+        except ValueError:
+            raise IngestError(Reason.MALFORMED, f"{name}: lead {label} LeadDataCRC32 is not a number") from None
+        if zlib.crc32(raw) != expected:
+            raise IngestError(Reason.CRC_MISMATCH, f"{name}: lead {label} CRC32 does not match its data")
+    units = (_text(lead, "LeadAmplitudeUnits") or "MICROVOLTS").upper()
+    if units in ("MILLIVOLTS", "MV"):
+        units_per_bit *= 1000.0
+    elif units not in ("MICROVOLTS", "UV"):
+        raise IngestError(Reason.UNSUPPORTED, f"{name}: lead {label} amplitude units {units!r} not supported")
+    if not (UNITS_PER_BIT_RANGE_UV[0] <= units_per_bit <= UNITS_PER_BIT_RANGE_UV[1]):
+        raise IngestError(Reason.IMPLAUSIBLE_AMPLITUDE,
+                          f"{name}: lead {label} gain {units_per_bit:g} uV/bit outside {UNITS_PER_BIT_RANGE_UV}")
+    return raw, units_per_bit, len(raw) // 2
+
+
+def _waveform(root: Element, waveform_type: str, name: str) -> Element:
+    matches = [w for w in root.iter("Waveform") if (_text(w, "WaveformType") or "").lower() == waveform_type.lower()]
+    if not matches:
+        raise IngestError(Reason.NO_WAVEFORM, f"{name}: no <Waveform> of type {waveform_type}")
+    return matches[0]
+
+
+def read_waveform(root: Element, waveform_type: str, name: str) -> tuple["np.ndarray", float]:
+    """[12, n] float32 mV and the sampling rate of the waveform block of the given type."""
+    import numpy as np
+
+    wave = _waveform(root, waveform_type, name)
+    fs = _rate(wave, "SampleBase", "SampleExponent", name)
+    if fs is None:
+        raise IngestError(Reason.MALFORMED, f"{name}: {waveform_type} waveform has no SampleBase")
+    leads: dict[str, np.ndarray] = {}
+    for lead in wave.iter("LeadData"):
+        label = _text(lead, "LeadID") or "?"
+        canonical = normalize_lead_name(label)
+        if canonical is None:
+            continue  # not one of the 12 standard leads
+        if canonical in leads:
+            raise IngestError(Reason.DUPLICATE_LEAD, f"{name}: lead {canonical} appears twice")
+        raw, uv_per_bit, _ = _decode_lead(lead, name, canonical)
+        leads[canonical] = np.frombuffer(raw, dtype="<i2").astype(np.float32) * np.float32(uv_per_bit / 1000.0)
+    missing = [lead for lead in INDEPENDENT_LEADS if lead not in leads]
+    if missing:
+        raise IngestError(Reason.MISSING_LEAD, f"{name}: {waveform_type} waveform lacks lead(s) {', '.join(missing)}")
+    lengths = {len(leads[k]) for k in INDEPENDENT_LEADS}
+    if len(lengths) != 1:
+        raise IngestError(Reason.BYTE_COUNT, f"{name}: leads have different lengths {sorted(lengths)}")
+    return twelve_from_independent({k: leads[k] for k in INDEPENDENT_LEADS}), fs
+
+
+def _metadata(root: Element, name: str) -> dict:
+    patient = root.find("PatientDemographics")
+    test = root.find("TestDemographics")
+    order = root.find("Order")
+    meas = root.find("RestingECGMeasurements")
+    age = _number(_text(patient, "PatientAge"))
+    age_units = (_text(patient, "AgeUnits") or "YEARS").upper()
+    if age is not None and age_units != "YEARS":
+        age = age / {"MONTHS": 12.0, "WEEKS": 52.0, "DAYS": 365.25, "HOURS": 8766.0}.get(age_units, float("nan"))
+    gender = (_text(patient, "Gender") or "").upper()
+    meta = {
+        # identifiers (deid.py drops or hashes every one of these)
+        "patient_id": _text(patient, "PatientID"),
+        "mrn": _text(patient, "PatientID"),
+        "first_name": _text(patient, "PatientFirstName"),
+        "last_name": _text(patient, "PatientLastName"),
+        "birth_date": parse_date(_text(patient, "DateofBirth")),
+        "accession": _text(order, "AccessionNumber") or _text(test, "AccessionNumber"),
+        "order_number": _text(order, "OrderNumber"),
+        "cart_number": _text(test, "CartNumber"),
+        "operator": _text(test, "OperatorLastName"),
+        "physician": _text(order, "OrderingMDLastName") or _text(test, "OverreaderLastName"),
+        "location_name": _text(test, "LocationName"),
+        "acquisition_date": parse_date(_text(test, "AcquisitionDate")),
+        "diagnosis": [(s.text or "").strip() for s in root.iterfind("Diagnosis/DiagnosisStatement/StmtText")],
+        # kept
+        "age": age,
+        "sex": "M" if gender in ("MALE", "M") else "F" if gender in ("FEMALE", "F") else "",
+        "site": _text(test, "SiteName") or _text(test, "Site") or "",
+        "device": _text(test, "AcquisitionDevice") or "",
+        "measurements": {col: v for tag, col in MEASUREMENTS.items()
+                         if (v := _number(_text(meas, tag))) is not None},
+    }
+    return meta
+
+
+def parse_muse(data: bytes, name: str, waveform_type: str = "Rhythm") -> ECGRecord:
+    """Parse MUSE XML bytes. `name` (the file's path relative to its input root) is used in messages."""
+    root = _parse_xml(data, name)
+    if root.tag != "RestingECG":
+        raise IngestError(Reason.UNSUPPORTED, f"{name}: XML root is not <RestingECG> (not a GE MUSE export)")
+    signals, fs = read_waveform(root, waveform_type, name)
+    meas = root.find("RestingECGMeasurements")
+    declared = _rate(meas, "ECGSampleBase", "ECGSampleExponent", name) if meas is not None else None
+    if declared is not None and abs(declared - fs) > 1e-6 * max(fs, 1.0) and waveform_type.lower() == "rhythm":
+        raise IngestError(Reason.RATE_MISMATCH,
+                          f"{name}: waveform says {fs:g} Hz, measurements block says {declared:g} Hz")
+    meta = _metadata(root, name)
+    meta["waveform"] = waveform_type
+    return ECGRecord(signals=signals, fs=fs, source_format="muse", source_path=name, meta=meta)
+
+
+def read_muse(path: str | Path, waveform_type: str = "Rhythm", name: str | None = None) -> ECGRecord:
+    path = Path(path)
+    name = name or path.name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(Reason.UNREADABLE, f"{name}: cannot read ({type(exc).__name__})") from None
+    return parse_muse(data, name, waveform_type)

@@ -1,0 +1,94 @@
+"""Quality gates: each check refuses a record with exactly one Reason.
+
+Run in this order on the reader's float32 mV [12, n] signals at their native rate (order matters: a NaN
+makes every later statistic meaningless; a flat lead would look like clipping):
+  rate -> NaN/inf -> too short -> flat line -> clipping -> amplitude.
+Then `to_corpus` crops to duration_s, resamples to corpus_fs (scipy.signal.resample_poly) and quantises
+to int16 microvolts. Duplicate recordings are found by ingest.py from the quantised waveform's keyed hash."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from .leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS
+from .reasons import IngestError, Reason
+
+_INDEPENDENT = [LEAD_INDEX[k] for k in INDEPENDENT_LEADS]
+
+
+def check_rate(fs: float, name: str, min_fs: float, max_fs: float) -> None:
+    if not np.isfinite(fs) or not (min_fs <= fs <= max_fs):
+        raise IngestError(Reason.IMPLAUSIBLE_RATE, f"{name}: sampling rate {fs:g} Hz outside [{min_fs:g}, {max_fs:g}]")
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    if not mask.any():
+        return 0
+    padded = np.concatenate(([0], mask.view(np.int8), [0]))
+    edges = np.flatnonzero(np.diff(padded))
+    return int((edges[1::2] - edges[0::2]).max())
+
+
+def hf_noise_mv(x: np.ndarray) -> np.ndarray:
+    """Per-lead high-frequency noise sigma: robust spread (median absolute value; the second difference of an
+    ECG is centred on zero) of the second difference / sqrt(6)."""
+    d2 = np.abs(np.diff(x, n=2, axis=1))
+    return 1.4826 * np.median(d2, axis=1) / np.sqrt(6.0)
+
+
+def check_signals(signals: np.ndarray, fs: float, name: str, cfg) -> None:
+    """Raise IngestError for the first failed gate; `cfg` is an IngestConfig."""
+    check_rate(fs, name, cfg.min_fs, cfg.max_fs)
+    if not np.isfinite(signals).all():
+        raise IngestError(Reason.NAN, f"{name}: signal contains NaN or infinite samples")
+    duration = signals.shape[1] / fs
+    if duration < cfg.min_duration_s:
+        raise IngestError(Reason.TOO_SHORT, f"{name}: {duration:.2f} s, need >= {cfg.min_duration_s:g} s")
+    x = signals
+    lo, hi = x.min(axis=1), x.max(axis=1)
+    ptp = hi - lo
+    flat = [LEADS[i] for i in np.flatnonzero(ptp < cfg.flat_ptp_mv)]
+    if flat:
+        raise IngestError(Reason.FLAT_LINE, f"{name}: flat lead(s) {', '.join(flat)}")
+    # Clipping: a real waveform touches its extreme for a sample or two per beat; a saturated ADC holds it.
+    tol = np.maximum(ptp * 1e-3, 1e-6)[:, None]
+    min_run = max(3, int(0.01 * fs))
+    for i in _INDEPENDENT:  # derived leads inherit clipping from I/II
+        lead = LEADS[i]
+        for pinned in (x[i] >= hi[i] - tol[i], x[i] <= lo[i] + tol[i]):
+            if pinned.mean() >= cfg.clip_fraction and _longest_run(pinned) >= min_run:
+                raise IngestError(Reason.CLIPPING, f"{name}: lead {lead} is pinned at its rail "
+                                                   f"({pinned.mean():.1%} of samples)")
+    lo_hi = np.percentile(x, [0.5, 99.5], axis=1)
+    robust = lo_hi[1] - lo_hi[0]
+    largest, median = float(robust.max()), float(np.median(robust))
+    if not cfg.min_ptp_mv <= largest <= cfg.max_ptp_mv or median > cfg.max_median_ptp_mv:
+        raise IngestError(Reason.IMPLAUSIBLE_AMPLITUDE,
+                          f"{name}: leads span {median:.2f} mV (median) / {largest:.2f} mV (largest); plausible "
+                          f"<= {cfg.max_median_ptp_mv:g} / {cfg.min_ptp_mv:g}-{cfg.max_ptp_mv:g} mV: wrong gain or units?")
+    noise = float(np.median(hf_noise_mv(x[_INDEPENDENT])))
+    if median > cfg.scaled_median_ptp_mv and noise > cfg.scaled_noise_mv:
+        raise IngestError(Reason.IMPLAUSIBLE_AMPLITUDE,
+                          f"{name}: tall ({median:.2f} mV median lead) and noisy ({noise * 1000:.0f} uV noise floor) "
+                          f"together: waveform and noise scaled alike, a gain error")
+    if float(np.abs(signals).max()) > cfg.max_abs_mv:
+        raise IngestError(Reason.IMPLAUSIBLE_AMPLITUDE, f"{name}: samples beyond +-{cfg.max_abs_mv:g} mV")
+
+def resample(signals: np.ndarray, fs: float, target_fs: int) -> np.ndarray:
+    if fs == target_fs:
+        return signals
+    ratio = Fraction(target_fs) / Fraction(fs).limit_denominator(1000)
+    return resample_poly(signals.astype(np.float64), ratio.numerator, ratio.denominator, axis=1)
+
+
+def to_corpus(signals: np.ndarray, fs: float, cfg, name: str) -> np.ndarray:
+    """Crop to duration_s, resample to corpus_fs, quantise to int16 microvolts [12, n]."""
+    n_src = int(round(cfg.duration_s * fs))
+    out = resample(signals[:, :n_src], fs, cfg.corpus_fs)
+    out = out[:, : int(round(cfg.duration_s * cfg.corpus_fs))]
+    uv = np.rint(np.asarray(out, dtype=np.float64) * 1000.0)
+    if np.abs(uv).max() > 32767:
+        raise IngestError(Reason.IMPLAUSIBLE_AMPLITUDE, f"{name}: amplitude beyond +-32.7 mV after resampling")
+    return uv.astype(np.int16)
