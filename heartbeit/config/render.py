@@ -15,6 +15,10 @@ class RenderConfig:
     bandpass_hz: tuple[float, float] = (0.5, 40.0)
     filter_order: int = 4
     median_windows_s: tuple[float, float] = (0.2, 0.6)
+    baseline_fs: float = 50.0  # median baseline computed at ~this rate, interpolated back (0 = full rate)
+    resample_hz: int = 0  # 0 = keep the corpus rate
+    duration_s: float = 10.0  # seconds shown across the image width (longer records are cropped)
+    line_width: float = 0.0  # trace width in pixels; 0 = image_height / 224 (at least 1)
     encoding: str = "png"
     png_level: int = 1
     shard_size: int = 1000
@@ -25,6 +29,7 @@ class RenderConfig:
     # sites held out whole as external test sets (the synthetic default's external sites)
     external_sites: list[str] = field(default_factory=lambda: ["hosp_ext", "ptbxl_like"])
     workers: int = 0
+    shard_seed: int = 0  # order of samples within a split's shards (a keyed hash of the ECG id)
 
     def validate(self) -> None:
         if self.layout not in ("3x4+II", "12x1"):
@@ -33,3 +38,11 @@ class RenderConfig:
             raise ConfigError("val_fraction + test_fraction must be in (0, 1)")
         if sorted(self.fractions) != list(self.fractions) or not all(0 < f <= 1 for f in self.fractions):
             raise ConfigError("fractions must be increasing values in (0, 1]")
+        if self.encoding not in ("png", "npy"):
+            raise ConfigError(f"encoding must be 'png' or 'npy', got {self.encoding!r}")
+        if not 0 <= self.png_level <= 9:
+            raise ConfigError(f"png_level must be in 0..9, got {self.png_level}")
+        if self.image_size < 16:
+            raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+        if self.shard_size < 1:
+            raise ConfigError("shard_size must be >= 1")

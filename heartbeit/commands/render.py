@@ -1,0 +1,64 @@
+"""`heartbeit render`: corpus -> filtered, rendered 12-lead images in WebDataset shards per split."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+HELP = """Filter (0.5-40 Hz zero-phase Butterworth + median baseline removal), render every ECG as a
+grayscale 12-lead image, split by patient and write WebDataset image shards.
+
+Output (IMAGES): <split>/<split>-NNNNNN.tar for split in train/val/test/external, manifest.parquet
+(every ECG's split, fraction membership, labels, shard), layout.json (lead boxes), index.json (per-shard
+counts and sha256), config.resolved.yaml. Reruns skip complete shards.
+
+Slurm array: each task renders shards i with i % N == task (--num-tasks/--task-index, default from
+SLURM_ARRAY_TASK_COUNT / SLURM_ARRAY_TASK_ID); index.json appears when the last shard is done.
+
+Example: heartbeit render --corpus runs/ci/corpus --out runs/ci/images --profile ci"""
+
+log = logging.getLogger("heartbeit.render")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from heartbeit.cli import add_common_config_args
+
+    parser.add_argument("--corpus", default=None, help="corpus folder from `heartbeit ingest` (default: <workdir>/corpus)")
+    parser.add_argument("--out", default=None, help="image shard folder (default: <workdir>/images)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes (default: render.workers; 0 = all cores); never changes the output")
+    parser.add_argument("--task-index", type=int, default=None, help="this array task (default $SLURM_ARRAY_TASK_ID or 0)")
+    parser.add_argument("--num-tasks", type=int, default=None, help="array size (default $SLURM_ARRAY_TASK_COUNT or 1)")
+    parser.add_argument("--no-verify", action="store_true", help="skip re-hashing complete shards on rerun")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_config_args(parser)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def run(args: argparse.Namespace) -> int:
+    from heartbeit.cli import resolve_config
+    from heartbeit.config import write_resolved
+    from heartbeit.data.shards import render_corpus
+    from heartbeit.utils.io import resolve_workers
+
+    cfg = resolve_config(args)
+    corpus = Path(args.corpus) if args.corpus else Path(cfg.workdir) / "corpus"
+    out = Path(args.out) if args.out else Path(cfg.workdir) / "images"
+    num_tasks = args.num_tasks if args.num_tasks is not None else _env_int("SLURM_ARRAY_TASK_COUNT", 1)
+    task_index = args.task_index if args.task_index is not None else _env_int("SLURM_ARRAY_TASK_ID", 0)
+    if "SLURM_ARRAY_TASK_MIN" in os.environ and args.task_index is None:
+        task_index -= _env_int("SLURM_ARRAY_TASK_MIN", 0)
+    workers = resolve_workers(args.workers if args.workers is not None else cfg.render.workers)
+    summary = render_corpus(corpus, out, cfg.render, workers=workers, task_index=task_index, num_tasks=num_tasks,
+                            progress=not args.no_progress, verify=not args.no_verify)
+    write_resolved(cfg, out)
+    split_text = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    print(f"render: {summary['ecgs']} ECGs ({split_text}) in {summary['shards']} shards, "
+          f"{summary['rendered_now']} rendered now{'' if summary['index_written'] else ' (index.json pending other tasks)'}"
+          f" -> {out}")
+    return 0

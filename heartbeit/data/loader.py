@@ -1,0 +1,323 @@
+"""One streaming loader for training and evaluation over the image shards (`heartbeit render` output).
+
+Pipeline per (rank, worker), built from webdataset stages:
+  shard list (index.json, name order) -> per-epoch shard shuffle (seed, epoch) -> node split
+  (urls[rank::world_size], rank from webdataset's `pytorch_worker_info`: RANK/WORLD_SIZE or
+  torch.distributed) -> worker split (urls[w::num_workers], as `wds.split_by_worker`) ->
+  `wds.tarfile_to_samples` -> filter (fraction / task label present) -> buffer shuffle seeded by
+  (seed, epoch, rank, worker) -> skip already-consumed samples (resume) -> decode -> batch in the worker.
+
+Coverage: shards are dealt to exactly one (rank, worker) per epoch, so an epoch yields every sample of
+the split exactly once across all ranks x workers (evaluation gathers predictions from all ranks).
+
+Uneven splits in training: ranks may hold different sample counts. The shard assignment is a known
+function of (epoch, seed, world size, workers), so `epoch_plan` computes every (rank, worker)'s sample
+count from the manifest without reading a tar; `make_loader(..., equalize=True)` (the training default)
+stops every rank after `steps_per_epoch` = the smallest rank's batch count, so all ranks take the same
+number of optimizer steps. The surplus of larger ranks is skipped that epoch only: shard order is
+reshuffled every epoch, so different samples are skipped each time.
+
+Resume: `ImageLoader.state_dict()` records, per logical worker, how many samples the trainer has
+received, and which worker served the last batch. Loading it makes each worker skip exactly those samples
+of its (deterministic) stream and rotates the workers so torch's round-robin continues with the worker
+that was next: with the same world size and worker count the remaining batches are exactly those an
+uninterrupted run would have produced, in the same order.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import webdataset as wds
+
+from heartbeit.config.matrix import TASKS
+
+from .shards import decode_image
+
+
+def read_index(images_dir: str | Path) -> dict:
+    path = Path(images_dir) / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} (incomplete render output: run `heartbeit render` to completion)")
+    return json.loads(path.read_text())
+
+
+def shard_names(index: dict, split: str) -> list[str]:
+    if split not in index["splits"]:
+        raise ValueError(f"split {split!r} not in this image set (have: {sorted(index['splits'])})")
+    return sorted(s["name"] for s in index["splits"][split]["shards"])
+
+
+def epoch_shards(names: list[str], seed: int, epoch: int, shuffle: bool) -> list[str]:
+    if not shuffle:
+        return list(names)
+    order = np.random.default_rng([int(seed), int(epoch), 0x5A]).permutation(len(names))
+    return [names[i] for i in order]
+
+
+def assigned(names: list[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:
+    """The node split then the worker split (islice semantics of wds.split_by_node/split_by_worker)."""
+    return names[rank::world_size][worker::num_workers]
+
+
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size)
+    r, w, _, _ = wds.utils.pytorch_worker_info()
+    return (int(rank) if rank is not None else r), (int(world_size) if world_size is not None else w)
+
+
+class SampleFilter:
+    """Keep samples in `fraction` (train fraction membership) with a label for `task` (picklable, so
+    DataLoader workers started by spawn/forkserver can receive it)."""
+
+    def __init__(self, fraction: float | None, task: str | None):
+        if task is not None and task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
+        self.fraction, self.task = fraction, task
+
+    def __call__(self, meta: dict) -> bool:
+        if self.fraction is not None and not any(abs(f - self.fraction) < 1e-9 for f in meta.get("fractions", [])):
+            return False
+        return self.task is None or meta["labels"].get(self.task) is not None
+
+
+def _deterministic_shuffle(samples: Iterator[dict], bufsize: int, rng: np.random.Generator) -> Iterator[dict]:
+    buf: list[dict] = []
+    for sample in samples:
+        if len(buf) < bufsize:
+            buf.append(sample)
+            continue
+        i = int(rng.integers(len(buf)))
+        out, buf[i] = buf[i], sample
+        yield out
+    while buf:
+        yield buf.pop(int(rng.integers(len(buf))))
+
+
+class ImageStream(torch.utils.data.IterableDataset):
+    """Batches of decoded images for one rank. Use through `make_loader` (or iterate with num_workers=0)."""
+
+    def __init__(self, images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
+                 epoch: int = 0, seed: int = 0, shuffle: bool = True, with_tokens: bool = False,
+                 batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
+                 rank: int | None = None, world_size: int | None = None):
+        self.images_dir = Path(images_dir)
+        self.index = read_index(images_dir)
+        self.split, self.fraction, self.task = split, fraction, task
+        self.names = shard_names(self.index, split)
+        self.epoch, self.seed, self.shuffle = int(epoch), int(seed), shuffle
+        self.with_tokens, self.batch_size, self.drop_last = with_tokens, int(batch_size), drop_last
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.keep = SampleFilter(fraction, task)
+        self.skip: dict[int, int] = {}  # logical worker -> samples to skip (resume)
+        self.rotation = 0  # physical worker p plays logical worker (p + rotation) % num_workers
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.skip, self.rotation = {}, 0
+
+    def _samples(self, urls: list[str], logical: int) -> Iterator[dict]:
+        ext = self.index.get("image_ext", "png")
+        if not urls:  # more ranks x workers than shards: this worker has nothing this epoch
+            return
+        pipeline = wds.DataPipeline(wds.SimpleShardList([str(self.images_dir / u) for u in urls]),
+                                    wds.tarfile_to_samples())
+        stream = ((s, json.loads(s["json"])) for s in pipeline)
+        stream = ({"raw": s, "meta": m} for s, m in stream if self.keep(m))
+        if self.shuffle and self.shuffle_buffer > 1:
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, logical, 0xB0F])
+            stream = _deterministic_shuffle(stream, self.shuffle_buffer, rng)
+        for position, item in enumerate(stream):
+            if position < self.skip.get(logical, 0):
+                continue
+            raw, meta = item["raw"], item["meta"]
+            if ext not in raw:
+                raise ValueError(f"{raw.get('__url__')}: sample {raw['__key__']} has no .{ext} member")
+            out = {"image": torch.from_numpy(np.array(decode_image(raw[ext], ext)))[None],
+                   "labels": torch.tensor([math.nan if meta["labels"].get(t) is None else float(meta["labels"][t])
+                                           for t in TASKS], dtype=torch.float32),
+                   "ecg_uid": meta["ecg_uid"], "meta": meta}
+            if self.task is not None:
+                out["label"] = torch.tensor(int(meta["labels"][self.task]), dtype=torch.int64)
+            if self.with_tokens:
+                if "tokens.npy" not in raw:
+                    raise ValueError(f"{raw.get('__url__')}: sample {raw['__key__']} has no .tokens.npy member "
+                                     "(run `heartbeit tokenizer encode` first)")
+                tokens = np.load(io.BytesIO(raw["tokens.npy"]), allow_pickle=False)
+                out["tokens"] = torch.from_numpy(tokens.astype(np.int64))
+            yield out
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        physical, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        logical = (physical + self.rotation) % num_workers
+        urls = assigned(epoch_shards(self.names, self.seed, self.epoch, self.shuffle),
+                        self.rank, self.world_size, logical, num_workers)
+        batch: list[dict] = []
+        for sample in self._samples(urls, logical):
+            batch.append(sample)
+            if len(batch) == self.batch_size:
+                yield collate(batch, logical)
+                batch = []
+        if batch and not self.drop_last:
+            yield collate(batch, logical)
+
+
+def collate(samples: list[dict], worker: int) -> dict:
+    out = {"image": torch.stack([s["image"] for s in samples]),
+           "labels": torch.stack([s["labels"] for s in samples]),
+           "ecg_uid": [s["ecg_uid"] for s in samples], "meta": [s["meta"] for s in samples],
+           "worker": worker, "count": len(samples)}
+    for key in ("label", "tokens"):
+        if key in samples[0]:
+            out[key] = torch.stack([s[key] for s in samples])
+    return out
+
+
+# ----------------------------------------------------------------------------------------- epoch plan
+
+
+def shard_counts(images_dir: str | Path, split: str, fraction: float | None = None,
+                 task: str | None = None) -> dict[str, int]:
+    """Samples per shard after the fraction/task filter, from manifest.parquet (no tar is read)."""
+    from .splits import fraction_column
+
+    man = pd.read_parquet(Path(images_dir) / "manifest.parquet")
+    man = man[man["split"] == split]
+    if fraction is not None:
+        col = fraction_column(fraction)
+        if col not in man:
+            raise ValueError(f"fraction {fraction} is not one of this image set's fractions")
+        man = man[man[col]]
+    if task is not None:
+        man = man[man[task].notna()]
+    counts = man.groupby("shard").size().to_dict()
+    return {name: int(counts.get(name, 0)) for name in shard_names(read_index(images_dir), split)}
+
+
+def epoch_plan(images_dir: str | Path, split: str, world_size: int, num_workers: int, epoch: int = 0,
+               seed: int = 0, shuffle: bool = True, fraction: float | None = None,
+               task: str | None = None) -> np.ndarray:
+    """Samples per [rank, worker] in this epoch."""
+    counts = shard_counts(images_dir, split, fraction, task)
+    names = epoch_shards(sorted(counts), seed, epoch, shuffle)
+    workers = max(1, num_workers)
+    return np.array([[sum(counts[n] for n in assigned(names, r, world_size, w, workers)) for w in range(workers)]
+                     for r in range(world_size)], dtype=np.int64)
+
+
+def batches_per_worker(plan_row: np.ndarray, batch_size: int, drop_last: bool) -> np.ndarray:
+    return plan_row // batch_size if drop_last else -(-plan_row // batch_size)
+
+
+def steps_per_epoch(images_dir: str | Path, split: str, world_size: int, num_workers: int, batch_size: int,
+                    drop_last: bool = True, **kw) -> int:
+    """Batches every rank can deliver this epoch (the minimum over ranks)."""
+    plan = epoch_plan(images_dir, split, world_size, num_workers, **kw)
+    return int(min(batches_per_worker(row, batch_size, drop_last).sum() for row in plan))
+
+
+class ImageLoader:
+    """A torch DataLoader over an ImageStream, with epochs, equal steps across ranks and exact resume."""
+
+    def __init__(self, dataset: ImageStream, num_workers: int = 0, equalize: bool = False,
+                 pin_memory: bool = False, multiprocessing_context: str | None = None):
+        self.dataset = dataset
+        self.multiprocessing_context = multiprocessing_context if num_workers > 0 else None
+        self.num_workers = int(num_workers)
+        self.equalize = equalize
+        self.pin_memory = pin_memory
+        self._state = self._fresh_state()
+
+    def _fresh_state(self) -> dict:
+        return {"epoch": self.dataset.epoch, "consumed": [0] * max(1, self.num_workers), "last_worker": -1,
+                "batches": 0}
+
+    def _plan(self) -> np.ndarray:
+        d = self.dataset
+        plan = epoch_plan(d.images_dir, d.split, d.world_size, self.num_workers, d.epoch, d.seed, d.shuffle,
+                          d.fraction, d.task)
+        return plan
+
+    def __len__(self) -> int:
+        d = self.dataset
+        plan = self._plan()
+        if self.equalize:
+            return int(min(batches_per_worker(row, d.batch_size, d.drop_last).sum() for row in plan))
+        return int(batches_per_worker(plan[d.rank], d.batch_size, d.drop_last).sum())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        self._state = self._fresh_state()
+
+    def state_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._state.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue an epoch exactly where `state` (from state_dict) left it."""
+        workers = max(1, self.num_workers)
+        if len(state["consumed"]) != workers:
+            raise ValueError(f"resume state has {len(state['consumed'])} workers, loader has {workers}")
+        self.dataset.set_epoch(state["epoch"])
+        self._state = {k: (list(v) if isinstance(v, list) else v) for k, v in state.items()}
+        self.dataset.skip = dict(enumerate(self._state["consumed"]))
+        d = self.dataset
+        totals = batches_per_worker(self._plan()[d.rank], d.batch_size, d.drop_last)
+        done = [-(-c // d.batch_size) for c in self._state["consumed"]]
+        nxt = 0
+        for step in range(1, workers + 1):  # the worker after the last served one that still has batches
+            candidate = (self._state["last_worker"] + step) % workers
+            if done[candidate] < totals[candidate]:
+                nxt = candidate
+                break
+        self.dataset.rotation = nxt
+
+    def __iter__(self) -> Iterator[dict]:
+        limit = len(self) if self.equalize else None
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
+                                             pin_memory=self.pin_memory, persistent_workers=False,
+                                             multiprocessing_context=self.multiprocessing_context)
+        for batch in loader:
+            if limit is not None and self._state["batches"] >= limit:
+                break
+            self._state["consumed"][batch["worker"]] += batch["count"]
+            self._state["last_worker"] = batch["worker"]
+            self._state["batches"] += 1
+            yield batch
+
+
+def make_image_dataset(images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
+                       epoch: int = 0, seed: int = 0, shuffle: bool = True, with_tokens: bool = False,
+                       batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
+                       rank: int | None = None, world_size: int | None = None) -> ImageStream:
+    """The streaming dataset of one split (batches assembled in the worker; see module docstring)."""
+    if fraction is not None and split != "train":
+        raise ValueError(f"fractions subset the train split; got split={split!r} with fraction={fraction}")
+    return ImageStream(images_dir, split, fraction, task, epoch, seed, shuffle, with_tokens, batch_size, drop_last,
+                       shuffle_buffer, rank, world_size)
+
+
+def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_workers: int = 0,
+                train: bool | None = None, fraction: float | None = None, task: str | None = None,
+                epoch: int = 0, seed: int = 0, with_tokens: bool = False, shuffle_buffer: int = 1000,
+                rank: int | None = None, world_size: int | None = None, pin_memory: bool = False,
+                multiprocessing_context: str | None = None) -> ImageLoader:
+    """Training (train=True, default for split 'train'): shuffled, full batches only, every rank stops
+    after the same number of steps. Evaluation: in order, partial last batches, every sample once.
+    `multiprocessing_context` ("fork", "spawn", "forkserver") starts the DataLoader workers; None keeps
+    the process default (a process started by torch.multiprocessing.spawn defaults to spawn, which
+    re-imports torch in every worker: pass "fork" there on Linux)."""
+    train = (split == "train") if train is None else train
+    ds = make_image_dataset(images_dir, split, fraction, task, epoch, seed, shuffle=train, with_tokens=with_tokens,
+                            batch_size=batch_size, drop_last=train, shuffle_buffer=shuffle_buffer, rank=rank,
+                            world_size=world_size)
+    return ImageLoader(ds, num_workers=num_workers, equalize=train, pin_memory=pin_memory,
+                       multiprocessing_context=multiprocessing_context)

@@ -1,0 +1,341 @@
+"""Image shards: corpus -> (filter, render, encode) -> WebDataset tars per split.
+
+Output layout (IMAGES/):
+  <split>/<split>-NNNNNN.tar   per sample `<key>.png` (or `.npy`, uint8 [H, W]) and `<key>.json`; the
+                               tokenizer stage may add `<key>.tokens.npy` later
+  <split>/<split>-NNNNNN.json  sidecar written after its tar: count, sha256, bytes, plan digest
+  manifest.parquet             every ECG: split, fraction membership, labels, shard, key
+  layout.json                  the render geometry: every lead box (pixel box, time window, scales)
+  index.json                   per split: shards with counts and sha256 (written once all are done)
+  config.resolved.yaml
+
+Samples are assigned to shards in the order of a keyed hash of their ECG id (spreads sites and patients
+over shards, which helps streaming shuffles), `shard_size` per shard. Each shard is one unit of work: it
+is rendered from byte offsets into the corpus tars, so any subset can run anywhere (process pool, Slurm
+array task), and a rerun skips a shard whose sidecar matches the plan digest (the shard's keys, their
+metadata and every render setting) and whose bytes still hash to the recorded sha256.
+
+Tar bytes are deterministic: members sorted by name, mtime 0, uid/gid 0, no owner names, mode 0644,
+USTAR (the corpus writer's conventions, `heartbeit.data.corpus.write_shard`).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from heartbeit.config.matrix import TASKS
+from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
+
+from .corpus import list_shards, write_shard
+from .render import layout_boxes, render_batch, render_kwargs
+from .signal import preprocess
+from .splits import build_manifest, fraction_column, keyed_uniform
+
+log = logging.getLogger("heartbeit.render")
+
+RENDERED_SPLITS = ("train", "val", "test", "external")
+SIGNAL_EXT = "signal.npy"
+# settings that change the bytes of an image shard (the plan digest covers them)
+RENDER_FIELDS = ("image_size", "layout", "mm_per_mv", "grid", "bandpass_hz", "filter_order", "median_windows_s",
+                 "baseline_fs", "resample_hz", "duration_s", "line_width", "encoding", "png_level")
+
+
+def shard_relpath(split: str, index: int) -> str:
+    return f"{split}/{split}-{index:06d}.tar"
+
+
+def image_ext(encoding: str) -> str:
+    return {"png": "png", "npy": "npy"}[encoding]
+
+
+def encode_image(img: np.ndarray, encoding: str, png_level: int = 1) -> bytes:
+    buf = io.BytesIO()
+    if encoding == "png":
+        from PIL import Image
+
+        Image.fromarray(img, mode="L").save(buf, format="PNG", compress_level=png_level)
+    elif encoding == "npy":
+        np.save(buf, np.ascontiguousarray(img, dtype=np.uint8), allow_pickle=False)
+    else:
+        raise ValueError(f"unknown image encoding {encoding!r}")
+    return buf.getvalue()
+
+
+def decode_image(data: bytes, ext: str) -> np.ndarray:
+    """uint8 [H, W] from a `.png` or `.npy` member."""
+    if ext == "png":
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("L") if im.mode != "L" else im)
+    if ext == "npy":
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    raise ValueError(f"unknown image member extension {ext!r}")
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+
+
+def index_corpus(corpus_dir: str | Path) -> pd.DataFrame:
+    """Byte location of every sample's signal member: ecg_uid, corpus_tar, offset, size (headers only)."""
+    rows = []
+    for path in list_shards(corpus_dir):
+        with tarfile.open(path, "r") as tar:
+            for member in tar:
+                uid, _, ext = member.name.partition(".")
+                if member.isfile() and ext == SIGNAL_EXT:
+                    rows.append((uid, str(path), member.offset_data, member.size))
+    return pd.DataFrame(rows, columns=["ecg_uid", "corpus_tar", "offset", "size"])
+
+
+def read_signal(fh, offset: int, size: int, where: str) -> np.ndarray:
+    fh.seek(offset)
+    data = fh.read(size)
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{where}: unreadable signal member: {exc}") from None
+    if arr.ndim != 2 or arr.shape[0] != 12 or arr.dtype != np.int16:
+        raise ValueError(f"{where}: signal must be int16 [12, n], got {arr.dtype} {arr.shape}")
+    return arr
+
+
+# ----------------------------------------------------------------------------------------------- plan
+
+
+def settings_dict(cfg) -> dict:
+    return {k: getattr(cfg, k) for k in RENDER_FIELDS}
+
+
+def plan_shards(manifest: pd.DataFrame, shard_size: int, seed: int) -> pd.DataFrame:
+    """Add `key` and `shard` (relative tar path; "" for excluded ECGs) to a manifest."""
+    out = manifest.copy()
+    bad = out["ecg_uid"].astype(str).str.contains(r"[^A-Za-z0-9_\-]", regex=True)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} ecg_uid values are not usable as WebDataset keys "
+                         "(only letters, digits, '_' and '-' are allowed)")
+    out["key"] = out["ecg_uid"].astype(str)
+    out["shard"] = ""
+    for split in RENDERED_SPLITS:
+        idx = out.index[out["split"] == split]
+        if len(idx) == 0:
+            continue
+        order = np.argsort(keyed_uniform(out.loc[idx, "key"].tolist(), seed, "shard-order"), kind="stable")
+        ordered = idx[order]
+        shard_no = np.arange(len(ordered)) // shard_size
+        out.loc[ordered, "shard"] = [shard_relpath(split, int(i)) for i in shard_no]
+    return out
+
+
+def sample_metadata(row: dict, fractions, tasks, cfg) -> dict:
+    labels = {t: (None if row[t] is None or (isinstance(row[t], float) and math.isnan(row[t])) else int(row[t]))
+              for t in tasks}
+    member_of = [float(f) for f in fractions if bool(row.get(fraction_column(f), False))]
+    smallest = row.get("fraction")
+    return {
+        "ecg_uid": row["ecg_uid"], "patient_hash": row["patient_hash"], "site": row["site"],
+        "split": row["split"], "labels": labels, "fractions": member_of,
+        "fraction": None if smallest is None or (isinstance(smallest, float) and math.isnan(smallest)) else float(smallest),
+        "layout": cfg.layout, "image_size": [cfg.image_size, cfg.image_size],
+        "fs": float(row["fs"]) if "fs" in row and row["fs"] is not None else None,
+        "render_fs": float(cfg.resample_hz) if cfg.resample_hz else (float(row["fs"]) if "fs" in row else None),
+        "encoding": cfg.encoding,
+    }
+
+
+@dataclass
+class ShardJob:
+    split: str
+    relpath: str
+    digest: str
+    samples: list[dict]  # sample metadata, in key order
+    locations: list[tuple[str, int, int]]  # (corpus tar, offset, size) per sample
+
+
+def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame, cfg, tasks=TASKS) -> list[ShardJob]:
+    rendered = plan[plan["shard"] != ""].merge(locations, on="ecg_uid", how="left")
+    missing = rendered["corpus_tar"].isna()
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} ECGs listed in metadata.parquet have no signal in the corpus shards")
+    settings = settings_dict(cfg)
+    jobs = []
+    for relpath, group in rendered.groupby("shard", sort=True):
+        group = group.sort_values("key")
+        samples = [sample_metadata(r, cfg.fractions, tasks, cfg) for r in group.to_dict("records")]
+        digest = hashlib.sha256(json.dumps({"settings": settings, "samples": samples}, sort_keys=True,
+                                           default=str).encode()).hexdigest()
+        jobs.append(ShardJob(str(group["split"].iloc[0]), relpath, digest, samples,
+                             list(zip(group["corpus_tar"], group["offset"].astype(int), group["size"].astype(int)))))
+    order = {s: i for i, s in enumerate(RENDERED_SPLITS)}
+    jobs.sort(key=lambda j: (order[j.split], j.relpath))
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------- render
+
+
+def sidecar_path(tar_path: Path) -> Path:
+    return tar_path.with_suffix(".json")
+
+
+def shard_is_done(out_dir: Path, job: ShardJob, verify: bool = True) -> bool:
+    tar_path = out_dir / job.relpath
+    side = sidecar_path(tar_path)
+    if not (tar_path.is_file() and side.is_file()):
+        return False
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if info.get("digest") != job.digest or info.get("bytes") != tar_path.stat().st_size:
+        return False
+    return not verify or sha256_file(tar_path) == info.get("sha256")
+
+
+def render_shard(job: ShardJob, out_dir: str | Path, cfg) -> dict:
+    """Read, filter, render and encode one shard's samples; write the tar, then its sidecar."""
+    out_dir = Path(out_dir)
+    signals: list[np.ndarray] = []
+    handles: dict[str, object] = {}
+    try:
+        for meta, (tar, offset, size) in zip(job.samples, job.locations):
+            fh = handles.get(tar) or handles.setdefault(tar, open(tar, "rb"))
+            signals.append(read_signal(fh, offset, size, f"{Path(tar).name}: sample {meta['ecg_uid']}"))
+    finally:
+        for fh in handles.values():
+            fh.close()
+    ext = image_ext(cfg.encoding)
+    kwargs = render_kwargs(cfg)
+    images: list[np.ndarray | None] = [None] * len(signals)
+    # batch samples of equal rate and length through filter + render (vectorised over the batch)
+    groups: dict[tuple, list[int]] = {}
+    for i, (meta, sig) in enumerate(zip(job.samples, signals)):
+        groups.setdefault((meta["fs"], sig.shape[1]), []).append(i)
+    for (fs, _), idx in groups.items():
+        if fs is None:
+            raise ValueError(f"{job.relpath}: corpus metadata lacks the sampling rate 'fs'")
+        for start in range(0, len(idx), 64):
+            part = idx[start:start + 64]
+            batch = np.stack([signals[i] for i in part]).astype(np.float32) / 1000.0  # uV -> mV
+            target = float(cfg.resample_hz or fs)
+            filtered = preprocess(batch, fs, cfg, fs_out=target)
+            for i, img in zip(part, render_batch(filtered, target, **kwargs)):
+                images[i] = img
+    members = []
+    for meta, img in zip(job.samples, images):
+        key = meta["ecg_uid"]
+        members.append((f"{key}.{ext}", encode_image(img, cfg.encoding, cfg.png_level)))
+        members.append((f"{key}.json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
+    tar_path = out_dir / job.relpath
+    write_shard(tar_path, members)
+    info = {"name": job.relpath, "split": job.split, "count": len(job.samples), "sha256": sha256_file(tar_path),
+            "bytes": tar_path.stat().st_size, "digest": job.digest}
+    atomic_write_json(sidecar_path(tar_path), info)
+    return info
+
+
+def _render_shard_star(args):
+    return render_shard(*args)
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+
+def layout_record(cfg) -> dict:
+    boxes = layout_boxes(cfg.layout, cfg.image_size, cfg.duration_s, cfg.mm_per_mv)
+    return {
+        "layout": cfg.layout, "image_size": [cfg.image_size, cfg.image_size], "duration_s": cfg.duration_s,
+        "mm_per_mv": cfg.mm_per_mv, "px_per_s": boxes[0].px_per_s, "px_per_mv": boxes[0].px_per_mv,
+        "grid": cfg.grid, "boxes": [b.to_dict() for b in boxes],
+        "note": "box pixels are half-open [x0, x1) x [y0, y1); column x shows t in [x, x+1)/px_per_s; "
+                "value v mV is drawn at row baseline_y - v * px_per_mv; traces are clipped to their box",
+    }
+
+
+def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
+    """index.json from the sidecars, once every planned shard is complete (else None)."""
+    splits: dict[str, dict] = {}
+    for job in jobs:
+        side = sidecar_path(out_dir / job.relpath)
+        if not side.is_file():
+            return None
+        info = json.loads(side.read_text())
+        if info.get("digest") != job.digest:
+            return None
+        entry = splits.setdefault(job.split, {"count": 0, "shards": []})
+        entry["count"] += info["count"]
+        entry["shards"].append({k: info[k] for k in ("name", "count", "sha256", "bytes")})
+    index = {"encoding": cfg.encoding, "image_ext": image_ext(cfg.encoding), "image_size": cfg.image_size,
+             "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(TASKS)}
+    atomic_write_json(out_dir / "index.json", index)
+    return index
+
+
+def remove_stale(out_dir: Path, jobs: list[ShardJob]) -> int:
+    """Delete shard files that the current plan no longer contains (e.g. after shard_size changed)."""
+    planned = {job.relpath for job in jobs}
+    removed = 0
+    for split in RENDERED_SPLITS:
+        for tar_path in sorted((out_dir / split).glob(f"{split}-*.tar")):
+            if f"{split}/{tar_path.name}" not in planned:
+                tar_path.unlink()
+                sidecar_path(tar_path).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int = 1, task_index: int = 0,
+                  num_tasks: int = 1, progress: bool = True, verify: bool = True) -> dict:
+    """The whole stage (or, with num_tasks > 1, this task's slice of shards: global shard i goes to task
+    i % num_tasks). Returns a summary dict."""
+    from tqdm import tqdm
+
+    from .corpus import read_metadata
+
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    if not (corpus_dir / "metadata.parquet").is_file():
+        raise FileNotFoundError(f"{corpus_dir / 'metadata.parquet'} (run `heartbeit ingest` first)")
+    if not 0 <= task_index < num_tasks:
+        raise ValueError(f"task index {task_index} outside 0..{num_tasks - 1}")
+    meta = read_metadata(corpus_dir)
+    manifest = build_manifest(meta, cfg)
+    plan = plan_shards(manifest, cfg.shard_size, cfg.shard_seed)
+    jobs = build_jobs(plan, index_corpus(corpus_dir), cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # identical bytes from every task, so concurrent array tasks may all write them
+    buf = io.BytesIO()
+    plan.to_parquet(buf, index=False)
+    atomic_write_bytes(out_dir / "manifest.parquet", buf.getvalue())
+    atomic_write_json(out_dir / "layout.json", layout_record(cfg))
+    if num_tasks == 1:
+        removed = remove_stale(out_dir, jobs)
+        if removed:
+            log.info("removed %d shard(s) no longer in the plan", removed)
+    mine = [job for i, job in enumerate(jobs) if i % num_tasks == task_index]
+    todo = [job for job in mine if not shard_is_done(out_dir, job, verify)]
+    log.info("render: %d ECGs in %d shards; this task: %d shards, %d to do (%d already complete)",
+             int((plan["shard"] != "").sum()), len(jobs), len(mine), len(todo), len(mine) - len(todo))
+    bar = tqdm(total=len(todo), desc="render shards", unit="shard", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+            for _ in pool.map(_render_shard_star, [(job, out_dir, cfg) for job in todo]):
+                bar.update(1)
+    else:
+        for job in todo:
+            render_shard(job, out_dir, cfg)
+            bar.update(1)
+    bar.close()
+    index = write_index(out_dir, jobs, cfg)
+    counts = plan["split"].value_counts().to_dict()
+    return {"ecgs": int(len(plan)), "splits": {k: int(v) for k, v in sorted(counts.items())},
+            "shards": len(jobs), "rendered_now": len(todo), "index_written": index is not None}

@@ -1,0 +1,169 @@
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from heartbeit.config import RenderConfig
+from heartbeit.data.loader import epoch_plan, make_image_dataset, make_loader, steps_per_epoch
+from heartbeit.data.shards import render_corpus
+from render_fixtures import make_corpus
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loader")
+    make_corpus(root / "corpus", n_patients=40, seed=3)
+    cfg = RenderConfig(image_size=32, shard_size=5, external_sites=["hosp_ext"])
+    render_corpus(root / "corpus", root / "images", cfg, workers=1, progress=False)
+    return root / "images"
+
+
+def split_keys(images, split, fraction=None, task=None):
+    man = pd.read_parquet(images / "manifest.parquet")
+    man = man[man["split"] == split]
+    if fraction is not None:
+        man = man[man[f"frac_{fraction:g}"]]
+    if task is not None:
+        man = man[man[task].notna()]
+    return sorted(man["key"])
+
+
+def uids(loader):
+    return [u for batch in loader for u in batch["ecg_uid"]]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_eval_epoch_covers_split_once(images, workers):
+    loader = make_loader(images, "test", batch_size=4, num_workers=workers)
+    got = uids(loader)
+    assert sorted(got) == split_keys(images, "test")
+    batch = next(iter(make_loader(images, "test", batch_size=4)))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape[1:] == (1, 32, 32)
+    assert batch["labels"].shape == (batch["count"], 3)
+
+
+def test_shuffling_is_deterministic_per_epoch(images):
+    def order(epoch, seed=0):
+        return uids(make_loader(images, "train", batch_size=3, epoch=epoch, seed=seed, shuffle_buffer=16))
+
+    assert order(0) == order(0)
+    assert order(0) != order(1) and order(0) != order(0, seed=1)
+    # training drops the last partial batch; without dropping, each epoch is a permutation of the split
+    whole = [uids(make_image_dataset(images, "train", epoch=e, batch_size=3, shuffle_buffer=16)) for e in (0, 1)]
+    assert whole[0] != whole[1] and sorted(whole[0]) == sorted(whole[1]) == split_keys(images, "train")
+
+
+def test_fraction_and_task_filters(images):
+    keys = uids(make_loader(images, "train", batch_size=2, train=False, fraction=0.5, task="hcm"))
+    assert sorted(keys) == split_keys(images, "train", 0.5, "hcm") and keys
+    batch = next(iter(make_loader(images, "train", batch_size=2, task="hcm")))
+    assert batch["label"].dtype == torch.int64 and set(batch["label"].tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="fractions subset the train split"):
+        make_image_dataset(images, "test", fraction=0.1)
+    with pytest.raises(ValueError, match="unknown task"):
+        make_image_dataset(images, "train", task="afib")
+    with pytest.raises(ValueError, match="split 'nope'"):
+        make_image_dataset(images, "nope")
+
+
+def test_training_ranks_take_equal_steps(images):
+    plan = epoch_plan(images, "train", world_size=2, num_workers=2, epoch=0)
+    assert plan.sum() == len(split_keys(images, "train"))
+    steps = steps_per_epoch(images, "train", 2, 2, batch_size=2, epoch=0)
+    for rank in range(2):
+        loader = make_loader(images, "train", batch_size=2, num_workers=0, rank=rank, world_size=2)
+        assert len(list(loader)) == len(loader) == steps_per_epoch(images, "train", 2, 1, batch_size=2)
+    assert steps >= 1
+
+
+@pytest.mark.parametrize("workers,stop", [(0, 3), (2, 3), (2, 8)])
+def test_resume_continues_exactly(images, workers, stop):
+    def loader():
+        return make_loader(images, "train", batch_size=2, num_workers=workers, epoch=1, shuffle_buffer=8)
+
+    full = [b["ecg_uid"] for b in loader()]
+    first = loader()
+    it = iter(first)
+    head = [next(it)["ecg_uid"] for _ in range(stop)]
+    state = json.loads(json.dumps(first.state_dict()))  # survives a checkpoint round trip
+    del it
+    second = loader()
+    second.load_state_dict(state)
+    assert head + [b["ecg_uid"] for b in second] == full
+
+
+def test_tokens_member(images, tmp_path):
+    import shutil
+    import tarfile
+
+    from heartbeit.data.corpus import write_shard
+
+    copy = tmp_path / "tok"
+    shutil.copytree(images, copy)
+    index = json.loads((copy / "index.json").read_text())
+    for shard in index["splits"]["val"]["shards"]:
+        path = copy / shard["name"]
+        with tarfile.open(path) as tar:
+            members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+        import io
+
+        extra = []
+        for name, _ in members:
+            if name.endswith(".json"):
+                buf = io.BytesIO()
+                np.save(buf, np.full((4, 4), 7, np.int16))
+                extra.append((name.replace(".json", ".tokens.npy"), buf.getvalue()))
+        write_shard(path, members + extra)
+    batch = next(iter(make_loader(copy, "val", batch_size=2, with_tokens=True)))
+    assert batch["tokens"].shape == (batch["count"], 4, 4) and (batch["tokens"] == 7).all()
+    with pytest.raises(ValueError, match="tokens.npy"):
+        next(iter(make_loader(images, "val", batch_size=2, with_tokens=True)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SCENARIOS = (("train", False), ("test", False), ("train", True))
+
+
+def _rank_main(rank, world, port, images, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for split, train in SCENARIOS:
+            loader = make_loader(images, split, batch_size=3, num_workers=2, train=train, shuffle_buffer=8,
+                                 multiprocessing_context="fork")
+            assert loader.dataset.rank == rank and loader.dataset.world_size == world
+            got = [(u, b["worker"]) for b in loader for u in b["ecg_uid"]]
+            Path(out_dir, f"{split}-{train}-rank{rank}.json").write_text(
+                json.dumps({"samples": got, "batches": len(loader)}))
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_ranks_two_workers_cover_epoch_exactly_once(images, tmp_path):
+    """torch.distributed (gloo, CPU), world size 2, 2 DataLoader workers per rank."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_main, args=(2, _free_port(), str(images), str(tmp_path)), nprocs=2, join=True)
+    for split, train in SCENARIOS:
+        results = [json.loads((tmp_path / f"{split}-{train}-rank{r}.json").read_text()) for r in range(2)]
+        got = [u for res in results for u, _ in res["samples"]]
+        workers = {(r, w) for r, res in enumerate(results) for _, w in res["samples"]}
+        if train:  # equal step counts on both ranks; no sample twice
+            assert len({res["batches"] for res in results}) == 1
+            assert len(got) == len(set(got)) and set(got) <= set(split_keys(images, split))
+        else:
+            assert sorted(got) == split_keys(images, split)  # every sample exactly once
+            n_shards = len(json.loads((Path(images) / "index.json").read_text())["splits"][split]["shards"])
+            assert len(workers) == min(4, n_shards)  # every (rank, worker) that holds a shard contributed

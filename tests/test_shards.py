@@ -1,0 +1,123 @@
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heartbeit.config import RenderConfig
+from heartbeit.data.shards import decode_image, render_corpus
+from render_fixtures import make_corpus
+
+
+def cfg(**kw):
+    base = dict(image_size=48, shard_size=8, external_sites=["hosp_ext"])
+    base.update(kw)
+    return RenderConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root, n_patients=24)
+    return root
+
+
+def tree_bytes(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "config.resolved.yaml"}
+
+
+def test_shards_content_splits_and_index(corpus, tmp_path):
+    out = tmp_path / "images"
+    summary = render_corpus(corpus, out, cfg(), workers=1, progress=False)
+    assert summary["index_written"]
+    index = json.loads((out / "index.json").read_text())
+    man = pd.read_parquet(out / "manifest.parquet")
+    rendered = man[man["split"] != "excluded"]
+    assert sum(s["count"] for s in index["splits"].values()) == len(rendered)
+    assert set(man.loc[man["site"] == "hosp_ext", "split"]) == {"external"}
+    layout = json.loads((out / "layout.json").read_text())
+    assert len(layout["boxes"]) == 13 and layout["image_size"] == [48, 48]
+    seen = set()
+    for split, entry in index["splits"].items():
+        for shard in entry["shards"]:
+            path = out / shard["name"]
+            assert shard["name"].startswith(f"{split}/{split}-") and shard["count"] <= 8
+            with tarfile.open(path) as tar:
+                members = tar.getmembers()
+                names = [m.name for m in members]
+                assert names == sorted(names) and len(names) == 2 * shard["count"]
+                assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" and m.mode == 0o644 for m in members)
+                for m in members:
+                    data = tar.extractfile(m).read()
+                    key, _, ext = m.name.partition(".")
+                    if ext == "json":
+                        meta = json.loads(data)
+                        row = man.set_index("key").loc[key]
+                        assert meta["split"] == split == row["split"] and row["shard"] == shard["name"]
+                        assert meta["patient_hash"] == row["patient_hash"] and meta["layout"] == "3x4+II"
+                        assert set(meta["labels"]) == {"lvef_le40", "hcm", "stemi"}
+                        assert (meta["fraction"] is None) == (split != "train")
+                        seen.add(key)
+                    else:
+                        img = decode_image(data, ext)
+                        assert img.shape == (48, 48) and img.dtype == np.uint8 and img.min() < 100
+    assert seen == set(rendered["key"])
+
+
+def test_same_seed_same_bytes_and_rerun_skips(corpus, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    render_corpus(corpus, a, cfg(), workers=2, progress=False)
+    render_corpus(corpus, b, cfg(), workers=1, progress=False)
+    assert tree_bytes(a) == tree_bytes(b)  # worker count never changes the output
+    again = render_corpus(corpus, a, cfg(), workers=1, progress=False)
+    assert again["rendered_now"] == 0
+    # a damaged shard is detected (sha256) and redone; the others are kept
+    index = json.loads((a / "index.json").read_text())
+    victim = a / index["splits"]["train"]["shards"][0]["name"]
+    victim.write_bytes(victim.read_bytes()[:-1024])
+    fixed = render_corpus(corpus, a, cfg(), workers=1, progress=False)
+    assert fixed["rendered_now"] == 1 and tree_bytes(a) == tree_bytes(b)
+    # a render setting change redoes every shard; a different split seed changes the assignment
+    changed = render_corpus(corpus, a, cfg(image_size=40), workers=1, progress=False)
+    assert changed["rendered_now"] == changed["shards"]
+    man_a = pd.read_parquet(b / "manifest.parquet")
+    render_corpus(corpus, tmp_path / "c", cfg(split_seed=7), workers=1, progress=False)
+    man_c = pd.read_parquet(tmp_path / "c" / "manifest.parquet")
+    assert (man_a["split"] != man_c["split"]).any()
+
+
+def test_array_tasks_render_disjoint_slices(corpus, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    render_corpus(corpus, whole, cfg(), workers=1, progress=False)
+    first = render_corpus(corpus, parts, cfg(), task_index=0, num_tasks=2, progress=False)
+    assert not first["index_written"] and not (parts / "index.json").exists()
+    second = render_corpus(corpus, parts, cfg(), task_index=1, num_tasks=2, progress=False)
+    assert second["index_written"]
+    assert first["rendered_now"] + second["rendered_now"] == first["shards"]
+    assert tree_bytes(whole) == tree_bytes(parts)
+
+
+def test_npy_encoding_and_errors(corpus, tmp_path):
+    out = tmp_path / "npy"
+    render_corpus(corpus, out, cfg(encoding="npy"), progress=False)
+    index = json.loads((out / "index.json").read_text())
+    assert index["image_ext"] == "npy"
+    with pytest.raises(FileNotFoundError, match="metadata.parquet"):
+        render_corpus(tmp_path / "nothing", out, cfg(), progress=False)
+    with pytest.raises(ValueError, match="task index"):
+        render_corpus(corpus, out, cfg(), task_index=2, num_tasks=2, progress=False)
+
+
+@pytest.mark.slow
+def test_cli_render(corpus, tmp_path):
+    from heartbeit.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["render", "--corpus", str(corpus), "--out", str(out), "--profile", "ci", "--no-progress",
+               "--set", "render.external_sites=[hosp_ext]", "--set", "render.shard_size=10", "--workers", "1"])
+    assert rc == 0
+    assert (out / "index.json").is_file() and (out / "config.resolved.yaml").is_file()
+    assert json.loads((out / "index.json").read_text())["image_size"] == 64  # the ci profile's size
