@@ -70,7 +70,7 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
     data_sha = data_fingerprint(images_dir)
     pre_sha = sha256_file(pretrained_file) if pretrained_file and Path(pretrained_file).is_file() else ""
     base = _finetune_fingerprint(mcfg)
-    draws = list(range(getattr(mcfg, "draws", 1)))
+    draws = [0]  # one training subset per fraction: the nested, stratified draw of the render stage
     cells: list[Cell] = []
     for task in mcfg.tasks:
         for fraction in mcfg.fractions:

@@ -21,7 +21,6 @@ class MatrixConfig:
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.25, 0.5, 1.0])
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    draws: int = 1  # independent patient-level training subsets per fraction (draw 0 = the nested fractions)
     epochs: int = 20
     batch_size: int = 32
     lr: float = 3e-4

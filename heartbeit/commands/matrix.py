@@ -1,0 +1,105 @@
+"""`heartbeit matrix plan | run | status` — the benchmark matrix as resumable cells."""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+from pathlib import Path
+
+from heartbeit.cli import add_common_config_args
+
+HELP = """The benchmark matrix: architecture x training fraction x task x seed.
+
+  plan    list every cell with its stable id; writes <workdir>/matrix/plan.json
+  run     run cells not yet done (all, --cells 3,7,10-12, or --array-index $SLURM_ARRAY_TASK_ID);
+          a cell that is complete for the same id is skipped, a partial or failed one is redone
+  status  planned / running / done / failed (with reasons) per cell
+
+Cells fine-tune on the render stage's nested training fractions, select the epoch on the validation
+split only, then score the internal test set and every external site once."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("plan", "run", "status"))
+    parser.add_argument("--images", default=None, help="image shards (default: <workdir>/images)")
+    parser.add_argument("--pretrained", default=None,
+                        help="HeartBEiT export (default: <workdir>/pretrain/heartbeit-<variant>.safetensors)")
+    parser.add_argument("--matrix-dir", default=None, help="plan and cells (default: <workdir>/matrix)")
+    parser.add_argument("--cells", default=None, help="run only these cell indices, e.g. 3,7,10-12")
+    parser.add_argument("--array-index", type=int, default=None,
+                        help="run the cell at this index (a Slurm array task id)")
+    add_common_config_args(parser)
+
+
+def default_pretrained(cfg) -> Path | None:
+    from heartbeit.train.pretrain import export_paths
+
+    pretrained_archs = [a for a in cfg.matrix.architectures if a.startswith("heartbeit_")]
+    if not pretrained_archs:
+        return None
+    return export_paths(Path(cfg.workdir) / "pretrain", pretrained_archs[0])[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    from heartbeit.cli import resolve_config
+    from heartbeit.config import write_resolved
+    from heartbeit.matrix import (cell_status, parse_indices, plan_cells, read_plan, run_cells, select_cells,
+                                  write_plan)
+
+    cfg = resolve_config(args)
+    work = Path(cfg.workdir)
+    images = Path(args.images) if args.images else work / "images"
+    matrix_dir = Path(args.matrix_dir) if args.matrix_dir else work / "matrix"
+    pretrained = Path(args.pretrained) if args.pretrained else default_pretrained(cfg)
+    plan_path = matrix_dir / "plan.json"
+
+    if args.action == "plan":
+        if pretrained is not None and not pretrained.is_file():
+            print(f"heartbeit matrix: no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
+            return 2
+        cells = plan_cells(cfg.matrix, images, pretrained)
+        write_plan(cells, plan_path)
+        write_resolved(cfg, matrix_dir)
+        for c in cells:
+            print(f"{c.index:4d}  {c.cell_id}  {c.label}")
+        print(f"{len(cells)} cells -> {plan_path}  (Slurm: sbatch --array=0-{len(cells) - 1}%K slurm/matrix.sh)")
+        return 0
+
+    cells = read_plan(plan_path)
+    cells_dir = matrix_dir / "cells"
+    if args.action == "status":
+        states = collections.Counter()
+        for c in cells:
+            state, detail = cell_status(cells_dir, c)
+            states[state] += 1
+            print(f"{c.index:4d}  {c.cell_id}  {state:8s} {c.label}" + (f"  [{detail}]" if detail else ""))
+        print(", ".join(f"{k}: {v}" for k, v in sorted(states.items())))
+        return 0
+
+    # run
+    indices = None
+    if args.array_index is not None:
+        indices = [args.array_index]
+    elif args.cells:
+        indices = parse_indices(args.cells)
+    elif os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
+        indices = [int(os.environ["SLURM_ARRAY_TASK_ID"])]
+    selected = select_cells(cells, indices)
+    if pretrained is not None and any(c.arch.startswith("heartbeit_") for c in selected) and not pretrained.is_file():
+        print(f"heartbeit matrix: no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
+        return 2
+
+
+    from heartbeit.train.finetune import cell_data_from_shards, finetune_cell
+
+
+    def train(cell, out_dir: Path) -> dict:
+        data = cell_data_from_shards(images, cell, cfg.matrix)
+        return {**finetune_cell(cell, cfg.matrix, data, out_dir,
+                                pretrained_file=str(pretrained) if pretrained else None),
+                "profile": cfg.profile}
+
+    counts = run_cells(selected, cells_dir, train)
+    print(f"matrix: {counts['ran']} ran, {counts['done_before']} already done, {counts['failed']} failed "
+          f"(of {len(selected)} selected)")
+    return 1 if counts["failed"] else 0

@@ -1,0 +1,209 @@
+"""Fine-tune one matrix cell, readable top to bottom.
+
+As in the paper: a 2-class head, cross-entropy, AdamW for HeartBEiT and Adam for the baselines, a
+OneCycle schedule, a fixed seed. Unlike the paper's public code, the epoch is selected on the
+*validation* split only; the internal test set and the external sites are scored once, with the selected
+weights. The data arrive through `CellData`, which hands out batches and keeps the test and external
+labels out of reach until selection is over."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from sklearn.metrics import roc_auc_score
+
+from heartbeit.config import MatrixConfig
+from heartbeit.models import zoo
+
+log = logging.getLogger("heartbeit.finetune")
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 [B, 1, H, W]
+    labels: torch.Tensor  # int64 [B]
+    meta: list[dict]  # per-sample metadata (ecg_uid, patient_hash, site, split, sex, age_band)
+
+
+@dataclass
+class CellData:
+    """Batches for one cell. `train(epoch)` yields the cell's training fraction (shuffled per epoch);
+    `val()` the validation split; `evaluation()` (test, then external) is only called after selection."""
+
+    train: Callable[[int], Iterable[Batch]]
+    val: Callable[[], Iterable[Batch]]
+    evaluation: Callable[[], Iterable[Batch]]
+    n_train: int
+    n_train_pos: int
+
+
+def arch_family(arch: str) -> str:
+    for family in ("heartbeit", "vit", "efficientnet", "resnet", "signal"):
+        if arch.startswith(family):
+            return family
+    return arch.split("_")[0]
+
+
+def _normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    return (images.float() / 255.0 - mean) / std
+
+
+@torch.no_grad()
+def _score(model, batches: Iterable[Batch], mean, std, autocast) -> tuple[np.ndarray, np.ndarray, list[dict], float]:
+    model.eval()
+    scores, labels, metas, loss_sum = [], [], [], 0.0
+    for b in batches:
+        with autocast():
+            logits = model(_normalize(b.images, mean, std)).float()
+        loss_sum += F.cross_entropy(logits, b.labels, reduction="sum").item()
+        scores.append(torch.softmax(logits, dim=1)[:, 1].numpy())
+        labels.append(b.labels.numpy())
+        metas.extend(b.meta)
+    if not scores:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), [], float("nan")
+    s, y = np.concatenate(scores), np.concatenate(labels)
+    return s, y, metas, loss_sum / max(1, len(y))
+
+
+def _val_criterion(scores: np.ndarray, labels: np.ndarray, loss: float) -> float:
+    """Higher is better: validation AUROC, or minus the loss when AUROC is undefined (one class)."""
+    if len(np.unique(labels)) == 2 and np.isfinite(scores).all():
+        return float(roc_auc_score(labels, scores))
+    return -loss
+
+
+def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
+                  pretrained_file: str | None = None) -> dict:
+    out_dir = Path(out_dir)
+    torch.manual_seed(cell.seed)
+    np.random.seed(cell.seed)  # timm/torch init code may read numpy's global RNG
+    model, init_kind = zoo.create_classifier(
+        cell.arch, num_classes=2, img_size=mcfg.img_size, in_chans=1,
+        pretrained_file=pretrained_file if cell.arch.startswith("heartbeit") else None,
+        imagenet_weights_dir=mcfg.imagenet_weights_dir or None)
+    mean, std = zoo.normalization(cell.arch)
+    if arch_family(cell.arch) in ("efficientnet", "resnet"):
+        model = model.to(memory_format=torch.channels_last)
+    use_bf16 = mcfg.precision == "bf16"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16)
+
+    # The paper: AdamW for HeartBEiT, Adam for the others; OneCycle up to max_lr.
+    opt_cls = torch.optim.AdamW if arch_family(cell.arch) == "heartbeit" else torch.optim.Adam
+    optimizer = opt_cls(model.parameters(), lr=mcfg.lr)
+    steps_per_epoch = max(1, math.ceil(data.n_train / mcfg.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=mcfg.max_lr, total_steps=mcfg.epochs * steps_per_epoch)
+
+    best = (-math.inf, -1, None)  # (criterion, epoch, state_dict)
+    curves = []
+    t_start = time.time()
+    step = 0
+    for epoch in range(mcfg.epochs):
+        model.train()
+        t0, loss_sum, seen = time.time(), 0.0, 0
+        for b in data.train(epoch):
+            if step >= mcfg.epochs * steps_per_epoch:
+                break  # OneCycle has a fixed length; uneven batches never overrun it
+            with autocast():
+                logits = model(_normalize(b.images, mean, std))
+            loss = F.cross_entropy(logits.float(), b.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            loss_sum += loss.item() * len(b.labels)
+            seen += len(b.labels)
+        v_scores, v_labels, _, v_loss = _score(model, data.val(), mean, std, autocast)
+        crit = _val_criterion(v_scores, v_labels, v_loss)
+        curves.append({"epoch": epoch, "train_loss": loss_sum / max(1, seen), "val_loss": v_loss,
+                       "val_criterion": crit, "lr": scheduler.get_last_lr()[0],
+                       "seconds": round(time.time() - t0, 3), "images": seen})
+        if crit > best[0]:
+            best = (crit, epoch, copy.deepcopy(model.state_dict()))
+    if best[2] is not None:
+        model.load_state_dict(best[2])
+    # The selected weights, for saliency and reuse (safetensors: loading them never unpickles).
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+
+    # Selection is over: score the held-out sets once with the selected weights.
+    scores, labels, metas, _ = _score(model, data.evaluation(), mean, std, autocast)
+    pred = pd.DataFrame(metas)
+    pred["label"] = labels.astype(np.int64)
+    pred["score"] = scores.astype(np.float64)
+    pred.to_parquet(out_dir / "predictions.parquet", index=False)
+    with open(out_dir / "curves.jsonl", "w") as fh:
+        for row in curves:
+            fh.write(json.dumps(row) + "\n")
+    return {
+        "arch_family": arch_family(cell.arch), "init": init_kind, "n_train": data.n_train,
+        "n_train_pos": data.n_train_pos, "selected_epoch": best[1], "val_criterion": best[0],
+        "train_seconds": round(time.time() - t_start, 2), "epochs": mcfg.epochs,
+    }
+
+
+def iterate_in_batches(samples: list, batch_size: int) -> Iterator[list]:
+    for i in range(0, len(samples), batch_size):
+        yield samples[i:i + batch_size]
+
+
+# ------------------------------------------------------------------------------ data from image shards
+
+# Per-ECG fields carried into predictions.parquet (the report's subgroup tables read sex and age band).
+PREDICTION_FIELDS = ("ecg_uid", "patient_hash", "site", "split", "sex", "age_band")
+
+
+def _batches(loader) -> Iterator[Batch]:
+    for b in loader:
+        meta = [{k: m.get(k) for k in PREDICTION_FIELDS} for m in b["meta"]]
+        yield Batch(images=b["image"], labels=b["label"], meta=meta)
+
+
+def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> CellData:
+    """The cell's training fraction (patients of the render stage's nested, stratified subset with a label
+    for the task), the validation split, then internal test and external sites, all streamed by the one
+    loader of heartbeit.data.loader."""
+    from heartbeit.data.loader import ImageLoader, make_image_dataset, make_loader
+    from heartbeit.data.splits import fraction_column
+
+    images_dir = Path(images_dir)
+    man = pd.read_parquet(images_dir / "manifest.parquet")
+    col = fraction_column(cell.fraction)
+    if col not in man:
+        raise ValueError(f"{images_dir}: fraction {cell.fraction:g} was not rendered (have "
+                         f"{[c for c in man.columns if c.startswith('frac_')]})")
+    train_rows = man[(man["split"] == "train") & man[col] & man[cell.task].notna()]
+    n_train, n_pos = len(train_rows), int((train_rows[cell.task] == 1).sum())
+    if n_train == 0:
+        raise ValueError(f"no labelled training ECGs for task {cell.task} at fraction {cell.fraction:g}")
+    splits = set(man["split"])
+
+    def train(epoch: int):
+        # Partial batches kept: at 1 % a fraction can be smaller than one batch.
+        ds = make_image_dataset(images_dir, "train", fraction=cell.fraction, task=cell.task, epoch=epoch,
+                                seed=cell.seed, shuffle=True, batch_size=mcfg.batch_size, drop_last=False)
+        return _batches(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False))
+
+    def val():
+        return _batches(make_loader(images_dir, "val", mcfg.batch_size, mcfg.num_workers, train=False, task=cell.task))
+
+    def evaluation():
+        for split in ("test", "external"):
+            if split in splits and (man.loc[man["split"] == split, cell.task].notna().any()):
+                yield from _batches(make_loader(images_dir, split, mcfg.batch_size, mcfg.num_workers,
+                                                train=False, task=cell.task))
+
+    return CellData(train=train, val=val, evaluation=evaluation, n_train=n_train, n_train_pos=n_pos)

@@ -1,0 +1,79 @@
+"""Fine-tuning selects the epoch on the validation split only and scores held-out sets once."""
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from heartbeit.config import MatrixConfig
+from heartbeit.matrix import Cell
+from heartbeit.train.finetune import Batch, CellData, finetune_cell
+
+
+def _images(n, seed, positive_bias):
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, generator=g) < 0.4).long()
+    images = (torch.rand(n, 1, 64, 64, generator=g) * 120).to(torch.uint8)
+    # a learnable but noisy signal: positives are brighter in one band of rows
+    images[labels == 1, :, 20:30, :] += positive_bias
+    return images, labels
+
+
+def make_data(eval_label_noise: bool, calls: list):
+    xtr, ytr = _images(48, 0, 60)
+    xva, yva = _images(24, 1, 60)
+    xte, yte = _images(24, 2, 60)
+    if eval_label_noise:
+        yte = torch.randint(0, 2, yte.shape, generator=torch.Generator().manual_seed(99))
+
+    def batches(x, y, split, order=None):
+        idx = order if order is not None else torch.arange(len(y))
+        for i in range(0, len(idx), 16):
+            j = idx[i:i + 16]
+            yield Batch(x[j], y[j], [{"ecg_uid": f"{split}{int(k)}", "split": split} for k in j])
+
+    def train(epoch):
+        calls.append(("train", epoch))
+        return batches(xtr, ytr, "train", torch.randperm(len(ytr), generator=torch.Generator().manual_seed(epoch)))
+
+    def val():
+        calls.append(("val",))
+        return batches(xva, yva, "val")
+
+    def evaluation():
+        calls.append(("evaluation",))
+        return batches(xte, yte, "test")
+
+    return CellData(train=train, val=val, evaluation=evaluation, n_train=48, n_train_pos=int(ytr.sum()))
+
+
+@pytest.mark.parametrize("arch", ["vit_micro_patch8_64", "resnet10t"])
+def test_selection_never_reads_heldout_labels(tmp_path, arch):
+    torch.set_num_threads(1)
+    mcfg = MatrixConfig(architectures=[arch], epochs=3, batch_size=16, img_size=64, precision="fp32")
+    cell = Cell(0, "x", arch, "stemi", 1.0, 0)
+    results = []
+    for noise in (False, True):
+        calls = []
+        out = tmp_path / f"noise{noise}"
+        out.mkdir()
+        summary = finetune_cell(cell, mcfg, make_data(noise, calls), out)
+        # the held-out set is read once, after every training epoch and validation pass
+        assert calls[-1] == ("evaluation",) and calls.count(("evaluation",)) == 1
+        assert [c for c in calls if c[0] == "train"] == [("train", e) for e in range(3)]
+        results.append((summary, load_file(str(out / "model.safetensors"))))
+    (s0, w0), (s1, w1) = results
+    assert s0["selected_epoch"] == s1["selected_epoch"]
+    assert s0["val_criterion"] == s1["val_criterion"]
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_predictions_written(tmp_path):
+    import pandas as pd
+
+    mcfg = MatrixConfig(architectures=["vit_micro_patch8_64"], epochs=1, batch_size=16, img_size=64, precision="fp32")
+    cell = Cell(0, "x", "vit_micro_patch8_64", "stemi", 1.0, 0)
+    finetune_cell(cell, mcfg, make_data(False, []), tmp_path)
+    pred = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert len(pred) == 24 and set(pred.columns) >= {"ecg_uid", "split", "label", "score"}
+    assert pred["score"].between(0, 1).all()
+    assert (tmp_path / "curves.jsonl").read_text().count("\n") == 1
