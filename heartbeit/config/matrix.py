@@ -22,6 +22,7 @@ class MatrixConfig:
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: int = 20
+    min_steps: int = 0  # small CPU profiles: at least this many optimizer steps per cell (paper: 0)
     batch_size: int = 32
     lr: float = 3e-4
     max_lr: float = 1e-3

@@ -137,6 +137,12 @@ def plan_shards(manifest: pd.DataFrame, shard_size: int, seed: int) -> pd.DataFr
     return out
 
 
+def _text_or_none(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    return str(value)
+
+
 def sample_metadata(row: dict, fractions, tasks, cfg) -> dict:
     labels = {t: (None if row[t] is None or (isinstance(row[t], float) and math.isnan(row[t])) else int(row[t]))
               for t in tasks}
@@ -145,6 +151,7 @@ def sample_metadata(row: dict, fractions, tasks, cfg) -> dict:
     return {
         "ecg_uid": row["ecg_uid"], "patient_hash": row["patient_hash"], "site": row["site"],
         "split": row["split"], "labels": labels, "fractions": member_of,
+        "sex": _text_or_none(row.get("sex")), "age_band": _text_or_none(row.get("age_band")),
         "fraction": None if smallest is None or (isinstance(smallest, float) and math.isnan(smallest)) else float(smallest),
         "layout": cfg.layout, "image_size": [cfg.image_size, cfg.image_size],
         "fs": float(row["fs"]) if "fs" in row and row["fs"] is not None else None,

@@ -104,6 +104,7 @@ def build_manifest(meta: pd.DataFrame, cfg, tasks=TASKS) -> pd.DataFrame:
             meta[t] = np.nan
     split = assign_splits(meta, cfg.split_seed, cfg.val_fraction, cfg.test_fraction, cfg.external_sites)
     fr = assign_fractions(meta, split, cfg.split_seed, cfg.fractions, tasks)
-    keep = [c for c in ("ecg_uid", "patient_hash", "site", "fs", "n_samples") if c in meta]
+    # sex and age band ride along for the report's subgroup tables (both are de-identified corpus fields)
+    keep = [c for c in ("ecg_uid", "patient_hash", "site", "sex", "age_band", "fs", "n_samples") if c in meta]
     manifest = pd.concat([meta[keep], split.rename("split"), fr, meta[list(tasks)].astype("float64")], axis=1)
     return manifest

@@ -1,0 +1,62 @@
+"""`heartbeit report`: metrics with CIs, tables, figures, saliency, Wasserstein -> results/REPORT.md."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+HELP = """Turn the benchmark matrix's finished cells and the image shards into the results folder:
+tables/ (AUROC/AUPRC with 95% CIs, paired DeLong tests, calibration, subgroups, data counts, the
+Wasserstein modality distance; Markdown, LaTeX, CSV), figures/ (ROC/PR, performance vs fraction,
+reliability), saliency/ (Grad-CAM and FullGrad overlays, per-lead and lead x time tables, the synthetic
+STEMI territory analysis) and REPORT.md / REPORT.html, which embed them and state the command that
+regenerates them. Parts that cannot be built yet (no cells, a cell without its weights, no image shards)
+are listed in the report's "Missing" section.
+
+Defaults: --cells <workdir>/matrix/cells, --images <workdir>/images, --out the profile's results_dir.
+
+Example: heartbeit report --profile ci"""
+
+log = logging.getLogger("heartbeit.report")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from heartbeit.cli import add_common_config_args
+
+    parser.add_argument("--cells", default=None, help="matrix cells folder (default: <workdir>/matrix/cells)")
+    parser.add_argument("--images", default=None, help="image shard folder (default: <workdir>/images)")
+    parser.add_argument("--out", default=None, help="results folder (default: the config's results_dir)")
+    add_common_config_args(parser)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The exact `heartbeit report ...` invocation that reproduces this run's settings."""
+    parts = ["heartbeit", "report", "--profile", args.profile]
+    if args.config:
+        parts += ["--config", args.config]
+    for text in args.overrides or []:
+        parts += ["--set", text]
+    for flag, value in (("--workdir", args.workdir), ("--cells", args.cells), ("--images", args.images),
+                        ("--out", args.out)):
+        if value:
+            parts += [flag, value]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from heartbeit.cli import resolve_config
+    from heartbeit.eval.report import run_report
+
+    cfg = resolve_config(args)
+    summary = run_report(cfg, cells_dir=args.cells, images_dir=args.images, out_dir=args.out,
+                         command=command_line(args))
+    out = args.out or cfg.results_dir
+    print(f"report: {out}/REPORT.md ({summary['cells']} cells)")
+    for problem in summary["problems"]:
+        print(f"  missing: {problem}", file=sys.stderr)
+    if summary["cells"] == 0:
+        print("heartbeit report: no finished matrix cells; the report holds only the data summary "
+              "(run `heartbeit matrix run` first)", file=sys.stderr)
+        return 1
+    return 0

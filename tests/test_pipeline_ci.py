@@ -1,0 +1,102 @@
+"""The whole study at ci scale, run once per test session: `heartbeit run --profile ci`.
+
+Checks the acceptance items of the matrix: every cell completes, a second invocation recomputes
+nothing, and a matrix killed mid-run finishes only the missing cells with metrics identical to an
+uninterrupted run."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HEARTBEIT = [sys.executable, "-m", "heartbeit"]
+
+
+def _env():
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ci_run")
+    results = work / "results"
+    t0 = time.time()
+    proc = subprocess.run([*HEARTBEIT, "run", "--profile", "ci", "--workdir", str(work), "--no-progress",
+                           "--set", f"results_dir={results}"], capture_output=True, text=True, env=_env())
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"work": work, "results": results, "seconds": time.time() - t0, "stdout": proc.stdout}
+
+
+def _plan(work):
+    return json.loads((work / "matrix" / "plan.json").read_text())["cells"]
+
+
+def test_every_stage_and_cell_completes(ci_run):
+    work = ci_run["work"]
+    run = json.loads((work / "run.json").read_text())
+    assert run["complete"] is True
+    for stage in ("synth", "ingest", "render", "tokenizer", "pretrain", "matrix"):
+        assert stage in run["stages_s"]
+    cells = _plan(work)
+    assert len(cells) == 4 * 5 * 3  # architectures x fractions x tasks (one seed in ci)
+    archs = {c["arch"] for c in cells}
+    assert archs == {"heartbeit_micro_patch8_64", "vit_micro_patch8_64", "efficientnet_b0", "resnet18"}
+    for c in cells:
+        d = work / "matrix" / "cells" / c["cell_id"]
+        assert (d / "complete.json").is_file(), c
+        pred = pd.read_parquet(d / "predictions.parquet")
+        assert set(pred["split"]) <= {"test", "external"} and "test" in set(pred["split"])
+    # the STEMI task is scored at the external sites too
+    stemi = [c for c in cells if c["task"] == "stemi"]
+    pred = pd.read_parquet(work / "matrix" / "cells" / stemi[0]["cell_id"] / "predictions.parquet")
+    assert "external" in set(pred["split"])
+
+
+def test_second_invocation_recomputes_nothing(ci_run):
+    work = ci_run["work"]
+    cells_dir = work / "matrix" / "cells"
+    before = {p: p.stat().st_mtime_ns for p in cells_dir.glob("*/complete.json")}
+    export = next((work / "pretrain").glob("heartbeit-*.safetensors"))
+    export_mtime = export.stat().st_mtime_ns
+    proc = subprocess.run([*HEARTBEIT, "run", "--profile", "ci", "--workdir", str(work), "--no-progress",
+                           "--set", f"results_dir={ci_run['results']}"], capture_output=True, text=True, env=_env())
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    after = {p: p.stat().st_mtime_ns for p in cells_dir.glob("*/complete.json")}
+    assert after == before
+    assert export.stat().st_mtime_ns == export_mtime
+
+
+def test_killed_matrix_resumes_to_identical_metrics(ci_run, tmp_path):
+    work = ci_run["work"]
+    subset = "0-5"
+    # a fresh matrix directory with the same plan, run in a process we kill after two cells
+    mdir = tmp_path / "matrix"
+    mdir.mkdir()
+    shutil.copy(work / "matrix" / "plan.json", mdir / "plan.json")
+    argv = [*HEARTBEIT, "matrix", "run", "--profile", "ci", "--workdir", str(work), "--matrix-dir", str(mdir),
+            "--cells", subset]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((mdir / "cells").glob("*/complete.json"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.parent.name for p in (mdir / "cells").glob("*/complete.json")}
+    assert 2 <= len(done_before) < 6
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env())
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"{6 - len(done_before)} ran, {len(done_before)} already done" in proc.stdout
+    for c in _plan(work)[:6]:
+        ours = pd.read_parquet(mdir / "cells" / c["cell_id"] / "predictions.parquet")
+        ref = pd.read_parquet(work / "matrix" / "cells" / c["cell_id"] / "predictions.parquet")
+        pd.testing.assert_frame_equal(ours, ref, check_exact=True)
