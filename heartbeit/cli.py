@@ -53,7 +53,9 @@ def _load(name: str):
         raise
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+def build_parser(selected: str | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The top-level parser. Only the selected stage's module is imported (so `heartbeit --help` and every
+    other stage keep working whatever one stage's imports do); the rest are listed by description."""
     from heartbeit import __version__
 
     parser = argparse.ArgumentParser(
@@ -65,11 +67,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     sub = parser.add_subparsers(dest="command", metavar="<stage>")
     modules = {}
     for name, desc in COMMANDS.items():
+        if name != selected:
+            sub.add_parser(name, help=desc, add_help=False)
+            continue
         module = _load(name)
         modules[name] = module
         if module is None:
-            p = sub.add_parser(name, help=f"{desc} [not available yet]",
-                               description=f"{desc}. Not available yet in this version.")
+            sub.add_parser(name, help=f"{desc} [not available yet]",
+                           description=f"{desc}. Not available yet in this version.")
         else:
             p = sub.add_parser(name, help=desc, description=getattr(module, "HELP", desc),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,11 +82,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, modules
 
 
+def _selected_command(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--log-level":
+            continue
+        if i > 0 and argv[i - 1] == "--log-level":
+            continue
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from heartbeit.config import ConfigError
     from heartbeit.utils.logging import setup_logging
 
-    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, modules = build_parser(_selected_command(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
