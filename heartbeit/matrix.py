@@ -48,7 +48,7 @@ class Cell:
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
-    for key in ("architectures", "fractions", "tasks", "seeds", "draws", "num_workers"):
+    for key in ("architectures", "fractions", "tasks", "seeds", "draws", "num_workers", "jobs"):
         d.pop(key, None)
     return d
 
@@ -142,44 +142,77 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     return "planned", ""
 
 
-def run_cells(cells: list[Cell], cells_dir: str | Path,
-              train_fn: Callable[[Cell, Path], dict]) -> dict[str, int]:
+def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict], n_cells: int) -> str:
+    """Run one cell through the completion protocol; returns 'ran' or 'failed'."""
+    final = cells_dir / cell.cell_id
+    if final.exists():  # partial from an interrupted run
+        shutil.rmtree(final)
+    running = cells_dir / ".running" / f"{cell.cell_id}.json"
+    atomic_write_json(running, {"host": socket.gethostname(), "pid": os.getpid(),
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    tmp = cells_dir / f".tmp-{cell.cell_id}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.time()
+    try:
+        log.info("cell %d/%d %s (%s)", cell.index, n_cells, cell.cell_id, cell.label)
+        summary = train_fn(cell, tmp)
+        atomic_write_json(tmp / "cell.json", {**asdict(cell), **summary})
+        os.replace(tmp, final)
+        atomic_write_json(final / COMPLETE, {"cell_id": cell.cell_id, "seconds": round(time.time() - t0, 2),
+                                             "version": __version__})
+        (cells_dir / ".failed" / f"{cell.cell_id}.json").unlink(missing_ok=True)
+        return "ran"
+    except Exception as exc:  # a failed cell must not stop the others; it is retried next run
+        log.error("cell %s failed: %s", cell.cell_id, exc)
+        atomic_write_json(cells_dir / ".failed" / f"{cell.cell_id}.json", {
+            "cell": asdict(cell), "reason": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=8)})
+        shutil.rmtree(tmp, ignore_errors=True)
+        return "failed"
+    finally:
+        running.unlink(missing_ok=True)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    from heartbeit.utils.logging import setup_logging
+
+    setup_logging()
+    torch.set_num_threads(threads)
+
+
+def run_cells(cells: list[Cell], cells_dir: str | Path, train_fn: Callable[[Cell, Path], dict],
+              jobs: int = 1, threads_per_job: int | None = None) -> dict[str, int]:
     """Run each cell not yet done. `train_fn(cell, tmp_dir)` writes the cell's outputs into tmp_dir and
-    returns its summary; the directory is then renamed into place and `complete.json` written last."""
+    returns its summary; the directory is then renamed into place and `complete.json` written last.
+
+    jobs > 1 runs cells in that many worker processes (spawned; `train_fn` must be picklable): small
+    models on a CPU train faster as parallel single-threaded cells than as one multi-threaded cell. A
+    cell's bits depend on its thread count, so `threads_per_job` is part of the matrix config."""
     cells_dir = Path(cells_dir)
     (cells_dir / ".running").mkdir(parents=True, exist_ok=True)
     (cells_dir / ".failed").mkdir(parents=True, exist_ok=True)
     counts = {"done_before": 0, "ran": 0, "failed": 0}
+    todo = []
     for cell in cells:
-        final = cells_dir / cell.cell_id
-        if (final / COMPLETE).is_file():
+        if (cells_dir / cell.cell_id / COMPLETE).is_file():
             counts["done_before"] += 1
-            continue
-        if final.exists():  # partial from an interrupted run
-            shutil.rmtree(final)
-        running = cells_dir / ".running" / f"{cell.cell_id}.json"
-        atomic_write_json(running, {"host": socket.gethostname(), "pid": os.getpid(),
-                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        tmp = cells_dir / f".tmp-{cell.cell_id}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        t0 = time.time()
-        try:
-            log.info("cell %d/%d %s (%s)", cell.index, len(cells), cell.cell_id, cell.label)
-            summary = train_fn(cell, tmp)
-            atomic_write_json(tmp / "cell.json", {**asdict(cell), **summary})
-            os.replace(tmp, final)
-            atomic_write_json(final / COMPLETE, {"cell_id": cell.cell_id, "seconds": round(time.time() - t0, 2),
-                                                 "version": __version__})
-            (cells_dir / ".failed" / f"{cell.cell_id}.json").unlink(missing_ok=True)
-            counts["ran"] += 1
-        except Exception as exc:  # a failed cell must not stop the others; it is retried next run
-            counts["failed"] += 1
-            log.error("cell %s failed: %s", cell.cell_id, exc)
-            atomic_write_json(cells_dir / ".failed" / f"{cell.cell_id}.json", {
-                "cell": asdict(cell), "reason": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(limit=8)})
-            shutil.rmtree(tmp, ignore_errors=True)
-        finally:
-            running.unlink(missing_ok=True)
+        else:
+            todo.append(cell)
+    if jobs <= 1 or len(todo) <= 1:
+        if threads_per_job:
+            _init_worker(threads_per_job)
+        for cell in todo:
+            counts[_run_one(cell, cells_dir, train_fn, len(cells))] += 1
+        return counts
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads_per_job or 1,)) as pool:
+        for outcome in pool.map(_run_one, todo, [cells_dir] * len(todo), [train_fn] * len(todo),
+                                [len(cells)] * len(todo)):
+            counts[outcome] += 1
     return counts

@@ -84,3 +84,24 @@ def test_run_skips_done_redoes_partial_and_retries_failed(images_dir, tmp_path):
     assert calls == []
     summary = json.loads((cells_dir / cells[0].cell_id / "cell.json").read_text())
     assert summary["arch"] == cells[0].arch and summary["selected_epoch"] == 0
+
+
+class _PidTrainer:
+    """Picklable fake trainer recording which process ran each cell."""
+
+    def __call__(self, cell, out):
+        import os
+
+        (out / "metrics.json").write_text("{}")
+        return {"pid": os.getpid()}
+
+
+def test_parallel_jobs_complete_every_cell_in_worker_processes(images_dir, tmp_path):
+    import os
+
+    cells = plan_cells(small_cfg(), images_dir, None)
+    counts = run_cells(cells, tmp_path / "cells", _PidTrainer(), jobs=2, threads_per_job=1)
+    assert counts == {"done_before": 0, "ran": len(cells), "failed": 0}
+    pids = {json.loads((tmp_path / "cells" / c.cell_id / "cell.json").read_text())["pid"] for c in cells}
+    assert os.getpid() not in pids and len(pids) >= 1
+    assert all(cell_status(tmp_path / "cells", c)[0] == "done" for c in cells)

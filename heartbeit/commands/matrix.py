@@ -40,6 +40,20 @@ def default_pretrained(cfg) -> Path | None:
     return export_paths(Path(cfg.workdir) / "pretrain", pretrained_archs[0])[0]
 
 
+class CellTrainer:
+    """Trains one cell from the image shards (a picklable callable, so cells can run in worker processes)."""
+
+    def __init__(self, images: Path, cfg, pretrained: str | None):
+        self.images, self.cfg, self.pretrained = images, cfg, pretrained
+
+    def __call__(self, cell, out_dir: Path) -> dict:
+        from heartbeit.train.finetune import cell_data_from_shards, finetune_cell
+
+        data = cell_data_from_shards(self.images, cell, self.cfg.matrix)
+        summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=self.pretrained)
+        return {**summary, "profile": self.cfg.profile}
+
+
 def run(args: argparse.Namespace) -> int:
     from heartbeit.cli import resolve_config
     from heartbeit.config import write_resolved
@@ -89,17 +103,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"heartbeit matrix: no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
         return 2
 
-
-    from heartbeit.train.finetune import cell_data_from_shards, finetune_cell
-
-
-    def train(cell, out_dir: Path) -> dict:
-        data = cell_data_from_shards(images, cell, cfg.matrix)
-        return {**finetune_cell(cell, cfg.matrix, data, out_dir,
-                                pretrained_file=str(pretrained) if pretrained else None),
-                "profile": cfg.profile}
-
-    counts = run_cells(selected, cells_dir, train)
+    trainer = CellTrainer(images, cfg, str(pretrained) if pretrained else None)
+    counts = run_cells(selected, cells_dir, trainer, jobs=cfg.matrix.jobs,
+                       threads_per_job=cfg.matrix.threads_per_job or None)
     print(f"matrix: {counts['ran']} ran, {counts['done_before']} already done, {counts['failed']} failed "
           f"(of {len(selected)} selected)")
     return 1 if counts["failed"] else 0

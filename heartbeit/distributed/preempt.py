@@ -1,0 +1,52 @@
+"""Stop cleanly before Slurm's time limit or a preemption: checkpoint, then exit so the job can requeue.
+
+Two ways a stop request arrives, because launchers differ in who gets signals:
+- a signal (SIGUSR1 from `--signal=USR1@120` or `scancel --signal=USR1`, SIGTERM from a preemption)
+  delivered to this process;
+- a file, `$HEARTBEIT_STOP_FILE`, that slurm/pretrain.sh creates on the batch node when *its* shell gets
+  the signal (`--signal=B:USR1@...`): the ranks on that node see it, and the all-reduce below tells the
+  rest, so workers behind torchrun on every node stop together.
+
+`should_stop(engine)` is a collective (a max all-reduce of one number) so every rank agrees on the same
+step to stop at; call it once per optimizer step.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+log = logging.getLogger("heartbeit.distributed")
+
+STOP_FILE_ENV = "HEARTBEIT_STOP_FILE"
+CHECKPOINTED_FILE_ENV = "HEARTBEIT_CHECKPOINTED_FILE"
+
+
+class StopRequest:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM)):
+        self._requested = False
+        self.stop_file = Path(os.environ[STOP_FILE_ENV]) if os.environ.get(STOP_FILE_ENV) else None
+        for sig in signals:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self._requested = True
+        log.warning("received %s: will checkpoint and stop after this step", signal.Signals(signum).name)
+
+    @property
+    def local(self) -> bool:
+        return self._requested or (self.stop_file is not None and self.stop_file.exists())
+
+    def should_stop(self, engine) -> bool:
+        return engine.all_reduce_max(1.0 if self.local else 0.0) > 0
+
+
+def mark_checkpointed() -> None:
+    """Tell slurm/pretrain.sh that the run stopped early with a checkpoint, so it requeues the job. Every
+    rank marks it: the marker lives on the batch node's local disk, and which rank runs there is up to the
+    rendezvous."""
+    path = os.environ.get(CHECKPOINTED_FILE_ENV)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).touch()
