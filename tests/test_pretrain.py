@@ -176,3 +176,23 @@ def test_cli_from_shards_with_precomputed_tokens(tmp_path, caplog):
                  "--set", "pretrain.checkpoint_every=2"]) == 0
     second = load_file(str(out / "heartbeit-micro_patch8_64.safetensors"))
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_stop_request_checkpoints_and_resumes_exactly(tmp_path, images, tokenizer, monkeypatch):
+    """A stop request (the file slurm/pretrain.sh creates when Slurm signals the batch shell) makes the
+    loop checkpoint at the current step and leave; --resume then reaches the uninterrupted weights."""
+    cfg = small_cfg(checkpoint_every=100)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    pretrain(cfg, InMemoryBatches(images[:80], 8, seed=5), tokenizer, straight, progress=False)
+    stop_file, marker = tmp_path / "STOP", tmp_path / "CHECKPOINTED"
+    stop_file.touch()
+    monkeypatch.setenv("HEARTBEIT_STOP_FILE", str(stop_file))
+    monkeypatch.setenv("HEARTBEIT_CHECKPOINTED_FILE", str(marker))
+    half = pretrain(cfg, InMemoryBatches(images[:80], 8, seed=5), tokenizer, stopped, progress=False)
+    assert half["steps_done"] == 1 and not half["complete"] and marker.is_file()
+    assert (stopped / "checkpoints" / "latest").read_text().strip() == "step00000001"
+    monkeypatch.delenv("HEARTBEIT_STOP_FILE")
+    pretrain(cfg, InMemoryBatches(images[:80], 8, seed=5), tokenizer, stopped, resume=True, progress=False)
+    a = load_file(str(straight / "heartbeit-micro_patch8_64.safetensors"))
+    b = load_file(str(stopped / "heartbeit-micro_patch8_64.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

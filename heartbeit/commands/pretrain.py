@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: <workdir>/pretrain)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # the deepspeed launcher appends --local_rank=N; rank discovery reads the environment instead
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     add_common_config_args(parser)
 
 

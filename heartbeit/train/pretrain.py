@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from heartbeit.config import PretrainConfig, to_dict
 from heartbeit.distributed.engine import Engine, build_engine, latest_tag
+from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
 from heartbeit.models.heartbeit import create_mim_model, export_backbone
 from heartbeit.models.masking import BlockMaskGenerator
 from heartbeit.models.tokenizer import Tokenizer
@@ -188,6 +189,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
 
     # ---- the loop
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    stop = StopRequest()  # Slurm's pre-limit signal or a preemption: checkpoint at this step, then leave
     stream = iter(source)
     engine.model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not (progress and is_main),
@@ -244,6 +246,11 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
             window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0, "t0": time.perf_counter()}
         if step % cfg.checkpoint_every == 0 or step == end:
             save(step)
+        elif step < end and stop.should_stop(engine):
+            save(step)
+            mark_checkpointed()
+            log.warning("stopped at step %d with a checkpoint; rerun with --resume to continue", step)
+            break
     bar.close()
 
     summary: dict[str, Any] = {"steps_done": step, "steps": cfg.steps, "complete": step >= cfg.steps,
