@@ -29,13 +29,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# System packages the tests need (MPI for mpirun, numactl for DeepSpeed core binding). Only as root on
+# System packages the tests need (MPI for mpirun, numactl for DeepSpeed core binding, Slurm + munge for
+# the local test cluster). Only as root on
 # Debian/Ubuntu, and only when missing; otherwise the dependent tests skip with a reason.
 sysdeps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
 	  command -v mpirun >/dev/null || missing="$$missing openmpi-bin libopenmpi-dev"; \
 	  command -v numactl >/dev/null || missing="$$missing numactl"; \
+	  command -v slurmctld >/dev/null || missing="$$missing slurmctld slurmd slurm-client munge libpmix-dev"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing system packages:$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
