@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from heartbeit.distributed.engine import LATEST, CheckpointError, latest_tag
 from heartbeit.utils.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,26 +34,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("heartbeit.distributed")
 
-LATEST = "latest"
 MANIFEST = "heartbeit.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed here; the message names the directory and the reason."""
 
 
 def rank_state_path(tag_dir: Path, rank: int) -> Path:
     return Path(tag_dir) / f"heartbeit_rank{rank}.pt"
-
-
-def latest_tag(ckpt_dir: Path) -> str | None:
-    pointer = Path(ckpt_dir) / LATEST
-    if not pointer.is_file():
-        return None
-    tag = pointer.read_text().strip()
-    if not tag or not (Path(ckpt_dir) / tag).is_dir():
-        raise CheckpointError(f"{pointer} names tag {tag!r}, which is not a directory in {ckpt_dir}")
-    return tag
 
 
 def write_rank_state(tag_dir: Path, rank: int, state: dict) -> Path:

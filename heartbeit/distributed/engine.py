@@ -24,6 +24,10 @@ from torch import Tensor
 LATEST = "latest"
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint directory that cannot be resumed from (the message names the path and the problem)."""
+
+
 @runtime_checkable
 class Engine(Protocol):
     model: torch.nn.Module
@@ -98,5 +102,5 @@ def latest_tag(ckpt_dir: Path) -> str | None:
         return None
     tag = pointer.read_text().strip()
     if not tag or not (Path(ckpt_dir) / tag).is_dir():
-        raise RuntimeError(f"{pointer} names tag {tag!r}, which is not a checkpoint directory in {ckpt_dir}")
+        raise CheckpointError(f"{pointer} names tag {tag!r}, which is not a checkpoint directory in {ckpt_dir}")
     return tag
