@@ -122,6 +122,9 @@ def run(quick: bool) -> dict:
             run_ingest([root], Path(tmp) / f"corpus{workers}", cfg, b"k" * 32, workers=workers, progress=False)
             elapsed = time.perf_counter() - t
             result[f"run_ingest_{workers}w_files_per_s"] = total / elapsed
+        result["headline"] = {"metric": "MUSE XML reader files/s per core", "value": rates["muse_ours_reader"],
+                              "baseline": rates["muse_reference"], "baseline_name": "ElementTree reference reader",
+                              "ratio": result["ratio_muse_reader_vs_reference"]}
         result["cores"] = cores
         result["run_ingest_files"] = total
         if cores > 1:

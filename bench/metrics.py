@@ -66,6 +66,9 @@ def run(quick: bool) -> dict:
                "vector_bootstrap_s": t_vec, "loop_over_delong": t_loop / t_delong,
                "loop_over_vector": t_loop / t_vec, "max_bound_diff_delong_vs_bootstrap": diff}
         results["sizes"][str(n)] = row
+        results["headline"] = {"metric": f"DeLong AUROC interval, s (n = {n})", "value": t_delong,
+                               "baseline": t_loop, "baseline_name": f"{N_RESAMPLES}-resample roc_auc_score loop, s",
+                               "ratio": t_loop / t_delong}
         print(f"{n:>8} {t_delong:>9.4f} {t_loop:>17.3f} {t_vec:>19.3f} {t_loop / t_delong:>11.0f}x "
               f"{t_loop / t_vec:>11.1f}x {diff:>17.4f}")
         print(f"{'':>8} AUROC {r.value:.4f}  DeLong [{r.low:.4f}, {r.high:.4f}]  loop bootstrap [{lo_b:.4f}, {hi_b:.4f}]"

@@ -62,7 +62,10 @@ def run(quick: bool, model: str = "heartbeit_micro_patch8_64", batch_size: int =
             "memory_delta_vs_zero0": (max(m["peak_memory_delta_bytes_per_rank"])
                                       / max(1, max(base["peak_memory_delta_bytes_per_rank"]))),
         })
-    return {"benchmark": "pretrain_zero", "model": model, "precision": precision, "ranks": nproc,
+    z3 = table[-1]
+    headline = {"metric": f"ZeRO-3 step time, s ({nproc} ranks; ratio = ZeRO-3 / ZeRO-0)", "value": z3["step_time_s"],
+                "baseline": base["step_time_s"], "baseline_name": "ZeRO-0, same run", "ratio": z3["step_time_vs_zero0"]}
+    return {"headline": headline, "benchmark": "pretrain_zero", "model": model, "precision": precision, "ranks": nproc,
             "batch_size_per_rank": batch_size, "grad_accum": 2, "steps": steps, "memory_kind": base["memory_kind"],
             "host": socket.gethostname(), "cpus": len(os.sched_getaffinity(0)), "rows": table,
             "command": " ".join([Path(sys.executable).name, *sys.argv])}

@@ -53,7 +53,10 @@ def run(quick: bool, size: int = 224, fs: float = 500.0) -> dict:
     batched = _rate(lambda _: render_batch(batch, fs, size), [None], min_time) * len(ecgs)
     out.update({"render_ours_img_per_s": round(ours, 1), "render_ours_batch_img_per_s": round(batched, 1),
                 "render_matplotlib_reused_fig_img_per_s": round(base, 1),
-                "render_speedup_vs_matplotlib": round(ours / base, 1)})
+                "render_speedup_vs_matplotlib": round(ours / base, 1),
+                "headline": {"metric": f"render images/s, one core ({size} px)", "value": round(ours, 1),
+                             "baseline": round(base, 1), "baseline_name": "matplotlib, reused figure",
+                             "ratio": round(ours / base, 1)}})
 
     images = [render(x, fs, size) for x in ecgs]
     for name, enc, level in (("png0", "png", 0), ("png1", "png", 1), ("png6", "png", 6), ("npy", "npy", 0)):
