@@ -24,6 +24,10 @@
 # the checkpoint with the same data position, RNGs and schedule. Checkpoints must be on a filesystem every
 # node sees (as --ckpt-dir / the run directory normally is).
 #
+# A restarted job (our requeue, a preemption, a node failure: SLURM_RESTART_COUNT > 0) appends
+# HEARTBEIT_RESUME_ARG (default "--resume" for `heartbeit pretrain`, nothing for other entry points) so it
+# continues from the checkpoint instead of refusing to overwrite it.
+#
 # Site settings: HEARTBEIT_SITE_SETUP names a file sourced before anything runs (module loads, conda
 # activation). HEARTBEIT_PYTHON is the interpreter (default: python3 on PATH). HEARTBEIT_ENTRY is the
 # Python entry point (default "-m heartbeit pretrain"); the test suite uses the distributed self-test.
@@ -48,6 +52,13 @@ if [[ -n ${HEARTBEIT_SITE_SETUP:-} ]]; then
 fi
 PYTHON=${HEARTBEIT_PYTHON:-python3}
 read -r -a ENTRY <<<"${HEARTBEIT_ENTRY:--m heartbeit pretrain}"
+if [[ -z ${HEARTBEIT_ENTRY:-} || ${HEARTBEIT_ENTRY} == "-m heartbeit pretrain" ]]; then
+  RESUME_ARG=${HEARTBEIT_RESUME_ARG---resume}
+else
+  RESUME_ARG=${HEARTBEIT_RESUME_ARG-}
+fi
+ARGS=("$@")
+if (( ${SLURM_RESTART_COUNT:-0} > 0 )) && [[ -n $RESUME_ARG ]]; then ARGS+=("$RESUME_ARG"); fi
 LAUNCH=${HEARTBEIT_LAUNCH:-torchrun}
 : "${SLURM_JOB_ID:?run this script with sbatch}"
 
@@ -83,10 +94,10 @@ case $LAUNCH in
     srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c 'trap "" USR1; exec "$@"' torchrun \
       "$PYTHON" -m torch.distributed.run --nnodes="$SLURM_NNODES" --nproc_per_node="$RANKS_PER_NODE" \
       --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id="$SLURM_JOB_ID" \
-      "${ENTRY[@]}" "$@" &
+      "${ENTRY[@]}" "${ARGS[@]}" &
     ;;
   srun)
-    srun --kill-on-bad-exit=1 "$PYTHON" "${ENTRY[@]}" "$@" &
+    srun --kill-on-bad-exit=1 "$PYTHON" "${ENTRY[@]}" "${ARGS[@]}" &
     ;;
   *)
     echo "heartbeit-pretrain: HEARTBEIT_LAUNCH must be torchrun or srun, not '$LAUNCH'" >&2

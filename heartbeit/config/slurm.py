@@ -1,0 +1,83 @@
+"""Site settings for `heartbeit slurm submit`: where and how the study's jobs run on a cluster.
+
+Not part of RunConfig: the same study (profile) runs unchanged on any site, and a site file never changes
+a result. Loaded from YAML (`--site site.yaml`, see configs/site.example.yaml) with the same strict rules
+as the run config: unknown keys and wrong types are errors naming the key.
+
+Every field is optional; an empty string or 0 means "keep the sbatch script's own #SBATCH default"."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .core import ConfigError, from_dict, load_yaml
+
+STAGES = ("prepare", "pretrain", "plan", "matrix", "report")
+LAUNCHERS = ("torchrun", "srun")
+
+
+@dataclass
+class StageResources:
+    """sbatch resources of one stage's job(s); the site-wide partition/account/qos apply unless set here."""
+
+    time: str = ""  # Slurm time limit, e.g. "04:00:00" or "1-00:00:00"
+    cpus_per_task: int = 0
+    mem: str = ""  # e.g. "32G"
+    partition: str = ""  # e.g. a CPU partition for prepare/report while pretraining uses the GPU one
+    gpus_per_node: int = 0
+    sbatch_args: list[str] = field(default_factory=list)  # anything else, verbatim, e.g. ["--constraint=a100"]
+
+    def validate(self) -> None:
+        if self.cpus_per_task < 0 or self.gpus_per_node < 0:
+            raise ConfigError("cpus_per_task and gpus_per_node must be >= 0")
+
+
+@dataclass
+class SiteConfig:
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    setup: list[str] = field(default_factory=list)  # shell lines every job runs first (module load, conda activate)
+    python: str = ""  # interpreter on the compute nodes; "" = the one running `heartbeit slurm submit`
+    nodes: int = 1  # pretraining nodes
+    ranks_per_node: int = 0  # pretraining ranks per node; 0 = the node's GPUs, else its allocated CPUs
+    launch: str = "torchrun"  # pretraining ranks: torchrun (one task per node) | srun (one task per rank)
+    matrix_parallel: int = 0  # at most this many matrix cells at once (--array=0-N%K); 0 = no limit
+    sbatch_args: list[str] = field(default_factory=list)  # verbatim for every job, e.g. ["--mail-type=FAIL"]
+    defaults: StageResources = field(default_factory=StageResources)  # for every stage, where it sets nothing
+    prepare: StageResources = field(default_factory=StageResources)
+    pretrain: StageResources = field(default_factory=StageResources)
+    plan: StageResources = field(default_factory=StageResources)
+    matrix: StageResources = field(default_factory=StageResources)
+    report: StageResources = field(default_factory=StageResources)
+
+    def validate(self) -> None:
+        if self.nodes < 1:
+            raise ConfigError(f"nodes must be >= 1, got {self.nodes}")
+        if self.ranks_per_node < 0 or self.matrix_parallel < 0:
+            raise ConfigError("ranks_per_node and matrix_parallel must be >= 0")
+        if self.launch not in LAUNCHERS:
+            raise ConfigError(f"launch must be one of {list(LAUNCHERS)}, got {self.launch!r}")
+
+    def stage(self, name: str) -> StageResources:
+        """The stage's resources, each unset field taken from `defaults` (sbatch_args: both, defaults first)."""
+        if name not in STAGES:
+            raise KeyError(f"unknown stage {name!r}; stages: {list(STAGES)}")
+        own: StageResources = getattr(self, name)
+        d = self.defaults
+        return StageResources(time=own.time or d.time, cpus_per_task=own.cpus_per_task or d.cpus_per_task,
+                              mem=own.mem or d.mem, partition=own.partition or d.partition,
+                              gpus_per_node=own.gpus_per_node or d.gpus_per_node,
+                              sbatch_args=[*d.sbatch_args, *own.sbatch_args])
+
+
+def load_site(path: str | Path | None = None) -> SiteConfig:
+    """The site file's settings over the defaults (no file: the defaults, i.e. the scripts' #SBATCH lines)."""
+    if path is None:
+        return SiteConfig()
+    if not Path(path).is_file():
+        raise ConfigError(f"site file not found: {path}")
+    try:
+        return from_dict(SiteConfig, load_yaml(Path(path)))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

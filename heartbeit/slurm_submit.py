@@ -1,0 +1,297 @@
+"""The whole study as dependent Slurm jobs: prepare -> pretrain -> plan -> matrix array -> report.
+
+    jobs = chain_jobs(cfg, site, run_args, submit_dir)     # what would be submitted (JobSpec list)
+    record = submit_chain(jobs, cfg, site_file)             # sbatch each, --dependency=afterok on the last
+    rows = job_rows(job_id)                                 # `scontrol show job -o` as dicts
+
+Every job runs a readable script in slurm/ (its #SBATCH lines are the defaults; the site file's settings
+become sbatch options that override them) and that script runs the same `heartbeit` commands as the local
+path (`heartbeit run`). Each stage skips work already complete for the same config, so resubmitting the
+chain after a failure continues where it stopped.
+
+The matrix array's size must be known when it is submitted, before any image exists: cells are
+architecture x fraction x task x seed, a function of the config alone. The plan job checks that the real
+plan has exactly that many cells (`slurm/matrix.sh plan --expect N`) and fails the chain otherwise, so an
+array can never silently skip or overrun cells."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from heartbeit.config.slurm import STAGES, SiteConfig
+from heartbeit.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("heartbeit.slurm")
+
+SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "slurm"
+RECORD = "slurm_jobs.json"
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                      "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"})
+
+
+class SlurmError(RuntimeError):
+    """sbatch/scontrol failed or is missing; the message carries Slurm's own words."""
+
+
+@dataclass
+class JobSpec:
+    stage: str
+    script: str  # path of the sbatch script
+    script_args: list[str]  # arguments after the script
+    sbatch_args: list[str]  # options before the script (resources, output, array)
+    env: dict[str, str] = field(default_factory=dict)  # exported to the job (sbatch --export=ALL default)
+    array: str = ""  # e.g. "0-59%8"
+    log: str = ""  # the job's output file pattern
+
+    def command(self, dependency: str | None = None) -> list[str]:
+        dep = [f"--dependency=afterok:{dependency}", "--kill-on-invalid-dep=yes"] if dependency else []
+        array = [f"--array={self.array}"] if self.array else []
+        return ["sbatch", "--parsable", *self.sbatch_args, *array, *dep, self.script, *self.script_args]
+
+
+def matrix_cell_count(mcfg) -> int:
+    """Cells of a plan, from the config alone (heartbeit.matrix.plan_cells: task x fraction x arch x seed, one
+    draw per fraction)."""
+    return len(mcfg.tasks) * len(mcfg.fractions) * len(mcfg.architectures) * len(mcfg.seeds)
+
+
+def run_args(profile: str, config: str | None, overrides: list[str], workdir: str) -> list[str]:
+    """The `--profile/--config/--set/--workdir` arguments every stage's command gets."""
+    out = ["--profile", profile]
+    if config:
+        out += ["--config", str(Path(config).resolve())]
+    for text in overrides:
+        out += ["--set", text]
+    return [*out, "--workdir", workdir]
+
+
+def _resources(site: SiteConfig, stage: str) -> list[str]:
+    r = site.stage(stage)
+    out = []
+    partition = r.partition or site.partition
+    for flag, value in (("--partition", partition), ("--account", site.account), ("--qos", site.qos),
+                        ("--time", r.time), ("--mem", r.mem)):
+        if value:
+            out.append(f"{flag}={value}")
+    if r.cpus_per_task:
+        out.append(f"--cpus-per-task={r.cpus_per_task}")
+    if r.gpus_per_node:
+        out.append(f"--gpus-per-node={r.gpus_per_node}")
+    return [*out, *site.sbatch_args, *r.sbatch_args]
+
+
+def pretrain_resume_flag(cfg) -> list[str]:
+    """`--resume` when an earlier run left a checkpoint but no export (as `heartbeit run` decides); a requeued
+    pretraining job adds it itself (slurm/pretrain.sh, SLURM_RESTART_COUNT > 0)."""
+    from heartbeit.train.pretrain import export_paths
+
+    out = Path(cfg.workdir) / "pretrain"
+    if (out / "checkpoints" / "latest").is_file() and not export_paths(out, cfg.pretrain.model)[1].is_file():
+        return ["--resume"]
+    return []
+
+
+def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | Path,
+               start: str = "prepare") -> list[JobSpec]:
+    """The jobs of the study from stage `start` on, in dependency order. `cfg.workdir` must be absolute."""
+    if start not in STAGES:
+        raise ValueError(f"unknown stage {start!r}; stages: {list(STAGES)}")
+    work = Path(cfg.workdir)
+    if not work.is_absolute():
+        raise ValueError(f"workdir must be absolute for jobs on other nodes, got {work}")
+    logs = work / "slurm" / "logs"
+    python = site.python or sys.executable
+    env = {"HEARTBEIT": f"{python} -m heartbeit", "HEARTBEIT_PYTHON": python}
+    if site.setup:
+        env["HEARTBEIT_SITE_SETUP"] = str(work / "slurm" / "site-setup.sh")
+    common = [f"--chdir={Path(submit_dir).resolve()}"]
+    n_cells = matrix_cell_count(cfg.matrix)
+    if n_cells < 1:
+        raise ValueError("the matrix has no cells (architectures, fractions, tasks and seeds must be non-empty)")
+
+    def single(stage: str, script: str, args: list[str], extra: list[str] = (), job_env: dict | None = None):
+        out = str(logs / f"{stage}-%j.out")
+        return JobSpec(stage, str(SCRIPTS_DIR / script), args,
+                       [*common, f"--output={out}", *_resources(site, stage), *extra], {**env, **(job_env or {})},
+                       log=out)
+
+    quiet = ["--no-progress"]
+    ranks = site.ranks_per_node
+    if site.launch == "torchrun":
+        layout = ["--ntasks-per-node=1"]
+    else:
+        if not ranks:
+            raise ValueError("launch=srun needs ranks_per_node (one Slurm task per rank)")
+        layout = [f"--ntasks-per-node={ranks}"]
+    pretrain_env = {"HEARTBEIT_LAUNCH": site.launch, "HEARTBEIT_ENTRY": "-m heartbeit pretrain"}
+    if ranks:
+        pretrain_env["HEARTBEIT_RANKS_PER_NODE"] = str(ranks)
+    matrix_log = str(logs / "matrix-%A_%a.out")
+    parallel = f"%{site.matrix_parallel}" if site.matrix_parallel else ""
+    jobs = [
+        single("prepare", "prepare.sh", [*stage_args]),
+        single("pretrain", "pretrain.sh", [*stage_args, *quiet, *pretrain_resume_flag(cfg)],
+               [f"--nodes={site.nodes}", *layout], pretrain_env),
+        single("plan", "matrix.sh", ["plan", "--expect", str(n_cells), *stage_args]),
+        JobSpec("matrix", str(SCRIPTS_DIR / "matrix.sh"), ["cell", *stage_args],
+                [*common, f"--output={matrix_log}", *_resources(site, "matrix")], dict(env),
+                array=f"0-{n_cells - 1}{parallel}", log=matrix_log),
+        single("report", "report.sh", [*stage_args]),
+    ]
+    return jobs[STAGES.index(start):]
+
+
+def _sbatch(cmd: list[str], env: dict[str, str]) -> str:
+    try:
+        proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise SlurmError("sbatch not found: run this on a Slurm login node (or start slurm/local_cluster.sh)") from None
+    if proc.returncode != 0:
+        raise SlurmError(f"{shlex.join(cmd[:3])} ... failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout.strip().split(";")[0]
+
+
+def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | None = None,
+                 after: str | None = None) -> dict:
+    """sbatch each job with --dependency=afterok on the one before (the first on `after`, if given); write
+    and return the record <workdir>/slurm_jobs.json. A failed sbatch cancels the jobs already submitted."""
+    work = Path(cfg.workdir)
+    (work / "slurm" / "logs").mkdir(parents=True, exist_ok=True)
+    if site.setup:
+        atomic_write_text(work / "slurm" / "site-setup.sh",
+                          "# written by `heartbeit slurm submit` from the site file; sourced by every job\n"
+                          + "\n".join(site.setup) + "\n")
+    submitted: list[dict] = []
+    previous = after
+    try:
+        for job in jobs:
+            cmd = job.command(previous)
+            job_id = _sbatch(cmd, job.env)
+            log.info("%s: job %s", job.stage, job_id)
+            submitted.append({"stage": job.stage, "job_id": job_id, "array": job.array, "log": job.log,
+                              "command": cmd})
+            previous = job_id
+    except SlurmError:
+        for done in submitted:
+            subprocess.run(["scancel", done["job_id"]], capture_output=True, timeout=60)
+        raise
+    record = {"profile": cfg.profile, "workdir": str(work), "results_dir": str(Path(cfg.results_dir).resolve()),
+              "site_file": str(Path(site_file).resolve()) if site_file else None,
+              "matrix_cells": matrix_cell_count(cfg.matrix),
+              "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "jobs": submitted}
+    atomic_write_json(work / RECORD, record)
+    return record
+
+
+def read_record(workdir: str | Path) -> dict:
+    path = Path(workdir) / RECORD
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no submitted chain here (run `heartbeit slurm submit` first)")
+    return json.loads(path.read_text())
+
+
+# ---- status (accounting may be absent: `scontrol show job` is the record while slurmctld keeps the job)
+
+def _parse_scontrol(text: str) -> list[dict[str, str]]:
+    rows = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = {}
+        for token in line.split():
+            key, sep, value = token.partition("=")
+            if sep:
+                fields[key] = value
+        rows.append(fields)
+    return rows
+
+
+def job_rows(job_id: str) -> list[dict[str, str]]:
+    """`scontrol show job -o JOB` as dicts (an array: one per task, pending tasks may share one row). An
+    empty list when slurmctld no longer knows the job (older than MinJobAge)."""
+    try:
+        proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise SlurmError("scontrol not found: run this where the Slurm client commands are installed") from None
+    if proc.returncode != 0:
+        if "Invalid job id" in proc.stderr:
+            return []
+        raise SlurmError(f"scontrol show job {job_id} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return _parse_scontrol(proc.stdout)
+
+
+def _task_count(row: dict[str, str]) -> int:
+    """How many array tasks one scontrol row stands for ('0-7%2' pending together = 8)."""
+    spec = row.get("ArrayTaskId", "")
+    if not spec:
+        return 1
+    total = 0
+    for part in spec.split("%")[0].split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
+        if not m:
+            total += 1
+            continue
+        lo, hi, step = int(m.group(1)), int(m.group(2) or m.group(1)), int(m.group(3) or 1)
+        total += len(range(lo, hi + 1, step))
+    return total
+
+
+def summarise(entry: dict, rows: list[dict[str, str]]) -> dict:
+    """One stage's state: states -> task counts, and the first non-trivial reason / exit code."""
+    states: dict[str, int] = {}
+    for row in rows:
+        states[row.get("JobState", "UNKNOWN")] = states.get(row.get("JobState", "UNKNOWN"), 0) + _task_count(row)
+    reasons = sorted({r.get("Reason", "None") for r in rows} - {"None"})
+    bad_exits = sorted({r.get("ExitCode", "0:0") for r in rows} - {"0:0"})
+    return {"stage": entry["stage"], "job_id": entry["job_id"], "states": states or {"GONE": 1},
+            "reason": ",".join(reasons), "exit_codes": bad_exits,
+            "restarts": max((int(r.get("Restarts", "0") or 0) for r in rows), default=0),
+            "run_time": max((r.get("RunTime", "") for r in rows), default=""),
+            "finished": bool(rows) and all(r.get("JobState") in TERMINAL for r in rows),
+            "ok": bool(rows) and all(r.get("JobState") == "COMPLETED" for r in rows)}
+
+
+def chain_status(record: dict) -> list[dict]:
+    return [summarise(entry, job_rows(entry["job_id"])) for entry in record["jobs"]]
+
+
+def wait_chain(record: dict, timeout: float, poll: float = 2.0) -> list[dict]:
+    """Poll until every job of the chain is finished (or slurmctld forgot it); raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = chain_status(record)
+        if all(s["finished"] or s["states"] == {"GONE": 1} for s in status):
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"chain not finished after {timeout:.0f} s: "
+                               + "; ".join(f"{s['stage']} {s['states']}" for s in status))
+        time.sleep(poll)
+
+
+def format_status(status: list[dict]) -> str:
+    lines = [f"{'stage':9s} {'job':>8s}  {'state':28s} {'time':>10s}  detail"]
+    for s in status:
+        state = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(s["states"].items()))
+        detail = []
+        if s["reason"]:
+            detail.append(f"reason {s['reason']}")
+        if s["exit_codes"]:
+            detail.append(f"exit {','.join(s['exit_codes'])}")
+        if s["restarts"]:
+            detail.append(f"restarts {s['restarts']}")
+        if s["states"] == {"GONE": 1}:
+            detail.append("no longer known to slurmctld (see the job's log)")
+        lines.append(f"{s['stage']:9s} {s['job_id']:>8s}  {state:28s} {s['run_time']:>10s}  {'; '.join(detail)}")
+    return "\n".join(lines)
+
+
+__all__ = ["JobSpec", "SlurmError", "chain_jobs", "submit_chain", "read_record", "job_rows", "chain_status",
+           "wait_chain", "format_status", "matrix_cell_count", "run_args", "summarise"]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The study's report as one CPU job: metrics with CIs, tables, figures, saliency and Wasserstein from the
+# matrix's finished cells (`heartbeit report`), into the config's results_dir (or --out).
+#
+#   sbatch --dependency=afterok:MATRIX_ARRAY_JOB slurm/report.sh --profile paper --workdir /scratch/$USER/heartbeit
+#
+# HEARTBEIT is the command (default: heartbeit), e.g. HEARTBEIT="/path/to/venv/bin/python -m heartbeit".
+# HEARTBEIT_SITE_SETUP names a file sourced first (module loads, conda activation).
+#SBATCH --job-name=heartbeit-report
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=16G
+#SBATCH --time=02:00:00
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=heartbeit-report-%j.out
+##SBATCH --partition=cpu
+##SBATCH --account=my-lab
+set -euo pipefail
+
+if [[ -n ${HEARTBEIT_SITE_SETUP:-} ]]; then
+  # shellcheck disable=SC1090
+  source "$HEARTBEIT_SITE_SETUP"
+fi
+read -r -a HB <<<"${HEARTBEIT:-heartbeit}"  # the command as words; HEARTBEIT stays exported
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+
+echo "heartbeit-report: job ${SLURM_JOB_ID:-local} on $(hostname -s), $(date -Is)"
+"${HB[@]}" report "$@"
+echo "heartbeit-report: done, $(date -Is)"
