@@ -1,11 +1,20 @@
 """One streaming loader for training and evaluation over the image shards (`heartbeit render` output).
 
-Pipeline per (rank, worker), built from webdataset stages:
+Pipeline per (rank, worker):
   shard list (index.json, name order) -> per-epoch shard shuffle (seed, epoch) -> node split
   (urls[rank::world_size], rank from webdataset's `pytorch_worker_info`: RANK/WORLD_SIZE or
-  torch.distributed) -> worker split (urls[w::num_workers], as `wds.split_by_worker`) ->
-  `wds.tarfile_to_samples` -> filter (fraction / task label present) -> buffer shuffle seeded by
+  torch.distributed) -> worker split (urls[w::num_workers], the islice semantics of `wds.split_by_node` /
+  `wds.split_by_worker`) -> samples from the tar (`read_tar_samples`, members grouped by key as
+  `wds.tarfile_to_samples` does) -> filter (fraction / task label present) -> buffer shuffle seeded by
   (seed, epoch, rank, worker) -> skip already-consumed samples (resume) -> decode -> batch in the worker.
+
+Speed (bench/loader.py): the per-sample work outside PNG decoding is kept small. Shards are plain ustar
+files written by `heartbeit render`, read with a direct header parser (webdataset's generic tar pipeline
+and `tarfile` cost about a third of a decode per sample); each sample's JSON is parsed once; images are
+decoded straight into one preallocated uint8 batch array (in shared memory inside a DataLoader worker, so
+handing the batch to the trainer copies nothing) and labels into one float array; the DataLoader gets an
+identity collate so it does not walk the batch. Per-sample metadata dicts (`meta`) are the one part that
+is pickled between processes: training passes `with_meta=False`; evaluation keeps them.
 
 Coverage: shards are dealt to exactly one (rank, worker) per epoch, so an epoch yields every sample of
 the split exactly once across all ranks x workers (evaluation gathers predictions from all ranks).
@@ -27,7 +36,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 from typing import Iterator
 
@@ -38,7 +46,7 @@ import webdataset as wds
 
 from heartbeit.config.matrix import TASKS
 
-from .shards import decode_image
+from PIL import Image
 
 
 def read_index(images_dir: str | Path) -> dict:
@@ -73,6 +81,112 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return (int(rank) if rank is not None else r), (int(world_size) if world_size is not None else w)
 
 
+TAR_BLOCK = 512
+
+
+def _tar_field(header: bytes, start: int, end: int) -> str:
+    return header[start:end].split(b"\0", 1)[0].decode("utf-8")
+
+
+def read_tar_samples(path: str | Path) -> Iterator[dict]:
+    """Samples of a ustar shard as webdataset groups them: {"__key__", "__url__", ext: bytes} for consecutive
+    members sharing the key (the name up to the first dot of its basename). Headers are parsed directly
+    (checksum verified); member types other than regular files and directories are refused with the file
+    named, as `heartbeit render` never writes them."""
+    path = str(path)
+    current: dict | None = None
+    with open(path, "rb", buffering=1 << 20) as f:
+        while True:
+            header = f.read(TAR_BLOCK)
+            if len(header) < TAR_BLOCK:
+                if header:
+                    raise ValueError(f"{path}: truncated tar header")
+                break
+            if header == bytes(TAR_BLOCK):  # end-of-archive marker
+                break
+            stored = header[148:156].split(b"\0", 1)[0].strip()
+            if not stored or int(stored, 8) != sum(header) - sum(header[148:156]) + 8 * 32:
+                raise ValueError(f"{path}: bad tar header checksum at byte {f.tell() - TAR_BLOCK}")
+            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+            kind = header[156:157]
+            name = _tar_field(header, 0, 100)
+            if header[257:262] == b"ustar" and header[345] != 0:
+                name = _tar_field(header, 345, 500) + "/" + name
+            data = f.read(size)
+            if len(data) < size:
+                raise ValueError(f"{path}: member {name} is truncated")
+            if size % TAR_BLOCK:
+                f.seek(TAR_BLOCK - size % TAR_BLOCK, 1)
+            if kind == b"5":
+                continue
+            if kind not in (b"0", b"\0"):
+                raise ValueError(f"{path}: member {name} has tar type {kind!r}; image shards hold regular files "
+                                 "only (ustar, as `heartbeit render` writes them)")
+            slash = name.rfind("/")
+            dot = name.find(".", slash + 1)
+            if dot < 0:
+                continue
+            key, ext = name[:dot], name[dot + 1:]
+            if current is None or current["__key__"] != key:
+                if current is not None:
+                    yield current
+                current = {"__key__": key, "__url__": path}
+            current[ext] = data
+    if current is not None:
+        yield current
+
+
+def decode_png_into(data: bytes, out: np.ndarray, where: str) -> None:
+    """Decode a grayscale PNG member into `out` (uint8 [H, W]) without an intermediate tensor."""
+    with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
+        if im.mode != "L":
+            im = im.convert("L")
+        pixels = np.asarray(im)
+    if pixels.shape != out.shape:
+        raise ValueError(f"{where}: image is {pixels.shape}, the first image of its batch is {out.shape}")
+    out[...] = pixels
+
+
+def decode_member(data: bytes, ext: str, out: np.ndarray, where: str) -> None:
+    if ext == "png":
+        decode_png_into(data, out, where)
+    elif ext == "npy":
+        pixels = np.load(io.BytesIO(data), allow_pickle=False)
+        if pixels.shape != out.shape:
+            raise ValueError(f"{where}: image is {pixels.shape}, the first image of its batch is {out.shape}")
+        out[...] = pixels
+    else:
+        raise ValueError(f"unknown image member extension {ext!r}")
+
+
+def member_shape(data: bytes, ext: str) -> tuple[int, int]:
+    if ext == "png":
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
+            return im.size[1], im.size[0]
+    return tuple(np.load(io.BytesIO(data), allow_pickle=False).shape)
+
+
+def _batch_array(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A fresh batch tensor; inside a DataLoader worker it is allocated in shared memory up front, so the
+    trip to the main process moves a handle instead of copying the pixels into shared memory."""
+    out = torch.empty(shape, dtype=dtype)
+    return out.share_memory_() if torch.utils.data.get_worker_info() is not None else out
+
+
+def _identity(batch: dict) -> dict:
+    return batch
+
+
+def as_tensors(batch: dict, pin: bool = False) -> dict:
+    """The batch with its numpy arrays as tensors (no copy unless pinned; the DataLoader's pin-memory
+    thread pins only what is already a tensor)."""
+    def convert(v: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(v)
+        return t.pin_memory() if pin else t
+
+    return {k: convert(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
 class SampleFilter:
     """Keep samples in `fraction` (train fraction membership) with a label for `task` (picklable, so
     DataLoader workers started by spawn/forkserver can receive it)."""
@@ -88,8 +202,9 @@ class SampleFilter:
         return self.task is None or meta["labels"].get(self.task) is not None
 
 
-def _deterministic_shuffle(samples: Iterator[dict], bufsize: int, rng: np.random.Generator) -> Iterator[dict]:
-    buf: list[dict] = []
+def _deterministic_shuffle(samples: Iterator[tuple[dict, dict]], bufsize: int,
+                           rng: np.random.Generator) -> Iterator[tuple[dict, dict]]:
+    buf: list[tuple[dict, dict]] = []
     for sample in samples:
         if len(buf) < bufsize:
             buf.append(sample)
@@ -107,7 +222,7 @@ class ImageStream(torch.utils.data.IterableDataset):
     def __init__(self, images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
                  epoch: int = 0, seed: int = 0, shuffle: bool = True, with_tokens: bool = False,
                  batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, with_meta: bool = True):
         self.images_dir = Path(images_dir)
         self.index = read_index(images_dir)
         self.split, self.fraction, self.task = split, fraction, task
@@ -115,6 +230,7 @@ class ImageStream(torch.utils.data.IterableDataset):
         self.epoch, self.seed, self.shuffle = int(epoch), int(seed), shuffle
         self.with_tokens, self.batch_size, self.drop_last = with_tokens, int(batch_size), drop_last
         self.shuffle_buffer = int(shuffle_buffer)
+        self.with_meta = with_meta
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.keep = SampleFilter(fraction, task)
         self.skip: dict[int, int] = {}  # logical worker -> samples to skip (resume)
@@ -124,36 +240,52 @@ class ImageStream(torch.utils.data.IterableDataset):
         self.epoch = int(epoch)
         self.skip, self.rotation = {}, 0
 
-    def _samples(self, urls: list[str], logical: int) -> Iterator[dict]:
-        ext = self.index.get("image_ext", "png")
+    def _samples(self, urls: list[str], logical: int) -> Iterator[tuple[dict, dict]]:
+        """(raw sample, parsed meta) in stream order, filtered, shuffled and past the resume point;
+        decoding waits for the batch, so skipped samples are never decoded."""
         if not urls:  # more ranks x workers than shards: this worker has nothing this epoch
             return
-        pipeline = wds.DataPipeline(wds.SimpleShardList([str(self.images_dir / u) for u in urls]),
-                                    wds.tarfile_to_samples())
-        stream = ((s, json.loads(s["json"])) for s in pipeline)
-        stream = ({"raw": s, "meta": m} for s, m in stream if self.keep(m))
+        stream = ((raw, json.loads(raw["json"])) for u in urls for raw in read_tar_samples(self.images_dir / u))
+        stream = (item for item in stream if self.keep(item[1]))
         if self.shuffle and self.shuffle_buffer > 1:
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, logical, 0xB0F])
             stream = _deterministic_shuffle(stream, self.shuffle_buffer, rng)
+        skip = self.skip.get(logical, 0)
         for position, item in enumerate(stream):
-            if position < self.skip.get(logical, 0):
-                continue
-            raw, meta = item["raw"], item["meta"]
+            if position >= skip:
+                yield item
+
+    def _collate(self, items: list[tuple[dict, dict]], worker: int) -> dict:
+        """Decode a batch's images into one uint8 array and its labels into one float array."""
+        ext = self.index.get("image_ext", "png")
+        for raw, _ in items:
             if ext not in raw:
-                raise ValueError(f"{raw.get('__url__')}: sample {raw['__key__']} has no .{ext} member")
-            out = {"image": torch.from_numpy(np.array(decode_image(raw[ext], ext)))[None],
-                   "labels": torch.tensor([math.nan if meta["labels"].get(t) is None else float(meta["labels"][t])
-                                           for t in TASKS], dtype=torch.float32),
-                   "ecg_uid": meta["ecg_uid"], "meta": meta}
-            if self.task is not None:
-                out["label"] = torch.tensor(int(meta["labels"][self.task]), dtype=torch.int64)
-            if self.with_tokens:
-                if "tokens.npy" not in raw:
-                    raise ValueError(f"{raw.get('__url__')}: sample {raw['__key__']} has no .tokens.npy member "
-                                     "(run `heartbeit tokenizer encode` first)")
-                tokens = np.load(io.BytesIO(raw["tokens.npy"]), allow_pickle=False)
-                out["tokens"] = torch.from_numpy(tokens.astype(np.int64))
-            yield out
+                raise ValueError(f"{raw['__url__']}: sample {raw['__key__']} has no .{ext} member")
+            if self.with_tokens and "tokens.npy" not in raw:
+                raise ValueError(f"{raw['__url__']}: sample {raw['__key__']} has no .tokens.npy member "
+                                 "(run `heartbeit tokenizer encode` first)")
+        n = len(items)
+        image = _batch_array((n, 1, *member_shape(items[0][0][ext], ext)), torch.uint8)
+        pixels = image.numpy()
+        labels = np.full((n, len(TASKS)), np.nan, dtype=np.float32)
+        for i, (raw, meta) in enumerate(items):
+            decode_member(raw[ext], ext, pixels[i, 0], f"{raw['__url__']}: sample {raw['__key__']}")
+            for j, task in enumerate(TASKS):
+                value = meta["labels"].get(task)
+                if value is not None:
+                    labels[i, j] = value
+        out = {"image": image, "labels": labels, "ecg_uid": [m["ecg_uid"] for _, m in items],
+               "worker": worker, "count": n}
+        if self.with_meta:
+            out["meta"] = [m for _, m in items]
+        if self.task is not None:
+            out["label"] = np.array([int(m["labels"][self.task]) for _, m in items], dtype=np.int64)
+        if self.with_tokens:
+            out["tokens"] = np.stack([np.load(io.BytesIO(raw["tokens.npy"]), allow_pickle=False)
+                                      for raw, _ in items]).astype(np.int64)
+        # Small arrays travel from a worker pickled by value (one shared-memory handle per tensor costs a
+        # socket round trip in the trainer); they become tensors on the trainer's side (`as_tensors`).
+        return out if torch.utils.data.get_worker_info() is not None else as_tensors(out)
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
@@ -161,25 +293,14 @@ class ImageStream(torch.utils.data.IterableDataset):
         logical = (physical + self.rotation) % num_workers
         urls = assigned(epoch_shards(self.names, self.seed, self.epoch, self.shuffle),
                         self.rank, self.world_size, logical, num_workers)
-        batch: list[dict] = []
-        for sample in self._samples(urls, logical):
-            batch.append(sample)
+        batch: list[tuple[dict, dict]] = []
+        for item in self._samples(urls, logical):
+            batch.append(item)
             if len(batch) == self.batch_size:
-                yield collate(batch, logical)
+                yield self._collate(batch, logical)
                 batch = []
         if batch and not self.drop_last:
-            yield collate(batch, logical)
-
-
-def collate(samples: list[dict], worker: int) -> dict:
-    out = {"image": torch.stack([s["image"] for s in samples]),
-           "labels": torch.stack([s["labels"] for s in samples]),
-           "ecg_uid": [s["ecg_uid"] for s in samples], "meta": [s["meta"] for s in samples],
-           "worker": worker, "count": len(samples)}
-    for key in ("label", "tokens"):
-        if key in samples[0]:
-            out[key] = torch.stack([s[key] for s in samples])
-    return out
+            yield self._collate(batch, logical)
 
 
 # ----------------------------------------------------------------------------------------- epoch plan
@@ -283,11 +404,13 @@ class ImageLoader:
     def __iter__(self) -> Iterator[dict]:
         limit = len(self) if self.equalize else None
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                                             pin_memory=self.pin_memory, persistent_workers=False,
+                                             collate_fn=_identity, pin_memory=self.pin_memory,
+                                             persistent_workers=False,
                                              multiprocessing_context=self.multiprocessing_context)
         for batch in loader:
             if limit is not None and self._state["batches"] >= limit:
                 break
+            batch = as_tensors(batch, pin=self.pin_memory and torch.cuda.is_available())
             self._state["consumed"][batch["worker"]] += batch["count"]
             self._state["last_worker"] = batch["worker"]
             self._state["batches"] += 1
@@ -297,19 +420,22 @@ class ImageLoader:
 def make_image_dataset(images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
                        epoch: int = 0, seed: int = 0, shuffle: bool = True, with_tokens: bool = False,
                        batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
-                       rank: int | None = None, world_size: int | None = None) -> ImageStream:
-    """The streaming dataset of one split (batches assembled in the worker; see module docstring)."""
+                       rank: int | None = None, world_size: int | None = None,
+                       with_meta: bool = True) -> ImageStream:
+    """The streaming dataset of one split (batches assembled in the worker; see module docstring).
+    `with_meta=False` leaves out each sample's metadata dict (`batch["meta"]`): training needs only images,
+    labels and ecg_uid, and the dicts are the one part of a batch pickled between processes."""
     if fraction is not None and split != "train":
         raise ValueError(f"fractions subset the train split; got split={split!r} with fraction={fraction}")
     return ImageStream(images_dir, split, fraction, task, epoch, seed, shuffle, with_tokens, batch_size, drop_last,
-                       shuffle_buffer, rank, world_size)
+                       shuffle_buffer, rank, world_size, with_meta)
 
 
 def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_workers: int = 0,
                 train: bool | None = None, fraction: float | None = None, task: str | None = None,
                 epoch: int = 0, seed: int = 0, with_tokens: bool = False, shuffle_buffer: int = 1000,
                 rank: int | None = None, world_size: int | None = None, pin_memory: bool = False,
-                multiprocessing_context: str | None = None) -> ImageLoader:
+                multiprocessing_context: str | None = None, with_meta: bool = True) -> ImageLoader:
     """Training (train=True, default for split 'train'): shuffled, full batches only, every rank stops
     after the same number of steps. Evaluation: in order, partial last batches, every sample once.
     `multiprocessing_context` ("fork", "spawn", "forkserver") starts the DataLoader workers; None keeps
@@ -318,6 +444,6 @@ def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_wo
     train = (split == "train") if train is None else train
     ds = make_image_dataset(images_dir, split, fraction, task, epoch, seed, shuffle=train, with_tokens=with_tokens,
                             batch_size=batch_size, drop_last=train, shuffle_buffer=shuffle_buffer, rank=rank,
-                            world_size=world_size)
+                            world_size=world_size, with_meta=with_meta)
     return ImageLoader(ds, num_workers=num_workers, equalize=train, pin_memory=pin_memory,
                        multiprocessing_context=multiprocessing_context)

@@ -96,7 +96,8 @@ class ShardBatches:
             raise FileNotFoundError(f"{self.images_dir}: no index.json; not a complete image shard directory "
                                     "(run `heartbeit render`)")
         self.loader = make_loader(self.images_dir, split, batch_size=batch_size, num_workers=num_workers,
-                                  train=True, seed=seed, with_tokens=with_tokens, rank=rank, world_size=world_size)
+                                  train=True, seed=seed, with_tokens=with_tokens, rank=rank, world_size=world_size,
+                                  with_meta=False)
         if len(self.loader) == 0:
             raise RuntimeError(f"{self.images_dir / split}: fewer than one batch of {batch_size} images per rank")
 
@@ -117,7 +118,8 @@ def shard_eval_images(images_dir: str | Path, n: int, split: str = "val", size: 
     """The first `n` images of a split in shard order (uint8 [n, 1, H, W]): a fixed held-out set."""
     from heartbeit.data.loader import make_loader
 
-    loader = make_loader(images_dir, split, batch_size=min(n, 256), train=False, rank=0, world_size=1)
+    loader = make_loader(images_dir, split, batch_size=min(n, 256), train=False, rank=0, world_size=1,
+                         with_meta=False)
     out: list[torch.Tensor] = []
     got = 0
     for batch in loader:
