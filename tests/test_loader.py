@@ -201,3 +201,14 @@ def test_tar_reader_names_the_file_on_damage(images, tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="bad.tar: bad tar header checksum"):
         list(read_tar_samples(bad))
+
+
+def test_iterating_leaves_the_global_rng_alone(images):
+    """A resumed trainer restores the global torch RNG and then starts a new loader iterator; if the iterator
+    drew its seed from the global RNG, drop path would see a shifted stream and resume would not be exact."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for _ in make_loader(images, "train", batch_size=4, num_workers=0):
+        pass
+    assert torch.equal(torch.rand(3), expected)

@@ -406,7 +406,11 @@ class ImageLoader:
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
                                              collate_fn=_identity, pin_memory=self.pin_memory,
                                              persistent_workers=False,
-                                             multiprocessing_context=self.multiprocessing_context)
+                                             multiprocessing_context=self.multiprocessing_context,
+                                             # a DataLoader iterator draws a base seed; from the global RNG
+                                             # that draw would shift the trainer's random stream (drop path)
+                                             # on every resume. Our streams are seeded explicitly instead.
+                                             generator=torch.Generator().manual_seed(0))
         for batch in loader:
             if limit is not None and self._state["batches"] >= limit:
                 break
