@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -125,6 +126,16 @@ def parse_indices(text: str) -> list[int]:
     return out
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
 def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     """(state, detail) with state in planned | running | done | failed | partial."""
     cells_dir = Path(cells_dir)
@@ -133,7 +144,10 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     running = cells_dir / ".running" / f"{cell.cell_id}.json"
     if running.is_file():
         info = json.loads(running.read_text())
-        return "running", f"host {info.get('host')} pid {info.get('pid')} since {info.get('started')}"
+        where = f"host {info.get('host')} pid {info.get('pid')} since {info.get('started')}"
+        if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", 0))):
+            return "partial", f"interrupted ({where}); rerun to redo it"
+        return "running", where
     failed = cells_dir / ".failed" / f"{cell.cell_id}.json"
     if failed.is_file():
         return "failed", json.loads(failed.read_text()).get("reason", "")
@@ -150,8 +164,9 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
     running = cells_dir / ".running" / f"{cell.cell_id}.json"
     atomic_write_json(running, {"host": socket.gethostname(), "pid": os.getpid(),
                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    for stale in cells_dir.glob(f".tmp-{cell.cell_id}-*"):  # left by a killed run of this same cell
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = cells_dir / f".tmp-{cell.cell_id}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     t0 = time.time()
     try:
@@ -174,11 +189,23 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
         running.unlink(missing_ok=True)
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the process that started it dies, so killing `matrix run` (or
+    a preempted job step) never leaves orphaned workers finishing cells behind its back."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
     from heartbeit.utils.logging import setup_logging
 
+    _die_with_parent()
     setup_logging()
     torch.set_num_threads(threads)
 

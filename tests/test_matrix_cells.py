@@ -1,5 +1,6 @@
 """Cell planning, ids, selection and the completion protocol (no training: a fake train function)."""
 import json
+import os
 
 import pytest
 
@@ -105,3 +106,19 @@ def test_parallel_jobs_complete_every_cell_in_worker_processes(images_dir, tmp_p
     pids = {json.loads((tmp_path / "cells" / c.cell_id / "cell.json").read_text())["pid"] for c in cells}
     assert os.getpid() not in pids and len(pids) >= 1
     assert all(cell_status(tmp_path / "cells", c)[0] == "done" for c in cells)
+
+
+def test_status_reports_a_cell_whose_runner_died(images_dir, tmp_path):
+    import socket
+    import subprocess
+
+    cells = plan_cells(small_cfg(), images_dir, None)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    marker = tmp_path / "cells" / ".running" / f"{cells[0].cell_id}.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": "x"}))
+    state, detail = cell_status(tmp_path / "cells", cells[0])
+    assert state == "partial" and "interrupted" in detail
+    marker.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": "x"}))
+    assert cell_status(tmp_path / "cells", cells[0])[0] == "running"

@@ -117,7 +117,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     export_file, export_json = export_paths(out_dir, cfg.model)
-    if export_json.is_file() and not resume:
+    if export_json.is_file():  # complete for this config: nothing to do, with or without --resume
         done = json.loads(export_json.read_text())
         if done.get("pretrain_config") == to_dict(cfg):
             log.info("pretraining already complete in %s (same config); skipping", out_dir)
