@@ -167,6 +167,8 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
 
 
 def main() -> int:
+    from heartbeit.benchsuite import print_figures
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
     parser.add_argument("--size", type=int, default=224)
@@ -174,11 +176,7 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     figures = run(args.quick, args.size, args.repeats)
-    width = max(len(k) for k in figures)
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    print_figures(figures, args.json)
     return 0
 
 

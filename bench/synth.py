@@ -4,7 +4,6 @@ cores. Usage: .venv/bin/python bench/synth.py [--quick] [--json OUT]"""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -52,16 +51,14 @@ def run(quick: bool) -> dict:
 
 
 def main() -> int:
+    from heartbeit.benchsuite import print_figures
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     figures = run(args.quick)
-    width = max(len(k) for k in figures)
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    print_figures(figures, args.json)
     return 0
 
 

@@ -47,6 +47,15 @@ VERSION_PACKAGES = ("torch", "timm", "deepspeed", "numpy", "scipy", "scikit-lear
 
 
 # ---------------------------------------------------------------------------------------------- discovery
+def print_figures(figures: dict, json_path: str | None = None) -> None:
+    """What a standalone `python bench/NAME.py` prints (and optionally saves) of its figures."""
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    if json_path:
+        atomic_write_json(json_path, figures)
+
+
 def has_run_quick(path: Path) -> bool:
     """Does the file define a top-level `def run(quick, ...)`? Read with ast: no import, no side effects."""
     try:
