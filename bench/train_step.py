@@ -29,7 +29,6 @@ runs one micro model for a few steps (tests).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -332,13 +331,14 @@ def run(quick: bool) -> dict:
 
 
 def main() -> int:
+    from heartbeit.benchsuite import save_figures
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="ci models at 64 px on a CPU (paper models on CUDA)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     figures = run(args.quick)
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    save_figures(figures, args.json)  # run() prints its own table
     return 0
 
 

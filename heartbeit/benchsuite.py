@@ -52,6 +52,11 @@ def print_figures(figures: dict, json_path: str | None = None) -> None:
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value}")
+    save_figures(figures, json_path)
+
+
+def save_figures(figures: dict, json_path: str | None) -> None:
+    """`--json PATH` of a standalone benchmark: the figures, written atomically."""
     if json_path:
         atomic_write_json(json_path, figures)
 
