@@ -49,7 +49,7 @@ class Cell:
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
-    for key in ("architectures", "fractions", "tasks", "seeds", "draws", "num_workers", "jobs"):
+    for key in ("architectures", "fractions", "tasks", "seeds", "draws", "draws_below", "num_workers", "jobs"):
         d.pop(key, None)
     return d
 
@@ -67,14 +67,15 @@ def is_pretrained_arch(arch: str) -> bool:
 
 
 def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str | Path | None) -> list[Cell]:
-    """Every cell in a fixed order (task, fraction, arch, seed, draw) with its stable id."""
+    """Every cell in a fixed order (task, fraction, arch, seed, draw) with its stable id. Fractions below
+    `mcfg.draws_below` (and below 100%, which has only one subset) get `mcfg.draws` training subsets."""
     data_sha = data_fingerprint(images_dir)
     pre_sha = sha256_file(pretrained_file) if pretrained_file and Path(pretrained_file).is_file() else ""
     base = _finetune_fingerprint(mcfg)
-    draws = [0]  # one training subset per fraction: the nested, stratified draw of the render stage
     cells: list[Cell] = []
     for task in mcfg.tasks:
         for fraction in mcfg.fractions:
+            draws = range(mcfg.draws if float(fraction) < min(1.0, mcfg.draws_below) else 1)
             for arch in mcfg.architectures:
                 for seed in mcfg.seeds:
                     for draw in draws:

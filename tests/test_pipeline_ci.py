@@ -48,9 +48,13 @@ def test_every_stage_and_cell_completes(ci_run):
     for stage in ("synth", "ingest", "render", "tokenizer", "pretrain", "matrix"):
         assert stage in run["stages_s"]
     cells = _plan(work)
-    assert len(cells) == 4 * 5 * 3  # architectures x fractions x tasks (one seed in ci)
+    # architectures x (fractions + a second draw at 1%) x tasks (one seed in ci)
+    assert len(cells) == 5 * (5 + 1) * 3
     archs = {c["arch"] for c in cells}
-    assert archs == {"heartbeit_micro_patch8_64", "vit_micro_patch8_64", "efficientnet_b0", "resnet18"}
+    assert archs == {"heartbeit_micro_patch8_64", "vit_micro_patch8_64", "efficientnet_b0", "resnet18",
+                     "signal_xresnet1d_tiny"}
+    assert {(c["fraction"], c["draw"]) for c in cells} == {(0.01, 0), (0.01, 1), (0.1, 0), (0.25, 0), (0.5, 0),
+                                                           (1.0, 0)}
     for c in cells:
         d = work / "matrix" / "cells" / c["cell_id"]
         assert (d / "complete.json").is_file(), c

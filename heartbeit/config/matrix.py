@@ -16,11 +16,17 @@ class MatrixConfig:
             "vit_base_patch16_224",
             "efficientnet_b4",
             "resnet152",
+            "signal_xresnet1d101",  # the waveform baseline on the same splits (beyond the paper)
         ]
     )
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.25, 0.5, 1.0])
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # Independent patient-level training subsets per fraction below `draws_below` (100% has only one subset).
+    # Draw 0 is the render stage's nested stratified subset; draw d > 0 draws the same way with its own hash.
+    draws: int = 1
+    draws_below: float = 1.0
+    draw_seed: int = 0
     epochs: int = 20
     min_steps: int = 0  # small CPU profiles: at least this many optimizer steps per cell (paper: 0)
     batch_size: int = 32
@@ -34,6 +40,10 @@ class MatrixConfig:
     threads_per_job: int = 0  # torch threads per cell; 0 = leave torch's default. Part of a cell's identity.
 
     def validate(self) -> None:
+        if self.draws < 1:
+            raise ConfigError(f"draws must be >= 1, got {self.draws}")
+        if not 0 < self.draws_below <= 1:
+            raise ConfigError(f"draws_below must be in (0, 1], got {self.draws_below}")
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise ConfigError(f"tasks: unknown {bad}; valid: {list(TASKS)}")

@@ -21,6 +21,10 @@ class RenderConfig:
     line_width: float = 0.0  # trace width in pixels; 0 = image_height / 224 (at least 1)
     encoding: str = "png"
     png_level: int = 1
+    # The filtered waveform the image is drawn from, also stored per ECG (`<key>.wave.npy`, int16 uV,
+    # [12, wave_hz * duration_s]) so a signal-domain model trains on exactly the same ECGs, splits and
+    # fractions. 100 Hz keeps the 0.5-40 Hz band (the PTB-XL benchmark's rate); 0 = images only.
+    wave_hz: int = 100
     shard_size: int = 1000
     split_seed: int = 42
     val_fraction: float = 0.1
@@ -44,5 +48,8 @@ class RenderConfig:
             raise ConfigError(f"png_level must be in 0..9, got {self.png_level}")
         if self.image_size < 16:
             raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+        if self.wave_hz < 0 or (self.wave_hz and self.wave_hz < 2 * self.bandpass_hz[1]):
+            raise ConfigError(f"wave_hz must be 0 (no waveforms) or >= twice the band-pass high edge "
+                              f"({2 * self.bandpass_hz[1]:g} Hz), got {self.wave_hz}")
         if self.shard_size < 1:
             raise ConfigError("shard_size must be >= 1")

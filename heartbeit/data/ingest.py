@@ -183,7 +183,10 @@ def process_file(item: InputFile, ctx: Context | None = None):
         record = read_record(item, ctx, fmt)
         check_signals(record.signals, record.fs, item.rel, ctx.cfg)
         wave = to_corpus(record.signals, record.fs, ctx.cfg, item.rel)
-        labels = join_labels(record.meta, ctx.labels, ctx.label_key)
+        # A PTB-XL record's labels come from its SCP statements only: its ecg_id / patient_id are small
+        # integers that a hospital label file's accession / MRN keys could match by accident.
+        labels = ({t: math.nan for t in TASK_COLUMNS} if "scp_codes" in record.meta
+                  else join_labels(record.meta, ctx.labels, ctx.label_key))
         for task, value in ptbxl_labels(record.meta, ctx.scp_map).items():
             if math.isnan(labels.get(task, math.nan)):
                 labels[task] = value

@@ -159,6 +159,17 @@ def decode_member(data: bytes, ext: str, out: np.ndarray, where: str) -> None:
         raise ValueError(f"unknown image member extension {ext!r}")
 
 
+def decode_wave_into(data: bytes, out: np.ndarray, where: str) -> None:
+    """A `.wave.npy` member (int16 uV [12, n]) into `out` (float32 mV [12, n])."""
+    wave = np.load(io.BytesIO(data), allow_pickle=False)
+    if wave.dtype != np.int16 or wave.shape != out.shape:
+        raise ValueError(f"{where}: waveform is {wave.dtype} {wave.shape}, expected int16 {out.shape}")
+    np.multiply(wave, np.float32(1e-3), out=out)
+
+
+MODALITIES = ("image", "wave")
+
+
 def member_shape(data: bytes, ext: str) -> tuple[int, int]:
     if ext == "png":
         with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
@@ -188,16 +199,20 @@ def as_tensors(batch: dict, pin: bool = False) -> dict:
 
 
 class SampleFilter:
-    """Keep samples in `fraction` (train fraction membership) with a label for `task` (picklable, so
-    DataLoader workers started by spawn/forkserver can receive it)."""
+    """Keep samples in `fraction` (train fraction membership) or in `subset` (a set of ecg_uids, e.g. a
+    repeated training draw) with a label for `task` (picklable, so DataLoader workers started by
+    spawn/forkserver can receive it)."""
 
-    def __init__(self, fraction: float | None, task: str | None):
+    def __init__(self, fraction: float | None, task: str | None, subset: frozenset | None = None):
         if task is not None and task not in TASKS:
             raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
         self.fraction, self.task = fraction, task
+        self.subset = None if subset is None else frozenset(subset)
 
     def __call__(self, meta: dict) -> bool:
         if self.fraction is not None and not any(abs(f - self.fraction) < 1e-9 for f in meta.get("fractions", [])):
+            return False
+        if self.subset is not None and meta["ecg_uid"] not in self.subset:
             return False
         return self.task is None or meta["labels"].get(self.task) is not None
 
@@ -222,9 +237,16 @@ class ImageStream(torch.utils.data.IterableDataset):
     def __init__(self, images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
                  epoch: int = 0, seed: int = 0, shuffle: bool = True, with_tokens: bool = False,
                  batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
-                 rank: int | None = None, world_size: int | None = None, with_meta: bool = True):
+                 rank: int | None = None, world_size: int | None = None, with_meta: bool = True,
+                 modality: str = "image", subset: frozenset | None = None):
         self.images_dir = Path(images_dir)
         self.index = read_index(images_dir)
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        if modality == "wave" and not self.index.get("wave_hz"):
+            raise ValueError(f"{self.images_dir}: these shards hold no waveforms (rendered with wave_hz 0); "
+                             "re-render with render.wave_hz > 0 for signal-domain models")
+        self.modality = modality
         self.split, self.fraction, self.task = split, fraction, task
         self.names = shard_names(self.index, split)
         self.epoch, self.seed, self.shuffle = int(epoch), int(seed), shuffle
@@ -232,7 +254,8 @@ class ImageStream(torch.utils.data.IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.with_meta = with_meta
         self.rank, self.world_size = resolve_rank(rank, world_size)
-        self.keep = SampleFilter(fraction, task)
+        self.keep = SampleFilter(fraction, task, subset)
+        self.subset = self.keep.subset
         self.skip: dict[int, int] = {}  # logical worker -> samples to skip (resume)
         self.rotation = 0  # physical worker p plays logical worker (p + rotation) % num_workers
 
@@ -256,8 +279,9 @@ class ImageStream(torch.utils.data.IterableDataset):
                 yield item
 
     def _collate(self, items: list[tuple[dict, dict]], worker: int) -> dict:
-        """Decode a batch's images into one uint8 array and its labels into one float array."""
-        ext = self.index.get("image_ext", "png")
+        """Decode a batch's images (uint8 [n, 1, H, W]) or waveforms (float32 mV [n, 12, L], modality
+        "wave") into one array and its labels into one float array."""
+        ext = self.index.get("image_ext", "png") if self.modality == "image" else "wave.npy"
         for raw, _ in items:
             if ext not in raw:
                 raise ValueError(f"{raw['__url__']}: sample {raw['__key__']} has no .{ext} member")
@@ -265,16 +289,23 @@ class ImageStream(torch.utils.data.IterableDataset):
                 raise ValueError(f"{raw['__url__']}: sample {raw['__key__']} has no .tokens.npy member "
                                  "(run `heartbeit tokenizer encode` first)")
         n = len(items)
-        image = _batch_array((n, 1, *member_shape(items[0][0][ext], ext)), torch.uint8)
-        pixels = image.numpy()
+        if self.modality == "image":
+            inputs = _batch_array((n, 1, *member_shape(items[0][0][ext], ext)), torch.uint8)
+        else:
+            inputs = _batch_array((n, 12, int(self.index["wave_samples"])), torch.float32)
+        values = inputs.numpy()
         labels = np.full((n, len(TASKS)), np.nan, dtype=np.float32)
         for i, (raw, meta) in enumerate(items):
-            decode_member(raw[ext], ext, pixels[i, 0], f"{raw['__url__']}: sample {raw['__key__']}")
+            where = f"{raw['__url__']}: sample {raw['__key__']}"
+            if self.modality == "image":
+                decode_member(raw[ext], ext, values[i, 0], where)
+            else:
+                decode_wave_into(raw[ext], values[i], where)
             for j, task in enumerate(TASKS):
                 value = meta["labels"].get(task)
                 if value is not None:
                     labels[i, j] = value
-        out = {"image": image, "labels": labels, "ecg_uid": [m["ecg_uid"] for _, m in items],
+        out = {self.modality: inputs, "labels": labels, "ecg_uid": [m["ecg_uid"] for _, m in items],
                "worker": worker, "count": n}
         if self.with_meta:
             out["meta"] = [m for _, m in items]
@@ -307,8 +338,8 @@ class ImageStream(torch.utils.data.IterableDataset):
 
 
 def shard_counts(images_dir: str | Path, split: str, fraction: float | None = None,
-                 task: str | None = None) -> dict[str, int]:
-    """Samples per shard after the fraction/task filter, from manifest.parquet (no tar is read)."""
+                 task: str | None = None, subset: frozenset | None = None) -> dict[str, int]:
+    """Samples per shard after the fraction/subset/task filter, from manifest.parquet (no tar is read)."""
     from .splits import fraction_column
 
     man = pd.read_parquet(Path(images_dir) / "manifest.parquet")
@@ -318,6 +349,8 @@ def shard_counts(images_dir: str | Path, split: str, fraction: float | None = No
         if col not in man:
             raise ValueError(f"fraction {fraction} is not one of this image set's fractions")
         man = man[man[col]]
+    if subset is not None:
+        man = man[man["ecg_uid"].astype(str).isin(list(subset))]
     if task is not None:
         man = man[man[task].notna()]
     counts = man.groupby("shard").size().to_dict()
@@ -326,9 +359,9 @@ def shard_counts(images_dir: str | Path, split: str, fraction: float | None = No
 
 def epoch_plan(images_dir: str | Path, split: str, world_size: int, num_workers: int, epoch: int = 0,
                seed: int = 0, shuffle: bool = True, fraction: float | None = None,
-               task: str | None = None) -> np.ndarray:
+               task: str | None = None, subset: frozenset | None = None) -> np.ndarray:
     """Samples per [rank, worker] in this epoch."""
-    counts = shard_counts(images_dir, split, fraction, task)
+    counts = shard_counts(images_dir, split, fraction, task, subset)
     names = epoch_shards(sorted(counts), seed, epoch, shuffle)
     workers = max(1, num_workers)
     return np.array([[sum(counts[n] for n in assigned(names, r, world_size, w, workers)) for w in range(workers)]
@@ -365,7 +398,7 @@ class ImageLoader:
     def _plan(self) -> np.ndarray:
         d = self.dataset
         plan = epoch_plan(d.images_dir, d.split, d.world_size, self.num_workers, d.epoch, d.seed, d.shuffle,
-                          d.fraction, d.task)
+                          d.fraction, d.task, d.subset)
         return plan
 
     def __len__(self) -> int:
@@ -425,21 +458,26 @@ def make_image_dataset(images_dir: str | Path, split: str, fraction: float | Non
                        epoch: int = 0, seed: int = 0, shuffle: bool = True, with_tokens: bool = False,
                        batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
                        rank: int | None = None, world_size: int | None = None,
-                       with_meta: bool = True) -> ImageStream:
+                       with_meta: bool = True, modality: str = "image",
+                       subset: frozenset | None = None) -> ImageStream:
     """The streaming dataset of one split (batches assembled in the worker; see module docstring).
     `with_meta=False` leaves out each sample's metadata dict (`batch["meta"]`): training needs only images,
-    labels and ecg_uid, and the dicts are the one part of a batch pickled between processes."""
+    labels and ecg_uid, and the dicts are the one part of a batch pickled between processes.
+    `modality="wave"` yields the stored filtered waveforms (`batch["wave"]`, float32 mV) instead of images.
+    `subset` (ecg_uids) restricts the split to those ECGs, e.g. a repeated training draw
+    (heartbeit.data.splits.training_draw)."""
     if fraction is not None and split != "train":
         raise ValueError(f"fractions subset the train split; got split={split!r} with fraction={fraction}")
     return ImageStream(images_dir, split, fraction, task, epoch, seed, shuffle, with_tokens, batch_size, drop_last,
-                       shuffle_buffer, rank, world_size, with_meta)
+                       shuffle_buffer, rank, world_size, with_meta, modality, subset)
 
 
 def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_workers: int = 0,
                 train: bool | None = None, fraction: float | None = None, task: str | None = None,
                 epoch: int = 0, seed: int = 0, with_tokens: bool = False, shuffle_buffer: int = 1000,
                 rank: int | None = None, world_size: int | None = None, pin_memory: bool = False,
-                multiprocessing_context: str | None = None, with_meta: bool = True) -> ImageLoader:
+                multiprocessing_context: str | None = None, with_meta: bool = True,
+                modality: str = "image") -> ImageLoader:
     """Training (train=True, default for split 'train'): shuffled, full batches only, every rank stops
     after the same number of steps. Evaluation: in order, partial last batches, every sample once.
     `multiprocessing_context` ("fork", "spawn", "forkserver") starts the DataLoader workers; None keeps
@@ -448,6 +486,6 @@ def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_wo
     train = (split == "train") if train is None else train
     ds = make_image_dataset(images_dir, split, fraction, task, epoch, seed, shuffle=train, with_tokens=with_tokens,
                             batch_size=batch_size, drop_last=train, shuffle_buffer=shuffle_buffer, rank=rank,
-                            world_size=world_size, with_meta=with_meta)
+                            world_size=world_size, with_meta=with_meta, modality=modality)
     return ImageLoader(ds, num_workers=num_workers, equalize=train, pin_memory=pin_memory,
                        multiprocessing_context=multiprocessing_context)

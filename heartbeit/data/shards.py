@@ -1,7 +1,9 @@
 """Image shards: corpus -> (filter, render, encode) -> WebDataset tars per split.
 
 Output layout (IMAGES/):
-  <split>/<split>-NNNNNN.tar   per sample `<key>.png` (or `.npy`, uint8 [H, W]) and `<key>.json`; the
+  <split>/<split>-NNNNNN.tar   per sample `<key>.png` (or `.npy`, uint8 [H, W]), `<key>.json` and, unless
+                               wave_hz is 0, `<key>.wave.npy` (the filtered waveform the image shows,
+                               int16 uV [12, wave_hz * duration_s], for signal-domain models); the
                                tokenizer stage may add `<key>.tokens.npy` later
   <split>/<split>-NNNNNN.json  sidecar written after its tar: count, sha256, bytes, plan digest
   manifest.parquet             every ECG: split, fraction membership, labels, shard, key
@@ -45,9 +47,10 @@ log = logging.getLogger("heartbeit.render")
 
 RENDERED_SPLITS = ("train", "val", "test", "external")
 SIGNAL_EXT = "signal.npy"
+WAVE_EXT = "wave.npy"
 # settings that change the bytes of an image shard (the plan digest covers them)
 RENDER_FIELDS = ("image_size", "layout", "mm_per_mv", "grid", "bandpass_hz", "filter_order", "median_windows_s",
-                 "baseline_fs", "resample_hz", "duration_s", "line_width", "encoding", "png_level")
+                 "baseline_fs", "resample_hz", "duration_s", "line_width", "encoding", "png_level", "wave_hz")
 
 
 def shard_relpath(split: str, index: int) -> str:
@@ -68,6 +71,25 @@ def encode_image(img: np.ndarray, encoding: str, png_level: int = 1) -> bytes:
         np.save(buf, np.ascontiguousarray(img, dtype=np.uint8), allow_pickle=False)
     else:
         raise ValueError(f"unknown image encoding {encoding!r}")
+    return buf.getvalue()
+
+
+def wave_for_storage(filtered_mV: np.ndarray, fs: float, wave_hz: int, duration_s: float) -> np.ndarray:
+    """[B, 12, n] filtered mV at `fs` -> int16 uV [B, 12, wave_hz * duration_s]: resampled (polyphase, its
+    anti-alias filter sits below the new Nyquist), cropped or zero-padded at the end like the image's
+    10 s window, clipped to the int16 range (+-32.8 mV, far beyond any physiological ECG)."""
+    from .signal import resample
+
+    x = resample(np.asarray(filtered_mV, dtype=np.float64), float(fs), float(wave_hz))
+    n = int(round(wave_hz * duration_s))
+    out = np.zeros((*x.shape[:-1], n), dtype=np.float64)
+    out[..., :min(n, x.shape[-1])] = x[..., :n]
+    return np.clip(np.rint(out * 1000.0), -32767, 32767).astype(np.int16)
+
+
+def encode_wave(wave: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(wave, dtype=np.int16), allow_pickle=False)
     return buf.getvalue()
 
 
@@ -224,6 +246,7 @@ def render_shard(job: ShardJob, out_dir: str | Path, cfg) -> dict:
     ext = image_ext(cfg.encoding)
     kwargs = render_kwargs(cfg)
     images: list[np.ndarray | None] = [None] * len(signals)
+    waves: list[np.ndarray | None] = [None] * len(signals)
     # batch samples of equal rate and length through filter + render (vectorised over the batch)
     groups: dict[tuple, list[int]] = {}
     for i, (meta, sig) in enumerate(zip(job.samples, signals)):
@@ -238,11 +261,16 @@ def render_shard(job: ShardJob, out_dir: str | Path, cfg) -> dict:
             filtered = preprocess(batch, fs, cfg, fs_out=target)
             for i, img in zip(part, render_batch(filtered, target, **kwargs)):
                 images[i] = img
+            if cfg.wave_hz:
+                for i, wave in zip(part, wave_for_storage(filtered, target, cfg.wave_hz, cfg.duration_s)):
+                    waves[i] = wave
     members = []
-    for meta, img in zip(job.samples, images):
+    for meta, img, wave in zip(job.samples, images, waves):
         key = meta["ecg_uid"]
         members.append((f"{key}.{ext}", encode_image(img, cfg.encoding, cfg.png_level)))
         members.append((f"{key}.json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
+        if wave is not None:
+            members.append((f"{key}.{WAVE_EXT}", encode_wave(wave)))
     tar_path = out_dir / job.relpath
     write_shard(tar_path, members)
     info = {"name": job.relpath, "split": job.split, "count": len(job.samples), "sha256": sha256_file(tar_path),
@@ -283,6 +311,7 @@ def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
         entry["count"] += info["count"]
         entry["shards"].append({k: info[k] for k in ("name", "count", "sha256", "bytes")})
     index = {"encoding": cfg.encoding, "image_ext": image_ext(cfg.encoding), "image_size": cfg.image_size,
+             "wave_hz": int(cfg.wave_hz), "wave_samples": int(round(cfg.wave_hz * cfg.duration_s)),
              "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(TASKS)}
     atomic_write_json(out_dir / "index.json", index)
     return index

@@ -61,13 +61,15 @@ def assign_splits(meta: pd.DataFrame, seed: int, val_fraction: float, test_fract
     return split
 
 
-def assign_fractions(meta: pd.DataFrame, split: pd.Series, seed: int, fractions, tasks=TASKS) -> pd.DataFrame:
+def assign_fractions(meta: pd.DataFrame, split: pd.Series, seed: int, fractions, tasks=TASKS,
+                     purpose: str = "fraction") -> pd.DataFrame:
     """Boolean membership columns frac_<f> (patient-level, nested, >= 1 positive per task where possible)
-    plus `fraction` = the smallest fraction holding the ECG (NaN outside train)."""
+    plus `fraction` = the smallest fraction holding the ECG (NaN outside train). `purpose` salts the
+    patient hash: another purpose gives an independent draw of the same design (`training_draw`)."""
     fractions = sorted(float(f) for f in fractions)
     train = meta[split == "train"]
     patients = pd.unique(train["patient_hash"])
-    r = pd.Series(keyed_uniform(patients, seed, "fraction"), index=patients)
+    r = pd.Series(keyed_uniform(patients, seed, purpose), index=patients)
     # a patient is a positive for a task if any of their train ECGs is
     positive = {t: set(train.loc[train[t] == 1, "patient_hash"]) for t in tasks if t in train}
     members: dict[float, set] = {}
@@ -89,6 +91,24 @@ def assign_fractions(meta: pd.DataFrame, split: pd.Series, seed: int, fractions,
         smallest[inside] = f
     out["fraction"] = smallest
     return out[[fraction_column(f) for f in fractions] + ["fraction"]]
+
+
+def training_draw(manifest: pd.DataFrame, fraction: float, draw: int, seed: int = 0, tasks=TASKS) -> pd.Series:
+    """Boolean mask over manifest rows: the training subset of `draw` at `fraction`. Draw 0 is the render
+    stage's subset (the manifest's frac_<f> column); draw d > 0 repeats the same design -- patient-level,
+    nested across fractions, >= 1 positive per task -- with an independent keyed hash salted by (seed, d),
+    so repeated draws show the spread a different sample of patients would give."""
+    if draw == 0:
+        col = fraction_column(fraction)
+        if col not in manifest:
+            raise ValueError(f"fraction {fraction:g} was not rendered (have "
+                             f"{[c for c in manifest.columns if c.startswith('frac_')]})")
+        return manifest[col].astype(bool)
+    if draw < 0:
+        raise ValueError(f"draw must be >= 0, got {draw}")
+    tasks = [t for t in tasks if t in manifest]
+    members = assign_fractions(manifest, manifest["split"], seed, [fraction], tasks, purpose=f"training-draw-{draw}")
+    return members[fraction_column(fraction)].astype(bool)
 
 
 def build_manifest(meta: pd.DataFrame, cfg, tasks=TASKS) -> pd.DataFrame:

@@ -279,8 +279,8 @@ def ptbxl_metadata(hea_path: Path) -> dict:
         return {}
     rel = hea_path.with_suffix("").relative_to(db.parent).as_posix()
     row = _load_ptbxl_db(str(db)).get(rel)
-    if row is None:
-        return {"site": db.parent.name}
+    if row is None:  # without its row a record has no patient id (no patient-level split) and no labels
+        raise IngestError(Reason.MALFORMED, f"{hea_path.name}: not a row of {db.name} (no patient id or labels)")
     from .ptbxl import parse_scp_codes
 
     def num(key):

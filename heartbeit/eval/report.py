@@ -38,7 +38,8 @@ from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_versio
 
 from . import saliency as sal
 from .cells import FAMILY_ORDER, Cell, finished_cell_dirs, read_cell
-from .tables import MISSING, fraction_label, fraction_table, model_label, paired_table, write_long, write_table
+from .tables import (MISSING, fraction_label, fraction_table, model_label, paired_table, robustness_table, write_long,
+                     write_table)
 
 log = logging.getLogger("heartbeit.report")
 
@@ -769,6 +770,33 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
                 figure(f"roc_pr_{task}_{eval_set}_{fraction_label(largest).rstrip('%')}pct.png",
                        f"{task}: ROC and PR curves, {eval_set}, {fraction_label(largest)} of training data")
                 figure(f"reliability_{task}_{eval_set}.png", f"{task}: calibration, {eval_set}")
+        if not tables["paired"].empty:
+            doc.heading("Do the differences survive repeated draws?", 3)
+            robust = robustness_table(tables["paired"])
+            runs = int(robust["Runs"].max()) if len(robust) else 0
+            below = min(1.0, cfg.matrix.draws_below)
+            doc.para(f"Each paired comparison above is repeated over every training seed and patient-level training "
+                     f"draw ({runs} run(s) at most per cell; fractions below {fraction_label(below)} get "
+                     f"{cfg.matrix.draws} independent draw(s) of their patients). A difference 'holds in every run' "
+                     "when every run gives p < 0.05 with the same sign; the fraction plots' bars show the same spread.")
+            holds = robust[robust["Verdict"] == "holds in every run"]
+            summary["robust_differences"] = int(len(holds))
+            doc.table(robust, "HeartBEiT vs each baseline across seeds and training draws")
+        signal = tables.get("signal")
+        doc.heading("Image vs signal: does drawing the ECG as a picture help?", 3)
+        if signal is not None and not signal.empty:
+            doc.para("Every image model against the 1-D XResNet on the filtered waveform the image is drawn from "
+                     "(same training ECGs, fraction, seed and draw; same test ECGs). Δ = image − signal AUROC, "
+                     "paired DeLong test.")
+            for task in sorted(signal["task"].unique()):
+                for eval_set in sorted(signal[signal["task"] == task]["eval_set"].unique()):
+                    where = "internal test set" if eval_set == "internal" else "external validation"
+                    doc.table(paired_table(signal, task, eval_set), f"{task}: ΔAUROC (image − signal) — {where}")
+            doc.table(robustness_table(signal), "Image vs signal across seeds and training draws")
+            summary["image_vs_signal"] = int(len(signal))
+        else:
+            doc.para("Not available: the matrix has no signal-domain architecture (add e.g. signal_xresnet1d_tiny "
+                     "to matrix.architectures).")
         doc.heading("All tables and figures", 3)
         doc.para("Every table exists as Markdown, LaTeX and CSV; the long tables also as Parquet and JSON.")
         doc.link_list(_files(staging["tables"], ".md"))

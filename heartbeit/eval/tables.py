@@ -219,6 +219,58 @@ def paired_comparisons(cells: list[Cell], *, reference_family: str = "heartbeit"
     return sort_long(df) if not df.empty else df
 
 
+def image_vs_signal_comparisons(cells: list[Cell], *, signal_family: str = "signal", ci: float = 0.95,
+                                min_n: int = 10) -> pd.DataFrame:
+    """Paired DeLong tests of every image model (reference) against the signal-domain model(s) trained on
+    the same task, fraction, seed and draw -- the same training ECGs, drawn as a picture or kept as a
+    waveform -- scored on the same held-out ECGs. Δ = image − signal."""
+    by_key: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        m = c.meta
+        by_key.setdefault((m["task"], float(m["fraction"]), int(m["seed"]), int(m.get("draw", 0))), []).append(c)
+    rows = []
+    for _, group in sorted(by_key.items()):
+        signals = [c for c in group if c.meta["arch_family"] == signal_family]
+        for ref in (c for c in group if c.meta["arch_family"] != signal_family):
+            for other in signals:
+                rows.extend(_paired_rows(ref, other, ci=ci, min_n=min_n))
+    df = pd.DataFrame(rows)
+    return sort_long(df) if not df.empty else df
+
+
+def robustness_table(paired: pd.DataFrame, *, alpha: float = 0.05, digits: int = 3) -> pd.DataFrame:
+    """Which paired differences survive the spread across seeds and training draws: per (task, evaluation
+    set, fraction, reference, baseline), the runs, mean / min / max Δ and the largest p. "holds in every
+    run" = every run has p < alpha with the same sign; "single run" = nothing to compare against."""
+    if paired.empty:
+        return pd.DataFrame()
+    rows = []
+    keys = ["task", "eval_set", "fraction", "reference", "reference_init", "arch", "init"]
+    for key, runs in paired.groupby(keys, sort=False):
+        d = pd.to_numeric(runs["delta_auroc"], errors="coerce").to_numpy(float)
+        p = pd.to_numeric(runs["p"], errors="coerce").to_numpy(float)
+        ok = np.isfinite(d) & np.isfinite(p)
+        if not ok.any():
+            verdict = "no test (see reasons)"
+        elif len(runs) == 1:
+            verdict = "significant, single run" if p[ok].max() < alpha else "not significant, single run"
+        elif ok.all() and (p < alpha).all() and (np.sign(d) == np.sign(d[0])).all():
+            verdict = "holds in every run"
+        elif ok.any() and (p[ok] < alpha).any():
+            verdict = f"significant in {int((p[ok] < alpha).sum())}/{len(runs)} runs only"
+        else:
+            verdict = "not significant in any run"
+        task, eval_set, fraction, ref, ref_init, arch, init = key
+        rows.append({"Task": task, "Set": eval_set, "Fraction": fraction_label(fraction), "Reference": ref,
+                     "Baseline": model_label(arch, init), "Runs": len(runs),
+                     "mean Δ": f"{np.nanmean(d):+.{digits}f}" if np.isfinite(d).any() else MISSING,
+                     "Δ range": (f"{np.nanmin(d):+.{digits}f} … {np.nanmax(d):+.{digits}f}"
+                                 if np.isfinite(d).any() else MISSING),
+                     "max p": format_p(np.nanmax(p)).lstrip("=") if np.isfinite(p).any() else MISSING,
+                     "Verdict": verdict})
+    return pd.DataFrame(rows)
+
+
 def _paired_rows(ref: Cell, other: Cell, *, ci: float, min_n: int) -> list[dict]:
     rows = []
     cols = ["ecg_uid", "split", "patient_hash", "label", "score"]
@@ -314,7 +366,7 @@ def write_all_tables(cells: list[Cell], out_dir: str | Path, *, ci: float = 0.95
                      seed: int = 0, min_n: int = 10, min_per_class: int = 10, ece_bins: int = 10,
                      long: pd.DataFrame | None = None) -> dict:
     """Every table of the report into `out_dir`. Returns {"long": df, "paired": df, "subgroups": df,
-    "files": [paths]}. Pass a precomputed `long` to avoid rescoring."""
+    "files": [paths], "signal": df}. Pass a precomputed `long` to avoid rescoring."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if long is None:
@@ -345,6 +397,24 @@ def write_all_tables(cells: list[Cell], out_dir: str | Path, *, ci: float = 0.95
                 files += write_table(paired_table(paired, task, eval_set), out_dir, f"paired_{task}_{eval_set}",
                                      title=f"ΔAUROC (reference − baseline), paired DeLong — {task}, {eval_set}",
                                      note="Same ECGs and same seed/draw; p two-sided, unadjusted.")
+    if not paired.empty:
+        files += write_table(robustness_table(paired), out_dir, "paired_robustness",
+                             title="Do the paired differences survive repeated seeds and training draws?",
+                             note="Δ = reference − baseline AUROC; 'holds in every run': p < 0.05 with the same sign "
+                                  "in every seed/draw.")
+    signal = image_vs_signal_comparisons(cells, ci=ci, min_n=min_n)
+    if not signal.empty:
+        files += write_long(signal, out_dir, "image_vs_signal_long")
+        for task in sorted(signal["task"].unique()):
+            for eval_set in sorted(signal[signal["task"] == task]["eval_set"].unique()):
+                files += write_table(paired_table(signal, task, eval_set), out_dir,
+                                     f"image_vs_signal_{task}_{eval_set}",
+                                     title=f"ΔAUROC (image model − signal model), paired DeLong — {task}, {eval_set}",
+                                     note="Same training ECGs (same fraction, seed and draw) drawn as an image or "
+                                          "kept as the filtered waveform; same test ECGs; p two-sided, unadjusted.")
+        files += write_table(robustness_table(signal), out_dir, "image_vs_signal_robustness",
+                             title="Image vs signal: do the differences survive repeated seeds and training draws?",
+                             note="Δ = image − signal AUROC.")
     subgroups = long_subgroups(cells, ci=ci, min_per_class=min_per_class, min_n=min_n)
     if not subgroups.empty:
         files += write_long(subgroups, out_dir, "subgroups_long")
@@ -354,4 +424,4 @@ def write_all_tables(cells: list[Cell], out_dir: str | Path, *, ci: float = 0.95
                                      f"subgroups_{task}_{eval_set}",
                                      title=f"AUROC by subgroup at the largest training fraction — {task}, {eval_set}",
                                      note=f"'too small': fewer than {min_per_class} positives or negatives.")
-    return {"long": long, "paired": paired, "subgroups": subgroups, "files": files}
+    return {"long": long, "paired": paired, "subgroups": subgroups, "files": files, "signal": signal}

@@ -3,6 +3,9 @@
     model, init_kind = create_classifier("heartbeit_micro_patch8_64", pretrained_file="heartbeit-micro_patch8_64.safetensors")
     mean, std = normalization("heartbeit_micro_patch8_64")   # floats, for 1-channel images in [0, 1]
 
+Signal-domain models (`signal_*`, heartbeit.models.signal1d) take the stored filtered waveform [B, 12, L]
+in mV and are always randomly initialised.
+
 init_kind: 'pretrained' (HeartBEiT from the MIM export), 'imagenet' (weights found in a local directory;
 nothing is downloaded), or 'random'. All models take 1-channel images; timm folds an ImageNet stem's RGB
 filters into one channel when loading 3-channel weights.
@@ -19,10 +22,21 @@ from pathlib import Path
 import torch
 
 import heartbeit.models.heartbeit as _registry  # noqa: F401  (registers heartbeit_* / vit_* sizes with timm)
+import heartbeit.models.signal1d as _signal_registry  # noqa: F401  (registers signal_xresnet1d_* with timm)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-SAME_SIZE_BASELINES = ("vit_tiny_patch8_112", "vit_micro_patch8_64")
+SAME_SIZE_BASELINES = ("vit_tiny_patch8_112", "vit_tiny_patch8_64", "vit_micro_patch8_64")
 TRANSFORMER_PREFIXES = ("heartbeit_", "vit_", "beit_", "deit_")
+SIGNAL_PREFIX = "signal_"  # waveform models: input [B, 12, L] in mV instead of an image
+
+
+def is_signal_arch(arch: str) -> bool:
+    return arch.startswith(SIGNAL_PREFIX)
+
+
+def input_modality(arch: str) -> str:
+    """'wave' for signal-domain models, 'image' for the rest (the loader's `modality`)."""
+    return "wave" if is_signal_arch(arch) else "image"
 
 
 def _imagenet_file(arch: str, weights_dir: str | Path) -> Path | None:
@@ -47,6 +61,8 @@ def create_classifier(arch: str, num_classes: int = 2, img_size: int = 224, in_c
         raise ValueError(f"unknown architecture {arch!r} (not registered in timm)")
     if arch.startswith(TRANSFORMER_PREFIXES):
         kwargs["img_size"] = img_size
+    if is_signal_arch(arch):
+        in_chans = 12  # one input channel per lead; no image-size argument
     common = dict(num_classes=num_classes, in_chans=in_chans, **kwargs)
     if arch.startswith("heartbeit_"):
         if not pretrained_file:
@@ -66,7 +82,9 @@ def create_classifier(arch: str, num_classes: int = 2, img_size: int = 224, in_c
 
 
 def normalization(arch: str) -> tuple[float, float]:
-    """(mean, std) for 1-channel images scaled to [0, 1]."""
+    """(mean, std) for 1-channel images scaled to [0, 1]; for waveform models (0, 1) on mV."""
+    if is_signal_arch(arch):
+        return 0.0, 1.0
     if arch.startswith("heartbeit_") or arch in SAME_SIZE_BASELINES:
         return 0.5, 0.5
     from timm.models import get_pretrained_cfg

@@ -31,7 +31,7 @@ log = logging.getLogger("heartbeit.finetune")
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # uint8 [B, 1, H, W]
+    images: torch.Tensor  # uint8 [B, 1, H, W] images, or float32 [B, 12, L] waveforms in mV (signal models)
     labels: torch.Tensor  # int64 [B]
     meta: list[dict]  # per-sample metadata (ecg_uid, patient_hash, site, split, sex, age_band)
 
@@ -55,8 +55,10 @@ def arch_family(arch: str) -> str:
     return arch.split("_")[0]
 
 
-def _normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    return (images.float() / 255.0 - mean) / std
+def _normalize(inputs: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 images are scaled to [0, 1] first; waveforms (float mV) are used as they are."""
+    x = inputs.float() / 255.0 if inputs.dtype == torch.uint8 else inputs.float()
+    return (x - mean) / std
 
 
 @torch.no_grad()
@@ -174,44 +176,51 @@ def iterate_in_batches(samples: list, batch_size: int) -> Iterator[list]:
 PREDICTION_FIELDS = ("ecg_uid", "patient_hash", "site", "split", "sex", "age_band")
 
 
-def _batches(loader) -> Iterator[Batch]:
+def _batches(loader, modality: str) -> Iterator[Batch]:
     for b in loader:
         meta = [{k: m.get(k) for k in PREDICTION_FIELDS} for m in b["meta"]]
-        yield Batch(images=b["image"], labels=b["label"], meta=meta)
+        yield Batch(images=b[modality], labels=b["label"], meta=meta)
 
 
 def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> CellData:
-    """The cell's training fraction (patients of the render stage's nested, stratified subset with a label
-    for the task), the validation split, then internal test and external sites, all streamed by the one
-    loader of heartbeit.data.loader."""
+    """The cell's training subset (draw 0: the render stage's nested, stratified fraction; draw d > 0: an
+    independent draw of the same design, `training_draw`) restricted to ECGs labelled for the task, the
+    validation split, then internal test and external sites, all streamed by the one loader of
+    heartbeit.data.loader -- images for image models, the stored waveforms for signal models."""
     from heartbeit.data.loader import ImageLoader, make_image_dataset, make_loader
-    from heartbeit.data.splits import fraction_column
+    from heartbeit.data.splits import training_draw
 
     images_dir = Path(images_dir)
     man = pd.read_parquet(images_dir / "manifest.parquet")
-    col = fraction_column(cell.fraction)
-    if col not in man:
-        raise ValueError(f"{images_dir}: fraction {cell.fraction:g} was not rendered (have "
-                         f"{[c for c in man.columns if c.startswith('frac_')]})")
-    train_rows = man[(man["split"] == "train") & man[col] & man[cell.task].notna()]
+    try:
+        in_draw = training_draw(man, cell.fraction, cell.draw, mcfg.draw_seed)
+    except ValueError as exc:
+        raise ValueError(f"{images_dir}: {exc}") from None
+    train_rows = man[(man["split"] == "train") & in_draw & man[cell.task].notna()]
     n_train, n_pos = len(train_rows), int((train_rows[cell.task] == 1).sum())
     if n_train == 0:
         raise ValueError(f"no labelled training ECGs for task {cell.task} at fraction {cell.fraction:g}")
     splits = set(man["split"])
+    modality = zoo.input_modality(cell.arch)
+    # draw 0 filters on the fraction membership stored in each sample; other draws on an explicit id set
+    subset = None if cell.draw == 0 else frozenset(train_rows["ecg_uid"].astype(str))
+    fraction = cell.fraction if cell.draw == 0 else None
 
     def train(epoch: int):
         # Partial batches kept: at 1 % a fraction can be smaller than one batch.
-        ds = make_image_dataset(images_dir, "train", fraction=cell.fraction, task=cell.task, epoch=epoch,
-                                seed=cell.seed, shuffle=True, batch_size=mcfg.batch_size, drop_last=False)
-        return _batches(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False))
+        ds = make_image_dataset(images_dir, "train", fraction=fraction, task=cell.task, epoch=epoch,
+                                seed=cell.seed, shuffle=True, batch_size=mcfg.batch_size, drop_last=False,
+                                modality=modality, subset=subset)
+        return _batches(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False), modality)
 
     def val():
-        return _batches(make_loader(images_dir, "val", mcfg.batch_size, mcfg.num_workers, train=False, task=cell.task))
+        return _batches(make_loader(images_dir, "val", mcfg.batch_size, mcfg.num_workers, train=False, task=cell.task,
+                                    modality=modality), modality)
 
     def evaluation():
         for split in ("test", "external"):
             if split in splits and (man.loc[man["split"] == split, cell.task].notna().any()):
                 yield from _batches(make_loader(images_dir, split, mcfg.batch_size, mcfg.num_workers,
-                                                train=False, task=cell.task))
+                                                train=False, task=cell.task, modality=modality), modality)
 
     return CellData(train=train, val=val, evaluation=evaluation, n_train=n_train, n_train_pos=n_pos)
