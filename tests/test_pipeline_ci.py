@@ -107,3 +107,21 @@ def test_killed_matrix_resumes_to_identical_metrics(ci_run, tmp_path):
         ours = pd.read_parquet(mdir / "cells" / c["cell_id"] / "predictions.parquet")
         ref = pd.read_parquet(work / "matrix" / "cells" / c["cell_id"] / "predictions.parquet")
         pd.testing.assert_frame_equal(ours, ref, check_exact=True)
+
+
+def test_report_has_the_signal_baseline_and_the_repeated_draws(ci_run):
+    results = ci_run["results"]
+    long = pd.read_parquet(results / "tables" / "metrics_long.parquet")
+    for task in ("lvef_le40", "hcm", "stemi"):
+        part = long[long["task"] == task]
+        assert "signal_xresnet1d_tiny" in set(part["arch"])
+        assert set(part[part["fraction"] == 0.01]["draw"]) == {0, 1}
+        table = (results / "tables" / f"auroc_{task}_internal.md").read_text()
+        assert "signal_xresnet1d_tiny" in table
+        assert (results / "tables" / f"image_vs_signal_{task}_internal.csv").is_file()
+        assert (results / "figures" / f"fraction_{task}.png").is_file()
+    report = (results / "REPORT.md").read_text()
+    section = report[report.index("Image vs signal: does drawing"):]
+    assert "(p=" in section or "(p<" in section
+    assert "Do the differences survive repeated draws?" in report
+    assert "Brier score / ECE" in report and "by site, sex and age band" in report

@@ -134,6 +134,18 @@ def test_report_end_to_end(report):
     best = summary["territory"]
     assert best["arch"] in WITH_WEIGHTS and best["territory_ratio"] == pytest.approx(
         terr[terr["best"] & (terr["territory"] == "all")]["ratio_mean"].iloc[0])
+    # image vs signal: a paired table per task and evaluation set, with p-values, in the report and in tables/
+    for task in ("stemi", "hcm"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / "tables" / f"image_vs_signal_{task}_internal.{ext}").is_file()
+    vs = pd.read_parquet(out / "tables" / "image_vs_signal_long.parquet")
+    assert set(vs["arch"]) == {"resnet1d"} and set(vs["reference"]) == set(FAKE_ARCHS) - {"resnet1d"}
+    assert vs["p"].between(0, 1).all()
+    section = md[md.index("Image vs signal: does drawing"):]
+    assert "stemi: ΔAUROC (image − signal)" in section and re.search(r"\(p[=<]0\.\d+\)", section)
+    assert "Do the differences survive repeated draws?" in md and "single run" in md
+    # calibration and subgroup tables in the report itself, not only linked
+    assert "Brier score / ECE" in md and "by site, sex and age band" in md
     # what could not be built is said, not hidden
     assert any("efficientnet_b0" in p and "model.safetensors" in p for p in summary["problems"])
     assert not any("resnet1d" in p for p in summary["problems"])  # the signal model has no image saliency

@@ -38,8 +38,8 @@ from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_versio
 
 from . import saliency as sal
 from .cells import FAMILY_ORDER, Cell, finished_cell_dirs, read_cell
-from .tables import (MISSING, fraction_label, fraction_table, model_label, paired_table, robustness_table, write_long,
-                     write_table)
+from .tables import (MISSING, calibration_table, fraction_label, fraction_table, model_label, paired_table,
+                     robustness_table, subgroup_table, write_long, write_table)
 
 log = logging.getLogger("heartbeit.report")
 
@@ -770,6 +770,15 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
                 figure(f"roc_pr_{task}_{eval_set}_{fraction_label(largest).rstrip('%')}pct.png",
                        f"{task}: ROC and PR curves, {eval_set}, {fraction_label(largest)} of training data")
                 figure(f"reliability_{task}_{eval_set}.png", f"{task}: calibration, {eval_set}")
+            for eval_set in _eval_sets(long, task):
+                where = "internal test set" if eval_set == "internal" else "external validation"
+                doc.table(calibration_table(long, task, eval_set),
+                          f"Brier score / ECE ({rc.ece_bins} bins) by training fraction — {where} (lower is better)")
+                if not tables["subgroups"].empty:
+                    sub = subgroup_table(tables["subgroups"], task, eval_set)
+                    if len(sub):
+                        doc.table(sub, f"AUROC [95% CI] by site, sex and age band at the largest fraction — {where}; "
+                                       f"'too small' = fewer than {rc.min_per_class} positives or negatives")
         if not tables["paired"].empty:
             doc.heading("Do the differences survive repeated draws?", 3)
             robust = robustness_table(tables["paired"])
