@@ -49,7 +49,7 @@ def test_shards_content_splits_and_index(corpus, tmp_path):
             with tarfile.open(path) as tar:
                 members = tar.getmembers()
                 names = [m.name for m in members]
-                assert names == sorted(names) and len(names) == 3 * shard["count"]  # image, json, waveform
+                assert names == sorted(names) and len(names) == 2 * shard["count"]
                 assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" and m.mode == 0o644 for m in members)
                 for m in members:
                     data = tar.extractfile(m).read()
@@ -62,12 +62,18 @@ def test_shards_content_splits_and_index(corpus, tmp_path):
                         assert set(meta["labels"]) == {"lvef_le40", "hcm", "stemi"}
                         assert (meta["fraction"] is None) == (split != "train")
                         seen.add(key)
-                    elif ext == "wave.npy":
-                        wave = np.load(io.BytesIO(data), allow_pickle=False)
-                        assert wave.dtype == np.int16 and wave.shape == (12, 1000)
                     else:
                         img = decode_image(data, ext)
                         assert img.shape == (48, 48) and img.dtype == np.uint8 and img.min() < 100
+            # the waveform sibling: the same samples' metadata and filtered waveforms, nothing else
+            with tarfile.open(out / shard["name"].replace(".tar", ".wave.tar")) as tar:
+                wnames = tar.getnames()
+                assert wnames == sorted(wnames) and len(wnames) == 2 * shard["count"]
+                assert {n.partition(".")[0] for n in wnames} == {n.partition(".")[0] for n in names}
+                for name in wnames:
+                    if name.endswith(".wave.npy"):
+                        wave = np.load(io.BytesIO(tar.extractfile(name).read()), allow_pickle=False)
+                        assert wave.dtype == np.int16 and wave.shape == (12, 1000)
     assert seen == set(rendered["key"])
 
 

@@ -78,7 +78,9 @@ def test_shards_hold_the_filtered_waveform_the_image_is_drawn_from(corpus, image
     assert index["wave_hz"] == 100 and index["wave_samples"] == 1000
     man = pd.read_parquet(images / "manifest.parquet")
     row = man[man["split"] == "train"].iloc[0]
-    with tarfile.open(images / row["shard"]) as tar:
+    with tarfile.open(images / row["shard"]) as tar:  # image shards stay images only
+        assert not any(n.endswith(".wave.npy") for n in tar.getnames())
+    with tarfile.open(images / row["shard"].replace(".tar", ".wave.tar")) as tar:
         wave = np.load(io.BytesIO(tar.extractfile(f"{row['key']}.wave.npy").read()), allow_pickle=False)
     assert wave.dtype == np.int16 and wave.shape == (12, 1000)
     # recompute from the corpus: the same filter chain as the image, stored in microvolts
@@ -117,8 +119,7 @@ def test_loader_yields_waveforms_in_millivolts(images):
 def test_images_only_shards_refuse_the_wave_modality(corpus, tmp_path):
     out = tmp_path / "images"
     render_corpus(corpus, out, render_cfg(wave_hz=0), progress=False)
-    with tarfile.open(next(out.glob("train/*.tar"))) as tar:
-        assert not any(n.endswith(".wave.npy") for n in tar.getnames())
+    assert not list(out.glob("*/*.wave.tar"))
     with pytest.raises(ValueError, match="wave_hz 0"):
         make_loader(out, "val", modality="wave")
     with pytest.raises(ConfigError, match="wave_hz"):
@@ -197,3 +198,24 @@ def test_signal_and_image_cells_train_on_the_same_ecgs(images, tmp_path):
     assert s_sig["n_train"] == len(expected)
     assert out["signal_xresnet1d_tiny", 0][0]["n_train"] == int(
         ((man["split"] == "train") & man[fraction_column(0.5)] & man["stemi"].notna()).sum())
+
+
+def test_waveform_siblings_are_checked_on_rerun_and_removed_when_turned_off(corpus, tmp_path):
+    out = tmp_path / "images"
+    render_corpus(corpus, out, render_cfg(), progress=False)
+    waves = sorted(out.glob("*/*.wave.tar"))
+    index = json.loads((out / "index.json").read_text())
+    assert len(waves) == sum(len(e["shards"]) for e in index["splits"].values())
+    assert all("wave_sha256" in s for e in index["splits"].values() for s in e["shards"])
+    # a damaged sibling is noticed and that shard alone is rendered again, to the same bytes
+    original = waves[0].read_bytes()
+    damaged = bytearray(original)
+    damaged[700:710] = b"x" * 10  # inside the first member's data
+    waves[0].write_bytes(bytes(damaged))
+    again = render_corpus(corpus, out, render_cfg(), progress=False)
+    assert again["rendered_now"] == 1 and waves[0].read_bytes() == original
+    waves[0].unlink()
+    assert render_corpus(corpus, out, render_cfg(), progress=False)["rendered_now"] == 1
+    # images only from now on: the siblings go, the image shards are rendered again without them
+    render_corpus(corpus, out, render_cfg(wave_hz=0), progress=False)
+    assert not list(out.glob("*/*.wave.tar")) and json.loads((out / "index.json").read_text())["wave_hz"] == 0

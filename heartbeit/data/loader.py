@@ -268,6 +268,10 @@ class ImageStream(torch.utils.data.IterableDataset):
         decoding waits for the batch, so skipped samples are never decoded."""
         if not urls:  # more ranks x workers than shards: this worker has nothing this epoch
             return
+        if self.modality == "wave":
+            from .shards import wave_relpath
+
+            urls = [wave_relpath(u) for u in urls]
         stream = ((raw, json.loads(raw["json"])) for u in urls for raw in read_tar_samples(self.images_dir / u))
         stream = (item for item in stream if self.keep(item[1]))
         if self.shuffle and self.shuffle_buffer > 1:

@@ -1,10 +1,12 @@
 """Image shards: corpus -> (filter, render, encode) -> WebDataset tars per split.
 
 Output layout (IMAGES/):
-  <split>/<split>-NNNNNN.tar   per sample `<key>.png` (or `.npy`, uint8 [H, W]), `<key>.json` and, unless
-                               wave_hz is 0, `<key>.wave.npy` (the filtered waveform the image shows,
-                               int16 uV [12, wave_hz * duration_s], for signal-domain models); the
+  <split>/<split>-NNNNNN.tar   per sample `<key>.png` (or `.npy`, uint8 [H, W]) and `<key>.json`; the
                                tokenizer stage may add `<key>.tokens.npy` later
+  <split>/<split>-NNNNNN.wave.tar  unless wave_hz is 0: the same samples' `<key>.json` and `<key>.wave.npy`
+                               (the filtered waveform the image shows, int16 uV [12, wave_hz * duration_s])
+                               for signal-domain models. A sibling tar, not more members of the image tar:
+                               a waveform is ~5x a PNG's bytes, and image training should not read them
   <split>/<split>-NNNNNN.json  sidecar written after its tar: count, sha256, bytes, plan digest
   manifest.parquet             every ECG: split, fraction membership, labels, shard, key
   layout.json                  the render geometry: every lead box (pixel box, time window, scales)
@@ -55,6 +57,13 @@ RENDER_FIELDS = ("image_size", "layout", "mm_per_mv", "grid", "bandpass_hz", "fi
 
 def shard_relpath(split: str, index: int) -> str:
     return f"{split}/{split}-{index:06d}.tar"
+
+
+def wave_relpath(relpath: str) -> str:
+    """The waveform sibling of an image shard: `train/train-000003.tar` -> `train/train-000003.wave.tar`."""
+    if not relpath.endswith(".tar") or relpath.endswith(".wave.tar"):
+        raise ValueError(f"not an image shard name: {relpath!r}")
+    return relpath[:-len(".tar")] + ".wave.tar"
 
 
 def image_ext(encoding: str) -> str:
@@ -228,7 +237,13 @@ def shard_is_done(out_dir: Path, job: ShardJob, verify: bool = True) -> bool:
         return False
     if info.get("digest") != job.digest or info.get("bytes") != tar_path.stat().st_size:
         return False
-    return not verify or sha256_file(tar_path) == info.get("sha256")
+    wave_path = out_dir / wave_relpath(job.relpath)
+    if "wave_sha256" in info and not (wave_path.is_file() and wave_path.stat().st_size == info.get("wave_bytes")):
+        return False
+    if not verify:
+        return True
+    return sha256_file(tar_path) == info.get("sha256") and (
+        "wave_sha256" not in info or sha256_file(wave_path) == info["wave_sha256"])
 
 
 def render_shard(job: ShardJob, out_dir: str | Path, cfg) -> dict:
@@ -264,17 +279,22 @@ def render_shard(job: ShardJob, out_dir: str | Path, cfg) -> dict:
             if cfg.wave_hz:
                 for i, wave in zip(part, wave_for_storage(filtered, target, cfg.wave_hz, cfg.duration_s)):
                     waves[i] = wave
-    members = []
+    members, wave_members = [], []
     for meta, img, wave in zip(job.samples, images, waves):
         key = meta["ecg_uid"]
+        meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
         members.append((f"{key}.{ext}", encode_image(img, cfg.encoding, cfg.png_level)))
-        members.append((f"{key}.json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
+        members.append((f"{key}.json", meta_bytes))
         if wave is not None:
-            members.append((f"{key}.{WAVE_EXT}", encode_wave(wave)))
+            wave_members += [(f"{key}.json", meta_bytes), (f"{key}.{WAVE_EXT}", encode_wave(wave))]
     tar_path = out_dir / job.relpath
+    info = {"name": job.relpath, "split": job.split, "count": len(job.samples)}
+    if wave_members:  # the sibling first: a sidecar is written only once both tars are complete
+        wave_path = out_dir / wave_relpath(job.relpath)
+        write_shard(wave_path, wave_members)
+        info.update(wave_sha256=sha256_file(wave_path), wave_bytes=wave_path.stat().st_size)
     write_shard(tar_path, members)
-    info = {"name": job.relpath, "split": job.split, "count": len(job.samples), "sha256": sha256_file(tar_path),
-            "bytes": tar_path.stat().st_size, "digest": job.digest}
+    info.update(sha256=sha256_file(tar_path), bytes=tar_path.stat().st_size, digest=job.digest)
     atomic_write_json(sidecar_path(tar_path), info)
     return info
 
@@ -309,7 +329,8 @@ def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
             return None
         entry = splits.setdefault(job.split, {"count": 0, "shards": []})
         entry["count"] += info["count"]
-        entry["shards"].append({k: info[k] for k in ("name", "count", "sha256", "bytes")})
+        entry["shards"].append({k: info[k] for k in ("name", "count", "sha256", "bytes", "wave_sha256", "wave_bytes")
+                                if k in info})
     index = {"encoding": cfg.encoding, "image_ext": image_ext(cfg.encoding), "image_size": cfg.image_size,
              "wave_hz": int(cfg.wave_hz), "wave_samples": int(round(cfg.wave_hz * cfg.duration_s)),
              "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(TASKS)}
@@ -317,15 +338,19 @@ def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
     return index
 
 
-def remove_stale(out_dir: Path, jobs: list[ShardJob]) -> int:
-    """Delete shard files that the current plan no longer contains (e.g. after shard_size changed)."""
+def remove_stale(out_dir: Path, jobs: list[ShardJob], wave_hz: int = 0) -> int:
+    """Delete shard files that the current plan no longer contains (e.g. after shard_size changed, or
+    waveform siblings after wave_hz became 0)."""
     planned = {job.relpath for job in jobs}
+    if wave_hz:
+        planned |= {wave_relpath(job.relpath) for job in jobs}
     removed = 0
     for split in RENDERED_SPLITS:
         for tar_path in sorted((out_dir / split).glob(f"{split}-*.tar")):
             if f"{split}/{tar_path.name}" not in planned:
                 tar_path.unlink()
-                sidecar_path(tar_path).unlink(missing_ok=True)
+                if not tar_path.name.endswith(".wave.tar"):
+                    sidecar_path(tar_path).unlink(missing_ok=True)
                 removed += 1
     return removed
 
@@ -354,7 +379,7 @@ def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int
     atomic_write_bytes(out_dir / "manifest.parquet", buf.getvalue())
     atomic_write_json(out_dir / "layout.json", layout_record(cfg))
     if num_tasks == 1:
-        removed = remove_stale(out_dir, jobs)
+        removed = remove_stale(out_dir, jobs, cfg.wave_hz)
         if removed:
             log.info("removed %d shard(s) no longer in the plan", removed)
     mine = [job for i, job in enumerate(jobs) if i % num_tasks == task_index]

@@ -147,9 +147,10 @@ def fraction_figure(long: pd.DataFrame, task: str, path: str | Path, metrics=("a
     handles += [Line2D([], [], color="0.3", ls="-", label="internal test"),
                 Line2D([], [], color="0.3", ls="--", label="external validation")]
     axes[-1].legend(handles=handles, fontsize=8, loc="lower right")
-    k_max = int(part.groupby(["arch", "init", "fraction", "eval_set"]).size().max())
-    fig.suptitle(f"{task}: mean over {k_max} run(s) per point; band = 95% CI"
-                 + ("; bars = min–max over seeds/draws" if k_max > 1 else ""))
+    runs = part.groupby(["arch", "init", "fraction", "eval_set"]).size()
+    k_min, k_max = int(runs.min()), int(runs.max())
+    fig.suptitle(f"{task}: mean over {k_max if k_min == k_max else f'{k_min}–{k_max}'} run(s) per point; "
+                 "band = 95% CI" + ("; bars = min–max over seeds/draws" if k_max > 1 else ""))
     return save_png(fig, path)
 
 
