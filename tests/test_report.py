@@ -149,7 +149,7 @@ def test_report_end_to_end(report):
     # what could not be built is said, not hidden
     assert any("efficientnet_b0" in p and "model.safetensors" in p for p in summary["problems"])
     assert not any("resnet1d" in p for p in summary["problems"])  # the signal model has no image saliency
-    assert set(imp[imp["arch"] == "resnet18"]["resolution"]) == {"2x2", "pixel"}
+    assert set(imp[imp["arch"] == "resnet18"]["resolution"]) == {"4x4", "pixel"}  # layer3 at 64 px: layer4 would be 2x2
     assert "heartbeit_micro_patch8_64 (pretrained) Grad-CAM 8x8" in md
     assert json.loads((out / "report.json").read_text())["cells"] == summary["cells"] == 16
     # no staging leftovers

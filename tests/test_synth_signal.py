@@ -174,3 +174,17 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         simulate_ecg(0, fs=0)
     assert LEADS[0] == "I"
+
+
+def test_stemi_st_floor_raises_weak_elevations_only():
+    from heartbeit.data.synth import simulate_ecg_detailed
+
+    weak = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.3)
+    assert weak.st_mv < 0.12
+    floored = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.3, stemi_st_min_mv=0.12)
+    assert floored.st_mv == 0.12
+    # a floor below the drawn elevation changes nothing, bit for bit (the random stream is untouched)
+    low = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.3, stemi_st_min_mv=0.01)
+    assert np.array_equal(low.signals, weak.signals)
+    # no STEMI, no elevation, whatever the floor
+    assert simulate_ecg_detailed(3, fs=250, stemi_st_min_mv=0.2).st_mv == 0.0

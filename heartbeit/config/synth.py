@@ -44,6 +44,9 @@ class SynthConfig:
     prevalence_hcm: float = 0.05
     prevalence_stemi: float = 0.05
     severity_min: float = 0.3  # effects graded by a per-ECG severity in [min, 1]
+    # STEMI only: the smallest mean ST elevation over the territory's leads (0 = graded by severity alone;
+    # 0.1 = the clinical STEMI criterion of >= 1 mm in contiguous leads)
+    stemi_st_min_mv: float = 0.0
     broken_fraction: float = 0.02
     missing_label_fraction: float = 0.08  # share of labels.csv cells left blank (label not recorded)
     workers: int = 0  # 0 = all cores
@@ -58,6 +61,8 @@ class SynthConfig:
             raise ConfigError("ecgs_per_patient_max must be >= 1")
         if self.duration_s <= 0:
             raise ConfigError(f"duration_s must be > 0, got {self.duration_s}")
+        if not 0.0 <= self.stemi_st_min_mv <= 1.0:
+            raise ConfigError(f"stemi_st_min_mv must be in [0, 1] mV, got {self.stemi_st_min_mv}")
         if not 0.0 <= self.severity_min <= 1.0:
             raise ConfigError(f"severity_min must be in [0, 1], got {self.severity_min}")
         for name in ("prevalence_lvef_le40", "prevalence_hcm", "prevalence_stemi", "broken_fraction",

@@ -20,7 +20,8 @@ Label effects (each graded by `severity` in [0, 1]):
   pointing right-superior-anterior), T inversion with strain-like ST depression laterally.
 - STEMI: a current-of-injury vector switched on from the J point to the end of the T wave, pointing at
   the infarct territory; its projections give ST elevation in the territory's contiguous leads and
-  reciprocal depression opposite. The mean elevation over the territory's leads is (0.1..0.4 mV) x severity.
+  reciprocal depression opposite. The mean elevation over the territory's leads is (0.1..0.4 mV) x severity,
+  at least `stemi_st_min_mv`.
 
 Everything is vectorised over samples and beats; one call costs a few milliseconds.
 """
@@ -169,6 +170,7 @@ def simulate_ecg_detailed(
     powerline_hz: float = 60.0,
     powerline_mv: float = 0.0,
     patient_seed: int | None = None,
+    stemi_st_min_mv: float = 0.0,
 ) -> SimulatedECG:
     """Like `simulate_ecg`, returning timing ground truth as well.
 
@@ -229,7 +231,8 @@ def simulate_ecg_detailed(
         st_vec = st_vec - 0.08 * s * _unit([1.0, 0.3, 0.0])  # strain-like lateral ST depression
     st_mv = 0.0
     if stemi_territory is not None:
-        st_mv = float((0.1 + 0.3 * rng.random()) * s)
+        # the floor (a STEMI criterion: >= 0.1 mV in contiguous leads) leaves the random stream unchanged
+        st_mv = max(float(stemi_st_min_mv), float((0.1 + 0.3 * rng.random()) * s))
         st_vec = st_vec + injury_vector(stemi_territory, st_mv)
 
     # --- beats and waves --------------------------------------------------------------------------------

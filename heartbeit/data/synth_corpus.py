@@ -98,6 +98,7 @@ class ECGPlan:
     operator: str
     location: str
     weight_kg: float
+    stemi_st_min_mv: float = 0.0  # SynthConfig.stemi_st_min_mv
 
     @property
     def lvef_le40(self) -> bool:
@@ -168,6 +169,7 @@ def plan_corpus(cfg: SynthConfig) -> list[ECGPlan]:
                                                                            2_654_435_761, 1_000_000_000)),
                 ecg_id=ecg_id, lvef=lvef, hcm=hcm, stemi_territory=territory, severity=round(float(severity), 4),
                 defect="", missing_labels=missing, patient_seed=_stream_seed(seed, _SIM_PATIENT, p),
+                stemi_st_min_mv=float(cfg.stemi_st_min_mv),
                 ecg_seed=_stream_seed(seed, _SIM_ECG, index), order_number=f"{int(erng.integers(1e7, 1e8))}",
                 cart_number=int(erng.integers(1, 99)), operator=str(erng.choice(OPERATORS)),
                 location=str(erng.choice(LOCATIONS)), weight_kg=weight,
@@ -276,7 +278,7 @@ def render_ecg(plan: ECGPlan, site: SiteSpec, site_number: int, duration_s: floa
         plan.ecg_seed, fs=site.fs, duration_s=duration_s, lvef_le40=plan.lvef_le40, hcm=plan.hcm,
         stemi_territory=plan.stemi_territory, severity=plan.severity, noise_mv=site.noise_mv,
         wander_mv=site.wander_mv, powerline_hz=site.powerline_hz, powerline_mv=site.powerline_mv,
-        patient_seed=plan.patient_seed,
+        patient_seed=plan.patient_seed, stemi_st_min_mv=plan.stemi_st_min_mv,
     )
     defect = Reason(plan.defect) if plan.defect else None
     acquired = datetime.fromisoformat(plan.acquired)

@@ -8,7 +8,10 @@ min and max, so maps show *where* within an image, not how strongly across image
   to the cls token at the last block's output); `token_reshape_transform` drops the prefix (cls/register)
   tokens and folds the patch tokens back onto the model's patch grid;
 - ResNet: the last residual block; EfficientNet: the head's final BN+activation (`bn2`); any other timm
-  CNN: the module of its last `feature_info` entry.
+  CNN: the module of its last `feature_info` entry. Unless that map is coarser than MIN_CAM_GRID cells a
+  side at the run's image size: then the deepest feature stage (timm `feature_info`) that still has that
+  grid. At 224 px nothing changes (7x7); at 64 px a ResNet's last stage is 2x2 -- one cell spans several
+  lead rows, so Grad-CAM could not say which lead it saw -- and layer3 (4x4) is used instead.
 FullGrad uses every Conv2d/BatchNorm2d bias (pytorch-grad-cam), so it is defined for CNNs only; asking it
 of a transformer is an error.
 
@@ -71,11 +74,20 @@ def token_reshape_transform(model: torch.nn.Module):
     return transform
 
 
-def cam_target_layers(model: torch.nn.Module, arch: str = "") -> list[torch.nn.Module]:
-    """The layer whose activations Grad-CAM weighs (see the module note)."""
+MIN_CAM_GRID = 4  # Grad-CAM cells per side at least, where the CNN has a stage that fine
+
+
+def cam_target_layers(model: torch.nn.Module, arch: str = "",
+                      size: tuple[int, int] | None = None) -> list[torch.nn.Module]:
+    """The layer whose activations Grad-CAM weighs (see the module note); `size` = the input (H, W)."""
     if is_token_model(model):
         last = model.blocks[-1]
         return [last.norm1 if hasattr(last, "norm1") else last]
+    info = getattr(model, "feature_info", None)
+    if size is not None and info:
+        fine = [e for e in info if min(size) // int(e["reduction"]) >= MIN_CAM_GRID]
+        if fine and fine[-1]["reduction"] < info[-1]["reduction"]:
+            return [model.get_submodule(fine[-1]["module"])]
     if hasattr(model, "layer4"):  # ResNet family
         return [model.layer4[-1]]
     if hasattr(model, "bn2") and hasattr(model, "conv_head"):  # EfficientNet / MobileNet family
@@ -96,7 +108,7 @@ def cam_resolution(model: torch.nn.Module, arch: str, size: tuple[int, int]) -> 
     def record(module, inputs, output) -> None:  # returning None keeps the output unchanged
         shape["s"] = output.shape
 
-    hook = cam_target_layers(model, arch)[0].register_forward_hook(record)
+    hook = cam_target_layers(model, arch, size)[0].register_forward_hook(record)
     try:
         with torch.no_grad():
             model(torch.zeros(1, 1, *size))
@@ -145,7 +157,8 @@ def saliency_maps(model: torch.nn.Module, arch: str, images, target_class: int =
     try:
         with torch.enable_grad():
             if method == "gradcam":
-                cam = GradCAM(model=model, target_layers=cam_target_layers(model, arch), reshape_transform=reshape)
+                cam = GradCAM(model=model, target_layers=cam_target_layers(model, arch, tuple(x.shape[2:])),
+                              reshape_transform=reshape)
             else:
                 cam = FullGrad(model=model, target_layers=[], reshape_transform=reshape)
             with cam:
