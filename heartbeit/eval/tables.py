@@ -198,17 +198,22 @@ def spread_table(long: pd.DataFrame, task: str, eval_set: str, metric: str = "au
 # ---------------------------------------------------------------------------------- paired comparisons
 
 
+def _matched_runs(cells: list[Cell]) -> list[list[Cell]]:
+    """Cells grouped by (task, fraction, seed, draw): the runs trained on the same ECGs, in key order."""
+    by_key: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        m = c.meta
+        by_key.setdefault((m["task"], float(m["fraction"]), int(m["seed"]), int(m.get("draw", 0))), []).append(c)
+    return [group for _, group in sorted(by_key.items())]
+
+
 def paired_comparisons(cells: list[Cell], *, reference_family: str = "heartbeit", reference_init: str = "pretrained",
                        ci: float = 0.95, min_n: int = 10) -> pd.DataFrame:
     """Paired DeLong tests of each reference model (family `reference_family`, init `reference_init`)
     against every other model trained on the same task, fraction, seed and draw, scored on the same ECGs
     (matched by ecg_uid within each evaluation set; clustered by patient when patients repeat)."""
-    by_key: dict[tuple, list[Cell]] = {}
-    for c in cells:
-        m = c.meta
-        by_key.setdefault((m["task"], float(m["fraction"]), int(m["seed"]), int(m.get("draw", 0))), []).append(c)
     rows = []
-    for (task, fraction, seed, draw), group in sorted(by_key.items()):
+    for group in _matched_runs(cells):
         refs = [c for c in group if c.meta["arch_family"] == reference_family and c.meta["init"] == reference_init]
         for ref in refs:
             for other in group:
@@ -224,12 +229,8 @@ def image_vs_signal_comparisons(cells: list[Cell], *, signal_family: str = "sign
     """Paired DeLong tests of every image model (reference) against the signal-domain model(s) trained on
     the same task, fraction, seed and draw -- the same training ECGs, drawn as a picture or kept as a
     waveform -- scored on the same held-out ECGs. Δ = image − signal."""
-    by_key: dict[tuple, list[Cell]] = {}
-    for c in cells:
-        m = c.meta
-        by_key.setdefault((m["task"], float(m["fraction"]), int(m["seed"]), int(m.get("draw", 0))), []).append(c)
     rows = []
-    for _, group in sorted(by_key.items()):
+    for group in _matched_runs(cells):
         signals = [c for c in group if c.meta["arch_family"] == signal_family]
         for ref in (c for c in group if c.meta["arch_family"] != signal_family):
             for other in signals:
@@ -358,6 +359,23 @@ def subgroup_table(sub: pd.DataFrame, task: str, eval_set: str, *, fraction: flo
 
 # ------------------------------------------------------------------------------------------ everything
 
+
+def _write_paired(paired: pd.DataFrame, out_dir: Path, stem: str, title: str, note: str,
+                  robust_title: str) -> list[Path]:
+    """A paired comparison's long table, one fraction table per task x evaluation set, and its robustness
+    table across seeds and training draws."""
+    if paired.empty:
+        return []
+    files = write_long(paired, out_dir, f"{stem}_long")
+    for task in sorted(paired["task"].unique()):
+        for eval_set in sorted(paired[paired["task"] == task]["eval_set"].unique()):
+            files += write_table(paired_table(paired, task, eval_set), out_dir, f"{stem}_{task}_{eval_set}",
+                                 title=f"{title} — {task}, {eval_set}", note=note)
+    files += write_table(robustness_table(paired), out_dir, f"{stem}_robustness", title=robust_title,
+                         note="Δ = reference − baseline AUROC; 'holds in every run': p < 0.05 with the same sign in "
+                              "every seed/draw.")
+    return files
+
 CI_NOTE = ("Cells: mean over seeds/draws of the estimate [mean of the 95% CI bounds]; AUROC CI DeLong "
            "(clustered by patient when patients repeat), AUPRC CI stratified patient bootstrap.")
 
@@ -390,31 +408,14 @@ def write_all_tables(cells: list[Cell], out_dir: str | Path, *, ci: float = 0.95
                                      title=f"AUROC across seeds and training draws — {where}",
                                      note="mean ± sd (min–max, k runs)")
     paired = paired_comparisons(cells, ci=ci, min_n=min_n)
-    if not paired.empty:
-        files += write_long(paired, out_dir, "paired_long")
-        for task in sorted(paired["task"].unique()):
-            for eval_set in sorted(paired[paired["task"] == task]["eval_set"].unique()):
-                files += write_table(paired_table(paired, task, eval_set), out_dir, f"paired_{task}_{eval_set}",
-                                     title=f"ΔAUROC (reference − baseline), paired DeLong — {task}, {eval_set}",
-                                     note="Same ECGs and same seed/draw; p two-sided, unadjusted.")
-    if not paired.empty:
-        files += write_table(robustness_table(paired), out_dir, "paired_robustness",
-                             title="Do the paired differences survive repeated seeds and training draws?",
-                             note="Δ = reference − baseline AUROC; 'holds in every run': p < 0.05 with the same sign "
-                                  "in every seed/draw.")
+    files += _write_paired(paired, out_dir, "paired", "ΔAUROC (reference − baseline), paired DeLong",
+                           "Same ECGs and same seed/draw; p two-sided, unadjusted.",
+                           "Do the paired differences survive repeated seeds and training draws?")
     signal = image_vs_signal_comparisons(cells, ci=ci, min_n=min_n)
-    if not signal.empty:
-        files += write_long(signal, out_dir, "image_vs_signal_long")
-        for task in sorted(signal["task"].unique()):
-            for eval_set in sorted(signal[signal["task"] == task]["eval_set"].unique()):
-                files += write_table(paired_table(signal, task, eval_set), out_dir,
-                                     f"image_vs_signal_{task}_{eval_set}",
-                                     title=f"ΔAUROC (image model − signal model), paired DeLong — {task}, {eval_set}",
-                                     note="Same training ECGs (same fraction, seed and draw) drawn as an image or "
-                                          "kept as the filtered waveform; same test ECGs; p two-sided, unadjusted.")
-        files += write_table(robustness_table(signal), out_dir, "image_vs_signal_robustness",
-                             title="Image vs signal: do the differences survive repeated seeds and training draws?",
-                             note="Δ = image − signal AUROC.")
+    files += _write_paired(signal, out_dir, "image_vs_signal", "ΔAUROC (image model − signal model), paired DeLong",
+                           "Same training ECGs (same fraction, seed and draw) drawn as an image or kept as the "
+                           "filtered waveform; same test ECGs; p two-sided, unadjusted.",
+                           "Image vs signal: do the differences survive repeated seeds and training draws?")
     subgroups = long_subgroups(cells, ci=ci, min_per_class=min_per_class, min_n=min_n)
     if not subgroups.empty:
         files += write_long(subgroups, out_dir, "subgroups_long")
