@@ -141,7 +141,7 @@ def gather_inputs(inp: PlanInputs, from_dir: Path) -> PlanInputs:
 
     def loader_per_core(f: dict) -> float:
         cores = int(f["cores"])
-        return f[f"stream_{cores}_workers_img_per_s"] / cores
+        return f.get("stream_best_all_cores_img_per_s", f[f"stream_{cores}_workers_img_per_s"]) / cores
 
     if not inp.loader_images_per_s_per_core:
         inp.loader_images_per_s_per_core, src["loader_images_per_s_per_core"] = figure(

@@ -49,7 +49,8 @@ class Cell:
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
-    for key in ("architectures", "fractions", "tasks", "seeds", "draws", "draws_below", "num_workers", "jobs"):
+    for key in ("architectures", "fractions", "tasks", "seeds", "draws", "draws_below", "num_workers",
+                "decode_threads", "jobs"):
         d.pop(key, None)
     return d
 

@@ -1,6 +1,7 @@
 import json
 import os
 import socket
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +213,38 @@ def test_iterating_leaves_the_global_rng_alone(images):
     for _ in make_loader(images, "train", batch_size=4, num_workers=0):
         pass
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_threaded_decoding_gives_identical_batches(images, workers):
+    def batches(threads):
+        loader = make_loader(images, "train", batch_size=5, num_workers=workers, train=True, seed=3,
+                             decode_threads=threads, multiprocessing_context="fork" if workers else None)
+        return [(b["image"].clone(), b["ecg_uid"]) for b in loader]
+
+    one, three = batches(1), batches(3)
+    assert len(one) == len(three) > 1
+    for (a, ua), (b, ub) in zip(one, three):
+        assert ua == ub and torch.equal(a, b)
+    with pytest.raises(ValueError, match="decode_threads"):
+        make_loader(images, "train", decode_threads=0)
+
+
+def test_threaded_decoding_names_the_bad_member(tmp_path, images):
+    import shutil
+
+    bad = tmp_path / "images"
+    shutil.copytree(images, bad)
+    tar_path = sorted((bad / "val").glob("val-*.tar"))[0]
+    members = {}
+    with tarfile.open(tar_path) as tar:
+        for m in tar.getmembers():
+            members[m.name] = tar.extractfile(m).read()
+    png = sorted(n for n in members if n.endswith(".png"))[1]
+    members[png] = members[png][:40]  # truncated PNG
+    from heartbeit.data.corpus import write_shard
+
+    write_shard(tar_path, members.items())
+    with pytest.raises(ValueError, match=f"{png.split('.')[0]}: unreadable PNG"):
+        for _ in make_loader(bad, "val", batch_size=4, train=False, decode_threads=2):
+            pass

@@ -36,10 +36,13 @@ class MatrixConfig:
     precision: str = "bf16"
     imagenet_weights_dir: str = ""  # optional local timm/torchvision weights; empty = random init
     num_workers: int = 2
+    decode_threads: int = 1  # threads decoding each batch inside a loader process (PIL releases the GIL)
     jobs: int = 1  # cells trained in parallel processes (CPU profiles: 2 single-threaded cells beat 1x2 threads)
     threads_per_job: int = 0  # torch threads per cell; 0 = leave torch's default. Part of a cell's identity.
 
     def validate(self) -> None:
+        if self.decode_threads < 1:
+            raise ConfigError(f"decode_threads must be >= 1, got {self.decode_threads}")
         if self.draws < 1:
             raise ConfigError(f"draws must be >= 1, got {self.draws}")
         if not 0 < self.draws_below <= 1:

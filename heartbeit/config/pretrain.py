@@ -29,6 +29,7 @@ class PretrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     num_workers: int = 2
+    decode_threads: int = 1  # threads decoding each batch inside a loader process (PIL releases the GIL)
     seed: int = 0
     compile: bool = False
     keep_checkpoints: int = 2  # newest checkpoint tags kept (0 = all)
@@ -38,6 +39,8 @@ class PretrainConfig:
     ds_config_overrides: dict[str, Any] = field(default_factory=dict)  # merged last into the DeepSpeed config
 
     def validate(self) -> None:
+        if self.decode_threads < 1:
+            raise ConfigError(f"decode_threads must be >= 1, got {self.decode_threads}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.zero_stage not in (0, 1, 2, 3):

@@ -149,7 +149,10 @@ def decode_png_into(data: bytes, out: np.ndarray, where: str) -> None:
 
 def decode_member(data: bytes, ext: str, out: np.ndarray, where: str) -> None:
     if ext == "png":
-        decode_png_into(data, out, where)
+        try:
+            decode_png_into(data, out, where)
+        except (OSError, SyntaxError, EOFError) as exc:  # PIL's errors for truncated / corrupt PNG data
+            raise ValueError(f"{where}: unreadable PNG ({type(exc).__name__}: {exc})"[:300]) from None
     elif ext == "npy":
         pixels = np.load(io.BytesIO(data), allow_pickle=False)
         if pixels.shape != out.shape:
@@ -238,8 +241,12 @@ class ImageStream(torch.utils.data.IterableDataset):
                  epoch: int = 0, seed: int = 0, shuffle: bool = True, with_tokens: bool = False,
                  batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
                  rank: int | None = None, world_size: int | None = None, with_meta: bool = True,
-                 modality: str = "image", subset: frozenset | None = None):
+                 modality: str = "image", subset: frozenset | None = None, decode_threads: int = 1):
         self.images_dir = Path(images_dir)
+        if decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1, got {decode_threads}")
+        self.decode_threads = int(decode_threads)
+        self._executor = None  # per process, made on first use (a thread pool does not cross a fork/pickle)
         self.index = read_index(images_dir)
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -262,6 +269,26 @@ class ImageStream(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self.skip, self.rotation = {}, 0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_executor": None}
+
+    def _map(self, fn, n: int) -> None:
+        """fn(i) for i in range(n): in `decode_threads` threads when > 1. PIL and numpy release the GIL
+        while decoding and copying, so threads decode a batch in parallel without the shared-memory and
+        pickling costs of extra worker processes."""
+        if self.decode_threads <= 1 or n <= 1:
+            for i in range(n):
+                fn(i)
+            return
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._executor is None or getattr(self, "_executor_pid", None) != os.getpid():
+            self._executor = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="heartbeit-decode")
+            self._executor_pid = os.getpid()
+        for _ in self._executor.map(fn, range(n)):  # consumed so a decode error is raised here
+            pass
 
     def _samples(self, urls: list[str], logical: int) -> Iterator[tuple[dict, dict]]:
         """(raw sample, parsed meta) in stream order, filtered, shuffled and past the resume point;
@@ -298,13 +325,18 @@ class ImageStream(torch.utils.data.IterableDataset):
         else:
             inputs = _batch_array((n, 12, int(self.index["wave_samples"])), torch.float32)
         values = inputs.numpy()
-        labels = np.full((n, len(TASKS)), np.nan, dtype=np.float32)
-        for i, (raw, meta) in enumerate(items):
+
+        def decode(i: int) -> None:
+            raw = items[i][0]
             where = f"{raw['__url__']}: sample {raw['__key__']}"
             if self.modality == "image":
                 decode_member(raw[ext], ext, values[i, 0], where)
             else:
                 decode_wave_into(raw[ext], values[i], where)
+
+        self._map(decode, n)
+        labels = np.full((n, len(TASKS)), np.nan, dtype=np.float32)
+        for i, (raw, meta) in enumerate(items):
             for j, task in enumerate(TASKS):
                 value = meta["labels"].get(task)
                 if value is not None:
@@ -463,17 +495,17 @@ def make_image_dataset(images_dir: str | Path, split: str, fraction: float | Non
                        batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
                        rank: int | None = None, world_size: int | None = None,
                        with_meta: bool = True, modality: str = "image",
-                       subset: frozenset | None = None) -> ImageStream:
+                       subset: frozenset | None = None, decode_threads: int = 1) -> ImageStream:
     """The streaming dataset of one split (batches assembled in the worker; see module docstring).
     `with_meta=False` leaves out each sample's metadata dict (`batch["meta"]`): training needs only images,
     labels and ecg_uid, and the dicts are the one part of a batch pickled between processes.
     `modality="wave"` yields the stored filtered waveforms (`batch["wave"]`, float32 mV) instead of images.
     `subset` (ecg_uids) restricts the split to those ECGs, e.g. a repeated training draw
-    (heartbeit.data.splits.training_draw)."""
+    (heartbeit.data.splits.training_draw). `decode_threads` > 1 decodes each batch in that many threads."""
     if fraction is not None and split != "train":
         raise ValueError(f"fractions subset the train split; got split={split!r} with fraction={fraction}")
     return ImageStream(images_dir, split, fraction, task, epoch, seed, shuffle, with_tokens, batch_size, drop_last,
-                       shuffle_buffer, rank, world_size, with_meta, modality, subset)
+                       shuffle_buffer, rank, world_size, with_meta, modality, subset, decode_threads)
 
 
 def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_workers: int = 0,
@@ -481,7 +513,7 @@ def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_wo
                 epoch: int = 0, seed: int = 0, with_tokens: bool = False, shuffle_buffer: int = 1000,
                 rank: int | None = None, world_size: int | None = None, pin_memory: bool = False,
                 multiprocessing_context: str | None = None, with_meta: bool = True,
-                modality: str = "image") -> ImageLoader:
+                modality: str = "image", decode_threads: int = 1) -> ImageLoader:
     """Training (train=True, default for split 'train'): shuffled, full batches only, every rank stops
     after the same number of steps. Evaluation: in order, partial last batches, every sample once.
     `multiprocessing_context` ("fork", "spawn", "forkserver") starts the DataLoader workers; None keeps
@@ -490,6 +522,7 @@ def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_wo
     train = (split == "train") if train is None else train
     ds = make_image_dataset(images_dir, split, fraction, task, epoch, seed, shuffle=train, with_tokens=with_tokens,
                             batch_size=batch_size, drop_last=train, shuffle_buffer=shuffle_buffer, rank=rank,
-                            world_size=world_size, with_meta=with_meta, modality=modality)
+                            world_size=world_size, with_meta=with_meta, modality=modality,
+                            decode_threads=decode_threads)
     return ImageLoader(ds, num_workers=num_workers, equalize=train, pin_memory=pin_memory,
                        multiprocessing_context=multiprocessing_context)

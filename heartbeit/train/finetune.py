@@ -210,17 +210,18 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
         # Partial batches kept: at 1 % a fraction can be smaller than one batch.
         ds = make_image_dataset(images_dir, "train", fraction=fraction, task=cell.task, epoch=epoch,
                                 seed=cell.seed, shuffle=True, batch_size=mcfg.batch_size, drop_last=False,
-                                modality=modality, subset=subset)
+                                modality=modality, subset=subset, decode_threads=mcfg.decode_threads)
         return _batches(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False), modality)
 
     def val():
         return _batches(make_loader(images_dir, "val", mcfg.batch_size, mcfg.num_workers, train=False, task=cell.task,
-                                    modality=modality), modality)
+                                    modality=modality, decode_threads=mcfg.decode_threads), modality)
 
     def evaluation():
         for split in ("test", "external"):
             if split in splits and (man.loc[man["split"] == split, cell.task].notna().any()):
                 yield from _batches(make_loader(images_dir, split, mcfg.batch_size, mcfg.num_workers,
-                                                train=False, task=cell.task, modality=modality), modality)
+                                                train=False, task=cell.task, modality=modality,
+                                                decode_threads=mcfg.decode_threads), modality)
 
     return CellData(train=train, val=val, evaluation=evaluation, n_train=n_train, n_train_pos=n_pos)

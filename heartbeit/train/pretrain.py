@@ -153,7 +153,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
             cfg.tokens == "auto" and shard_tokens_match(images_dir, tokenizer_file, tokenizer))
         source: BatchSource = ShardBatches(images_dir, cfg.batch_size, seed=cfg.seed, with_tokens=use_shard_tokens,
                                            rank=engine.rank, world_size=engine.world_size,
-                                           num_workers=cfg.num_workers)
+                                           num_workers=cfg.num_workers, decode_threads=cfg.decode_threads)
         log.info("token grids: %s", "precomputed in the shards" if use_shard_tokens else "computed on the fly")
     else:
         source = data
