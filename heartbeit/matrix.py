@@ -67,6 +67,12 @@ def is_pretrained_arch(arch: str) -> bool:
     return arch.startswith("heartbeit_")
 
 
+def draws_of(mcfg: MatrixConfig, fraction: float) -> range:
+    """The training draws of a fraction: `mcfg.draws` below `mcfg.draws_below` (and below 100 %, which has
+    only one subset), else draw 0 alone."""
+    return range(mcfg.draws if float(fraction) < min(1.0, mcfg.draws_below) else 1)
+
+
 def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str | Path | None) -> list[Cell]:
     """Every cell in a fixed order (task, fraction, arch, seed, draw) with its stable id. Fractions below
     `mcfg.draws_below` (and below 100%, which has only one subset) get `mcfg.draws` training subsets."""
@@ -76,7 +82,7 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
     cells: list[Cell] = []
     for task in mcfg.tasks:
         for fraction in mcfg.fractions:
-            draws = range(mcfg.draws if float(fraction) < min(1.0, mcfg.draws_below) else 1)
+            draws = draws_of(mcfg, fraction)
             for arch in mcfg.architectures:
                 for seed in mcfg.seeds:
                     for draw in draws:

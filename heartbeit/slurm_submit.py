@@ -58,9 +58,12 @@ class JobSpec:
 
 
 def matrix_cell_count(mcfg) -> int:
-    """Cells of a plan, from the config alone (heartbeit.matrix.plan_cells: task x fraction x arch x seed, one
-    draw per fraction)."""
-    return len(mcfg.tasks) * len(mcfg.fractions) * len(mcfg.architectures) * len(mcfg.seeds)
+    """Cells of a plan, from the config alone (heartbeit.matrix.plan_cells: task x fraction x draw x arch x
+    seed)."""
+    from heartbeit.matrix import draws_of
+
+    draws = sum(len(draws_of(mcfg, f)) for f in mcfg.fractions)
+    return len(mcfg.tasks) * draws * len(mcfg.architectures) * len(mcfg.seeds)
 
 
 def run_args(profile: str, config: str | None, overrides: list[str], workdir: str) -> list[str]:

@@ -65,7 +65,8 @@ def test_cell_count_from_config_matches_the_plan(tmp_path):
     from heartbeit.slurm_submit import matrix_cell_count
 
     (tmp_path / "index.json").write_text("{}")
-    for profile, extra in (("ci", []), ("paper", []), ("ci", ["matrix.seeds=[0,1,2]", "matrix.tasks=[hcm]"])):
+    for profile, extra in (("ci", []), ("paper", []), ("demo", []),
+                           ("ci", ["matrix.seeds=[0,1,2]", "matrix.tasks=[hcm]", "matrix.draws=3"])):
         cfg = load_config(profile, overrides=extra)
         assert matrix_cell_count(cfg.matrix) == len(plan_cells(cfg.matrix, tmp_path, None)) > 0
 
@@ -89,8 +90,9 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
     assert "--partition=gpu" in blocks["pretrain"] and "--nodes=2" in blocks["pretrain"]
     assert "--gpus-per-node=8" in blocks["pretrain"]  # the flag overrides the site file's 4
     assert "--time=2-00:00:00" in blocks["pretrain"] and "--time=01:00:00" in blocks["report"]
-    assert "--array=0-19%3" in blocks["matrix"]  # 4 architectures x 5 fractions x 1 task x 1 seed
-    assert "plan --expect 20" in blocks["plan"]
+    # 5 architectures x (5 fractions + a second draw at 1 %) x 1 task x 1 seed
+    assert "--array=0-29%3" in blocks["matrix"]
+    assert "plan --expect 30" in blocks["plan"]
 
 
 def test_site_file_errors_name_the_key(tmp_path):

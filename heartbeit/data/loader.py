@@ -246,7 +246,7 @@ class ImageStream(torch.utils.data.IterableDataset):
         if decode_threads < 1:
             raise ValueError(f"decode_threads must be >= 1, got {decode_threads}")
         self.decode_threads = int(decode_threads)
-        self._executor = None  # per process, made on first use (a thread pool does not cross a fork/pickle)
+        self._executor = None  # per process, made on first use (a thread pool does not cross a fork)
         self.index = read_index(images_dir)
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -273,6 +273,16 @@ class ImageStream(torch.utils.data.IterableDataset):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_executor": None}
 
+    def _pool(self):
+        """This process's decode thread pool, made on first use."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._executor is None or getattr(self, "_executor_pid", None) != os.getpid():
+            self._executor = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="heartbeit-decode")
+            self._executor_pid = os.getpid()
+        return self._executor
+
     def _map(self, fn, n: int) -> None:
         """fn(i) for i in range(n): in `decode_threads` threads when > 1. PIL and numpy release the GIL
         while decoding and copying, so threads decode a batch in parallel without the shared-memory and
@@ -281,13 +291,13 @@ class ImageStream(torch.utils.data.IterableDataset):
             for i in range(n):
                 fn(i)
             return
-        import os
-        from concurrent.futures import ThreadPoolExecutor
 
-        if self._executor is None or getattr(self, "_executor_pid", None) != os.getpid():
-            self._executor = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="heartbeit-decode")
-            self._executor_pid = os.getpid()
-        for _ in self._executor.map(fn, range(n)):  # consumed so a decode error is raised here
+        def chunk(bounds: tuple[int, int]) -> None:  # one task per thread: a future per image costs more
+            for i in range(*bounds):
+                fn(i)
+
+        edges = np.linspace(0, n, min(n, self.decode_threads) + 1).astype(int)
+        for _ in self._pool().map(chunk, zip(edges[:-1], edges[1:])):  # consumed: a decode error is raised here
             pass
 
     def _samples(self, urls: list[str], logical: int) -> Iterator[tuple[dict, dict]]:
@@ -360,14 +370,18 @@ class ImageStream(torch.utils.data.IterableDataset):
         logical = (physical + self.rotation) % num_workers
         urls = assigned(epoch_shards(self.names, self.seed, self.epoch, self.shuffle),
                         self.rank, self.world_size, logical, num_workers)
+        for items in self._item_batches(urls, logical):
+            yield self._collate(items, logical)
+
+    def _item_batches(self, urls: list[str], logical: int) -> Iterator[list[tuple[dict, dict]]]:
         batch: list[tuple[dict, dict]] = []
         for item in self._samples(urls, logical):
             batch.append(item)
             if len(batch) == self.batch_size:
-                yield self._collate(batch, logical)
+                yield batch
                 batch = []
         if batch and not self.drop_last:
-            yield self._collate(batch, logical)
+            yield batch
 
 
 # ----------------------------------------------------------------------------------------- epoch plan
