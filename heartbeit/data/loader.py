@@ -14,7 +14,14 @@ and `tarfile` cost about a third of a decode per sample); each sample's JSON is 
 decoded straight into one preallocated uint8 batch array (in shared memory inside a DataLoader worker, so
 handing the batch to the trainer copies nothing) and labels into one float array; the DataLoader gets an
 identity collate so it does not walk the batch. Per-sample metadata dicts (`meta`) are the one part that
-is pickled between processes: training passes `with_meta=False`; evaluation keeps them.
+is pickled between processes: training passes `with_meta=False`; evaluation keeps them. `decode_threads` > 1
+decodes each batch in that many threads of the process that reads it (PIL releases the GIL while decoding):
+on a small node this beats worker processes, whose fresh shared-memory batches and trainer-side receiving
+cost more than they save (bench/loader.py measures both set-ups).
+
+Modalities: `modality="wave"` reads the sibling `<shard>.wave.tar` of each image shard and yields the stored
+filtered waveforms (float32 mV [B, 12, L]) instead of images, for signal-domain models; same splits, same
+sample order. `subset` (ecg_uids) restricts a split to an explicit set, e.g. a repeated training draw.
 
 Coverage: shards are dealt to exactly one (rank, worker) per epoch, so an epoch yields every sample of
 the split exactly once across all ranks x workers (evaluation gathers predictions from all ranks).
