@@ -12,7 +12,8 @@ import pytest
 from heartbeit.config import load_config
 from heartbeit.data.corpus import write_shard
 from heartbeit.data.render import render_batch
-from heartbeit.data.shards import encode_image, layout_record
+from heartbeit.data.shards import encode_image, encode_wave, layout_record, wave_for_storage
+from heartbeit.data.signal import preprocess
 from heartbeit.data.synth import simulate_ecg
 from heartbeit.eval.synthetic_cells import write_fake_cells
 from heartbeit.utils.io import atomic_write_json
@@ -20,8 +21,9 @@ from heartbeit.utils.io import atomic_write_json
 SIZE = 64
 TASKS = ("lvef_le40", "hcm", "stemi")
 FAKE_ARCHS = {"heartbeit_micro_patch8_64": "heartbeit", "resnet18": "resnet", "efficientnet_b0": "efficientnet",
-              "resnet1d": "signal"}
-WITH_WEIGHTS = ("heartbeit_micro_patch8_64", "resnet18")
+              "signal_xresnet1d_tiny": "signal"}
+WITH_WEIGHTS = ("heartbeit_micro_patch8_64", "resnet18", "signal_xresnet1d_tiny")
+IMAGE_WITH_WEIGHTS = ("heartbeit_micro_patch8_64", "resnet18")
 OVERRIDES = ["render.image_size=64", "report.bootstrap=50", "report.saliency_samples=1",
              "report.saliency_lead_samples=3", "report.territory_samples=2", "report.wasserstein_images=6",
              "report.wasserstein_pairs=8"]
@@ -44,9 +46,13 @@ def write_fake_images(root: Path, cfg, per_split: dict[str, int]) -> pd.DataFram
                          "shard": f"{split}/{split}-000000.tar"})
             members.append((f"{key}.json", json.dumps({"ecg_uid": key, "split": split, "labels": labels}).encode()))
         images = render_batch(np.stack(signals), 250, size=SIZE)
+        waves = wave_for_storage(preprocess(np.stack(signals), 250, cfg.render), 250, 100, 10.0)
+        wave_members = list(members) + [(name.replace(".json", ".wave.npy"), encode_wave(w))
+                                        for (name, _), w in zip(list(members), waves)]
         for (name, _), img in zip(list(members), images):
             members.append((name.replace(".json", ".png"), encode_image(img, "png")))
         write_shard(root / split / f"{split}-000000.tar", members)
+        write_shard(root / split / f"{split}-000000.wave.tar", wave_members)
     manifest = pd.DataFrame(rows)
     manifest.to_parquet(root / "manifest.parquet", index=False)
     atomic_write_json(root / "layout.json", layout_record(cfg.render))
@@ -68,7 +74,8 @@ def write_cells(cells_dir: Path, tasks=("hcm", "stemi"), weights=WITH_WEIGHTS) -
         if meta["arch"] in weights and meta["fraction"] == 1.0:
             torch.manual_seed(0)
             kw = {"img_size": SIZE} if meta["arch"].startswith("heartbeit") else {}
-            model = timm.create_model(meta["arch"], pretrained=False, num_classes=2, in_chans=1, **kw)
+            kw["in_chans"] = 12 if meta["arch"].startswith("signal_") else 1
+            model = timm.create_model(meta["arch"], pretrained=False, num_classes=2, **kw)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
     return dirs
 
@@ -123,6 +130,10 @@ def test_report_end_to_end(report):
     assert set(imp["arch"]) == set(WITH_WEIGHTS)
     assert set(imp[imp["arch"] == "resnet18"]["method"]) == {"gradcam", "fullgrad"}
     assert set(imp[imp["arch"] == "heartbeit_micro_patch8_64"]["method"]) == {"gradcam"}
+    # the signal model: input×gradient per lead of its waveform on the same positives (12 leads, chance 1/12)
+    sig = imp[imp["arch"] == "signal_xresnet1d_tiny"]
+    assert set(sig["method"]) == {"inputxgrad"} and len(sig) == 2 * 12 and (sig["area_share"] == 1 / 12).all()
+    assert "signal_xresnet1d_tiny (random) input×gradient" in md
     sums = imp.groupby(["task", "arch", "method"])["mass_share"].sum()
     np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-9)
     assert (imp["n_images"] == 3).all()  # three positives of the test split per task
@@ -131,15 +142,18 @@ def test_report_end_to_end(report):
     terr = pd.read_parquet(out / "saliency" / "territory_long.parquet")
     assert set(terr["territory"]) == {"anterior", "inferior", "lateral", "all"}
     assert terr["best"].sum() == 4 and (terr["ratio_mean"] >= 0).all()
+    assert len(terr[terr["arch"] == "signal_xresnet1d_tiny"]) == 4  # compared on the same synthetic waveforms
+    assert not terr[terr["arch"] == "signal_xresnet1d_tiny"]["best"].any()  # "best" is an image model
     best = summary["territory"]
-    assert best["arch"] in WITH_WEIGHTS and best["territory_ratio"] == pytest.approx(
+    assert best["arch"] in IMAGE_WITH_WEIGHTS and best["territory_ratio"] == pytest.approx(
         terr[terr["best"] & (terr["territory"] == "all")]["ratio_mean"].iloc[0])
     # image vs signal: a paired table per task and evaluation set, with p-values, in the report and in tables/
     for task in ("stemi", "hcm"):
         for ext in ("md", "tex", "csv"):
             assert (out / "tables" / f"image_vs_signal_{task}_internal.{ext}").is_file()
     vs = pd.read_parquet(out / "tables" / "image_vs_signal_long.parquet")
-    assert set(vs["arch"]) == {"resnet1d"} and set(vs["reference"]) == set(FAKE_ARCHS) - {"resnet1d"}
+    assert set(vs["arch"]) == {"signal_xresnet1d_tiny"} and set(vs["reference"]) == set(FAKE_ARCHS) - {
+        "signal_xresnet1d_tiny"}
     assert vs["p"].between(0, 1).all()
     section = md[md.index("Image vs signal: does drawing"):]
     assert "stemi: ΔAUROC (image − signal)" in section and re.search(r"\(p[=<]0\.\d+\)", section)
@@ -148,7 +162,7 @@ def test_report_end_to_end(report):
     assert "Brier score / ECE" in md and "by site, sex and age band" in md
     # what could not be built is said, not hidden
     assert any("efficientnet_b0" in p and "model.safetensors" in p for p in summary["problems"])
-    assert not any("resnet1d" in p for p in summary["problems"])  # the signal model has no image saliency
+    assert not any("signal_xresnet1d" in p for p in summary["problems"])
     assert set(imp[imp["arch"] == "resnet18"]["resolution"]) == {"4x4", "pixel"}  # layer3 at 64 px: layer4 would be 2x2
     assert "heartbeit_micro_patch8_64 (pretrained) Grad-CAM 8x8" in md
     assert json.loads((out / "report.json").read_text())["cells"] == summary["cells"] == 16

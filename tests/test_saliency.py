@@ -189,3 +189,28 @@ def test_cam_resolution_names_the_grid():
     assert sal.cam_target_layers(resnet, "resnet18", (SIZE, SIZE))[0] is resnet.layer3
     assert sal.cam_target_layers(resnet, "resnet18", (224, 224))[0] is resnet.layer4[-1]  # 7x7 already
     assert sal.cam_resolution(resnet, "resnet18", (224, 224)) == (7, 7)
+
+
+def test_signal_model_attribution_per_lead_and_territory():
+    import timm
+
+    from heartbeit.data.leads import LEADS
+
+    torch.manual_seed(0)
+    model = timm.create_model("signal_xresnet1d_tiny", num_classes=2).eval()
+    waves = np.stack([simulate_ecg(s, fs=100, stemi_territory="anterior") for s in (1, 2)]).astype(np.float32)
+    attr = sal.signal_attributions(model, waves, batch_size=1)
+    assert attr.shape == waves.shape and (attr >= 0).all() and attr.sum() > 0
+    np.testing.assert_allclose(attr, sal.signal_attributions(model, waves), rtol=1e-4, atol=1e-7)  # batch-size free
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    imp = sal.signal_lead_importance(attr)
+    assert list(imp["lead"]) == list(LEADS) and imp["mass_share"].sum() == pytest.approx(1.0)
+    # chance is a uniform spread over the 12 leads; mass on the territory's leads only gives 12 / k
+    uniform = np.ones((3, 12, 50))
+    np.testing.assert_allclose(sal.signal_territory_ratios(uniform, ["V1", "V2", "V3", "V4"]), 1.0)
+    focused = np.zeros((1, 12, 50))
+    focused[0, [LEADS.index(x) for x in ("II", "III", "aVF")]] = 1.0
+    np.testing.assert_allclose(sal.signal_territory_ratios(focused, ["II", "III", "aVF"]), 4.0)
+    assert np.isnan(sal.signal_territory_ratios(np.zeros((1, 12, 50)), ["V1"])).all()
+    with pytest.raises(ValueError, match="leads"):
+        sal.signal_attributions(model, waves[0])

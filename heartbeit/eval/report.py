@@ -19,6 +19,7 @@ named in the report's "Missing" section. Signal-domain cells have no image and n
 from __future__ import annotations
 
 import html
+import io
 import json
 import logging
 import math
@@ -164,6 +165,29 @@ def read_images(images: ImageSet, rows: pd.DataFrame) -> np.ndarray:
     return np.stack([found[i] for i in range(len(wanted))]) if wanted else np.zeros((0, *images.size), np.uint8)
 
 
+def read_waves(images: ImageSet, rows: pd.DataFrame) -> np.ndarray:
+    """float32 mV [N, 12, L] for the manifest rows, in their order, from the shards' waveform siblings."""
+    from heartbeit.data.shards import wave_relpath
+
+    wanted = {str(k): i for i, k in enumerate(rows["key"].astype(str))}
+    found: dict[int, np.ndarray] = {}
+    for shard in sorted(rows["shard"].astype(str).unique()):
+        path = images.root / wave_relpath(shard)
+        try:
+            with tarfile.open(path, "r") as tar:
+                for member in tar:
+                    key, _, ext = member.name.partition(".")
+                    if member.isfile() and key in wanted and ext == "wave.npy":
+                        data = tar.extractfile(member).read()
+                        found[wanted[key]] = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32) / 1000
+        except (OSError, tarfile.TarError) as exc:
+            raise ValueError(f"{path}: unreadable waveform shard ({exc.__class__.__name__})") from exc
+    if len(found) != len(wanted):
+        raise ValueError(f"{images.root}: {len(wanted) - len(found)} waveform(s) listed in manifest.parquet are "
+                         "not in their shard's .wave.tar")
+    return np.stack([found[i] for i in range(len(wanted))])
+
+
 # -------------------------------------------------------------------------------------------- models
 
 
@@ -176,8 +200,11 @@ def load_cell_model(cell_dir: str | Path, arch: str, img_size: int):
     from heartbeit.models.zoo import TRANSFORMER_PREFIXES
 
     path = Path(cell_dir) / MODEL_FILE
+    from heartbeit.models.zoo import is_signal_arch
+
     kwargs = {"img_size": img_size} if arch.startswith(TRANSFORMER_PREFIXES) else {}
-    model = timm.create_model(arch, pretrained=False, num_classes=2, in_chans=1, **kwargs)
+    model = timm.create_model(arch, pretrained=False, num_classes=2, in_chans=12 if is_signal_arch(arch) else 1,
+                              **kwargs)
     try:
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
@@ -188,15 +215,18 @@ def load_cell_model(cell_dir: str | Path, arch: str, img_size: int):
 
 
 def predict(model, arch: str, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """P(class 1) for uint8 images [N, H, W]."""
+    """P(class 1) for uint8 images [N, H, W], or float mV waveforms [N, 12, L] for a signal model."""
     import torch
+
+    from heartbeit.models.zoo import is_signal_arch
 
     mean, std = sal._normalization(arch)
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = torch.as_tensor(images[start:start + batch_size])[:, None].float()
-            out.append(torch.softmax(model((x / 255.0 - mean) / std).float(), dim=1)[:, 1].numpy())
+            x = torch.as_tensor(images[start:start + batch_size])
+            x = x.float() if is_signal_arch(arch) else x[:, None].float() / 255.0
+            out.append(torch.softmax(model((x - mean) / std).float(), dim=1)[:, 1].numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -239,7 +269,7 @@ def _methods(model, cfg) -> list[str]:
     return ["gradcam", "fullgrad"] if cfg.report.fullgrad and sal.supports_fullgrad(model) else ["gradcam"]
 
 
-METHOD_LABEL = {"gradcam": "Grad-CAM", "fullgrad": "FullGrad"}
+METHOD_LABEL = {"gradcam": "Grad-CAM", "fullgrad": "FullGrad", "inputxgrad": "input×gradient"}
 
 
 def saliency_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long: pd.DataFrame | None) -> SaliencyResult:
@@ -306,6 +336,7 @@ def saliency_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long: 
                         f"{task} positive #{i + 1} ({rc.saliency_split} split) — {label}\n"
                         f"P({task}) = {scores[i]:.2f}; trained on {fraction_label(fraction)}", METHOD_LABEL[method])
                     figs.append((_rel(p, out_dir), f"{task} — {label}: positive #{i + 1}"))
+        imp_rows += _signal_importance(cellset, images, task, fraction, rows, res)
     if imp_rows:
         res.importance = pd.concat(imp_rows, ignore_index=True)
         res.profile = pd.concat(prof_rows, ignore_index=True)
@@ -321,10 +352,37 @@ def saliency_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long: 
     return res
 
 
+def _signal_cells(cells: list[Cell]) -> list[Cell]:
+    return [c for c in cells if (c.meta.get("arch_family") or sal.family_of(c.meta["arch"])) == "signal"]
+
+
+def _signal_importance(cellset: CellSet, images: ImageSet, task: str, fraction: float, rows: pd.DataFrame,
+                       res: SaliencyResult) -> list[pd.DataFrame]:
+    """Per-lead input×gradient of the signal-domain model(s) on the same sampled positive ECGs' waveforms."""
+    runs = {k: c for k, c in first_runs(_signal_cells(cellset.cells), task, fraction).items()
+            if (cellset.dirs[str(c.meta["cell_id"])] / MODEL_FILE).is_file()}
+    if not runs:
+        return []
+    try:
+        waves = read_waves(images, rows)
+    except ValueError as exc:
+        res.notes.append(f"{task}: no waveforms for the signal model's attribution ({exc})")
+        return []
+    out = []
+    for (arch, init), cell in runs.items():
+        model = load_cell_model(cellset.dirs[str(cell.meta["cell_id"])], arch, 0)
+        imp = sal.signal_lead_importance(sal.signal_attributions(model, waves))
+        out.append(imp.assign(task=task, arch=arch, arch_family="signal", init=init, fraction=fraction,
+                              cell_id=str(cell.meta["cell_id"]), method="inputxgrad", resolution="sample"))
+    return out
+
+
 LEAD_NOTE = ("Cells: mean share of each image's saliency mass (%) and, in brackets, the enrichment over a uniform "
              "map (mass share / area share; > 1 = more than chance). 'II rhythm' is the 10 s strip; "
              "per lead totals in lead_importance_long (column lead). Grad-CAM columns name the grid the model's "
-             "target layer sees (e.g. 2x2): attribution finer than one grid cell is interpolation.")
+             "target layer sees (e.g. 2x2): attribution finer than one grid cell is interpolation. The signal "
+             "model's column is |input × gradient| summed per lead of its waveform input (chance = 1/12 per lead; "
+             "it has no II rhythm strip).")
 
 
 def lead_table(imp: pd.DataFrame) -> pd.DataFrame:
@@ -335,7 +393,7 @@ def lead_table(imp: pd.DataFrame) -> pd.DataFrame:
     for (arch, init, method, resolution), part in imp.groupby(["arch", "init", "method", "resolution"], sort=False):
         part = part.set_index("region")
         col = f"{arch} ({init}) {METHOD_LABEL[method]}" + (f" {resolution}" if method == "gradcam" else "")
-        out[col] = [MISSING if not math.isfinite(part.loc[r, "mass_share"]) else
+        out[col] = [MISSING if r not in part.index or not math.isfinite(part.loc[r, "mass_share"]) else
                     f"{part.loc[r, 'mass_share'] * 100:.1f}% (×{part.loc[r, 'enrichment']:.2f})" for r in regions]
     return out
 
@@ -345,10 +403,12 @@ def _rel(path: Path, part_dir: Path) -> str:
     return f"{part_dir.name.split('.staging')[0]}/{Path(path).relative_to(part_dir).as_posix()}"
 
 
-def synthetic_stemi_images(territory: str, n: int, images: ImageSet, cfg, seed: int) -> np.ndarray:
+def synthetic_stemi(territory: str, n: int, images: ImageSet, cfg, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`n` synthetic ECGs with a STEMI of `territory`, filtered and drawn exactly as the image shards
-    (layout, size, scales from layout.json; filter settings from the render config)."""
+    (layout, size, scales from layout.json; filter settings from the render config): (uint8 images
+    [n, H, W], float32 mV waveforms [n, 12, L] as the shards store them for signal models)."""
     from heartbeit.data.render import render_batch
+    from heartbeit.data.shards import wave_for_storage
     from heartbeit.data.signal import preprocess
     from heartbeit.data.synth import STEMI_TERRITORIES, simulate_ecg
 
@@ -362,9 +422,12 @@ def synthetic_stemi_images(territory: str, n: int, images: ImageSet, cfg, seed: 
     sig = np.stack([simulate_ecg(int(s), fs=fs, duration_s=duration, stemi_territory=territory,
                                  severity=cfg.report.territory_severity, **noise) for s in seeds])
     filtered = preprocess(sig, fs, cfg.render, fs_out=fs)
-    return render_batch(filtered, fs, size=tuple(lay["image_size"]), layout=lay["layout"],
+    imgs = render_batch(filtered, fs, size=tuple(lay["image_size"]), layout=lay["layout"],
                         grid=bool(lay.get("grid", False)), mm_per_mv=float(lay.get("mm_per_mv", 10.0)),
                         duration_s=duration, line_width=cfg.render.line_width or None)
+    wave_hz = cfg.render.wave_hz or int(fs)
+    waves = wave_for_storage(filtered, fs, wave_hz, duration).astype(np.float32) / 1000.0
+    return imgs, waves
 
 
 def best_stemi_cell(cells: list[Cell], long: pd.DataFrame | None, dirs: dict) -> tuple[Cell | None, str]:
@@ -404,7 +467,7 @@ def territory_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long,
             if (cellset.dirs[str(c.meta["cell_id"])] / MODEL_FILE).is_file()}
     boxes = images.boxes
     h, _ = images.size
-    synthetic = {t: synthetic_stemi_images(t, rc.territory_samples, images, cfg, rc.seed) for t in STEMI_TERRITORY_LEADS}
+    synthetic = {t: synthetic_stemi(t, rc.territory_samples, images, cfg, rc.seed) for t in STEMI_TERRITORY_LEADS}
     rows = []
     auroc = {}
     if long is not None and not long.empty:
@@ -414,7 +477,7 @@ def territory_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long,
         model = load_cell_model(cellset.dirs[str(cell.meta["cell_id"])], arch, h)
         is_best = cell is best
         all_ratios = []
-        for territory, ecgs in synthetic.items():
+        for territory, (ecgs, _) in synthetic.items():
             maps = sal.saliency_maps(model, arch, ecgs, target_class=1, batch_size=rc.saliency_batch)
             ratios = sal.territory_ratios(maps, boxes, STEMI_TERRITORY_LEADS[territory])
             p = predict(model, arch, ecgs)
@@ -429,6 +492,19 @@ def territory_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long,
         r = np.concatenate([a for a, _ in all_ratios])
         p = np.concatenate([b for _, b in all_ratios])
         rows.append(_ratio_row(arch, init, cell, is_best, "all", r, p, auroc, stats))
+    # the signal model on the same synthetic ECGs' waveforms (input×gradient per lead), for comparison
+    signal_runs = {k: c for k, c in first_runs(_signal_cells(cellset.cells), "stemi", fraction).items()
+                   if (cellset.dirs[str(c.meta["cell_id"])] / MODEL_FILE).is_file()}
+    for (arch, init), cell in signal_runs.items():
+        model = load_cell_model(cellset.dirs[str(cell.meta["cell_id"])], arch, 0)
+        parts = []
+        for territory, (_, waves) in synthetic.items():
+            ratios = sal.signal_territory_ratios(sal.signal_attributions(model, waves), STEMI_TERRITORY_LEADS[territory])
+            p = predict(model, arch, waves)
+            rows.append(_ratio_row(arch, init, cell, False, territory, ratios, p, auroc, stats))
+            parts.append((ratios, p))
+        rows.append(_ratio_row(arch, init, cell, False, "all", np.concatenate([a for a, _ in parts]),
+                               np.concatenate([b for _, b in parts]), auroc, stats))
     res.territory = pd.DataFrame(rows)
     write_long(res.territory, out_dir, "territory_long")
     write_table(territory_table(res.territory), out_dir, "territory",
@@ -445,7 +521,9 @@ def territory_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long,
 TERRITORY_NOTE = ("Ratio = share of Grad-CAM mass inside every box drawing a territory lead / those boxes' share of "
                   "the image area (a uniform map gives 1; > 1 = the model looks at the injured territory). Mean over "
                   "synthetic ECGs of known territory rendered with the run's layout and size; 95% CI (t); 'share > 1' = "
-                  "fraction of ECGs with ratio > 1; P(stemi) = the model's mean score on them.")
+                  "fraction of ECGs with ratio > 1; P(stemi) = the model's mean score on them. The signal model's "
+                  "rows use |input × gradient| on the same ECGs' waveforms: territory leads' share over their share "
+                  "of the 12 leads.")
 
 
 def _float(x) -> float | None:
@@ -475,7 +553,8 @@ def territory_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in df.itertuples(index=False):
         ci = f" [{r.ratio_low:.2f}, {r.ratio_high:.2f}]" if math.isfinite(r.ratio_low) else ""
-        rows.append({"Model": f"{r.arch} ({r.init})" + (" ★ best" if r.best else ""),
+        how = " input×gradient" if sal.family_of(r.arch) == "signal" else ""
+        rows.append({"Model": f"{r.arch} ({r.init}){how}" + (" ★ best" if r.best else ""),
                      "Internal AUROC": f"{r.internal_auroc:.3f}" if math.isfinite(r.internal_auroc) else MISSING,
                      "Territory": r.territory, "n": r.n_images, "Zero maps": r.n_zero_maps,
                      "Ratio": f"{r.ratio_mean:.2f}{ci}" if math.isfinite(r.ratio_mean) else MISSING,
@@ -816,7 +895,9 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
     doc.para("Grad-CAM for every image model (FullGrad as well for the CNNs) on positive ECGs of the "
              f"{rc.saliency_split} split, models trained on the largest fraction (first seed/draw). Saliency is "
              "mapped back to lead and time through the renderer's lead boxes (layout.json). "
-             "'II rhythm' is the 10 s lead II strip; the other regions show 2.5 s each.")
+             "'II rhythm' is the 10 s lead II strip; the other regions show 2.5 s each. The signal-domain model "
+             "is read on the same ECGs' waveforms: |input × gradient| summed per lead (its leads are its input "
+             "channels, so no layout is involved).")
     sres = saliency_part(cellset, images, cfg, staging["saliency"], long) if cells else SaliencyResult()
     problems += sres.notes
     for task, table in sres.tables.items():

@@ -285,6 +285,65 @@ def territory_ratios(maps, boxes, territory_leads: Iterable[str]) -> np.ndarray:
     return shares[:, inside].sum(axis=1) / area_shares(boxes)[inside].sum()
 
 
+# ------------------------------------------------------------------------------- signal-domain models
+
+
+def signal_attributions(model: torch.nn.Module, waves, target_class: int = 1, batch_size: int = 32) -> np.ndarray:
+    """|input x gradient| of the class logit for waveform models: float32 [N, 12, L] >= 0 for waves
+    [N, 12, L] in mV. Grad-CAM needs an image's spatial grid; a waveform's leads are its input channels, so
+    the attribution is read per lead directly (no layout to map back through)."""
+    x = torch.as_tensor(np.asarray(waves, dtype=np.float32))
+    if x.dim() != 3:
+        raise ValueError(f"expected waveforms shaped [N, leads, samples], got {tuple(x.shape)}")
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(x), batch_size):
+            part = x[start:start + batch_size].clone().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(part)
+                grad, = torch.autograd.grad(logits[:, int(target_class)].sum(), part)
+            out.append((part.detach() * grad).abs().numpy())
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    return np.concatenate(out) if out else np.zeros((0, *x.shape[1:]), np.float32)
+
+
+def _lead_shares(attr: np.ndarray) -> np.ndarray:
+    """[N, 12] share of each ECG's attribution per lead (NaN rows for an all-zero attribution)."""
+    per_lead = np.asarray(attr, dtype=np.float64).sum(axis=2)
+    total = per_lead.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, per_lead / total, np.nan)
+
+
+def signal_lead_importance(attr: np.ndarray) -> pd.DataFrame:
+    """The `lead_importance` table for waveform attributions: one region per lead, chance = 1/12 each."""
+    from heartbeit.data.leads import LEADS
+
+    shares = _lead_shares(attr)
+    valid = ~np.isnan(shares).any(axis=1)
+    v = shares[valid]
+    mean = v.mean(axis=0) if len(v) else np.full(len(LEADS), np.nan)
+    sd = v.std(axis=0, ddof=1) if len(v) > 1 else np.full(len(LEADS), np.nan)
+    area = 1.0 / len(LEADS)
+    return pd.DataFrame([{"region": lead, "lead": lead, "area_share": area, "mass_share": float(mean[i]),
+                          "mass_sd": float(sd[i]), "enrichment": float(mean[i] / area), "n_images": int(valid.sum()),
+                          "n_zero_maps": int((~valid).sum())} for i, lead in enumerate(LEADS)])
+
+
+def signal_territory_ratios(attr: np.ndarray, territory_leads: Iterable[str]) -> np.ndarray:
+    """Per ECG: the attribution share of the territory's leads over their share of the 12 leads (1 = chance)."""
+    from heartbeit.data.leads import LEADS
+
+    inside = np.array([lead in set(territory_leads) for lead in LEADS])
+    if not inside.any():
+        raise ValueError(f"no lead of {sorted(territory_leads)} is one of the 12 leads")
+    return _lead_shares(attr)[:, inside].sum(axis=1) / (inside.sum() / len(LEADS))
+
+
 # ------------------------------------------------------------------------------------------- figures
 
 
