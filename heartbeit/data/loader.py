@@ -171,10 +171,15 @@ def decode_member(data: bytes, ext: str, out: np.ndarray, where: str) -> None:
 
 def decode_wave_into(data: bytes, out: np.ndarray, where: str) -> None:
     """A `.wave.npy` member (int16 uV [12, n]) into `out` (float32 mV [12, n])."""
-    wave = np.load(io.BytesIO(data), allow_pickle=False)
-    if wave.dtype != np.int16 or wave.shape != out.shape:
-        raise ValueError(f"{where}: waveform is {wave.dtype} {wave.shape}, expected int16 {out.shape}")
-    np.multiply(wave, np.float32(1e-3), out=out)
+    from .shards import decode_wave
+
+    try:
+        wave = decode_wave(data)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if wave.shape != out.shape:
+        raise ValueError(f"{where}: waveform is {wave.shape}, the first of its batch is {out.shape}")
+    out[...] = wave
 
 
 MODALITIES = ("image", "wave")
@@ -269,7 +274,6 @@ class ImageStream(torch.utils.data.IterableDataset):
         self.with_meta = with_meta
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.keep = SampleFilter(fraction, task, subset)
-        self.subset = self.keep.subset
         self.skip: dict[int, int] = {}  # logical worker -> samples to skip (resume)
         self.rotation = 0  # physical worker p plays logical worker (p + rotation) % num_workers
 
@@ -455,7 +459,7 @@ class ImageLoader:
     def _plan(self) -> np.ndarray:
         d = self.dataset
         plan = epoch_plan(d.images_dir, d.split, d.world_size, self.num_workers, d.epoch, d.seed, d.shuffle,
-                          d.fraction, d.task, d.subset)
+                          d.fraction, d.task, d.keep.subset)
         return plan
 
     def __len__(self) -> int:

@@ -102,6 +102,14 @@ def encode_wave(wave: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def decode_wave(data: bytes) -> np.ndarray:
+    """A `.wave.npy` member -> float32 mV [12, n] (stored as int16 uV)."""
+    wave = np.load(io.BytesIO(data), allow_pickle=False)
+    if wave.dtype != np.int16 or wave.ndim != 2 or wave.shape[0] != 12:
+        raise ValueError(f"waveform must be int16 [12, n], got {wave.dtype} {wave.shape}")
+    return wave.astype(np.float32) * np.float32(1e-3)
+
+
 def decode_image(data: bytes, ext: str) -> np.ndarray:
     """uint8 [H, W] from a `.png` or `.npy` member."""
     if ext == "png":

@@ -19,7 +19,6 @@ named in the report's "Missing" section. Signal-domain cells have no image and n
 from __future__ import annotations
 
 import html
-import io
 import json
 import logging
 import math
@@ -143,49 +142,41 @@ def pick_rows(manifest: pd.DataFrame, mask, n: int, seed: int, purpose: str) -> 
     return part.iloc[order[:n]]
 
 
+def _read_members(images: ImageSet, rows: pd.DataFrame, tar_of, exts: tuple[str, ...], decode, what: str) -> dict:
+    """{row position: decode(bytes, ext)} for the manifest rows' members with one of `exts`, read straight
+    from the tar `tar_of(shard)` of each row's shard."""
+    wanted = {str(k): i for i, k in enumerate(rows["key"].astype(str))}
+    found: dict[int, np.ndarray] = {}
+    for shard in sorted(rows["shard"].astype(str).unique()):
+        path = images.root / tar_of(shard)
+        try:
+            with tarfile.open(path, "r") as tar:
+                for member in tar:
+                    key, _, ext = member.name.partition(".")
+                    if member.isfile() and key in wanted and ext in exts:
+                        found[wanted[key]] = decode(tar.extractfile(member).read(), ext)
+        except (OSError, tarfile.TarError) as exc:
+            raise ValueError(f"{path}: unreadable {what} shard ({exc.__class__.__name__})") from exc
+    missing = len(wanted) - len(found)
+    if missing:
+        raise ValueError(f"{images.root}: {missing} {what}(s) listed in manifest.parquet are not in their shard")
+    return found
+
+
 def read_images(images: ImageSet, rows: pd.DataFrame) -> np.ndarray:
     """uint8 [N, H, W] for the manifest rows, in their order, read straight from the shard tars."""
     from heartbeit.data.shards import decode_image
 
-    wanted = {str(k): i for i, k in enumerate(rows["key"].astype(str))}
-    found: dict[int, np.ndarray] = {}
-    for shard in sorted(rows["shard"].astype(str).unique()):
-        path = images.root / shard
-        try:
-            with tarfile.open(path, "r") as tar:
-                for member in tar:
-                    key, _, ext = member.name.partition(".")
-                    if member.isfile() and key in wanted and ext in ("png", "npy"):
-                        found[wanted[key]] = decode_image(tar.extractfile(member).read(), ext)
-        except (OSError, tarfile.TarError) as exc:
-            raise ValueError(f"{path}: unreadable image shard ({exc.__class__.__name__})") from exc
-    missing = len(wanted) - len(found)
-    if missing:
-        raise ValueError(f"{images.root}: {missing} image(s) listed in manifest.parquet are not in their shard")
-    return np.stack([found[i] for i in range(len(wanted))]) if wanted else np.zeros((0, *images.size), np.uint8)
+    found = _read_members(images, rows, str, ("png", "npy"), decode_image, "image")
+    return np.stack([found[i] for i in range(len(found))]) if found else np.zeros((0, *images.size), np.uint8)
 
 
 def read_waves(images: ImageSet, rows: pd.DataFrame) -> np.ndarray:
     """float32 mV [N, 12, L] for the manifest rows, in their order, from the shards' waveform siblings."""
-    from heartbeit.data.shards import wave_relpath
+    from heartbeit.data.shards import WAVE_EXT, decode_wave, wave_relpath
 
-    wanted = {str(k): i for i, k in enumerate(rows["key"].astype(str))}
-    found: dict[int, np.ndarray] = {}
-    for shard in sorted(rows["shard"].astype(str).unique()):
-        path = images.root / wave_relpath(shard)
-        try:
-            with tarfile.open(path, "r") as tar:
-                for member in tar:
-                    key, _, ext = member.name.partition(".")
-                    if member.isfile() and key in wanted and ext == "wave.npy":
-                        data = tar.extractfile(member).read()
-                        found[wanted[key]] = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32) / 1000
-        except (OSError, tarfile.TarError) as exc:
-            raise ValueError(f"{path}: unreadable waveform shard ({exc.__class__.__name__})") from exc
-    if len(found) != len(wanted):
-        raise ValueError(f"{images.root}: {len(wanted) - len(found)} waveform(s) listed in manifest.parquet are "
-                         "not in their shard's .wave.tar")
-    return np.stack([found[i] for i in range(len(wanted))])
+    found = _read_members(images, rows, wave_relpath, (WAVE_EXT,), lambda data, _: decode_wave(data), "waveform")
+    return np.stack([found[i] for i in range(len(found))])
 
 
 # -------------------------------------------------------------------------------------------- models
@@ -260,9 +251,17 @@ class SaliencyResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _cells_of(cells: list[Cell], families: tuple[str, ...]) -> list[Cell]:
+    return [c for c in cells if (c.meta.get("arch_family") or sal.family_of(c.meta["arch"])) in families]
+
+
 def _image_cells(cells: list[Cell]) -> list[Cell]:
-    """Cells of image models (the signal-domain baseline has no image to explain)."""
-    return [c for c in cells if (c.meta.get("arch_family") or sal.family_of(c.meta["arch"])) in sal.IMAGE_FAMILIES]
+    """Cells of image models (the signal-domain baseline is read on its waveforms instead)."""
+    return _cells_of(cells, sal.IMAGE_FAMILIES)
+
+
+def _signal_cells(cells: list[Cell]) -> list[Cell]:
+    return _cells_of(cells, ("signal",))
 
 
 def _methods(model, cfg) -> list[str]:
@@ -350,10 +349,6 @@ def saliency_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long: 
                         note=LEAD_NOTE)
     territory_part(cellset, images, cfg, out_dir, long, res)
     return res
-
-
-def _signal_cells(cells: list[Cell]) -> list[Cell]:
-    return [c for c in cells if (c.meta.get("arch_family") or sal.family_of(c.meta["arch"])) == "signal"]
 
 
 def _signal_importance(cellset: CellSet, images: ImageSet, task: str, fraction: float, rows: pd.DataFrame,

@@ -202,13 +202,11 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
         raise ValueError(f"no labelled training ECGs for task {cell.task} at fraction {cell.fraction:g}")
     splits = set(man["split"])
     modality = zoo.input_modality(cell.arch)
-    # draw 0 filters on the fraction membership stored in each sample; other draws on an explicit id set
-    subset = None if cell.draw == 0 else frozenset(train_rows["ecg_uid"].astype(str))
-    fraction = cell.fraction if cell.draw == 0 else None
+    subset = frozenset(train_rows["ecg_uid"].astype(str))  # every draw, draw 0 included, as an explicit id set
 
     def train(epoch: int):
         # Partial batches kept: at 1 % a fraction can be smaller than one batch.
-        ds = make_image_dataset(images_dir, "train", fraction=fraction, task=cell.task, epoch=epoch,
+        ds = make_image_dataset(images_dir, "train", task=cell.task, epoch=epoch,
                                 seed=cell.seed, shuffle=True, batch_size=mcfg.batch_size, drop_last=False,
                                 modality=modality, subset=subset, decode_threads=mcfg.decode_threads)
         return _batches(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False), modality)
