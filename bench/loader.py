@@ -1,14 +1,16 @@
 """Streaming throughput of the image loader (tar read + filter + shuffle buffer + PNG decode + collate,
 through a torch DataLoader) for 0..N workers, each against a raw decode ceiling measured in the same run
-with the same number of cores: PIL decoding the same PNG bytes from memory (no tar, no torch) in as many
-forked processes as the loader has decoding processes (1 for 0 workers, N for N workers).
+with the same number of cores: the loader's own PNG decoder (libpng through imagecodecs) decoding the same
+PNG bytes from memory (no tar, no torch, no batch) in as many forked processes as the loader has cores
+(1 for 0 workers, N for N workers or N decode threads). PIL's decode of the same bytes is measured too, to
+show what the decoder choice alone is worth.
 
 The corpus: a few hundred ECGs rendered by the real pipeline, replicated under new keys into a larger shard
 set (about 3,400 images in --quick, 18,000 otherwise), so worker start-up is amortised as in a real epoch.
 Loaders run the training configuration (`with_meta=False`: images, labels, ecg_uid) in shard order, plus
 one evaluation run with per-sample metadata, and one with no worker processes where the trainer's own process
-decodes each batch in as many threads as there are cores (PIL releases the GIL while decoding). Every figure is the median of `--repeats` runs; ceilings and
-streams alternate, so a change in the machine's load hits both.
+decodes each batch in as many threads as there are cores (libpng runs without the GIL). Every figure is the
+median of `--repeats` runs; ceilings and streams alternate, so a change in the machine's load hits both.
 Usage: .venv/bin/python bench/loader.py [--quick] [--repeats 3] [--json OUT]"""
 from __future__ import annotations
 
@@ -93,6 +95,14 @@ _PNGS: list[bytes] = []  # inherited by the forked decode processes
 
 
 def _decode_share(share: tuple[int, int]) -> int:
+    import imagecodecs  # what heartbeit.data.loader.decode_png_into calls
+
+    for data in _PNGS[share[0]:share[1]]:
+        imagecodecs.png_decode(data)
+    return share[1] - share[0]
+
+
+def _decode_share_pil(share: tuple[int, int]) -> int:
     from PIL import Image
 
     for data in _PNGS[share[0]:share[1]]:
@@ -100,12 +110,12 @@ def _decode_share(share: tuple[int, int]) -> int:
     return share[1] - share[0]
 
 
-def decode_ceiling(pool, processes: int) -> float:
+def decode_ceiling(pool, processes: int, decoder=_decode_share) -> float:
     """Images/s of raw PNG decoding in `processes` processes at once (the pool is already started)."""
     n = len(_PNGS)
     bounds = np.linspace(0, n, processes + 1).astype(int)
     start = time.perf_counter()
-    done = sum(pool.map(_decode_share, list(zip(bounds[:-1], bounds[1:])), chunksize=1))
+    done = sum(pool.map(decoder, list(zip(bounds[:-1], bounds[1:])), chunksize=1))
     return done / (time.perf_counter() - start)
 
 
@@ -138,6 +148,7 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
         streams: dict[int, list[float]] = {}
         threaded: list[float] = []  # no worker processes: the trainer's process decodes in `cores` threads
         with_meta: list[float] = []
+        pil: dict[int, list[float]] = {}
         pools = {p: multiprocessing.get_context("fork").Pool(p) for p in {max(1, w) for w in worker_counts}}
         try:
             for pool in pools.values():  # start-up outside the timing: the ceiling is pure decoding
@@ -148,12 +159,18 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
                     ceilings.setdefault(processes, []).append(decode_ceiling(pools[processes], processes))
                     streams.setdefault(workers, []).append(stream_rate(tmp / "images", workers, with_meta=False))
                 with_meta.append(stream_rate(tmp / "images", cores, with_meta=True))
+                for processes in (1, cores):
+                    pil.setdefault(processes, []).append(decode_ceiling(pools[processes], processes, _decode_share_pil))
                 threaded.append(stream_rate(tmp / "images", 0, with_meta=False, threads=cores))
         finally:
             for pool in pools.values():
                 pool.terminate()
         for processes, rates in sorted(ceilings.items()):
             out[f"raw_png_decode_ceiling_{processes}_cores_img_per_s"] = round(float(np.median(rates)), 1)
+        for processes, rates in sorted(pil.items()):
+            out[f"pil_png_decode_{processes}_cores_img_per_s"] = round(float(np.median(rates)), 1)
+        out["decoder_vs_pil_1_core"] = round(out["raw_png_decode_ceiling_1_cores_img_per_s"]
+                                             / out["pil_png_decode_1_cores_img_per_s"], 2)
         for workers, rates in streams.items():
             ceiling = out[f"raw_png_decode_ceiling_{max(1, workers)}_cores_img_per_s"]
             out[f"stream_{workers}_workers_img_per_s"] = round(float(np.median(rates)), 1)
@@ -170,7 +187,7 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
     out["stream_best_all_cores_img_per_s"] = setups[best]
     out["stream_best_all_cores_setup"] = best
     out["headline"] = {"metric": f"streamed images/s ({best}, {size} px)", "value": setups[best],
-                       "baseline": ceiling, "baseline_name": f"raw PNG decode in {cores} processes",
+                       "baseline": ceiling, "baseline_name": f"raw PNG decode (libpng) in {cores} processes",
                        "ratio": round(setups[best] / ceiling, 2)}
     return out
 

@@ -36,7 +36,7 @@ class MatrixConfig:
     precision: str = "bf16"
     imagenet_weights_dir: str = ""  # optional local timm/torchvision weights; empty = random init
     num_workers: int = 2
-    decode_threads: int = 1  # threads decoding each batch inside a loader process (PIL releases the GIL)
+    decode_threads: int = 1  # threads decoding each batch inside a loader process (libpng runs without the GIL)
     jobs: int = 1  # cells trained in parallel processes (CPU profiles: 2 single-threaded cells beat 1x2 threads)
     threads_per_job: int = 0  # torch threads per cell; 0 = leave torch's default. Part of a cell's identity.
 

@@ -29,7 +29,7 @@ class PretrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     num_workers: int = 2
-    decode_threads: int = 1  # threads decoding each batch inside a loader process (PIL releases the GIL)
+    decode_threads: int = 1  # threads decoding each batch inside a loader process (libpng runs without the GIL)
     seed: int = 0
     compile: bool = False
     keep_checkpoints: int = 2  # newest checkpoint tags kept (0 = all)

@@ -42,11 +42,15 @@ uninterrupted run would have produced, in the same order.
 from __future__ import annotations
 
 import io
+import itertools
 import json
+from concurrent.futures import wait
 from pathlib import Path
 from typing import Iterator
 
+import imagecodecs
 import numpy as np
+import orjson
 import pandas as pd
 import torch
 import webdataset as wds
@@ -91,104 +95,123 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
 TAR_BLOCK = 512
 
 
+def _octal(field: bytes, path: str, pos: int) -> int:
+    try:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        raise ValueError(f"{path}: bad tar header at byte {pos}") from None
+
+
 def _tar_field(header: bytes, start: int, end: int) -> str:
     return header[start:end].split(b"\0", 1)[0].decode("utf-8")
 
 
 def read_tar_samples(path: str | Path) -> Iterator[dict]:
     """Samples of a ustar shard as webdataset groups them: {"__key__", "__url__", ext: bytes} for consecutive
-    members sharing the key (the name up to the first dot of its basename). Headers are parsed directly
-    (checksum verified); member types other than regular files and directories are refused with the file
-    named, as `heartbeit render` never writes them."""
+    members sharing the key (the name up to the first dot of its basename). The shard is read in one call
+    and every header's checksum is verified in one numpy sum (the per-member Python work is what a loader
+    process spends besides decoding); member types other than regular files and directories are refused
+    with the file named, as `heartbeit render` never writes them."""
     path = str(path)
+    with open(path, "rb") as f:
+        buf = f.read()
+    total = len(buf)
+    members: list[tuple[int, int]] = []  # (header offset, member size)
+    pos = 0
+    while pos + TAR_BLOCK <= total:
+        if buf[pos] == 0 and buf.count(0, pos, pos + TAR_BLOCK) == TAR_BLOCK:  # end-of-archive marker
+            break
+        size = _octal(buf[pos + 124:pos + 136], path, pos)
+        members.append((pos, size))
+        pos += TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
+    else:
+        if pos < total:
+            raise ValueError(f"{path}: truncated tar header")
+    blocks = np.frombuffer(buf, np.uint8, count=total // TAR_BLOCK * TAR_BLOCK).reshape(-1, TAR_BLOCK)
+    heads = blocks[np.array([m[0] for m in members], dtype=np.int64) // TAR_BLOCK]
+    # the checksum counts its own eight bytes as spaces
+    sums = (heads.sum(axis=1, dtype=np.int64) - heads[:, 148:156].sum(axis=1, dtype=np.int64) + 8 * 32).tolist()
     current: dict | None = None
-    with open(path, "rb", buffering=1 << 20) as f:
-        while True:
-            header = f.read(TAR_BLOCK)
-            if len(header) < TAR_BLOCK:
-                if header:
-                    raise ValueError(f"{path}: truncated tar header")
-                break
-            if header == bytes(TAR_BLOCK):  # end-of-archive marker
-                break
-            stored = header[148:156].split(b"\0", 1)[0].strip()
-            if not stored or int(stored, 8) != sum(header) - sum(header[148:156]) + 8 * 32:
-                raise ValueError(f"{path}: bad tar header checksum at byte {f.tell() - TAR_BLOCK}")
-            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-            kind = header[156:157]
-            name = _tar_field(header, 0, 100)
-            if header[257:262] == b"ustar" and header[345] != 0:
-                name = _tar_field(header, 345, 500) + "/" + name
-            data = f.read(size)
-            if len(data) < size:
-                raise ValueError(f"{path}: member {name} is truncated")
-            if size % TAR_BLOCK:
-                f.seek(TAR_BLOCK - size % TAR_BLOCK, 1)
-            if kind == b"5":
+    for (pos, size), computed in zip(members, sums):
+        if _octal(buf[pos + 148:pos + 156], path, pos) != computed:
+            raise ValueError(f"{path}: bad tar header checksum at byte {pos}")
+        name = _tar_field(buf, pos, pos + 100)
+        if buf[pos + 345] != 0 and buf[pos + 257:pos + 262] == b"ustar":
+            name = _tar_field(buf, pos + 345, pos + 500) + "/" + name
+        start = pos + TAR_BLOCK
+        if start + size > total:
+            raise ValueError(f"{path}: member {name} is truncated")
+        kind = buf[pos + 156:pos + 157]
+        if kind not in (b"0", b"\0"):
+            if kind == b"5":  # a directory
                 continue
-            if kind not in (b"0", b"\0"):
-                raise ValueError(f"{path}: member {name} has tar type {kind!r}; image shards hold regular files "
-                                 "only (ustar, as `heartbeit render` writes them)")
-            slash = name.rfind("/")
-            dot = name.find(".", slash + 1)
-            if dot < 0:
-                continue
-            key, ext = name[:dot], name[dot + 1:]
-            if current is None or current["__key__"] != key:
-                if current is not None:
-                    yield current
-                current = {"__key__": key, "__url__": path}
-            current[ext] = data
+            raise ValueError(f"{path}: member {name} has tar type {kind!r}; image shards hold regular files "
+                             "only (ustar, as `heartbeit render` writes them)")
+        slash = name.rfind("/")
+        dot = name.find(".", slash + 1)
+        if dot < 0:
+            continue
+        key = name[:dot]
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield current
+            current = {"__key__": key, "__url__": path}
+        current[name[dot + 1:]] = buf[start:start + size]
     if current is not None:
         yield current
 
 
-def decode_png_into(data: bytes, out: np.ndarray, where: str) -> None:
-    """Decode a grayscale PNG member into `out` (uint8 [H, W]) without an intermediate tensor."""
-    with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
-        if im.mode != "L":
-            im = im.convert("L")
-        pixels = np.asarray(im)
-    if pixels.shape != out.shape:
-        raise ValueError(f"{where}: image is {pixels.shape}, the first image of its batch is {out.shape}")
-    out[...] = pixels
+def decode_png_into(data: bytes, out: np.ndarray) -> None:
+    """Decode a greyscale PNG member into `out` (uint8 [H, W]) with libpng (imagecodecs), which holds no GIL
+    while it works, so decode threads run in parallel: two threads decode 1.9x one, where PIL (its PNG
+    chunks are parsed in Python under the GIL) reaches 1.4x; on one core libpng is 1.4x PIL too
+    (bench/loader.py)."""
+    try:
+        pixels = imagecodecs.png_decode(data)
+    except RuntimeError as exc:  # imagecodecs.PngError: truncated or corrupt PNG data
+        raise ValueError(f"unreadable PNG ({type(exc).__name__}: {exc})"[:300]) from None
+    if pixels.ndim == 3:  # a grey+alpha or colour PNG (not what `heartbeit render` writes): luminance
+        pixels = np.asarray(Image.fromarray(pixels).convert("L"))
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"{pixels.dtype} PNG; image shards hold 8-bit greyscale")
+    _fill(out, pixels, "image")
 
 
-def decode_member(data: bytes, ext: str, out: np.ndarray, where: str) -> None:
+def _fill(out: np.ndarray, value: np.ndarray, what: str) -> None:
+    if value.shape != out.shape:
+        raise ValueError(f"{what} is {value.shape}, the first {what} of its batch is {out.shape}")
+    out[...] = value
+
+
+def decode_member(data: bytes, ext: str, out: np.ndarray) -> None:
+    """An image member (`png`, or `npy` uint8 [H, W]) into `out`; ValueError names the problem."""
     if ext == "png":
-        try:
-            decode_png_into(data, out, where)
-        except (OSError, SyntaxError, EOFError) as exc:  # PIL's errors for truncated / corrupt PNG data
-            raise ValueError(f"{where}: unreadable PNG ({type(exc).__name__}: {exc})"[:300]) from None
+        decode_png_into(data, out)
     elif ext == "npy":
-        pixels = np.load(io.BytesIO(data), allow_pickle=False)
-        if pixels.shape != out.shape:
-            raise ValueError(f"{where}: image is {pixels.shape}, the first image of its batch is {out.shape}")
-        out[...] = pixels
+        _fill(out, np.load(io.BytesIO(data), allow_pickle=False), "image")
     else:
         raise ValueError(f"unknown image member extension {ext!r}")
 
 
-def decode_wave_into(data: bytes, out: np.ndarray, where: str) -> None:
+def decode_wave_into(data: bytes, out: np.ndarray) -> None:
     """A `.wave.npy` member (int16 uV [12, n]) into `out` (float32 mV [12, n])."""
     from .shards import decode_wave
 
-    try:
-        wave = decode_wave(data)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    if wave.shape != out.shape:
-        raise ValueError(f"{where}: waveform is {wave.shape}, the first of its batch is {out.shape}")
-    out[...] = wave
+    _fill(out, decode_wave(data), "waveform")
 
 
 MODALITIES = ("image", "wave")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def member_shape(data: bytes, ext: str) -> tuple[int, int]:
+    """(H, W) of an image member; a PNG's from its IHDR chunk (the first chunk, by the PNG standard)."""
     if ext == "png":
-        with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
-            return im.size[1], im.size[0]
+        if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+            raise ValueError("unreadable PNG (no PNG signature and IHDR chunk at its start)")
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
     return tuple(np.load(io.BytesIO(data), allow_pickle=False).shape)
 
 
@@ -204,13 +227,13 @@ def _identity(batch: dict) -> dict:
 
 
 def as_tensors(batch: dict, pin: bool = False) -> dict:
-    """The batch with its numpy arrays as tensors (no copy unless pinned; the DataLoader's pin-memory
-    thread pins only what is already a tensor)."""
-    def convert(v: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(v)
-        return t.pin_memory() if pin else t
+    """The batch with its numpy arrays as tensors (no copy), every tensor pinned when `pin` (a no-op for
+    one the DataLoader's pin-memory thread already pinned)."""
+    def convert(v):
+        t = torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+        return t.pin_memory() if pin and isinstance(t, torch.Tensor) else t
 
-    return {k: convert(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+    return {k: convert(v) for k, v in batch.items()}
 
 
 class SampleFilter:
@@ -232,9 +255,8 @@ class SampleFilter:
         return self.task is None or meta["labels"].get(self.task) is not None
 
 
-def _deterministic_shuffle(samples: Iterator[tuple[dict, dict]], bufsize: int,
-                           rng: np.random.Generator) -> Iterator[tuple[dict, dict]]:
-    buf: list[tuple[dict, dict]] = []
+def _deterministic_shuffle(samples: Iterator[tuple], bufsize: int, rng: np.random.Generator) -> Iterator[tuple]:
+    buf: list[tuple] = []
     for sample in samples:
         if len(buf) < bufsize:
             buf.append(sample)
@@ -285,31 +307,39 @@ class ImageStream(torch.utils.data.IterableDataset):
         return {**self.__dict__, "_executor": None}
 
     def _pool(self):
-        """This process's decode thread pool, made on first use."""
+        """This process's decode thread pool (the calling thread decodes too), made on first use."""
         import os
         from concurrent.futures import ThreadPoolExecutor
 
         if self._executor is None or getattr(self, "_executor_pid", None) != os.getpid():
-            self._executor = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="heartbeit-decode")
+            self._executor = ThreadPoolExecutor(self.decode_threads - 1, thread_name_prefix="heartbeit-decode")
             self._executor_pid = os.getpid()
         return self._executor
 
     def _map(self, fn, n: int) -> None:
-        """fn(i) for i in range(n): in `decode_threads` threads when > 1. PIL and numpy release the GIL
-        while decoding and copying, so threads decode a batch in parallel without the shared-memory and
-        pickling costs of extra worker processes."""
+        """fn(i) for i in range(n). With `decode_threads` > 1 this thread and the pool's threads take the next
+        index from one shared counter until none is left (next() on itertools.count is atomic under the
+        GIL), so a thread that drew quick images takes more of them; one pool task per thread per batch (a
+        future per image costs more)."""
         if self.decode_threads <= 1 or n <= 1:
             for i in range(n):
                 fn(i)
             return
+        indices = itertools.count()
 
-        def chunk(bounds: tuple[int, int]) -> None:  # one task per thread: a future per image costs more
-            for i in range(*bounds):
+        def drain() -> None:
+            for i in indices:
+                if i >= n:
+                    return
                 fn(i)
 
-        edges = np.linspace(0, n, min(n, self.decode_threads) + 1).astype(int)
-        for _ in self._pool().map(chunk, zip(edges[:-1], edges[1:])):  # consumed: a decode error is raised here
-            pass
+        futures = [self._pool().submit(drain) for _ in range(min(n, self.decode_threads) - 1)]
+        try:
+            drain()
+        finally:
+            wait(futures)  # even after an error: no thread may still write into the batch when it is dropped
+        for future in futures:
+            future.result()  # re-raises a decode error of the pool's threads
 
     def _samples(self, urls: list[str], logical: int) -> Iterator[tuple[dict, dict]]:
         """(raw sample, parsed meta) in stream order, filtered, shuffled and past the resume point;
@@ -320,7 +350,7 @@ class ImageStream(torch.utils.data.IterableDataset):
             from .shards import wave_relpath
 
             urls = [wave_relpath(u) for u in urls]
-        stream = ((raw, json.loads(raw["json"])) for u in urls for raw in read_tar_samples(self.images_dir / u))
+        stream = ((raw, orjson.loads(raw["json"])) for u in urls for raw in read_tar_samples(self.images_dir / u))
         stream = (item for item in stream if self.keep(item[1]))
         if self.shuffle and self.shuffle_buffer > 1:
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, logical, 0xB0F])
@@ -332,7 +362,7 @@ class ImageStream(torch.utils.data.IterableDataset):
 
     def _collate(self, items: list[tuple[dict, dict]], worker: int) -> dict:
         """Decode a batch's images (uint8 [n, 1, H, W]) or waveforms (float32 mV [n, 12, L], modality
-        "wave") into one array and its labels into one float array."""
+        "wave") straight into one array, and its labels into one float array."""
         ext = self.index.get("image_ext", "png") if self.modality == "image" else "wave.npy"
         for raw, _ in items:
             if ext not in raw:
@@ -342,32 +372,36 @@ class ImageStream(torch.utils.data.IterableDataset):
                                  "(run `heartbeit tokenizer encode` first)")
         n = len(items)
         if self.modality == "image":
-            inputs = _batch_array((n, 1, *member_shape(items[0][0][ext], ext)), torch.uint8)
+            first = items[0][0]
+            try:
+                shape = member_shape(first[ext], ext)
+            except ValueError as exc:
+                raise ValueError(f"{first['__url__']}: sample {first['__key__']}: {exc}") from None
+            inputs = _batch_array((n, 1, *shape), torch.uint8)
+            values = inputs.numpy()[:, 0]
         else:
             inputs = _batch_array((n, 12, int(self.index["wave_samples"])), torch.float32)
-        values = inputs.numpy()
+            values = inputs.numpy()
 
         def decode(i: int) -> None:
             raw = items[i][0]
-            where = f"{raw['__url__']}: sample {raw['__key__']}"
-            if self.modality == "image":
-                decode_member(raw[ext], ext, values[i, 0], where)
-            else:
-                decode_wave_into(raw[ext], values[i], where)
+            try:
+                if self.modality == "image":
+                    decode_member(raw[ext], ext, values[i])
+                else:
+                    decode_wave_into(raw[ext], values[i])
+            except ValueError as exc:  # the message is built here, on error only: it names shard and sample
+                raise ValueError(f"{raw['__url__']}: sample {raw['__key__']}: {exc}") from None
 
         self._map(decode, n)
-        labels = np.full((n, len(TASKS)), np.nan, dtype=np.float32)
-        for i, (raw, meta) in enumerate(items):
-            for j, task in enumerate(TASKS):
-                value = meta["labels"].get(task)
-                if value is not None:
-                    labels[i, j] = value
-        out = {self.modality: inputs, "labels": labels, "ecg_uid": [m["ecg_uid"] for _, m in items],
+        metas = [meta for _, meta in items]
+        labels = np.array([[meta["labels"].get(task) for task in TASKS] for meta in metas], dtype=np.float32)
+        out = {self.modality: inputs, "labels": labels, "ecg_uid": [m["ecg_uid"] for m in metas],
                "worker": worker, "count": n}
         if self.with_meta:
-            out["meta"] = [m for _, m in items]
+            out["meta"] = metas
         if self.task is not None:
-            out["label"] = np.array([int(m["labels"][self.task]) for _, m in items], dtype=np.int64)
+            out["label"] = np.array([int(m["labels"][self.task]) for m in metas], dtype=np.int64)
         if self.with_tokens:
             out["tokens"] = np.stack([np.load(io.BytesIO(raw["tokens.npy"]), allow_pickle=False)
                                       for raw, _ in items]).astype(np.int64)
@@ -384,8 +418,8 @@ class ImageStream(torch.utils.data.IterableDataset):
         for items in self._item_batches(urls, logical):
             yield self._collate(items, logical)
 
-    def _item_batches(self, urls: list[str], logical: int) -> Iterator[list[tuple[dict, dict]]]:
-        batch: list[tuple[dict, dict]] = []
+    def _item_batches(self, urls: list[str], logical: int) -> Iterator[list[tuple]]:
+        batch: list[tuple] = []
         for item in self._samples(urls, logical):
             batch.append(item)
             if len(batch) == self.batch_size:
@@ -495,17 +529,21 @@ class ImageLoader:
                 break
         self.dataset.rotation = nxt
 
+    def _batches(self) -> Iterator[dict]:
+        if self.num_workers == 0:  # the trainer's own process: no DataLoader machinery (~1 us per image)
+            return iter(self.dataset)
+        return iter(torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
+                                                collate_fn=_identity, pin_memory=self.pin_memory,
+                                                persistent_workers=False,
+                                                multiprocessing_context=self.multiprocessing_context,
+                                                # a DataLoader iterator draws a base seed; from the global RNG
+                                                # that draw would shift the trainer's random stream (drop
+                                                # path) on every resume. Our streams are seeded explicitly.
+                                                generator=torch.Generator().manual_seed(0)))
+
     def __iter__(self) -> Iterator[dict]:
         limit = len(self) if self.equalize else None
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                                             collate_fn=_identity, pin_memory=self.pin_memory,
-                                             persistent_workers=False,
-                                             multiprocessing_context=self.multiprocessing_context,
-                                             # a DataLoader iterator draws a base seed; from the global RNG
-                                             # that draw would shift the trainer's random stream (drop path)
-                                             # on every resume. Our streams are seeded explicitly instead.
-                                             generator=torch.Generator().manual_seed(0))
-        for batch in loader:
+        for batch in self._batches():
             if limit is not None and self._state["batches"] >= limit:
                 break
             batch = as_tensors(batch, pin=self.pin_memory and torch.cuda.is_available())
