@@ -9,8 +9,12 @@ The corpus: a few hundred ECGs rendered by the real pipeline, replicated under n
 set (about 3,400 images in --quick, 18,000 otherwise), so worker start-up is amortised as in a real epoch.
 Loaders run the training configuration (`with_meta=False`: images, labels, ecg_uid) in shard order, plus
 one evaluation run with per-sample metadata, and one with no worker processes where the trainer's own process
-decodes each batch in as many threads as there are cores (libpng runs without the GIL). Every figure is the
-median of `--repeats` runs; ceilings and streams alternate, so a change in the machine's load hits both.
+decodes each batch in as many threads as there are cores (libpng runs without the GIL). Consumer overlap: the
+in-process loader again with a consumer that waits STEP_S per batch with the GIL released (a trainer waiting
+on its accelerator), with 1 thread (loading and step take turns: the same-run control) and with `cores`
+threads (the next batch is read and decoded during the step); the ratio is against the rate if they took
+turns. Every figure is the median of `--repeats` runs; ceilings and streams alternate, so a change in the
+machine's load hits both.
 Usage: .venv/bin/python bench/loader.py [--quick] [--repeats 3] [--json OUT]"""
 from __future__ import annotations
 
@@ -119,12 +123,26 @@ def decode_ceiling(pool, processes: int, decoder=_decode_share) -> float:
     return done / (time.perf_counter() - start)
 
 
-def stream_rate(images: Path, workers: int, with_meta: bool, threads: int = 1) -> float:
-    loader = make_loader(images, "train", batch_size=64, num_workers=workers, train=False, with_meta=with_meta,
+BATCH = 64
+STEP_S = 0.004  # a trainer's step per batch, spent waiting on its accelerator (the GIL released)
+
+
+def stream_rate(images: Path, workers: int, with_meta: bool, threads: int = 1, step_s: float = 0.0) -> float:
+    loader = make_loader(images, "train", batch_size=BATCH, num_workers=workers, train=False, with_meta=with_meta,
                          multiprocessing_context="fork" if workers else None, decode_threads=threads)
     start = time.perf_counter()  # worker start-up included, as every epoch pays it
-    count = sum(batch["count"] for batch in loader)
+    count = 0
+    for batch in loader:
+        count += batch["count"]
+        if step_s:
+            time.sleep(step_s)
     return count / (time.perf_counter() - start)
+
+
+def overlap_ratio(with_step: float, alone: float, step_s: float) -> float:
+    """Images/s with a consumer step per batch over the rate if loading and the step took turns: 1 = no
+    overlap; up to (load + step) / max(load, step) when the next batch is read while the consumer works."""
+    return with_step / (1.0 / (1.0 / alone + step_s / BATCH))
 
 
 def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
@@ -147,6 +165,7 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
         ceilings: dict[int, list[float]] = {}
         streams: dict[int, list[float]] = {}
         threaded: list[float] = []  # no worker processes: the trainer's process decodes in `cores` threads
+        stepped: dict[int, list[float]] = {}  # the same with a consumer step per batch, 1 and `cores` threads
         with_meta: list[float] = []
         pil: dict[int, list[float]] = {}
         pools = {p: multiprocessing.get_context("fork").Pool(p) for p in {max(1, w) for w in worker_counts}}
@@ -162,6 +181,9 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
                 for processes in (1, cores):
                     pil.setdefault(processes, []).append(decode_ceiling(pools[processes], processes, _decode_share_pil))
                 threaded.append(stream_rate(tmp / "images", 0, with_meta=False, threads=cores))
+                for threads in (1, cores):
+                    stepped.setdefault(threads, []).append(
+                        stream_rate(tmp / "images", 0, with_meta=False, threads=threads, step_s=STEP_S))
         finally:
             for pool in pools.values():
                 pool.terminate()
@@ -180,6 +202,14 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
         out[f"stream_{cores}_workers_with_meta_vs_same_cores_ceiling"] = round(float(np.median(with_meta)) / ceiling, 2)
         out[f"stream_0_workers_{cores}_threads_img_per_s"] = round(float(np.median(threaded)), 1)
         out[f"stream_0_workers_{cores}_threads_vs_same_cores_ceiling"] = round(float(np.median(threaded)) / ceiling, 2)
+        # consumer overlap: the next batch decodes while the trainer waits on its step (decode_threads > 1);
+        # one thread decodes in turn with the step, the same-run control
+        out["consumer_step_ms"] = STEP_S * 1000
+        for threads, rates in sorted(stepped.items()):
+            alone = out["stream_0_workers_img_per_s"] if threads == 1 else out[f"stream_0_workers_{cores}_threads_img_per_s"]
+            rate = float(np.median(rates))
+            out[f"stream_0_workers_{threads}_threads_with_step_img_per_s"] = round(rate, 1)
+            out[f"stream_0_workers_{threads}_threads_with_step_vs_no_overlap"] = round(overlap_ratio(rate, alone, STEP_S), 2)
     # the issue's yardstick: the best loader set-up using every core against the decode ceiling of the same cores
     setups = {f"{cores} workers": out[f"stream_{cores}_workers_img_per_s"],
               f"{cores} decode threads, no workers": out[f"stream_0_workers_{cores}_threads_img_per_s"]}

@@ -292,3 +292,16 @@ def test_quick_suite_subset_runs_real_benchmarks(tmp_path):
     for rec in records:
         assert rec["status"] == "ok", rec["error"]
         assert rec["headline"]["baseline"] > 0 and rec["headline"]["ratio"] > 0
+
+
+def test_loader_benchmark_runs_every_setup_at_a_small_size():
+    """bench/loader.py end to end at 64 px, one repeat: every loader set-up, its ceiling, the consumer-overlap
+    pair and the headline are there (figures only; no timing is asserted)."""
+    fig = _load("loader").run(True, size=64, repeats=1)
+    cores = fig["cores"]
+    for key in ("stream_0_workers_img_per_s", f"stream_0_workers_{cores}_threads_img_per_s",
+                f"raw_png_decode_ceiling_{cores}_cores_img_per_s", "stream_0_workers_1_threads_with_step_img_per_s",
+                f"stream_0_workers_{cores}_threads_with_step_img_per_s"):
+        assert fig[key] > 0, key
+    assert fig["consumer_step_ms"] > 0 and fig["headline"]["ratio"] > 0
+    assert fig["headline"]["baseline"] == fig[f"raw_png_decode_ceiling_{cores}_cores_img_per_s"]

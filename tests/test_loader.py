@@ -248,3 +248,29 @@ def test_threaded_decoding_names_the_bad_member(tmp_path, images):
     with pytest.raises(ValueError, match=f"{png.split('.')[0]}: unreadable PNG"):
         for _ in make_loader(bad, "val", batch_size=4, train=False, decode_threads=2):
             pass
+
+
+def test_threaded_decoding_decodes_the_next_batch_before_handing_out_this_one(images, monkeypatch):
+    """decode_threads > 1: the next batch goes to the decode pool before the current batch is handed out, so
+    it decodes while the consumer works on this one; closing the iterator early leaves no thread writing."""
+    from heartbeit.data import loader as L
+
+    jobs = []
+    start = L._BatchDecode.start
+
+    def recording_start(self, pool, threads):
+        jobs.append(self)
+        start(self, pool, threads)
+
+    monkeypatch.setattr(L._BatchDecode, "start", recording_start)
+    it = iter(make_loader(images, "train", batch_size=2, train=False, decode_threads=2))
+    first = next(it)
+    assert len(jobs) == 2 and first["count"] == 2  # batch 2 was in the pool when batch 1 came out
+    next(it)
+    assert len(jobs) == 3
+    it.close()
+    assert all(f.done() for job in jobs for f in job.futures)
+    jobs.clear()
+    for _ in make_loader(images, "train", batch_size=2, train=False, decode_threads=1):
+        pass
+    assert jobs == []  # one decode thread: each batch decodes in the reading thread, nothing is handed off

@@ -15,9 +15,12 @@ decoded straight into one preallocated uint8 batch array (in shared memory insid
 handing the batch to the trainer copies nothing) and labels into one float array; the DataLoader gets an
 identity collate so it does not walk the batch. Per-sample metadata dicts (`meta`) are the one part that
 is pickled between processes: training passes `with_meta=False`; evaluation keeps them. `decode_threads` > 1
-decodes each batch in that many threads of the process that reads it (PIL releases the GIL while decoding):
-on a small node this beats worker processes, whose fresh shared-memory batches and trainer-side receiving
-cost more than they save (bench/loader.py measures both set-ups).
+decodes each batch in that many threads of the process that reads it (libpng holds no GIL while decoding) and
+runs one batch ahead: a batch goes to the decode threads as soon as it is assembled, and the reading thread
+assembles the next one and decodes what is left of the current one before handing it out, so decoding goes on
+while the consumer works (a trainer waiting on its accelerator). On a small node this beats worker processes,
+whose fresh shared-memory batches and trainer-side receiving cost more than they save (bench/loader.py
+measures both set-ups, and the overlap with a consumer).
 
 Modalities: `modality="wave"` reads the sibling `<shard>.wave.tar` of each image shard and yields the stored
 filtered waveforms (float32 mV [B, 12, L]) instead of images, for signal-domain models; same splits, same
@@ -268,6 +271,42 @@ def _deterministic_shuffle(samples: Iterator[tuple], bufsize: int, rng: np.rando
         yield buf.pop(int(rng.integers(len(buf))))
 
 
+class _BatchDecode:
+    """decode(i) for i in range(n), shared out by one counter: pool threads (one task per thread per batch; a
+    future per image costs more) and, in `finish`, the thread that hands the batch out take the next index
+    until none is left (next() on itertools.count is atomic under the GIL), so quick images balance slow ones."""
+
+    def __init__(self, decode, n: int):
+        self.decode, self.n = decode, n
+        self.indices = itertools.count()
+        self.futures: list = []
+
+    def _drain(self) -> None:
+        for i in self.indices:
+            if i >= self.n:
+                return
+            self.decode(i)
+
+    def run_here(self) -> None:
+        self._drain()
+
+    def start(self, pool, threads: int) -> None:
+        self.futures = [pool.submit(self._drain) for _ in range(min(self.n, threads))]
+
+    def finish(self) -> None:
+        """Decode what is left in this thread, wait for the pool's share, re-raise a decode error."""
+        try:
+            self._drain()
+        finally:
+            wait(self.futures)  # even after an error: no thread may still write into the batch when it is dropped
+        for future in self.futures:
+            future.result()
+
+    def cancel(self) -> None:
+        self.n = 0  # threads stop at their next index
+        wait(self.futures)
+
+
 class ImageStream(torch.utils.data.IterableDataset):
     """Batches of decoded images for one rank. Use through `make_loader` (or iterate with num_workers=0)."""
 
@@ -307,7 +346,8 @@ class ImageStream(torch.utils.data.IterableDataset):
         return {**self.__dict__, "_executor": None}
 
     def _pool(self):
-        """This process's decode thread pool (the calling thread decodes too), made on first use."""
+        """This process's decode thread pool (`decode_threads` - 1 threads: the thread that reads the shards
+        decodes too, once the next batch is assembled), made on first use."""
         import os
         from concurrent.futures import ThreadPoolExecutor
 
@@ -315,31 +355,6 @@ class ImageStream(torch.utils.data.IterableDataset):
             self._executor = ThreadPoolExecutor(self.decode_threads - 1, thread_name_prefix="heartbeit-decode")
             self._executor_pid = os.getpid()
         return self._executor
-
-    def _map(self, fn, n: int) -> None:
-        """fn(i) for i in range(n). With `decode_threads` > 1 this thread and the pool's threads take the next
-        index from one shared counter until none is left (next() on itertools.count is atomic under the
-        GIL), so a thread that drew quick images takes more of them; one pool task per thread per batch (a
-        future per image costs more)."""
-        if self.decode_threads <= 1 or n <= 1:
-            for i in range(n):
-                fn(i)
-            return
-        indices = itertools.count()
-
-        def drain() -> None:
-            for i in indices:
-                if i >= n:
-                    return
-                fn(i)
-
-        futures = [self._pool().submit(drain) for _ in range(min(n, self.decode_threads) - 1)]
-        try:
-            drain()
-        finally:
-            wait(futures)  # even after an error: no thread may still write into the batch when it is dropped
-        for future in futures:
-            future.result()  # re-raises a decode error of the pool's threads
 
     def _samples(self, urls: list[str], logical: int) -> Iterator[tuple[dict, dict]]:
         """(raw sample, parsed meta) in stream order, filtered, shuffled and past the resume point;
@@ -360,9 +375,9 @@ class ImageStream(torch.utils.data.IterableDataset):
             if position >= skip:
                 yield item
 
-    def _collate(self, items: list[tuple[dict, dict]], worker: int) -> dict:
-        """Decode a batch's images (uint8 [n, 1, H, W]) or waveforms (float32 mV [n, 12, L], modality
-        "wave") straight into one array, and its labels into one float array."""
+    def _assemble(self, items: list[tuple[dict, dict]], worker: int) -> tuple[dict, "_BatchDecode"]:
+        """A batch's arrays and labels, and the decoding still to be done: its images (uint8 [n, 1, H, W]) or
+        waveforms (float32 mV [n, 12, L], modality "wave") go straight into one preallocated array."""
         ext = self.index.get("image_ext", "png") if self.modality == "image" else "wave.npy"
         for raw, _ in items:
             if ext not in raw:
@@ -382,18 +397,18 @@ class ImageStream(torch.utils.data.IterableDataset):
         else:
             inputs = _batch_array((n, 12, int(self.index["wave_samples"])), torch.float32)
             values = inputs.numpy()
+        image = self.modality == "image"
 
         def decode(i: int) -> None:
             raw = items[i][0]
             try:
-                if self.modality == "image":
+                if image:
                     decode_member(raw[ext], ext, values[i])
                 else:
                     decode_wave_into(raw[ext], values[i])
             except ValueError as exc:  # the message is built here, on error only: it names shard and sample
                 raise ValueError(f"{raw['__url__']}: sample {raw['__key__']}: {exc}") from None
 
-        self._map(decode, n)
         metas = [meta for _, meta in items]
         labels = np.array([[meta["labels"].get(task) for task in TASKS] for meta in metas], dtype=np.float32)
         out = {self.modality: inputs, "labels": labels, "ecg_uid": [m["ecg_uid"] for m in metas],
@@ -405,9 +420,41 @@ class ImageStream(torch.utils.data.IterableDataset):
         if self.with_tokens:
             out["tokens"] = np.stack([np.load(io.BytesIO(raw["tokens.npy"]), allow_pickle=False)
                                       for raw, _ in items]).astype(np.int64)
+        return out, _BatchDecode(decode, n)
+
+    @staticmethod
+    def _deliver(out: dict) -> dict:
         # Small arrays travel from a worker pickled by value (one shared-memory handle per tensor costs a
         # socket round trip in the trainer); they become tensors on the trainer's side (`as_tensors`).
         return out if torch.utils.data.get_worker_info() is not None else as_tensors(out)
+
+    def _decoded_batches(self, batches: Iterator[list[tuple]], worker: int) -> Iterator[dict]:
+        """Assembled and decoded batches, in order. With one decode thread: each batch in this thread. With
+        more: a batch's decoding is handed to the pool as soon as it is assembled, and this thread goes on to
+        read and assemble the next one (tar parsing, JSON, labels: the GIL-bound part) while the pool decodes
+        without the GIL; before a batch is handed out this thread decodes what is left of it itself. So the
+        next batch decodes while the consumer works on this one, and bookkeeping no longer waits for decoding."""
+        if self.decode_threads <= 1:
+            for items in batches:
+                out, job = self._assemble(items, worker)
+                job.run_here()
+                yield self._deliver(out)
+            return
+        in_flight: list[tuple[dict, _BatchDecode]] = []  # at most two: the one to hand out, the next
+        try:
+            for items in batches:
+                out, job = self._assemble(items, worker)
+                job.start(self._pool(), self.decode_threads - 1)
+                in_flight.append((out, job))
+                if len(in_flight) > 1:
+                    in_flight[0][1].finish()
+                    yield self._deliver(in_flight.pop(0)[0])
+            while in_flight:
+                in_flight[0][1].finish()
+                yield self._deliver(in_flight.pop(0)[0])
+        finally:
+            for _, job in in_flight:  # closed early or failed: no thread may still write into a dropped batch
+                job.cancel()
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
@@ -415,8 +462,7 @@ class ImageStream(torch.utils.data.IterableDataset):
         logical = (physical + self.rotation) % num_workers
         urls = assigned(epoch_shards(self.names, self.seed, self.epoch, self.shuffle),
                         self.rank, self.world_size, logical, num_workers)
-        for items in self._item_batches(urls, logical):
-            yield self._collate(items, logical)
+        yield from self._decoded_batches(self._item_batches(urls, logical), logical)
 
     def _item_batches(self, urls: list[str], logical: int) -> Iterator[list[tuple]]:
         batch: list[tuple] = []
