@@ -50,7 +50,7 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
     for key in ("architectures", "fractions", "tasks", "seeds", "draws", "draws_below", "num_workers",
-                "decode_threads", "jobs"):
+                "decode_threads", "jobs", "device"):
         d.pop(key, None)
     return d
 
@@ -197,6 +197,9 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
         running.unlink(missing_ok=True)
 
 
+CELL_WORKER_ENV = "HEARTBEIT_CELL_WORKER"  # set in each cell process of `run_cells(jobs > 1)`: 0, 1, ...
+
+
 def _die_with_parent() -> None:
     """Linux: a worker gets SIGKILL when the process that started it dies, so killing `matrix run` (or
     a preempted job step) never leaves orphaned workers finishing cells behind its back."""
@@ -208,7 +211,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, workers_started=None) -> None:
     import torch
 
     from heartbeit.utils.logging import setup_logging
@@ -216,6 +219,12 @@ def _init_worker(threads: int) -> None:
     _die_with_parent()
     setup_logging()
     torch.set_num_threads(threads)
+    if workers_started is not None:  # the n-th cell process of this run: on a multi-GPU node, GPU n mod count
+        with workers_started.get_lock():
+            worker, workers_started.value = workers_started.value, workers_started.value + 1
+        os.environ[CELL_WORKER_ENV] = str(worker)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(worker % torch.cuda.device_count())
 
 
 def run_cells(cells: list[Cell], cells_dir: str | Path, train_fn: Callable[[Cell, Path], dict],
@@ -224,8 +233,9 @@ def run_cells(cells: list[Cell], cells_dir: str | Path, train_fn: Callable[[Cell
     returns its summary; the directory is then renamed into place and `complete.json` written last.
 
     jobs > 1 runs cells in that many worker processes (spawned; `train_fn` must be picklable): small
-    models on a CPU train faster as parallel single-threaded cells than as one multi-threaded cell. A
-    cell's bits depend on its thread count, so `threads_per_job` is part of the matrix config."""
+    models on a CPU train faster as parallel single-threaded cells than as one multi-threaded cell, and on
+    a multi-GPU node worker n makes GPU n mod count its current device, so `jobs` = GPUs trains one cell per
+    GPU. A cell's bits depend on its thread count, so `threads_per_job` is part of the matrix config."""
     cells_dir = Path(cells_dir)
     (cells_dir / ".running").mkdir(parents=True, exist_ok=True)
     (cells_dir / ".failed").mkdir(parents=True, exist_ok=True)
@@ -245,8 +255,9 @@ def run_cells(cells: list[Cell], cells_dir: str | Path, train_fn: Callable[[Cell
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads_per_job or 1,)) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(threads_per_job or 1, context.Value("i", 0))) as pool:
         for outcome in pool.map(_run_one, todo, [cells_dir] * len(todo), [train_fn] * len(todo),
                                 [len(cells)] * len(todo)):
             counts[outcome] += 1

@@ -77,3 +77,30 @@ def test_predictions_written(tmp_path):
     assert len(pred) == 24 and set(pred.columns) >= {"ecg_uid", "split", "label", "score"}
     assert pred["score"].between(0, 1).all()
     assert (tmp_path / "curves.jsonl").read_text().count("\n") == 1
+
+
+def test_device_setting_resolves_and_is_recorded(tmp_path):
+    from heartbeit.config import ConfigError
+    from heartbeit.train.finetune import resolve_device
+
+    for bad in ("gpu", "cuda:x", "CPU"):
+        with pytest.raises(ConfigError, match="device must be"):
+            MatrixConfig(device=bad).validate()
+    MatrixConfig(device="cuda:1").validate()
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="matrix.device=cuda.*no CUDA GPU"):
+            resolve_device("cuda")
+    mcfg = MatrixConfig(architectures=["resnet10t"], epochs=1, batch_size=16, img_size=64, precision="fp32",
+                        device="cpu")
+    summary = finetune_cell(Cell(0, "x", "resnet10t", "stemi", 1.0, 0), mcfg, make_data(False, []), tmp_path)
+    assert summary["device"] == "cpu"
+
+
+def test_device_is_not_part_of_a_cells_identity():
+    from heartbeit.matrix import _finetune_fingerprint
+
+    assert _finetune_fingerprint(MatrixConfig(device="cpu")) == _finetune_fingerprint(MatrixConfig(device="auto"))
+    assert _finetune_fingerprint(MatrixConfig(lr=1e-4)) != _finetune_fingerprint(MatrixConfig())

@@ -94,7 +94,7 @@ class _PidTrainer:
         import os
 
         (out / "metrics.json").write_text("{}")
-        return {"pid": os.getpid()}
+        return {"pid": os.getpid(), "worker": os.environ.get("HEARTBEIT_CELL_WORKER")}
 
 
 def test_parallel_jobs_complete_every_cell_in_worker_processes(images_dir, tmp_path):
@@ -105,6 +105,14 @@ def test_parallel_jobs_complete_every_cell_in_worker_processes(images_dir, tmp_p
     assert counts == {"done_before": 0, "ran": len(cells), "failed": 0}
     pids = {json.loads((tmp_path / "cells" / c.cell_id / "cell.json").read_text())["pid"] for c in cells}
     assert os.getpid() not in pids and len(pids) >= 1
+    # each cell process has its own index (worker n takes GPU n mod count on a multi-GPU node)
+    by_pid = {}
+    for c in cells:
+        rec = json.loads((tmp_path / "cells" / c.cell_id / "cell.json").read_text())
+        by_pid.setdefault(rec["pid"], set()).add(rec["worker"])
+    assert all(len(w) == 1 for w in by_pid.values())
+    workers = [w for ws in by_pid.values() for w in ws]
+    assert len(set(workers)) == len(workers) and set(workers) <= {"0", "1"}
     assert all(cell_status(tmp_path / "cells", c)[0] == "done" for c in cells)
 
 

@@ -1,6 +1,7 @@
 """Benchmark matrix settings (`heartbeit matrix`)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .core import ConfigError
@@ -39,8 +40,13 @@ class MatrixConfig:
     decode_threads: int = 1  # threads decoding each batch inside a loader process (libpng runs without the GIL)
     jobs: int = 1  # cells trained in parallel processes (CPU profiles: 2 single-threaded cells beat 1x2 threads)
     threads_per_job: int = 0  # torch threads per cell; 0 = leave torch's default. Part of a cell's identity.
+    # Where cells train: "auto" = the GPU when there is one, else the CPU; "cpu"; "cuda" (the process's
+    # current GPU: with jobs > 1 each cell process takes its own, round-robin); "cuda:N".
+    device: str = "auto"
 
     def validate(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.decode_threads < 1:
             raise ConfigError(f"decode_threads must be >= 1, got {self.decode_threads}")
         if self.draws < 1:

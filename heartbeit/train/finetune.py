@@ -7,7 +7,6 @@ weights. The data arrive through `CellData`, which hands out batches and keeps t
 labels out of reach until selection is over."""
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -55,6 +54,19 @@ def arch_family(arch: str) -> str:
     return arch.split("_")[0]
 
 
+def resolve_device(spec: str) -> torch.device:
+    """matrix.device -> a torch device: "auto" is the current GPU when CUDA is available, else the CPU."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"matrix.device={spec}, but this torch build or machine has no CUDA GPU "
+                               "(use auto or cpu)")
+        device = torch.device(spec)
+        return torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+    return torch.device(spec)
+
+
 def _normalize(inputs: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 images are scaled to [0, 1] first; waveforms (float mV) are used as they are."""
     x = inputs.float() / 255.0 if inputs.dtype == torch.uint8 else inputs.float()
@@ -62,14 +74,16 @@ def _normalize(inputs: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _score(model, batches: Iterable[Batch], mean, std, autocast) -> tuple[np.ndarray, np.ndarray, list[dict], float]:
+def _score(model, batches: Iterable[Batch], mean, std, autocast,
+           device: torch.device) -> tuple[np.ndarray, np.ndarray, list[dict], float]:
     model.eval()
     scores, labels, metas, loss_sum = [], [], [], 0.0
     for b in batches:
         with autocast():
-            logits = model(_normalize(b.images, mean, std)).float()
-        loss_sum += F.cross_entropy(logits, b.labels, reduction="sum").item()
-        scores.append(torch.softmax(logits, dim=1)[:, 1].numpy())
+            logits = model(_normalize(b.images.to(device, non_blocking=True), mean, std)).float()
+        target = b.labels.to(device, non_blocking=True)
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        scores.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
         labels.append(b.labels.numpy())
         metas.extend(b.meta)
     if not scores:
@@ -95,16 +109,18 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
         pretrained_file=pretrained_file if cell.arch.startswith("heartbeit") else None,
         imagenet_weights_dir=mcfg.imagenet_weights_dir or None)
     mean, std = zoo.normalization(cell.arch)
+    device = resolve_device(mcfg.device)
+    model = model.to(device)
     if arch_family(cell.arch) in ("efficientnet", "resnet"):
         model = model.to(memory_format=torch.channels_last)
     use_bf16 = mcfg.precision == "bf16"
 
     def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    # The paper: AdamW for HeartBEiT, Adam for the others; OneCycle up to max_lr.
+    # The paper: AdamW for HeartBEiT, Adam for the others; OneCycle up to max_lr. One fused kernel on a GPU.
     opt_cls = torch.optim.AdamW if arch_family(cell.arch) == "heartbeit" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=mcfg.lr)
+    optimizer = opt_cls(model.parameters(), lr=mcfg.lr, **({"fused": True} if device.type == "cuda" else {}))
     # Fixed epochs as in the paper; `min_steps` (0 in the paper profile) lets a 1 % cell of a small CPU
     # profile take enough optimizer steps to learn at all. Validation runs `epochs` times, evenly spaced
     # over the schedule, so a "round" is an epoch whenever min_steps does not apply.
@@ -116,30 +132,35 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     best = (-math.inf, -1, None)  # (criterion, round, state_dict)
     curves = []
     t_start = t0 = time.time()
-    step, epoch, loss_sum, seen = 0, 0, 0.0, 0
+    # The training loss is summed on the device (float64, as a Python float sum would be) and read at
+    # validation only, so a GPU step never waits for its loss.
+    step, epoch, seen = 0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     while step < total_steps:
         model.train()
         for b in data.train(epoch):
             with autocast():
-                logits = model(_normalize(b.images, mean, std))
-            loss = F.cross_entropy(logits.float(), b.labels)
+                logits = model(_normalize(b.images.to(device, non_blocking=True), mean, std))
+            loss = F.cross_entropy(logits.float(), b.labels.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
-            loss_sum += loss.item() * len(b.labels)
+            loss_sum += loss.detach().double() * len(b.labels)
             seen += len(b.labels)
             if step in validate_at:
-                v_scores, v_labels, _, v_loss = _score(model, data.val(), mean, std, autocast)
+                v_scores, v_labels, _, v_loss = _score(model, data.val(), mean, std, autocast, device)
                 crit = _val_criterion(v_scores, v_labels, v_loss)
                 curves.append({"round": validate_at[step], "epoch": epoch, "step": step,
-                               "train_loss": loss_sum / max(1, seen), "val_loss": v_loss, "val_criterion": crit,
+                               "train_loss": loss_sum.item() / max(1, seen), "val_loss": v_loss, "val_criterion": crit,
                                "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 3),
                                "images": seen})
-                if crit > best[0]:
-                    best = (crit, validate_at[step], copy.deepcopy(model.state_dict()))
-                t0, loss_sum, seen = time.time(), 0.0, 0
+                if crit > best[0]:  # kept in host memory: a GPU holds one copy of the weights, not two
+                    best = (crit, validate_at[step], {k: v.detach().to("cpu", copy=True)
+                                                      for k, v in model.state_dict().items()})
+                t0, seen = time.time(), 0
+                loss_sum.zero_()
                 model.train()
             if step >= total_steps:
                 break
@@ -147,10 +168,11 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     if best[2] is not None:
         model.load_state_dict(best[2])
     # The selected weights, for saliency and reuse (safetensors: loading them never unpickles).
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(out_dir / "model.safetensors"))
 
     # Selection is over: score the held-out sets once with the selected weights.
-    scores, labels, metas, _ = _score(model, data.evaluation(), mean, std, autocast)
+    scores, labels, metas, _ = _score(model, data.evaluation(), mean, std, autocast, device)
     pred = pd.DataFrame(metas)
     pred["label"] = labels.astype(np.int64)
     pred["score"] = scores.astype(np.float64)
@@ -162,6 +184,7 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
         "arch_family": arch_family(cell.arch), "init": init_kind, "n_train": data.n_train,
         "n_train_pos": data.n_train_pos, "selected_epoch": best[1], "val_criterion": best[0],
         "train_seconds": round(time.time() - t_start, 2), "epochs": mcfg.epochs, "steps": total_steps,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
 
 
@@ -203,23 +226,24 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
     splits = set(man["split"])
     modality = zoo.input_modality(cell.arch)
     subset = frozenset(train_rows["ecg_uid"].astype(str))  # every draw, draw 0 included, as an explicit id set
+    pin = mcfg.device != "cpu"  # page-locked batches for non-blocking copies (the loader pins only with CUDA)
 
     def train(epoch: int):
         # Partial batches kept: at 1 % a fraction can be smaller than one batch.
         ds = make_image_dataset(images_dir, "train", task=cell.task, epoch=epoch,
                                 seed=cell.seed, shuffle=True, batch_size=mcfg.batch_size, drop_last=False,
                                 modality=modality, subset=subset, decode_threads=mcfg.decode_threads)
-        return _batches(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False), modality)
+        return _batches(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False, pin_memory=pin), modality)
 
     def val():
         return _batches(make_loader(images_dir, "val", mcfg.batch_size, mcfg.num_workers, train=False, task=cell.task,
-                                    modality=modality, decode_threads=mcfg.decode_threads), modality)
+                                    modality=modality, decode_threads=mcfg.decode_threads, pin_memory=pin), modality)
 
     def evaluation():
         for split in ("test", "external"):
             if split in splits and (man.loc[man["split"] == split, cell.task].notna().any()):
                 yield from _batches(make_loader(images_dir, split, mcfg.batch_size, mcfg.num_workers,
                                                 train=False, task=cell.task, modality=modality,
-                                                decode_threads=mcfg.decode_threads), modality)
+                                                decode_threads=mcfg.decode_threads, pin_memory=pin), modality)
 
     return CellData(train=train, val=val, evaluation=evaluation, n_train=n_train, n_train_pos=n_pos)
