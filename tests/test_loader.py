@@ -274,3 +274,14 @@ def test_threaded_decoding_decodes_the_next_batch_before_handing_out_this_one(im
     for _ in make_loader(images, "train", batch_size=2, train=False, decode_threads=1):
         pass
     assert jobs == []  # one decode thread: each batch decodes in the reading thread, nothing is handed off
+
+
+def test_pretraining_batches_ask_for_pinned_memory(images):
+    """Pretraining on a GPU copies batches with non_blocking=True, which only overlaps from page-locked memory:
+    ShardBatches hands pin_memory to the loader (which pins only where CUDA exists)."""
+    from heartbeit.train.batches import ShardBatches
+
+    pinned = ShardBatches(images, batch_size=2, pin_memory=True)
+    assert pinned.loader.pin_memory is True and ShardBatches(images, batch_size=2).loader.pin_memory is False
+    batch = next(iter(pinned))
+    assert batch.images.shape[0] == 2 and batch.images.is_pinned() == torch.cuda.is_available()

@@ -87,7 +87,7 @@ class ShardBatches:
 
     def __init__(self, images_dir: str | Path, batch_size: int, seed: int = 0, split: str = "train",
                  with_tokens: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 decode_threads: int = 1):
+                 decode_threads: int = 1, pin_memory: bool = False):
         if not loader_available():
             raise RuntimeError("heartbeit.data.loader is not available in this version; cannot read image shards")
         from heartbeit.data.loader import make_loader
@@ -98,7 +98,7 @@ class ShardBatches:
                                     "(run `heartbeit render`)")
         self.loader = make_loader(self.images_dir, split, batch_size=batch_size, num_workers=num_workers,
                                   train=True, seed=seed, with_tokens=with_tokens, rank=rank, world_size=world_size,
-                                  with_meta=False, decode_threads=decode_threads)
+                                  with_meta=False, decode_threads=decode_threads, pin_memory=pin_memory)
         if len(self.loader) == 0:
             raise RuntimeError(f"{self.images_dir / split}: fewer than one batch of {batch_size} images per rank")
 

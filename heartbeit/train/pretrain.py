@@ -153,7 +153,8 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
             cfg.tokens == "auto" and shard_tokens_match(images_dir, tokenizer_file, tokenizer))
         source: BatchSource = ShardBatches(images_dir, cfg.batch_size, seed=cfg.seed, with_tokens=use_shard_tokens,
                                            rank=engine.rank, world_size=engine.world_size,
-                                           num_workers=cfg.num_workers, decode_threads=cfg.decode_threads)
+                                           num_workers=cfg.num_workers, decode_threads=cfg.decode_threads,
+                                           pin_memory=device.type == "cuda")  # non-blocking copies need it
         log.info("token grids: %s", "precomputed in the shards" if use_shard_tokens else "computed on the fly")
     else:
         source = data
@@ -202,7 +203,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
             batch = next(stream)
             images = batch.images.to(device, non_blocking=True)
             if batch.tokens is not None:
-                tokens = batch.tokens.to(device).long()
+                tokens = batch.tokens.to(device, non_blocking=True).long()
             else:
                 tokens = tokenizer.encode(images).to(device)
             x = images.float().div_(255.0)
