@@ -285,3 +285,15 @@ def test_pretraining_batches_ask_for_pinned_memory(images):
     assert pinned.loader.pin_memory is True and ShardBatches(images, batch_size=2).loader.pin_memory is False
     batch = next(iter(pinned))
     assert batch.images.shape[0] == 2 and batch.images.is_pinned() == torch.cuda.is_available()
+
+
+def test_pinned_memory_request_is_quiet_without_cuda(images):
+    """pin_memory=True on a machine without CUDA (a CPU profile with loader workers) pins nothing and warns
+    nothing: the DataLoader is only asked to pin where there is a GPU."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader = make_loader(images, "val", batch_size=4, num_workers=1, train=False, pin_memory=True,
+                             multiprocessing_context="fork")
+        assert sum(b["count"] for b in loader) > 0

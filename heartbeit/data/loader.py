@@ -579,7 +579,8 @@ class ImageLoader:
         if self.num_workers == 0:  # the trainer's own process: no DataLoader machinery (~1 us per image)
             return iter(self.dataset)
         return iter(torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                                                collate_fn=_identity, pin_memory=self.pin_memory,
+                                                collate_fn=_identity,
+                                                pin_memory=self.pin_memory and torch.cuda.is_available(),
                                                 persistent_workers=False,
                                                 multiprocessing_context=self.multiprocessing_context,
                                                 # a DataLoader iterator draws a base seed; from the global RNG
