@@ -93,6 +93,11 @@ def test_device_setting_resolves_and_is_recorded(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="matrix.device=cuda.*no CUDA GPU"):
             resolve_device("cuda")
+    with pytest.MonkeyPatch.context() as mp:  # a one-GPU machine asked for its fourth GPU
+        mp.setattr(torch.cuda, "is_available", lambda: True)
+        mp.setattr(torch.cuda, "device_count", lambda: 1)
+        with pytest.raises(RuntimeError, match="matrix.device=cuda:3, but this machine has 1 CUDA GPU"):
+            resolve_device("cuda:3")
     mcfg = MatrixConfig(architectures=["resnet10t"], epochs=1, batch_size=16, img_size=64, precision="fp32",
                         device="cpu")
     summary = finetune_cell(Cell(0, "x", "resnet10t", "stemi", 1.0, 0), mcfg, make_data(False, []), tmp_path)

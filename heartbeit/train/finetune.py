@@ -62,8 +62,10 @@ def resolve_device(spec: str) -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError(f"matrix.device={spec}, but this torch build or machine has no CUDA GPU "
                                "(use auto or cpu)")
-        device = torch.device(spec)
-        return torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+        index = torch.device(spec).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise RuntimeError(f"matrix.device={spec}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return torch.device("cuda", torch.cuda.current_device() if index is None else index)
     return torch.device(spec)
 
 
