@@ -181,7 +181,7 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
                 for processes in (1, cores):
                     pil.setdefault(processes, []).append(decode_ceiling(pools[processes], processes, _decode_share_pil))
                 threaded.append(stream_rate(tmp / "images", 0, with_meta=False, threads=cores))
-                for threads in (1, cores):
+                for threads in sorted({1, cores}):
                     stepped.setdefault(threads, []).append(
                         stream_rate(tmp / "images", 0, with_meta=False, threads=threads, step_s=STEP_S))
         finally:

@@ -281,22 +281,20 @@ class _BatchDecode:
         self.indices = itertools.count()
         self.futures: list = []
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
+        """Decode the next index until none is left (all of them, when no pool thread takes part)."""
         for i in self.indices:
             if i >= self.n:
                 return
             self.decode(i)
 
-    def run_here(self) -> None:
-        self._drain()
-
     def start(self, pool, threads: int) -> None:
-        self.futures = [pool.submit(self._drain) for _ in range(min(self.n, threads))]
+        self.futures = [pool.submit(self.drain) for _ in range(min(self.n, threads))]
 
     def finish(self) -> None:
         """Decode what is left in this thread, wait for the pool's share, re-raise a decode error."""
         try:
-            self._drain()
+            self.drain()
         finally:
             wait(self.futures)  # even after an error: no thread may still write into the batch when it is dropped
         for future in self.futures:
@@ -437,7 +435,7 @@ class ImageStream(torch.utils.data.IterableDataset):
         if self.decode_threads <= 1:
             for items in batches:
                 out, job = self._assemble(items, worker)
-                job.run_here()
+                job.drain()
                 yield self._deliver(out)
             return
         in_flight: list[tuple[dict, _BatchDecode]] = []  # at most two: the one to hand out, the next
@@ -529,7 +527,8 @@ class ImageLoader:
         self.multiprocessing_context = multiprocessing_context if num_workers > 0 else None
         self.num_workers = int(num_workers)
         self.equalize = equalize
-        self.pin_memory = pin_memory
+        self.pin_memory = pin_memory  # as asked; batches are pinned only where CUDA exists (`_pins`)
+        self._pins = pin_memory and torch.cuda.is_available()
         self._state = self._fresh_state()
 
     def _fresh_state(self) -> dict:
@@ -580,7 +579,7 @@ class ImageLoader:
             return iter(self.dataset)
         return iter(torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
                                                 collate_fn=_identity,
-                                                pin_memory=self.pin_memory and torch.cuda.is_available(),
+                                                pin_memory=self._pins,
                                                 persistent_workers=False,
                                                 multiprocessing_context=self.multiprocessing_context,
                                                 # a DataLoader iterator draws a base seed; from the global RNG
@@ -593,7 +592,7 @@ class ImageLoader:
         for batch in self._batches():
             if limit is not None and self._state["batches"] >= limit:
                 break
-            batch = as_tensors(batch, pin=self.pin_memory and torch.cuda.is_available())
+            batch = as_tensors(batch, pin=self._pins)
             self._state["consumed"][batch["worker"]] += batch["count"]
             self._state["last_worker"] = batch["worker"]
             self._state["batches"] += 1
