@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "run": "the whole study end to end for a profile (synth -> ... -> report)",
     "bench": "performance benchmarks with same-run baselines",
     "slurm": "submit the pipeline as dependent Slurm jobs; status",
+    "weights": "local pretrained weights: convert and check the offline ImageNet EfficientNet-Lite0",
 }
 
 NOT_AVAILABLE_EXIT = 3

@@ -40,17 +40,22 @@ class Cell:
     fraction: float
     seed: int
     draw: int = 0
+    # effective numerics (heartbeit.train.precision), decided at planning and part of the id
+    precision: str = ""
+    channels_last: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.arch} {self.task} {self.fraction:g} seed{self.seed} draw{self.draw}"
+        return f"{self.arch} {self.task} {self.fraction:g} seed{self.seed} draw{self.draw}" + \
+            (f" {self.precision}" if self.precision else "")
 
 
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
+    # The weights folder is a location: the weights file's own hash enters the id instead (plan_cells).
     for key in ("architectures", "fractions", "tasks", "seeds", "draws", "draws_below", "num_workers",
-                "decode_threads", "jobs", "device"):
+                "decode_threads", "jobs", "device", "imagenet_weights_dir"):
         d.pop(key, None)
     return d
 
@@ -67,6 +72,20 @@ def is_pretrained_arch(arch: str) -> bool:
     return arch.startswith("heartbeit_")
 
 
+def imagenet_weights_sha(arch: str, weights_dir: str) -> str:
+    """sha256 of the ImageNet weights file a cell of `arch` would load ("" for none): a cell's id changes
+    when its weights do, not when the folder moves. Converts EfficientNet-Lite0 on first use."""
+    if not weights_dir or is_pretrained_arch(arch):
+        return ""
+    from heartbeit.models.families import SAME_SIZE_BASELINES
+    from heartbeit.models.weights import ensure_imagenet_file
+
+    if arch in SAME_SIZE_BASELINES or arch.startswith("signal_"):
+        return ""
+    found = ensure_imagenet_file(arch, weights_dir)
+    return sha256_file(found) if found is not None else ""
+
+
 def draws_of(mcfg: MatrixConfig, fraction: float) -> range:
     """The training draws of a fraction: `mcfg.draws` below `mcfg.draws_below` (and below 100 %, which has
     only one subset), else draw 0 alone."""
@@ -76,7 +95,10 @@ def draws_of(mcfg: MatrixConfig, fraction: float) -> range:
 def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str | Path | None) -> list[Cell]:
     """Every cell in a fixed order (task, fraction, arch, seed, draw) with its stable id. Fractions below
     `mcfg.draws_below` (and below 100%, which has only one subset) get `mcfg.draws` training subsets."""
+    from heartbeit.train.precision import device_type_of, numerics_for
+
     data_sha = data_fingerprint(images_dir)
+    device_type = device_type_of(mcfg.device)
     pre_sha = sha256_file(pretrained_file) if pretrained_file and Path(pretrained_file).is_file() else ""
     base = _finetune_fingerprint(mcfg)
     cells: list[Cell] = []
@@ -84,6 +106,8 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
         for fraction in mcfg.fractions:
             draws = draws_of(mcfg, fraction)
             for arch in mcfg.architectures:
+                numerics = numerics_for(arch, device_type, mcfg.precision)
+                imagenet_sha = imagenet_weights_sha(arch, mcfg.imagenet_weights_dir)
                 for seed in mcfg.seeds:
                     for draw in draws:
                         key = {
@@ -91,9 +115,12 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                             "finetune": base, "data": data_sha,
                             "pretrained": pre_sha if is_pretrained_arch(arch) else "",
                             "version": __version__,
+                            "precision": numerics.precision, "channels_last": numerics.channels_last,
+                            "imagenet": imagenet_sha,
                         }
                         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-                        cells.append(Cell(len(cells), digest, arch, task, float(fraction), int(seed), draw))
+                        cells.append(Cell(len(cells), digest, arch, task, float(fraction), int(seed), draw,
+                                          numerics.precision, numerics.channels_last))
     return cells
 
 
@@ -148,7 +175,11 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     """(state, detail) with state in planned | running | done | failed | partial."""
     cells_dir = Path(cells_dir)
     if (cells_dir / cell.cell_id / COMPLETE).is_file():
-        return "done", ""
+        try:
+            verdicts = json.loads((cells_dir / cell.cell_id / "cell.json").read_text()).get("sanity", {}).get("verdicts", [])
+        except (OSError, json.JSONDecodeError):
+            verdicts = ["unreadable cell.json"]
+        return "done", ("sanity: " + ", ".join(verdicts)) if verdicts else ""
     running = cells_dir / ".running" / f"{cell.cell_id}.json"
     if running.is_file():
         info = json.loads(running.read_text())

@@ -28,7 +28,7 @@ def split_keys(images, split, fraction=None, task=None):
     man = pd.read_parquet(images / "manifest.parquet")
     man = man[man["split"] == split]
     if fraction is not None:
-        man = man[man[f"frac_{fraction:g}"]]
+        man = man[man[f"frac_{task}_{fraction:g}"]]  # fractions are per task
     if task is not None:
         man = man[man[task].notna()]
     return sorted(man["key"])
@@ -65,7 +65,9 @@ def test_fraction_and_task_filters(images):
     batch = next(iter(make_loader(images, "train", batch_size=2, task="hcm")))
     assert batch["label"].dtype == torch.int64 and set(batch["label"].tolist()) <= {0, 1}
     with pytest.raises(ValueError, match="fractions subset the train split"):
-        make_image_dataset(images, "test", fraction=0.1)
+        make_image_dataset(images, "test", fraction=0.1, task="hcm")
+    with pytest.raises(ValueError, match="fractions are per task"):
+        make_image_dataset(images, "train", fraction=0.1)
     with pytest.raises(ValueError, match="unknown task"):
         make_image_dataset(images, "train", task="afib")
     with pytest.raises(ValueError, match="split 'nope'"):

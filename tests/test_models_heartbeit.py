@@ -103,24 +103,25 @@ def test_zoo_init_kinds_and_normalization(tmp_path):
     save_file(export_backbone(mim.state_dict(), depth=2), str(export))
     x = torch.zeros(2, 1, 64, 64)
 
-    model, kind = zoo.create_classifier("heartbeit_micro_patch8_64", img_size=64, pretrained_file=str(export))
-    assert kind == "pretrained" and model(x).shape == (2, 2)
+    model, loaded = zoo.create_classifier("heartbeit_micro_patch8_64", img_size=64, pretrained_file=str(export))
+    assert loaded.kind == "pretrained" and model(x).shape == (2, 2)
+    assert loaded.new_tensors == ["head.bias", "head.weight"] and loaded.tensors_loaded == loaded.tensors_in_model - 2
     with pytest.raises(ValueError, match="pretraining export"):
         zoo.create_classifier("heartbeit_micro_patch8_64", img_size=64)
 
-    model, kind = zoo.create_classifier("vit_micro_patch8_64", img_size=64, imagenet_weights_dir=str(tmp_path))
-    assert kind == "random" and model(x).shape == (2, 2)
+    model, loaded = zoo.create_classifier("vit_micro_patch8_64", img_size=64, imagenet_weights_dir=str(tmp_path))
+    assert loaded.kind == "random" and model(x).shape == (2, 2)
 
     weights_dir = tmp_path / "imagenet"
     weights_dir.mkdir()
     rgb = timm.create_model("resnet18", num_classes=1000).state_dict()  # a stand-in for local ImageNet weights
     save_file(rgb, str(weights_dir / "resnet18.safetensors"))
-    model, kind = zoo.create_classifier("resnet18", img_size=64, imagenet_weights_dir=str(weights_dir))
-    assert kind == "imagenet" and model(x).shape == (2, 2)
+    model, loaded = zoo.create_classifier("resnet18", img_size=64, imagenet_weights_dir=str(weights_dir))
+    assert loaded.kind == "imagenet" and model(x).shape == (2, 2) and loaded.new_tensors == ["fc.bias", "fc.weight"]
     # the RGB stem was folded into one channel, not re-initialised
     assert torch.allclose(model.conv1.weight, rgb["conv1.weight"].sum(1, keepdim=True))
-    model, kind = zoo.create_classifier("efficientnet_b0", img_size=64)
-    assert kind == "random" and model(x).shape == (2, 2)
+    model, loaded = zoo.create_classifier("efficientnet_b0", img_size=64)
+    assert loaded.kind == "random" and model(x).shape == (2, 2)
 
     assert zoo.normalization("heartbeit_base_patch16_224") == (0.5, 0.5)
     assert zoo.normalization("vit_micro_patch8_64") == (0.5, 0.5)

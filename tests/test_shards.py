@@ -60,7 +60,13 @@ def test_shards_content_splits_and_index(corpus, tmp_path):
                         assert meta["split"] == split == row["split"] and row["shard"] == shard["name"]
                         assert meta["patient_hash"] == row["patient_hash"] and meta["layout"] == "3x4+II"
                         assert set(meta["labels"]) == {"lvef_le40", "hcm", "stemi"}
-                        assert (meta["fraction"] is None) == (split != "train")
+                        # per task: the training fractions this ECG is in (none outside train or unlabelled)
+                        assert set(meta["fractions"]) == {"lvef_le40", "hcm", "stemi"}
+                        for t, member_of in meta["fractions"].items():
+                            assert member_of == [f for f in (0.01, 0.1, 0.25, 0.5, 1.0)
+                                                 if f"frac_{t}_{f:g}" in row and bool(row[f"frac_{t}_{f:g}"])]
+                            if split != "train" or meta["labels"][t] is None:
+                                assert member_of == []
                         seen.add(key)
                     else:
                         img = decode_image(data, ext)

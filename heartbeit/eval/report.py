@@ -38,6 +38,7 @@ from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_versio
 
 from . import saliency as sal
 from .cells import FAMILY_ORDER, Cell, finished_cell_dirs, read_cell
+from .sanity_report import NOTE as SANITY_NOTE, sanity_tables
 from .tables import (MISSING, calibration_table, fraction_label, fraction_table, model_label, paired_table,
                      robustness_table, subgroup_table, write_long, write_table)
 
@@ -184,18 +185,12 @@ def read_waves(images: ImageSet, rows: pd.DataFrame) -> np.ndarray:
 
 def load_cell_model(cell_dir: str | Path, arch: str, img_size: int):
     """The cell's selected weights in a freshly built timm model (safetensors: nothing is unpickled)."""
-    import timm
     from safetensors.torch import load_file
 
-    import heartbeit.models  # noqa: F401  (registers heartbeit_* / vit_* sizes)
-    from heartbeit.models.zoo import TRANSFORMER_PREFIXES
+    from heartbeit.models.zoo import build_classifier
 
     path = Path(cell_dir) / MODEL_FILE
-    from heartbeit.models.zoo import is_signal_arch
-
-    kwargs = {"img_size": img_size} if arch.startswith(TRANSFORMER_PREFIXES) else {}
-    model = timm.create_model(arch, pretrained=False, num_classes=2, in_chans=12 if is_signal_arch(arch) else 1,
-                              **kwargs)
+    model = build_classifier(arch, num_classes=2, img_size=img_size)
     try:
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
@@ -815,6 +810,24 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
         draws = sorted({int(d) for d in meta.get("draw", pd.Series([0]))})
         summary["seeds"] = seeds
         summary["draws"] = draws
+        loaded = [{"Architecture": m["arch"], "Init": m.get("init", ""), "File": (m.get("weights") or {}).get("file", ""),
+                   "Tensors loaded": (m.get("weights") or {}).get("tensors_loaded", 0),
+                   "New (random) tensors": ", ".join((m.get("weights") or {}).get("new_tensors", []))}
+                  for m in meta.drop_duplicates(["arch", "init"]).to_dict("records") if m.get("init") != "random"]
+        if loaded:
+            doc.para("Weights were loaded strictly (every tensor of the architecture matched; only the classifier "
+                     "head may be new); what truly loaded, per model:")
+            doc.table(pd.DataFrame(loaded))
+        counts, flagged, sanity_summary = sanity_tables([c.meta for c in cells])
+        summary["sanity"] = sanity_summary
+        doc.heading("Cell sanity", 3)
+        doc.para(SANITY_NOTE)
+        doc.table(counts, "Verdicts per model")
+        if len(flagged):
+            write_table(flagged, staging["tables"], "sanity_flagged", title="Cells with a sanity verdict")
+            doc.table(flagged, "Cells with a sanity verdict (all are kept in every table)")
+        else:
+            doc.para("No cell collapsed, had a non-finite loss or stayed at chance on validation.")
     else:
         seeds, draws = [], []
     doc.bullets([f"training seeds: {', '.join(map(str, seeds)) or MISSING}; training draws: "
@@ -837,7 +850,8 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
                 doc.table(fraction_table(long, task, eval_set, "auroc"), f"AUROC [95% CI] by training fraction — {where}")
                 if not tables["paired"].empty:
                     doc.table(paired_table(tables["paired"], task, eval_set),
-                              f"ΔAUROC (HeartBEiT − baseline), paired DeLong — {where}")
+                              f"ΔAUROC (HeartBEiT − baseline), paired DeLong, p Holm-adjusted within this table "
+                              f"(raw p in tables/paired_long) — {where}")
             figure(f"fraction_{task}.png", f"{task}: performance vs training fraction")
             largest = max(long[long["task"] == task]["fraction"])
             for eval_set in _eval_sets(long, task):
@@ -861,7 +875,8 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
             doc.para(f"Each paired comparison above is repeated over every training seed and patient-level training "
                      f"draw ({runs} run(s) at most per cell; fractions below {fraction_label(below)} get "
                      f"{cfg.matrix.draws} independent draw(s) of their patients). A difference 'holds in every run' "
-                     "when every run gives p < 0.05 with the same sign; the fraction plots' bars show the same spread.")
+                     "when every run gives a Holm-adjusted p < 0.05 with the same sign; the fraction plots' bars show the "
+                     "same spread.")
             holds = robust[robust["Verdict"] == "holds in every run"]
             summary["robust_differences"] = int(len(holds))
             doc.table(robust, "HeartBEiT vs each baseline across seeds and training draws")
@@ -874,7 +889,8 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
             for task in sorted(signal["task"].unique()):
                 for eval_set in sorted(signal[signal["task"] == task]["eval_set"].unique()):
                     where = "internal test set" if eval_set == "internal" else "external validation"
-                    doc.table(paired_table(signal, task, eval_set), f"{task}: ΔAUROC (image − signal) — {where}")
+                    doc.table(paired_table(signal, task, eval_set),
+                              f"{task}: ΔAUROC (image − signal), p Holm-adjusted within this table — {where}")
             doc.table(robustness_table(signal), "Image vs signal across seeds and training draws")
             summary["image_vs_signal"] = int(len(signal))
         else:

@@ -40,7 +40,7 @@ import torch
 from heartbeit.data.render import LeadBox
 
 
-IMAGE_FAMILIES = ("heartbeit", "vit", "efficientnet", "resnet")
+from heartbeit.models.families import IMAGE_FAMILIES, arch_family  # noqa: E402  (the one family table)
 METHODS = ("gradcam", "fullgrad")
 TIME_BIN_S = 0.5
 RHYTHM_SUFFIX = " rhythm"
@@ -50,10 +50,7 @@ RHYTHM_SUFFIX = " rhythm"
 
 
 def family_of(arch: str) -> str:
-    for family in (*IMAGE_FAMILIES, "signal"):
-        if arch.startswith(family):
-            return family
-    return arch.split("_")[0]
+    return arch_family(arch)
 
 
 def is_token_model(model: torch.nn.Module) -> bool:

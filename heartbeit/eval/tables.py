@@ -198,6 +198,32 @@ def spread_table(long: pd.DataFrame, task: str, eval_set: str, metric: str = "au
 # ---------------------------------------------------------------------------------- paired comparisons
 
 
+def holm(p) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error), NaN kept as NaN."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
+    return out
+
+
+def with_holm(paired: pd.DataFrame) -> pd.DataFrame:
+    """Add `p_holm`: the paired p-values Holm-adjusted within each (task, evaluation set) -- the family of
+    tests one fraction table shows (every baseline, fraction, seed and draw); `p` stays the raw value."""
+    if paired.empty:
+        return paired
+    paired = paired.copy()
+    paired["p_holm"] = np.nan
+    for _, idx in paired.groupby(["task", "eval_set"], sort=False).groups.items():
+        paired.loc[idx, "p_holm"] = holm(pd.to_numeric(paired.loc[idx, "p"], errors="coerce"))
+    return paired
+
+
 def _matched_runs(cells: list[Cell]) -> list[list[Cell]]:
     """Cells grouped by (task, fraction, seed, draw): the runs trained on the same ECGs, in key order."""
     by_key: dict[tuple, list[Cell]] = {}
@@ -221,7 +247,7 @@ def paired_comparisons(cells: list[Cell], *, reference_family: str = "heartbeit"
                     continue
                 rows.extend(_paired_rows(ref, other, ci=ci, min_n=min_n))
     df = pd.DataFrame(rows)
-    return sort_long(df) if not df.empty else df
+    return with_holm(sort_long(df)) if not df.empty else df
 
 
 def image_vs_signal_comparisons(cells: list[Cell], *, signal_family: str = "signal", ci: float = 0.95,
@@ -236,20 +262,21 @@ def image_vs_signal_comparisons(cells: list[Cell], *, signal_family: str = "sign
             for other in signals:
                 rows.extend(_paired_rows(ref, other, ci=ci, min_n=min_n))
     df = pd.DataFrame(rows)
-    return sort_long(df) if not df.empty else df
+    return with_holm(sort_long(df)) if not df.empty else df
 
 
 def robustness_table(paired: pd.DataFrame, *, alpha: float = 0.05, digits: int = 3) -> pd.DataFrame:
     """Which paired differences survive the spread across seeds and training draws: per (task, evaluation
-    set, fraction, reference, baseline), the runs, mean / min / max Δ and the largest p. "holds in every
-    run" = every run has p < alpha with the same sign; "single run" = nothing to compare against."""
+    set, fraction, reference, baseline), the runs, mean / min / max Δ and the largest p (Holm-adjusted within
+    its task and evaluation set, `p_holm`). "holds in every run" = every run has adjusted p < alpha with the
+    same sign; "single run" = nothing to compare against."""
     if paired.empty:
         return pd.DataFrame()
     rows = []
     keys = ["task", "eval_set", "fraction", "reference", "reference_init", "arch", "init"]
     for key, runs in paired.groupby(keys, sort=False):
         d = pd.to_numeric(runs["delta_auroc"], errors="coerce").to_numpy(float)
-        p = pd.to_numeric(runs["p"], errors="coerce").to_numpy(float)
+        p = pd.to_numeric(runs["p_holm"], errors="coerce").to_numpy(float)
         ok = np.isfinite(d) & np.isfinite(p)
         if not ok.any():
             verdict = "no test (see reasons)"
@@ -267,7 +294,7 @@ def robustness_table(paired: pd.DataFrame, *, alpha: float = 0.05, digits: int =
                      "mean Δ": f"{np.nanmean(d):+.{digits}f}" if np.isfinite(d).any() else MISSING,
                      "Δ range": (f"{np.nanmin(d):+.{digits}f} … {np.nanmax(d):+.{digits}f}"
                                  if np.isfinite(d).any() else MISSING),
-                     "max p": format_p(np.nanmax(p)).lstrip("=") if np.isfinite(p).any() else MISSING,
+                     "max p (Holm)": format_p(np.nanmax(p)).lstrip("=") if np.isfinite(p).any() else MISSING,
                      "Verdict": verdict})
     return pd.DataFrame(rows)
 
@@ -300,9 +327,9 @@ def _paired_rows(ref: Cell, other: Cell, *, ci: float, min_n: int) -> list[dict]
 
 def paired_table(paired: pd.DataFrame, task: str, eval_set: str, *, alpha: float = 0.05,
                  digits: int = 3) -> pd.DataFrame:
-    """Baselines as rows, fractions as columns; a cell is "ΔAUROC (p=...)" = reference minus baseline.
-    With several seeds/draws: the mean Δ, the largest p over the matched runs (a difference that holds in
-    every run) and how many runs reach p < alpha."""
+    """Baselines as rows, fractions as columns; a cell is "ΔAUROC (p=...)" = reference minus baseline, p
+    Holm-adjusted over every test of this table (`p_holm`). With several seeds/draws: the mean Δ, the
+    largest p over the matched runs (a difference that holds in every run) and how many runs reach p < alpha."""
     part = paired[(paired["task"] == task) & (paired["eval_set"] == eval_set)]
     if part.empty:
         return pd.DataFrame(columns=["Reference", "Baseline", "Init"])
@@ -316,7 +343,7 @@ def paired_table(paired: pd.DataFrame, task: str, eval_set: str, *, alpha: float
             for f in fractions:
                 runs = mine[(mine["arch"] == arch) & (mine["init"] == init) & (mine["fraction"] == f)]
                 d = _mean_finite(runs["delta_auroc"]) if len(runs) else float("nan")
-                p = pd.to_numeric(runs["p"], errors="coerce").to_numpy(dtype=float)
+                p = pd.to_numeric(runs["p_holm"], errors="coerce").to_numpy(dtype=float)
                 p = p[np.isfinite(p)]
                 if not _finite(d):
                     row[fraction_label(f)] = MISSING
@@ -372,8 +399,9 @@ def _write_paired(paired: pd.DataFrame, out_dir: Path, stem: str, title: str, no
             files += write_table(paired_table(paired, task, eval_set), out_dir, f"{stem}_{task}_{eval_set}",
                                  title=f"{title} — {task}, {eval_set}", note=note)
     files += write_table(robustness_table(paired), out_dir, f"{stem}_robustness", title=robust_title,
-                         note="Δ = reference − baseline AUROC; 'holds in every run': p < 0.05 with the same sign in "
-                              "every seed/draw.")
+                         note="Δ = reference − baseline AUROC; p Holm-adjusted within each task × evaluation set "
+                              "(raw p in the long table); 'holds in every run': adjusted p < 0.05 with the same sign "
+                              "in every seed/draw.")
     return files
 
 CI_NOTE = ("Cells: mean over seeds/draws of the estimate [mean of the 95% CI bounds]; AUROC CI DeLong "
@@ -409,12 +437,14 @@ def write_all_tables(cells: list[Cell], out_dir: str | Path, *, ci: float = 0.95
                                      note="mean ± sd (min–max, k runs)")
     paired = paired_comparisons(cells, ci=ci, min_n=min_n)
     files += _write_paired(paired, out_dir, "paired", "ΔAUROC (reference − baseline), paired DeLong",
-                           "Same ECGs and same seed/draw; p two-sided, unadjusted.",
+                           "Same ECGs and same seed/draw; p two-sided, Holm-adjusted over every test in this table "
+                           "(all baselines, fractions, seeds and draws); raw p in paired_long.",
                            "Do the paired differences survive repeated seeds and training draws?")
     signal = image_vs_signal_comparisons(cells, ci=ci, min_n=min_n)
     files += _write_paired(signal, out_dir, "image_vs_signal", "ΔAUROC (image model − signal model), paired DeLong",
                            "Same training ECGs (same fraction, seed and draw) drawn as an image or kept as the "
-                           "filtered waveform; same test ECGs; p two-sided, unadjusted.",
+                           "filtered waveform; same test ECGs; p two-sided, Holm-adjusted over every test in this "
+                           "table; raw p in image_vs_signal_long.",
                            "Image vs signal: do the differences survive repeated seeds and training draws?")
     subgroups = long_subgroups(cells, ci=ci, min_per_class=min_per_class, min_n=min_n)
     if not subgroups.empty:

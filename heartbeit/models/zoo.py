@@ -1,13 +1,14 @@
 """Architectures of the fine-tuning matrix, created through `timm.create_model` only.
 
-    model, init_kind = create_classifier("heartbeit_micro_patch8_64", pretrained_file="heartbeit-micro_patch8_64.safetensors")
+    model, loaded = create_classifier("heartbeit_micro_patch8_64", pretrained_file="heartbeit-micro_patch8_64.safetensors")
     mean, std = normalization("heartbeit_micro_patch8_64")   # floats, for 1-channel images in [0, 1]
 
 Signal-domain models (`signal_*`, heartbeit.models.signal1d) take the stored filtered waveform [B, 12, L]
-in mV and are always randomly initialised.
+in mV and are always randomly initialised. Architecture families live in heartbeit.models.families.
 
-init_kind: 'pretrained' (HeartBEiT from the MIM export), 'imagenet' (weights found in a local directory;
-nothing is downloaded), or 'random'. All models take 1-channel images; timm folds an ImageNet stem's RGB
+The second value is a LoadRecord: kind 'pretrained' (HeartBEiT from the MIM export), 'imagenet' (weights found
+in a local directory, loaded strictly; nothing is downloaded), or 'random', with the file, its sha256 and
+the tensors that loaded. All models take 1-channel images; timm folds an ImageNet stem's RGB
 filters into one channel when loading 3-channel weights.
 
 Normalisation follows the weights a model starts from: 0.5 / 0.5 for HeartBEiT (Vaid et al.) and for the
@@ -24,9 +25,9 @@ import torch
 import heartbeit.models.heartbeit as _registry  # noqa: F401  (registers heartbeit_* / vit_* sizes with timm)
 import heartbeit.models.signal1d as _signal_registry  # noqa: F401  (registers signal_xresnet1d_* with timm)
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-SAME_SIZE_BASELINES = ("vit_tiny_patch8_112", "vit_tiny_patch8_64", "vit_micro_patch8_64")
-TRANSFORMER_PREFIXES = ("heartbeit_", "vit_", "beit_", "deit_")
+from .families import BEIT_FINETUNE_DROP_PATH, SAME_SIZE_BASELINES, TRANSFORMER_FAMILIES, arch_family, is_beit_family
+from .weights import LoadRecord, WeightLoadError, create_with_weights, ensure_imagenet_file
+
 SIGNAL_PREFIX = "signal_"  # waveform models: input [B, 12, L] in mV instead of an image
 
 
@@ -34,51 +35,77 @@ def is_signal_arch(arch: str) -> bool:
     return arch.startswith(SIGNAL_PREFIX)
 
 
+def is_transformer(arch: str) -> bool:
+    return arch_family(arch) in TRANSFORMER_FAMILIES
+
+
 def input_modality(arch: str) -> str:
     """'wave' for signal-domain models, 'image' for the rest (the loader's `modality`)."""
     return "wave" if is_signal_arch(arch) else "image"
 
 
-def _imagenet_file(arch: str, weights_dir: str | Path) -> Path | None:
-    """`<dir>/<arch>.safetensors|.pth|.pt|.bin` or `<dir>/<arch>/model.safetensors|pytorch_model.bin`."""
-    root = Path(weights_dir)
-    for suffix in WEIGHT_SUFFIXES:
-        if (root / f"{arch}{suffix}").is_file():
-            return root / f"{arch}{suffix}"
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (root / arch / name).is_file():
-            return root / arch / name
-    return None
+def classifier_kwargs(arch: str, num_classes: int = 2, img_size: int = 224, in_chans: int = 1,
+                      finetune: bool = True) -> dict:
+    """timm.create_model arguments of a matrix classifier (one home for fine-tuning and for reloading a cell).
+    BEiT-family models fine-tune with drop path 0.1, as the BEiT reference does; it has no effect in eval mode."""
+    kwargs: dict = {"num_classes": num_classes, "in_chans": 12 if is_signal_arch(arch) else in_chans}
+    if is_transformer(arch):
+        kwargs["img_size"] = img_size
+    if finetune and is_beit_family(arch):
+        kwargs["drop_path_rate"] = BEIT_FINETUNE_DROP_PATH
+    return kwargs
+
+
+def reset_new_head(model: torch.nn.Module, arch: str) -> None:
+    """Give a new classifier head an init that does not depend on the class count. timm's EfficientNet
+    ("goog") init draws the head uniformly in +-1/sqrt(num_classes): +-0.03 for ImageNet's 1000 classes but
+    +-0.71 for our 2, so the first logits are huge and saturated and a from-scratch EfficientNet barely moves
+    in a short fine-tune (demo: test AUROC 0.69 on HCM where ResNet-18 reaches 0.999). PyTorch's default
+    Linear init (+-1/sqrt(fan_in), as ResNet's head has) is used instead. Other families keep theirs."""
+    if arch_family(arch) != "efficientnet":
+        return
+    head = model.get_classifier()
+    if isinstance(head, torch.nn.Linear):
+        head.reset_parameters()
+
+
+def build_classifier(arch: str, num_classes: int = 2, img_size: int = 224) -> torch.nn.Module:
+    """A randomly initialised matrix classifier, e.g. to load a finished cell's weights into."""
+    import timm
+
+    return timm.create_model(arch, pretrained=False, **classifier_kwargs(arch, num_classes, img_size, finetune=False))
 
 
 def create_classifier(arch: str, num_classes: int = 2, img_size: int = 224, in_chans: int = 1,
                       pretrained_file: str | None = None, imagenet_weights_dir: str | None = None,
-                      **kwargs) -> tuple[torch.nn.Module, str]:
-    """(model, init_kind) for one matrix architecture."""
+                      allow_random_init: bool = True) -> tuple[torch.nn.Module, LoadRecord]:
+    """(model, what truly loaded) for one matrix architecture. Weights load strictly (weights.py): a file that
+    does not fit its architecture is an error, never a silent random init. `allow_random_init=False` makes
+    a missing ImageNet file an error too (the paper profile's baselines need their weights)."""
     import timm
 
     if not timm.is_model(arch):
         raise ValueError(f"unknown architecture {arch!r} (not registered in timm)")
-    if arch.startswith(TRANSFORMER_PREFIXES):
-        kwargs["img_size"] = img_size
-    if is_signal_arch(arch):
-        in_chans = 12  # one input channel per lead; no image-size argument
-    common = dict(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    kwargs = classifier_kwargs(arch, num_classes, img_size, in_chans)
     if arch.startswith("heartbeit_"):
         if not pretrained_file:
             raise ValueError(f"{arch} needs the pretraining export (pretrained_file); its random-init "
                              f"counterpart is the vit_* baseline of the same size")
         if not Path(pretrained_file).is_file():
             raise FileNotFoundError(f"HeartBEiT export not found: {pretrained_file}")
-        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained_file)),
-                                  **common)
-        return model, "pretrained"
-    weights = _imagenet_file(arch, imagenet_weights_dir) if imagenet_weights_dir and arch not in SAME_SIZE_BASELINES \
-        else None
+        return create_with_weights(arch, pretrained_file, "pretrained", **kwargs)
+    takes_imagenet = not is_signal_arch(arch) and arch not in SAME_SIZE_BASELINES
+    weights = ensure_imagenet_file(arch, imagenet_weights_dir) if imagenet_weights_dir and takes_imagenet else None
     if weights is not None:
-        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)), **common)
-        return model, "imagenet"
-    return timm.create_model(arch, pretrained=False, **common), "random"
+        model, record = create_with_weights(arch, weights, "imagenet", **kwargs)
+        reset_new_head(model, arch)
+        return model, record
+    if takes_imagenet and not allow_random_init:
+        raise WeightLoadError(f"{arch}: no ImageNet weights in {imagenet_weights_dir or '(matrix.imagenet_weights_dir unset)'}"
+                              " and matrix.allow_random_init is false")
+    model = timm.create_model(arch, pretrained=False, **kwargs)
+    reset_new_head(model, arch)
+    return model, LoadRecord(kind="random", tensors_in_model=len(model.state_dict()))
 
 
 def normalization(arch: str) -> tuple[float, float]:

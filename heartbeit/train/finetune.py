@@ -1,7 +1,11 @@
 """Fine-tune one matrix cell, readable top to bottom.
 
-As in the paper: a 2-class head, cross-entropy, AdamW for HeartBEiT and Adam for the baselines, a
-OneCycle schedule, a fixed seed. Unlike the paper's public code, the epoch is selected on the
+As in the paper: a 2-class head, cross-entropy, AdamW for HeartBEiT (and for its same-size random-init twin,
+so that only the weights differ) and Adam for the baselines, a OneCycle schedule, a fixed seed; drop path
+0.1 for BEiT-family models. Models with BatchNorm get their running statistics re-estimated on the cell's
+training images before every validation and before the final scoring (sanity.py: with few optimizer steps
+the running averages lag the weights, and eval-mode predictions collapse). Every cell gets sanity verdicts
+(collapsed, non-finite loss, not better than chance) in cell.json. Unlike the paper's public code, the epoch is selected on the
 *validation* split only; the internal test set and the external sites are scored once, with the selected
 weights. The data arrive through `CellData`, which hands out batches and keeps the test and external
 labels out of reach until selection is over."""
@@ -24,6 +28,9 @@ from sklearn.metrics import roc_auc_score
 
 from heartbeit.config import MatrixConfig
 from heartbeit.models import zoo
+from heartbeit.models.families import arch_family, uses_heartbeit_recipe
+from heartbeit.train.precision import Numerics, device_type_of, numerics_for
+from heartbeit.train.sanity import has_batchnorm, recalibrate_batchnorm, sanity_verdicts
 
 log = logging.getLogger("heartbeit.finetune")
 
@@ -45,13 +52,6 @@ class CellData:
     evaluation: Callable[[], Iterable[Batch]]
     n_train: int
     n_train_pos: int
-
-
-def arch_family(arch: str) -> str:
-    for family in ("heartbeit", "vit", "efficientnet", "resnet", "signal"):
-        if arch.startswith(family):
-            return family
-    return arch.split("_")[0]
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -76,13 +76,13 @@ def _normalize(inputs: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _score(model, batches: Iterable[Batch], mean, std, autocast,
+def _score(model, batches: Iterable[Batch], inputs, autocast,
            device: torch.device) -> tuple[np.ndarray, np.ndarray, list[dict], float]:
     model.eval()
     scores, labels, metas, loss_sum = [], [], [], 0.0
     for b in batches:
         with autocast():
-            logits = model(_normalize(b.images.to(device, non_blocking=True), mean, std)).float()
+            logits = model(inputs(b)).float()
         target = b.labels.to(device, non_blocking=True)
         loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
         scores.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
@@ -101,28 +101,50 @@ def _val_criterion(scores: np.ndarray, labels: np.ndarray, loss: float) -> float
     return -loss
 
 
+def cell_numerics(cell, mcfg: MatrixConfig) -> Numerics:
+    """Precision and memory format of a cell: the plan's (part of its id), else the table's for this device."""
+    if getattr(cell, "precision", ""):
+        return Numerics(cell.precision, bool(cell.channels_last))
+    return numerics_for(cell.arch, device_type_of(mcfg.device), mcfg.precision)
+
+
+def make_optimizer(arch: str, params, max_lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (torch defaults: weight decay 0.01) for HeartBEiT and its same-size random twin, Adam for the
+    paper's baselines. The starting lr is OneCycle's (max_lr / 25); one fused kernel on a GPU."""
+    opt_cls = torch.optim.AdamW if uses_heartbeit_recipe(arch) else torch.optim.Adam
+    return opt_cls(params, lr=max_lr, **({"fused": True} if device.type == "cuda" else {}))
+
+
 def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
                   pretrained_file: str | None = None) -> dict:
     out_dir = Path(out_dir)
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)  # timm/torch init code may read numpy's global RNG
-    model, init_kind = zoo.create_classifier(
+    model, loaded = zoo.create_classifier(
         cell.arch, num_classes=2, img_size=mcfg.img_size, in_chans=1,
         pretrained_file=pretrained_file if cell.arch.startswith("heartbeit") else None,
-        imagenet_weights_dir=mcfg.imagenet_weights_dir or None)
+        imagenet_weights_dir=mcfg.imagenet_weights_dir or None,
+        allow_random_init=getattr(mcfg, "allow_random_init", True))
     mean, std = zoo.normalization(cell.arch)
     device = resolve_device(mcfg.device)
+    numerics = cell_numerics(cell, mcfg)
     model = model.to(device)
-    if arch_family(cell.arch) in ("efficientnet", "resnet"):
+    memory_format = torch.channels_last if numerics.channels_last else torch.contiguous_format
+    if numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    use_bf16 = mcfg.precision == "bf16"
+    use_bf16 = numerics.precision == "bf16"
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    # The paper: AdamW for HeartBEiT, Adam for the others; OneCycle up to max_lr. One fused kernel on a GPU.
-    opt_cls = torch.optim.AdamW if arch_family(cell.arch) == "heartbeit" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=mcfg.lr, **({"fused": True} if device.type == "cuda" else {}))
+    def inputs(b: Batch) -> torch.Tensor:
+        x = _normalize(b.images.to(device, non_blocking=True), mean, std)
+        return x.contiguous(memory_format=memory_format) if x.dim() == 4 else x
+
+    def recalibrate(epoch: int) -> int:
+        return recalibrate_batchnorm(model, (inputs(b) for b in data.train(epoch)), mcfg.bn_recalib_batches, autocast)
+
+    optimizer = make_optimizer(cell.arch, model.parameters(), mcfg.max_lr, device)
     # Fixed epochs as in the paper; `min_steps` (0 in the paper profile) lets a 1 % cell of a small CPU
     # profile take enough optimizer steps to learn at all. Validation runs `epochs` times, evenly spaced
     # over the schedule, so a "round" is an epoch whenever min_steps does not apply.
@@ -131,18 +153,18 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     validate_at = {round(total_steps * (r + 1) / mcfg.epochs): r for r in range(mcfg.epochs)}
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=mcfg.max_lr, total_steps=total_steps)
 
-    best = (-math.inf, -1, None)  # (criterion, round, state_dict)
+    best = (-math.inf, -1, None, None)  # (criterion, round, state_dict, (val scores, val labels))
     curves = []
     t_start = t0 = time.time()
     # The training loss is summed on the device (float64, as a Python float sum would be) and read at
     # validation only, so a GPU step never waits for its loss.
-    step, epoch, seen = 0, 0, 0
+    step, epoch, seen, nonfinite_steps = 0, 0, 0, 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     while step < total_steps:
         model.train()
         for b in data.train(epoch):
             with autocast():
-                logits = model(_normalize(b.images.to(device, non_blocking=True), mean, std))
+                logits = model(inputs(b))
             loss = F.cross_entropy(logits.float(), b.labels.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,15 +174,19 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
             loss_sum += loss.detach().double() * len(b.labels)
             seen += len(b.labels)
             if step in validate_at:
-                v_scores, v_labels, _, v_loss = _score(model, data.val(), mean, std, autocast, device)
+                train_loss = loss_sum.item() / max(1, seen)
+                nonfinite_steps += 0 if math.isfinite(train_loss) else 1
+                recalibrated = recalibrate(epoch)
+                v_scores, v_labels, v_metas, v_loss = _score(model, data.val(), inputs, autocast, device)
                 crit = _val_criterion(v_scores, v_labels, v_loss)
                 curves.append({"round": validate_at[step], "epoch": epoch, "step": step,
-                               "train_loss": loss_sum.item() / max(1, seen), "val_loss": v_loss, "val_criterion": crit,
+                               "train_loss": train_loss, "val_loss": v_loss, "val_criterion": crit,
                                "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 3),
-                               "images": seen})
-                if crit > best[0]:  # kept in host memory: a GPU holds one copy of the weights, not two
+                               "images": seen, "bn_recalibration_batches": recalibrated})
+                if crit > best[0] or best[2] is None:  # kept in host memory: a GPU holds one copy of the weights
                     best = (crit, validate_at[step], {k: v.detach().to("cpu", copy=True)
-                                                      for k, v in model.state_dict().items()})
+                                                      for k, v in model.state_dict().items()},
+                            (v_scores, v_labels, [m.get("patient_hash") for m in v_metas]))
                 t0, seen = time.time(), 0
                 loss_sum.zero_()
                 model.train()
@@ -168,13 +194,14 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
                 break
         epoch += 1
     if best[2] is not None:
+        # the selected weights with the BatchNorm statistics re-estimated for them at that validation
         model.load_state_dict(best[2])
     # The selected weights, for saliency and reuse (safetensors: loading them never unpickles).
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(out_dir / "model.safetensors"))
 
     # Selection is over: score the held-out sets once with the selected weights.
-    scores, labels, metas, _ = _score(model, data.evaluation(), mean, std, autocast, device)
+    scores, labels, metas, _ = _score(model, data.evaluation(), inputs, autocast, device)
     pred = pd.DataFrame(metas)
     pred["label"] = labels.astype(np.int64)
     pred["score"] = scores.astype(np.float64)
@@ -182,10 +209,14 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     with open(out_dir / "curves.jsonl", "w") as fh:
         for row in curves:
             fh.write(json.dumps(row) + "\n")
+    v_scores, v_labels, v_patients = best[3] if best[3] is not None else (np.zeros(0), np.zeros(0, dtype=np.int64), None)
     return {
-        "arch_family": arch_family(cell.arch), "init": init_kind, "n_train": data.n_train,
-        "n_train_pos": data.n_train_pos, "selected_epoch": best[1], "val_criterion": best[0],
-        "train_seconds": round(time.time() - t_start, 2), "epochs": mcfg.epochs, "steps": total_steps,
+        "arch_family": arch_family(cell.arch), "init": loaded.kind, "weights": loaded.to_json(),
+        "n_train": data.n_train, "n_train_pos": data.n_train_pos, "selected_epoch": best[1],
+        "val_criterion": best[0], "train_seconds": round(time.time() - t_start, 2), "epochs": mcfg.epochs,
+        "steps": total_steps, "precision": numerics.precision, "channels_last": numerics.channels_last,
+        "bn_recalibration_batches": mcfg.bn_recalib_batches if has_batchnorm(model) else 0,
+        "sanity": sanity_verdicts(v_scores, v_labels, nonfinite_steps=nonfinite_steps, patients=v_patients),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
 
@@ -218,7 +249,7 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
     images_dir = Path(images_dir)
     man = pd.read_parquet(images_dir / "manifest.parquet")
     try:
-        in_draw = training_draw(man, cell.fraction, cell.draw, mcfg.draw_seed)
+        in_draw = training_draw(man, cell.task, cell.fraction, cell.draw, mcfg.draw_seed)
     except ValueError as exc:
         raise ValueError(f"{images_dir}: {exc}") from None
     train_rows = man[(man["split"] == "train") & in_draw & man[cell.task].notna()]

@@ -1,0 +1,62 @@
+"""Precision and memory format of a matrix cell: a fixed table per device type and architecture family.
+
+`matrix.precision: auto` reads this table; `bf16` or `fp32` forces one precision for every architecture
+(memory format still from the table). The effective precision is part of a cell's id (heartbeit.matrix),
+so a cell trained in bf16 is never mistaken for its fp32 twin.
+
+CPU rows: `heartbeit bench --quick` (bench/train_step.py, one thread, 64 px, batch 16, the ci profile's models;
+results/bench/train_step.json, 2-core AMD EPYC, 2026-12-01), speed of one training step against eager fp32:
+  heartbeit_micro bf16 1.50x; vit_micro bf16 1.48x;
+  efficientnet_b0 bf16 0.74x, bf16 + channels-last 0.75x, fp32 + channels-last 1.22x  -> fp32, channels-last;
+  resnet18 bf16 1.25x, bf16 + channels-last 1.39x, fp32 + channels-last 1.03x        -> bf16, channels-last;
+  signal_xresnet1d_tiny (12 x 2,500 samples, batch 64, same machine, 2026-12-05): bf16 1.41x -> bf16.
+On this CPU bf16 autocast makes depthwise-convolution networks (EfficientNet) slower, so they train in fp32.
+CUDA rows: bf16 autocast everywhere (tensor cores), channels-last for CNNs (cuDNN's NHWC kernels); not yet
+measured on a GPU here (issue 23), the standard setting on A100/H100.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from heartbeit.models.families import arch_family
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Numerics:
+    precision: str  # "bf16" (autocast) | "fp32"
+    channels_last: bool
+
+
+# (device type, family) -> Numerics; "*" is any other family on that device type.
+TABLE: dict[tuple[str, str], Numerics] = {
+    ("cpu", "heartbeit"): Numerics("bf16", False),
+    ("cpu", "beit"): Numerics("bf16", False),
+    ("cpu", "vit"): Numerics("bf16", False),
+    ("cpu", "efficientnet"): Numerics("fp32", True),
+    ("cpu", "resnet"): Numerics("bf16", True),
+    ("cpu", "signal"): Numerics("bf16", False),
+    ("cpu", "*"): Numerics("fp32", False),
+    ("cuda", "efficientnet"): Numerics("bf16", True),
+    ("cuda", "resnet"): Numerics("bf16", True),
+    ("cuda", "*"): Numerics("bf16", False),
+}
+
+
+def device_type_of(device_setting: str) -> str:
+    """'cpu' or 'cuda' for a matrix.device setting ("auto" = the GPU when this machine has one)."""
+    if device_setting == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device_setting.startswith("cuda") else "cpu"
+
+
+def numerics_for(arch: str, device_type: str, precision: str = "auto") -> Numerics:
+    """The table's row for `arch` on `device_type`, with `precision` forcing bf16/fp32 unless "auto"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"matrix.precision must be one of {PRECISIONS}, got {precision!r}")
+    family = arch_family(arch)
+    row = TABLE.get((device_type, family)) or TABLE[(device_type, "*")]
+    return row if precision == "auto" else Numerics(precision, row.channels_last)
