@@ -147,3 +147,42 @@ def test_sanity_verdicts_classify_collapse_nonfinite_and_chance():
     assert "non_finite_loss" in sanity_verdicts(good, y, nonfinite_steps=1)["verdicts"]
     # a perfect ranking has no DeLong interval but is better than chance
     assert sanity_verdicts(y * 0.8 + 0.1, y)["verdicts"] == []
+
+
+def test_effective_precision_comes_from_the_device_table_and_is_part_of_the_cell_id(tmp_path):
+    from heartbeit.matrix import plan_cells
+    from heartbeit.train.precision import numerics_for
+
+    # CPU rows measured with bench/train_step.py: EfficientNet fp32 + channels-last, ResNet bf16 + channels-last
+    assert numerics_for("efficientnet_b0", "cpu") == numerics_for("tf_efficientnet_lite0", "cpu")
+    assert numerics_for("efficientnet_b0", "cpu").precision == "fp32"
+    assert numerics_for("resnet18", "cpu").precision == "bf16" and numerics_for("resnet18", "cpu").channels_last
+    assert numerics_for("vit_micro_patch8_64", "cpu").precision == "bf16"
+    assert numerics_for("efficientnet_b0", "cuda").precision == "bf16"
+    assert numerics_for("efficientnet_b0", "cpu", "bf16").precision == "bf16"  # an explicit setting wins
+    (tmp_path / "manifest.parquet").write_bytes(b"x")
+    archs = ["efficientnet_b0", "resnet18"]
+    auto = plan_cells(MatrixConfig(architectures=archs, device="cpu", fractions=[1.0], tasks=["hcm"], seeds=[0]),
+                      tmp_path, None)
+    forced = plan_cells(MatrixConfig(architectures=archs, device="cpu", fractions=[1.0], tasks=["hcm"], seeds=[0],
+                                     precision="bf16"), tmp_path, None)
+    assert [c.precision for c in auto] == ["fp32", "bf16"] and [c.precision for c in forced] == ["bf16", "bf16"]
+    assert auto[0].cell_id != forced[0].cell_id
+    # the same effective numerics reached two ways give the same cell (resnet18 is bf16 either way)...
+    # ...except that the requested setting is part of the fingerprint too; the effective one always is
+    assert "bf16" in auto[1].label
+
+
+def test_same_size_vit_gets_heartbeits_optimizer_and_beit_models_drop_path():
+    from heartbeit.models import zoo
+    from heartbeit.train.finetune import make_optimizer
+
+    cpu = torch.device("cpu")
+    for arch, opt in (("heartbeit_micro_patch8_64", torch.optim.AdamW), ("vit_micro_patch8_64", torch.optim.AdamW),
+                      ("resnet18", torch.optim.Adam), ("beit_base_patch16_224", torch.optim.Adam)):
+        assert type(make_optimizer(arch, [torch.nn.Parameter(torch.zeros(1))], 1e-3, cpu)) is opt, arch
+    assert zoo.classifier_kwargs("vit_micro_patch8_64", img_size=64)["drop_path_rate"] == 0.1
+    assert zoo.classifier_kwargs("beit_base_patch16_224")["drop_path_rate"] == 0.1
+    assert "drop_path_rate" not in zoo.classifier_kwargs("resnet18")
+    model, _ = zoo.create_classifier("vit_micro_patch8_64", img_size=64)
+    assert any(getattr(b.drop_path1, "drop_prob", 0) > 0 for b in model.blocks)

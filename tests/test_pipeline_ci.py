@@ -49,10 +49,10 @@ def test_every_stage_and_cell_completes(ci_run):
         assert stage in run["stages_s"]
     cells = _plan(work)
     # architectures x (fractions + a second draw at 1%) x tasks (one seed in ci)
-    assert len(cells) == 5 * (5 + 1) * 3
+    assert len(cells) == 6 * (5 + 1) * 3
     archs = {c["arch"] for c in cells}
-    assert archs == {"heartbeit_micro_patch8_64", "vit_micro_patch8_64", "efficientnet_b0", "resnet18",
-                     "signal_xresnet1d_tiny"}
+    assert archs == {"heartbeit_micro_patch8_64", "vit_micro_patch8_64", "efficientnet_b0", "tf_efficientnet_lite0",
+                     "resnet18", "signal_xresnet1d_tiny"}
     assert {(c["fraction"], c["draw"]) for c in cells} == {(0.01, 0), (0.01, 1), (0.1, 0), (0.25, 0), (0.5, 0),
                                                            (1.0, 0)}
     for c in cells:
@@ -60,6 +60,16 @@ def test_every_stage_and_cell_completes(ci_run):
         assert (d / "complete.json").is_file(), c
         pred = pd.read_parquet(d / "predictions.parquet")
         assert set(pred["split"]) <= {"test", "external"} and "test" in set(pred["split"])
+        meta = json.loads((d / "cell.json").read_text())
+        # what truly loaded, and a sanity verdict for every cell
+        assert "verdicts" in meta["sanity"] and meta["precision"] in ("bf16", "fp32")
+        if c["arch"] == "tf_efficientnet_lite0":  # the offline ImageNet baseline, converted on first use
+            assert meta["init"] == "imagenet" and meta["weights"]["file"] == "tf_efficientnet_lite0.safetensors"
+            assert meta["weights"]["new_tensors"] == ["classifier.bias", "classifier.weight"]
+        elif c["arch"].startswith("heartbeit"):
+            assert meta["init"] == "pretrained" and meta["weights"]["tensors_loaded"] > 0
+        else:
+            assert meta["init"] == "random"
     # the STEMI task is scored at the external sites too
     stemi = [c for c in cells if c["task"] == "stemi"]
     pred = pd.read_parquet(work / "matrix" / "cells" / stemi[0]["cell_id"] / "predictions.parquet")
@@ -125,3 +135,16 @@ def test_report_has_the_signal_baseline_and_the_repeated_draws(ci_run):
     assert "(p=" in section or "(p<" in section
     assert "Do the differences survive repeated draws?" in report
     assert "Brier score / ECE" in report and "by site, sex and age band" in report
+
+
+def test_report_shows_sanity_weights_and_holm(ci_run):
+    results = ci_run["results"]
+    report = (results / "REPORT.md").read_text()
+    assert "### Cell sanity" in report and "Verdicts per model" in report
+    assert "tf_efficientnet_lite0.safetensors" in report  # what truly loaded
+    assert "Holm-adjusted" in report
+    summary = json.loads((results / "report.json").read_text())
+    assert summary["sanity"]["cells"] == len(_plan(ci_run["work"]))
+    status = subprocess.run([*HEARTBEIT, "matrix", "status", "--profile", "ci", "--workdir", str(ci_run["work"])],
+                            capture_output=True, text=True, env=_env())
+    assert status.returncode == 0 and "sanity of done cells:" in status.stdout

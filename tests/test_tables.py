@@ -136,3 +136,20 @@ def test_bad_cell_files_named(tmp_path, cells):
     (tmp_path / "unfinished").mkdir()  # no files: skipped, not an error
     with pytest.raises(FileNotFoundError):
         read_cells(tmp_path / "absent")
+
+
+def test_paired_p_values_are_holm_adjusted_within_each_table(written):
+    import numpy as np
+
+    from heartbeit.eval.tables import holm
+
+    # Holm step-down: sorted p x (m, m-1, ...), running max, capped at 1; NaN untouched
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, np.nan, 0.5]), [0.04, 0.09, 0.09, np.nan, 0.5])
+    out, res = written
+    paired = res["paired"]
+    for (task, eval_set), part in paired.groupby(["task", "eval_set"]):
+        np.testing.assert_allclose(part["p_holm"].to_numpy(float), holm(part["p"].to_numpy(float)))
+        assert (part["p_holm"] >= part["p"] - 1e-15).all()
+    long = pd.read_csv(out / "paired_long.csv")
+    assert {"p", "p_holm"} <= set(long.columns)  # raw values kept in the long table
+    assert "Holm-adjusted" in (out / "paired_stemi_internal.md").read_text()
