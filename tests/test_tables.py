@@ -153,3 +153,25 @@ def test_paired_p_values_are_holm_adjusted_within_each_table(written):
     long = pd.read_csv(out / "paired_long.csv")
     assert {"p", "p_holm"} <= set(long.columns)  # raw values kept in the long table
     assert "Holm-adjusted" in (out / "paired_stemi_internal.md").read_text()
+
+
+def test_sanity_section_reads_chance_cells_against_their_siblings():
+    from heartbeit.eval.sanity_report import sanity_tables
+
+    def meta(cid, arch, verdicts, draw=0, fraction=0.01):
+        return {"cell_id": cid, "task": "stemi", "fraction": fraction, "seed": 0, "draw": draw, "arch": arch,
+                "init": "random", "sanity": {"verdicts": verdicts, "val_auroc": 0.5, "val_auroc_low": 0.4,
+                                             "val_auroc_high": 0.6}}
+
+    metas = [meta("a", "resnet18", []), meta("b", "efficientnet_b0", ["not_better_than_chance"]),
+             meta("c", "resnet18", ["not_better_than_chance"], draw=1),
+             meta("d", "efficientnet_b0", ["not_better_than_chance"], draw=1),
+             meta("e", "vit_micro", ["collapsed", "not_better_than_chance"], fraction=1.0)]
+    counts, flagged, summary = sanity_tables(metas)
+    assert summary == {"collapsed": 1, "non_finite_loss": 0, "not_better_than_chance": 4, "cells": 5}
+    reading = dict(zip(zip(flagged["Model"].str.split(" ").str[0], flagged["Draw"], flagged["Fraction"]),
+                       flagged["Reading"]))
+    assert reading[("efficientnet_b0", 0, "1%")].startswith("suspect training")  # resnet18 learns on the same ECGs
+    assert reading[("resnet18", 1, "1%")].startswith("likely the task")  # nobody learns in draw 1
+    assert reading[("vit_micro", 0, "100%")] == "training defect"
+    assert len(flagged) == 4 and int(counts["Cells"].sum()) == 5
