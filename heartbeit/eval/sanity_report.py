@@ -23,13 +23,18 @@ def sanity_frame(metas: list[dict]) -> pd.DataFrame:
                      "seed": int(m.get("seed", 0)), "draw": int(m.get("draw", 0)), "arch": m["arch"],
                      "init": m.get("init", ""), "verdicts": list(s.get("verdicts", ["not recorded"])),
                      "val_auroc": s.get("val_auroc"), "val_auroc_low": s.get("val_auroc_low"),
-                     "val_auroc_high": s.get("val_auroc_high")})
+                     "val_auroc_high": s.get("val_auroc_high"), "val_score_std": s.get("val_score_std")})
     return pd.DataFrame(rows)
 
 
 def _reading(row, frame: pd.DataFrame) -> str:
-    if "collapsed" in row.verdicts or "non_finite_loss" in row.verdicts:
-        return "training defect"
+    if "non_finite_loss" in row.verdicts:
+        return "training defect: non-finite loss"
+    std = row.val_score_std if isinstance(row.val_score_std, (int, float)) else float("nan")
+    if "collapsed" in row.verdicts and not std >= 1e-3:
+        return "training defect: constant prediction"
+    if "collapsed" in row.verdicts and "not_better_than_chance" not in row.verdicts:
+        return "one class at p = 0.5 but the scores rank (AUROC CI above 0.5): calibration, not collapse"
     if "not_better_than_chance" not in row.verdicts:
         return ""
     group = frame[(frame["task"] == row.task) & (frame["fraction"] == row.fraction) & (frame["seed"] == row.seed)
