@@ -41,7 +41,8 @@ def test_fast_path_matches_wfdb_rdrecord(ecg_fixtures):
 
 def test_cinc_header_comments(ecg_fixtures):
     rec = read_wfdb(ecg_fixtures / "wfdb" / "cinc2021" / "E07505.hea")
-    assert rec.meta["age"] == 77 and rec.meta["sex"] == "F" and rec.meta["site"] == "cinc2021"
+    assert rec.meta["age"] == 77 and rec.meta["sex"] == "F"
+    assert "site" not in rec.meta  # the reader never names a site from folders; ingest labels it by input root
 
 
 def test_lead_names_normalised_and_extra_channels_dropped(tmp_path):
@@ -66,7 +67,7 @@ def test_ptbxl_layout_metadata_and_stemi(tmp_path, ecg_fixtures):
         shutil.copy(ecg_fixtures / "wfdb" / "ptbxl" / f"00001_lr{ext}", rec_dir / f"00001_lr{ext}")
     shutil.copy(ecg_fixtures / "ptbxl_metadata" / "ptbxl_database_excerpt.csv", site / "ptbxl_database.csv")
     rec = read_wfdb(rec_dir / "00001_lr.hea")
-    assert rec.meta["site"] == "ptbxl_site" and rec.meta["sex"] == "F" and rec.meta["age"] == 56
+    assert rec.meta["ptbxl_dir"] == str(site) and rec.meta["sex"] == "F" and rec.meta["age"] == 56
     assert rec.meta["patient_id"] == "15709.0" and rec.meta["strat_fold"] == 3
     assert rec.meta["scp_codes"]["NORM"] == 100.0
     assert rec.meta["acquisition_date"].year == 1984

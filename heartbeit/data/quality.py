@@ -4,13 +4,17 @@ Run in this order on the reader's float32 mV [12, n] signals at their native rat
 makes every later statistic meaningless; a flat lead would look like clipping):
   rate -> NaN/inf -> too short -> flat line -> clipping -> amplitude.
 Then `to_corpus` crops to duration_s, resamples to corpus_fs (scipy.signal.resample_poly) and quantises
-to int16 microvolts. Duplicate recordings are found by ingest.py from the quantised waveform's keyed hash."""
+to int16 microvolts, and `check_plausible_ecg` asks whether the result looks like a heart at all (QRS
+complexes at a plausible rate in most leads): noise, sines and random data pass the amplitude gates but not
+this one. Duplicate recordings are found by ingest.py from the quantised waveform's keyed hash."""
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.ndimage import uniform_filter1d
+from scipy.signal import butter, find_peaks, resample_poly, sosfiltfilt
 
 from .leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS
 from .reasons import IngestError, Reason
@@ -92,3 +96,38 @@ def to_corpus(signals: np.ndarray, fs: float, cfg, name: str) -> np.ndarray:
     if np.abs(uv).max() > 32767:
         raise IngestError(Reason.IMPLAUSIBLE_AMPLITUDE, f"{name}: amplitude beyond +-32.7 mV after resampling")
     return uv.astype(np.int16)
+
+
+@functools.lru_cache(maxsize=8)
+def _qrs_band(fs: float):
+    return butter(2, [5.0, min(25.0, 0.45 * fs)], btype="band", fs=fs, output="sos")
+
+
+def qrs_evidence(x_mv: np.ndarray, fs: float, peak_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per lead: (beats per minute of sharp QRS-band energy peaks, median peak / median envelope).
+
+    The 5-25 Hz band holds the QRS complex; its energy, averaged over 80 ms, rises by one to two orders of
+    magnitude at each complex and stays low in between. Band-limited noise has no such contrast (its
+    envelope peaks are a few times its median), and a slow sine has no energy in the band at all."""
+    y = sosfiltfilt(_qrs_band(float(fs)), np.asarray(x_mv, dtype=np.float64), axis=1)
+    env = uniform_filter1d(y * y, size=max(3, int(0.08 * fs)), axis=1)
+    floor = np.median(env, axis=1) + 1e-12
+    minutes = x_mv.shape[1] / fs / 60.0
+    bpm = np.zeros(len(env))
+    ratio = np.zeros(len(env))
+    for i, e in enumerate(env):
+        peaks, props = find_peaks(e, height=peak_ratio * floor[i], distance=max(1, int(0.2 * fs)))
+        bpm[i] = len(peaks) / minutes
+        ratio[i] = float(np.median(props["peak_heights"]) / floor[i]) if len(peaks) else 0.0
+    return bpm, ratio
+
+
+def check_plausible_ecg(wave_uv: np.ndarray, fs: float, name: str, cfg) -> None:
+    """Refuse a waveform without QRS complexes at a plausible rate in at least `qrs_min_leads` leads."""
+    if cfg.qrs_min_leads <= 0:
+        return
+    bpm, _ = qrs_evidence(wave_uv.astype(np.float64) / 1000.0, fs, cfg.qrs_peak_ratio)
+    good = int(np.sum((bpm >= cfg.qrs_min_bpm) & (bpm <= cfg.qrs_max_bpm)))
+    if good < cfg.qrs_min_leads:
+        raise IngestError(Reason.NOT_ECG, f"{name}: QRS complexes at a plausible rate in {good} of 12 leads "
+                                          f"(need {cfg.qrs_min_leads}): noise, a test signal or not an ECG")

@@ -8,7 +8,10 @@ Two paths, one result:
 - everything else (format 212/24/..., several signal files, multi-segment records) goes through
   `wfdb.rdrecord`. tests/test_wfdb*.py checks that both paths agree on every fixture.
 Lead names are normalised ('AVR' -> 'aVR'); channels that are not standard leads (Frank X/Y/Z, ...) are
-dropped; I, II, V1-V6 are required and missing limb leads are derived. Header checksums are verified."""
+dropped; I, II, V1-V6 are required and missing limb leads are derived. Header checksums are verified.
+Signal files must lie inside the input root (`root`): a header naming `/etc/...` or `../../x` is refused
+(`outside_root`) before anything is opened. `# Patient ID:` comments give the patient id; every other
+comment is free text and ignored. The site is not read here: ingest names it (heartbeit.data.listing)."""
 from __future__ import annotations
 
 import functools
@@ -131,6 +134,21 @@ def _fast_path_ok(h: Header) -> bool:
                and s.byte_offset == first.byte_offset for s in h.signals)
 
 
+def check_signal_paths(h: Header, hea_path: Path, root: Path | None, name: str) -> None:
+    """Every signal file the header names resolves inside `root` (default: the header's own folder)."""
+    base = (root or hea_path.parent).resolve()
+    for spec in h.signals:
+        if spec.file_name == "~":
+            continue
+        if Path(spec.file_name).is_absolute():
+            raise IngestError(Reason.OUTSIDE_ROOT, f"{name}: header names a signal file by absolute path")
+        target = (hea_path.parent / spec.file_name).resolve()
+        if target != base and base not in target.parents:
+            raise IngestError(Reason.OUTSIDE_ROOT, f"{name}: header names a signal file outside the input root")
+        if target == hea_path.resolve():
+            raise IngestError(Reason.MALFORMED, f"{name}: header names itself as its signal file")
+
+
 def _read_fast(h: Header, folder: Path, name: str) -> np.ndarray:
     """Digital samples [n_sig, n] int16 of a single-file format-16 record."""
     path = folder / h.signals[0].file_name
@@ -177,7 +195,8 @@ def _read_with_wfdb(hea_path: Path, name: str) -> tuple[np.ndarray, list[str], l
             list(rec.units), float(rec.fs))
 
 
-def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool = True) -> ECGRecord:
+def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool = True,
+              root: str | Path | None = None) -> ECGRecord:
     hea_path = Path(hea_path)
     name = name or hea_path.name
     try:
@@ -187,6 +206,11 @@ def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool
     header = parse_header(text, name)
     if header.n_sig < 1:
         raise IngestError(Reason.MALFORMED, f"{name}: header declares no signals")
+    if header.multi_segment:  # segment headers sit beside this one; a path in a segment name could leave it
+        segments = [ln.split()[0] for ln in text.splitlines()[1:] if ln.strip() and not ln.lstrip().startswith("#")]
+        if any(("/" in seg or "\\" in seg or seg.startswith(".")) for seg in segments):
+            raise IngestError(Reason.OUTSIDE_ROOT, f"{name}: a segment name is a path (segments must sit beside it)")
+    check_signal_paths(header, hea_path, Path(root) if root else None, name)
     if use_fast_path and _fast_path_ok(header):
         digital = _read_fast(header, hea_path.parent, name)
         labels = [s.description for s in header.signals]
@@ -207,8 +231,8 @@ def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool
         if canonical in leads:
             raise IngestError(Reason.DUPLICATE_LEAD, f"{name}: lead {canonical} appears twice")
         scale = UNIT_TO_MV.get((units[i] or "").strip().lower())
-        if scale is None or math.isnan(scale):
-            raise IngestError(Reason.UNSUPPORTED, f"{name}: lead {canonical} has units {units[i]!r}, not a voltage")
+        if scale is None or math.isnan(scale):  # the units text is not quoted: it comes from the file
+            raise IngestError(Reason.UNSUPPORTED, f"{name}: lead {canonical} has units that are not a voltage")
         if gains[i] <= 0 or not math.isfinite(gains[i]):
             raise IngestError(Reason.MALFORMED, f"{name}: lead {canonical} has gain {gains[i]}")
         leads[canonical] = ((digital[i].astype(np.float64) - baselines[i]) / gains[i] * scale).astype(np.float32)
@@ -217,20 +241,24 @@ def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool
         raise IngestError(Reason.MISSING_LEAD, f"{name}: record lacks lead(s) {', '.join(missing)}")
     derived = derive_limb_leads(leads["I"].astype(np.float64), leads["II"].astype(np.float64))
     signals = np.stack([leads[k] if k in leads else derived[k].astype(np.float32) for k in LEADS])
-    meta = _comment_metadata(header.comments)
+    meta = _comment_metadata(header.comments, name)
     meta.update(ptbxl_metadata(hea_path))
-    meta.setdefault("site", _site_folder(hea_path))
     meta.setdefault("device", "")
     return ECGRecord(signals=signals, fs=fs, source_format="wfdb", source_path=name, meta=meta)
 
 
-def _comment_metadata(comments: list[str]) -> dict:
-    """PhysioNet/CinC style `#Age: 85`, `#Sex: Male` comments; everything else (free text) is ignored."""
+def _comment_metadata(comments: list[str], name: str = "") -> dict:
+    """PhysioNet/CinC style `#Age: 85`, `#Sex: Male`, `# Patient ID: 123` comments; everything else (free
+    text, names) is ignored."""
     meta: dict = {}
     for c in comments:
         key, _, value = c.partition(":")
-        key, value = key.strip().lower(), value.strip()
-        if key == "age":
+        key, value = " ".join(key.replace("_", " ").split()).lower(), value.strip()
+        if key in ("patient id", "patient", "subject id", "mrn"):
+            if not value:
+                raise IngestError(Reason.BAD_PATIENT_ID, f"{name}: header comment gives an empty patient id")
+            meta["patient_id"] = meta["mrn"] = value
+        elif key == "age":
             try:
                 meta["age"] = float(value)
             except ValueError:
@@ -252,11 +280,6 @@ def _find_ptbxl_db(hea_path: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _site_folder(hea_path: Path) -> str:
-    db = _find_ptbxl_db(hea_path)
-    return (db.parent if db else hea_path.parent).name
 
 
 @functools.lru_cache(maxsize=8)
@@ -281,6 +304,8 @@ def ptbxl_metadata(hea_path: Path) -> dict:
     row = _load_ptbxl_db(str(db)).get(rel)
     if row is None:  # without its row a record has no patient id (no patient-level split) and no labels
         raise IngestError(Reason.MALFORMED, f"{hea_path.name}: not a row of {db.name} (no patient id or labels)")
+    if not (row.get("patient_id") or "").strip():
+        raise IngestError(Reason.BAD_PATIENT_ID, f"{hea_path.name}: its {db.name} row has no patient_id")
     from .ptbxl import parse_scp_codes
 
     def num(key):
@@ -303,7 +328,7 @@ def ptbxl_metadata(hea_path: Path) -> dict:
         "acquisition_date": parse_date(date),
         "age": num("age"),
         "sex": sex,
-        "site": db.parent.name,
+        "ptbxl_dir": str(db.parent),  # its folder names the site when it is the input root or above it
         "device": " ".join((row.get("device") or "").split()),
         "strat_fold": num("strat_fold"),
         "scp_codes": parse_scp_codes(row.get("scp_codes", "")),
