@@ -119,7 +119,7 @@ def resolve_format(item: InputFile, ctx: Context) -> str:
         raise IngestError(Reason.UNREADABLE, f"{item.rel}: empty file")
     fmt = ctx.fmt if ctx.fmt != "auto" else detect_format(path, head)
     if fmt is None:
-        raise IngestError(Reason.UNSUPPORTED, f"{item.rel}: {_unknown_format_hint(path, head)}")
+        raise IngestError(Reason.UNREADABLE, f"{item.rel}: {_unknown_format_hint(path, head)}")
     return fmt
 
 
@@ -391,7 +391,7 @@ def _run_locked(inputs, out: Path, cfg: IngestConfig, key, labels_csv, label_key
         if matched[0] == 0 and files:
             log.warning("labels CSV: no record matched any of its %d rows on %r; every label is missing",
                         len(labels), label_key)
-    summary = _finish(tmp, out, rows, rejects, len(files), cfg, fingerprint, run_cfg, extra_manifest,
+    summary = _finish(tmp, out, rows, rejects, len(files) + len(listing_rejects), cfg, fingerprint, run_cfg, extra_manifest,
                       sources if array_task is not None else None, site_codes, accounting)
     log.info("ingested %d files in %.1f s (%.1f files/s, %d workers)", len(todo), elapsed,
              len(todo) / max(elapsed, 1e-9), n_workers)
