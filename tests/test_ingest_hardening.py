@@ -84,10 +84,14 @@ def test_no_identifier_from_folder_names_free_text_or_errors(leaky_inputs, tmp_p
     assert rejects.reject_id[0].startswith("r") and (out / "private").stat().st_mode & 0o777 == 0o700
 
 
-def test_site_map_names_free_text_sites(leaky_inputs, tmp_path):
+def test_site_map_and_site_flag_name_sites(leaky_inputs, tmp_path):
     cfg = IngestConfig(corpus_fs=250, site_map={f"Home visit {NAME} {ZIP}": "home_visits"})
-    run_ingest([leaky_inputs], tmp_path / "c", cfg, KEY, progress=False, sites=["clinic_7"])
-    assert set(read_metadata(tmp_path / "c").site) == {"home_visits", "clinic_7"}
+    run_ingest([leaky_inputs], tmp_path / "c", cfg, KEY, progress=False)
+    assert set(read_metadata(tmp_path / "c").site) == {"home_visits", "hospital_x"}
+    proc = cli("ingest", str(leaky_inputs), "--site", "clinic_7", "--out", str(tmp_path / "c2"), "--key",
+               str(tmp_path / "k.key"), "--no-progress", "--workers", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert set(read_metadata(tmp_path / "c2").site) == {"clinic_7"}  # --site wins over text in the files
 
 
 def test_headerless_labels_csv_error_does_not_print_its_first_row(tmp_path):
@@ -241,9 +245,12 @@ def test_signal_files_must_stay_inside_the_input_root(tmp_path):
         write_wfdb(root, name, ecg(15))
         (root / f"{name}.hea").write_text((root / f"{name}.hea").read_text().replace(f"{name}.dat", ref))
         (root / f"{name}.dat").unlink()
+    write_wfdb(root, "piped", ecg(16))
+    (root / "piped.dat").unlink()
+    os.mkfifo(root / "piped.dat")  # a signal file that would block its reader forever
     run_ingest([root], tmp_path / "c", CFG, KEY, progress=False)
     assert dict(zip(*read_rejects(tmp_path / "c")[["source_path", "reason"]].T.values)) == {
-        "abs.hea": "outside_root", "up.hea": "outside_root"}
+        "abs.hea": "outside_root", "up.hea": "outside_root", "piped.hea": "unreadable"}
 
 
 # ---- garbage that is not an ECG -----------------------------------------------------------------------------

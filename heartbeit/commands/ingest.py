@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--units", default=None, choices=("mV", "uV", "V"), help="arrays without sidecar: units")
     parser.add_argument("--leads", default=None, help="arrays without sidecar: comma-separated lead order")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default ingest.workers; 0 = all cores)")
+    parser.add_argument("--site", action="append", default=None, metavar="NAME",
+                        help="site label of an input root, once per input in order (default: each root's own "
+                             "folder name as typed; site text inside files maps via ingest.site_map)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing corpus made from other inputs")
     parser.add_argument("--array", action="store_true",
                         help="run one Slurm array task: slice from SLURM_ARRAY_TASK_ID/_MIN/_COUNT, write <out>.parts/")
@@ -99,6 +102,15 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         print("heartbeit ingest: no inputs (give folders/files, set input_dirs, or run `heartbeit synth` first)")
         return 2
+    sites = args.site
+    if sites is not None:
+        if len(sites) != len(inputs):
+            print(f"heartbeit ingest: --site given {len(sites)} times for {len(inputs)} inputs (one per input)")
+            return 2
+        bad = [s for s in sites if not s or not all(c.isalnum() or c in "_-." for c in s)]
+        if bad:
+            print(f"heartbeit ingest: --site {bad[0]!r}: use letters, digits, '_', '-' or '.'")
+            return 2
     labels = args.labels or cfg.labels_csv or None
     if labels is None and len(inputs) == 1 and (Path(inputs[0]) / "labels.csv").is_file():
         labels = str(Path(inputs[0]) / "labels.csv")  # the synthetic default ships its labels beside the files
@@ -119,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     try:  # the key file is read (or created) only for real data: synthetic input uses the public key
         summary = run_ingest(inputs, target, icfg, key_path, labels_csv=labels, label_key=args.label_key,
                              fmt=args.format, array_defaults=defaults, workers=workers, run_cfg=cfg,
-                             array_task=slot, overwrite=args.overwrite, progress=not args.no_progress)
+                             array_task=slot, overwrite=args.overwrite, progress=not args.no_progress,
+                             sites=sites)
     except (LabelError, FileExistsError, KeyFileError, LockBusy, FileNotFoundError) as exc:
         print(f"heartbeit ingest: {exc}")
         return 2

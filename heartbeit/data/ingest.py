@@ -137,7 +137,8 @@ def read_record(item: InputFile, ctx: Context, fmt: str | None = None):
     if fmt == "muse":
         record = parse_muse(path.read_bytes(), item.rel, ctx.cfg.waveform, max_elements=ctx.cfg.max_xml_elements)
     elif fmt == "wfdb":
-        record = read_wfdb(path, name=item.rel, root=item.root or None)
+        record = read_wfdb(path, name=item.rel, root=item.root or None,
+                           max_bytes=int(ctx.cfg.max_decompressed_mb * 1024 * 1024))
     else:
         record = read_array(path, kind=fmt, defaults=ctx.array_defaults, name=item.rel,
                             max_bytes=int(ctx.cfg.max_decompressed_mb * 1024 * 1024))
@@ -149,7 +150,7 @@ def _root_site(item: InputFile, meta: dict) -> tuple[str, bool]:
     folder (the one holding ptbxl_database.csv, documented to be named `ptbxl`) names the site when it is
     the input root or above it: never a folder name below the root."""
     ptbxl_dir = meta.pop("ptbxl_dir", None)
-    if item.synthetic:
+    if item.synthetic or item.site_given:
         return item.site, True
     if ptbxl_dir and item.root:
         d, root = Path(ptbxl_dir), Path(item.root)

@@ -12,8 +12,8 @@
 Symbolic links to regular files are inputs. Names that are not valid UTF-8 are kept as bytes for opening
 and shown with backslash escapes in the private ledger.
 
-Sites: each root carries a label - the root's own name as the user typed it (or `--site`), never a name
-found below it. A root written by `heartbeit synth` declares itself (synth.json lists every input it wrote
+Sites: each root carries a label - the root's own name as the user typed it, or `--site NAME` (which also
+wins over site text inside the files) - never a name found below it. A root written by `heartbeit synth` declares itself (synth.json lists every input it wrote
 with its size and site); its files take their declared sites and the public synthetic key."""
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ class InputFile:
     site: str = ""  # the root's label, or the synthetic writer's declared site
     root: str = ""  # the resolved input root (signal references must stay inside it)
     synthetic: bool = False
+    site_given: bool = False  # the user named the site (--site): it wins over any site text in the file
 
 
 @dataclass
@@ -155,10 +156,11 @@ def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Lis
             raise FileNotFoundError(str(typed))
     prefix_roots = len(roots) > 1
     for i, (typed, root) in enumerate(roots):
-        label = (sites[i] if sites and sites[i] else "") or root_label(typed)
+        given = bool(sites and sites[i])
+        label = sites[i] if given else root_label(typed)
         if root.is_file():
             rel = printable(root.name if not prefix_roots else f"{root.parent.name}/{root.name}")
-            listing.files.append(InputFile(str(root), rel, label, str(root.parent)))
+            listing.files.append(InputFile(str(root), rel, label, str(root.parent), site_given=given))
             continue
         prefix = f"{printable(root.name)}/" if prefix_roots else ""
         found = _walk(root, listing, prefix)
@@ -183,8 +185,8 @@ def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Lis
             isinstance(synth.get(r[len(prefix):]), dict) and synth[r[len(prefix):]].get("size") == os.stat(f).st_size
             for f, r in candidates)
         for f, rel in candidates:
-            site = str(synth[rel[len(prefix):]].get("site") or label) if declared else label
-            listing.files.append(InputFile(str(f), rel, site, str(root), declared))
+            site = str(synth[rel[len(prefix):]].get("site") or label) if declared and not given else label
+            listing.files.append(InputFile(str(f), rel, site, str(root), declared, given))
     return listing
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,8 +135,10 @@ def _fast_path_ok(h: Header) -> bool:
                and s.byte_offset == first.byte_offset for s in h.signals)
 
 
-def check_signal_paths(h: Header, hea_path: Path, root: Path | None, name: str) -> None:
-    """Every signal file the header names resolves inside `root` (default: the header's own folder)."""
+def check_signal_paths(h: Header, hea_path: Path, root: Path | None, name: str,
+                       max_bytes: int | None = None) -> None:
+    """Every signal file the header names resolves inside `root` (default: the header's own folder), is a
+    regular file (a FIFO would block the reader forever) and is at most `max_bytes` long."""
     base = (root or hea_path.parent).resolve()
     for spec in h.signals:
         if spec.file_name == "~":
@@ -147,6 +150,14 @@ def check_signal_paths(h: Header, hea_path: Path, root: Path | None, name: str) 
             raise IngestError(Reason.OUTSIDE_ROOT, f"{name}: header names a signal file outside the input root")
         if target == hea_path.resolve():
             raise IngestError(Reason.MALFORMED, f"{name}: header names itself as its signal file")
+        try:
+            st = target.stat()
+        except OSError:
+            continue  # missing: the readers report it as such
+        if not stat.S_ISREG(st.st_mode):
+            raise IngestError(Reason.UNREADABLE, f"{name}: a signal file it names is not a regular file")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise IngestError(Reason.TOO_LARGE, f"{name}: a signal file it names is over ingest.max_decompressed_mb")
 
 
 def _read_fast(h: Header, folder: Path, name: str) -> np.ndarray:
@@ -196,7 +207,7 @@ def _read_with_wfdb(hea_path: Path, name: str) -> tuple[np.ndarray, list[str], l
 
 
 def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool = True,
-              root: str | Path | None = None) -> ECGRecord:
+              root: str | Path | None = None, max_bytes: int | None = None) -> ECGRecord:
     hea_path = Path(hea_path)
     name = name or hea_path.name
     try:
@@ -210,7 +221,7 @@ def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool
         segments = [ln.split()[0] for ln in text.splitlines()[1:] if ln.strip() and not ln.lstrip().startswith("#")]
         if any(("/" in seg or "\\" in seg or seg.startswith(".")) for seg in segments):
             raise IngestError(Reason.OUTSIDE_ROOT, f"{name}: a segment name is a path (segments must sit beside it)")
-    check_signal_paths(header, hea_path, Path(root) if root else None, name)
+    check_signal_paths(header, hea_path, Path(root) if root else None, name, max_bytes)
     if use_fast_path and _fast_path_ok(header):
         digital = _read_fast(header, hea_path.parent, name)
         labels = [s.description for s in header.signals]
