@@ -338,6 +338,25 @@ def test_a_killed_worker_costs_one_file_not_the_run():
     assert got == [0, 10, 20, ("died", 3), 40, 50, 60, 70]
 
 
+def test_ingest_survives_a_killed_worker(tmp_path, monkeypatch):
+    import heartbeit.data.ingest as ingest
+
+    root = tmp_path / "in"
+    for i in range(6):
+        write_npz(root, f"e{i}", ecg(60 + i))
+    real = ingest.read_record
+
+    def oom_on_e3(item, ctx, fmt=None):
+        if item.rel == "e3.npz":
+            os._exit(137)  # the worker vanishes as under the OOM killer (workers are forked: they see this patch)
+        return real(item, ctx, fmt)
+
+    monkeypatch.setattr(ingest, "read_record", oom_on_e3)
+    summary = run_ingest([root], tmp_path / "c", CFG, KEY, workers=2, progress=False)
+    assert summary["n_accepted"] == 5 and summary["by_reason"] == {"worker_died": 1}
+    assert read_rejects(tmp_path / "c").source_path.tolist() == ["e3.npz"]
+
+
 def test_size_limits_refuse_bombs(tmp_path):
     root = tmp_path / "in"
     root.mkdir()

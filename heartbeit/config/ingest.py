@@ -26,7 +26,7 @@ class IngestConfig:
     # Bounds on what a small file may blow up into: an array file's decompressed/declared data (a 0.4 MB npz
     # of zeros can declare gigabytes), and the number of XML elements (a MUSE export has a few hundred;
     # millions of nested elements cost gigabytes of memory as a tree).
-    max_decompressed_mb: float = 256.0
+    max_decompressed_mb: float = 64.0
     max_xml_elements: int = 200_000
     # Physiological plausibility (quality.check_plausible_ecg): a lead "has QRS complexes" when its 5-25 Hz
     # band energy rises to sharp peaks (peak / median envelope >= qrs_peak_ratio) at a rate in
