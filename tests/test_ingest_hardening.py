@@ -367,8 +367,16 @@ def test_size_limits_refuse_bombs(tmp_path):
         zf.writestr("signals.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 64)
     (root / "bomb.json").write_text(json.dumps({"fs": 500}))
     (root / "deep.xml").write_bytes(b"<RestingECG>" + b"<a>" * 300_000 + b"</a>" * 300_000 + b"</RestingECG>")
-    run_ingest([root], tmp_path / "c", CFG, KEY, progress=False)
-    assert set(read_rejects(tmp_path / "c").reason) == {"too_large"}
+    import scipy.io
+
+    # 2.4 MB of zeros compressed to a few kB; the limit is set to 1 MB here (default 64 MB)
+    scipy.io.savemat(root / "zeros.mat", {"val": np.zeros((12, 25_000))}, do_compression=True)
+    (root / "zeros.json").write_text(json.dumps({"fs": 500}))
+    assert (root / "zeros.mat").stat().st_size < 50_000
+    cfg = IngestConfig(corpus_fs=250, max_decompressed_mb=1.0)
+    run_ingest([root], tmp_path / "c", cfg, KEY, progress=False)
+    assert dict(zip(*read_rejects(tmp_path / "c")[["source_path", "reason"]].T.values)) == {
+        "bomb.npz": "too_large", "deep.xml": "too_large", "zeros.mat": "too_large"}
 
 
 def test_mat_v4_and_utf16_xml_are_read(tmp_path):
