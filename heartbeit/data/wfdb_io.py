@@ -118,9 +118,14 @@ def _parse_signal_line(line: str, name: str) -> SignalSpec:
                       gain, adc_zero if baseline is None else baseline, units, checksum, description.strip())
 
 
+MAX_HEADER_BYTES = 1 << 20  # a 12-lead header is a few hundred bytes; more is not a header
+
+
 def signal_files(hea_path: Path) -> list[Path]:
     """The signal files a header refers to (so directory walks do not treat them as separate inputs)."""
     try:
+        if hea_path.stat().st_size > MAX_HEADER_BYTES:
+            return []
         header = parse_header(hea_path.read_text("latin-1"), hea_path.name)
     except (OSError, IngestError):
         return []
@@ -211,6 +216,8 @@ def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool
     hea_path = Path(hea_path)
     name = name or hea_path.name
     try:
+        if hea_path.stat().st_size > MAX_HEADER_BYTES:
+            raise IngestError(Reason.TOO_LARGE, f"{name}: over {MAX_HEADER_BYTES} bytes: not a WFDB header")
         text = hea_path.read_text("latin-1")
     except OSError as exc:
         raise IngestError(Reason.UNREADABLE, f"{name}: cannot read ({type(exc).__name__})") from None
