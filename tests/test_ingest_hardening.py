@@ -28,6 +28,7 @@ from heartbeit.data.listing import list_inputs
 from heartbeit.data.lock import DirLock, LockBusy, lock_path
 from heartbeit.data.pool import ordered_map
 from heartbeit.data.quality import check_plausible_ecg, check_signals, to_corpus
+from heartbeit.data.reasons import IngestError
 
 CFG = IngestConfig(corpus_fs=250, shard_size=4)
 KEY = b"h" * 32
@@ -255,27 +256,38 @@ def test_signal_files_must_stay_inside_the_input_root(tmp_path):
 
 # ---- garbage that is not an ECG -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["gauss", "sine", "int16"])
+@pytest.mark.parametrize("kind", ["gauss", "sine", "int16", "uniform", "copied", "impulsive"])
 def test_noise_sine_and_random_data_are_not_ecgs(kind, tmp_path):
     rng = np.random.default_rng(0)
     t = np.arange(5000) / 500
     # scaled so that every earlier gate (flat, clipping, amplitude, gain) lets them through
-    x = {"gauss": rng.normal(0, 0.15, (12, 5000)),
-         "sine": np.tile(np.sin(2 * np.pi * t), (12, 1)) + rng.normal(0, 0.02, (12, 5000)),
-         "int16": rng.integers(-32768, 32767, (12, 5000)) * 1e-5}[kind]
+    x = {"gauss": lambda: rng.normal(0, 0.15, (12, 5000)),
+         "sine": lambda: np.tile(np.sin(2 * np.pi * t), (12, 1)) + rng.normal(0, 0.02, (12, 5000)),
+         "int16": lambda: rng.integers(-32768, 32767, (12, 5000)) * 1e-5,
+         "uniform": lambda: rng.uniform(-0.3, 0.3, (12, 5000)),
+         "copied": lambda: np.tile(rng.normal(0, 0.15, 5000), (12, 1)),  # one noise trace in every lead
+         "impulsive": lambda: np.clip(rng.standard_t(2, (12, 5000)) * 0.05, -2, 2)}[kind]()
     check_signals(x.astype(np.float32), 500, kind, CFG)
     write_npz(tmp_path / "in", kind, x)
     run_ingest([tmp_path / "in"], tmp_path / "c", CFG, KEY, progress=False)
     assert list(read_rejects(tmp_path / "c").reason) == ["not_ecg"]
+    for seed in range(20):  # and at both corpus rates, many draws of the same kind: never taken for an ECG
+        rng = np.random.default_rng(100 + seed)
+        x = {"gauss": lambda: rng.normal(0, 0.15, (12, 5000)), "uniform": lambda: rng.uniform(-0.3, 0.3, (12, 5000)),
+             "copied": lambda: np.tile(rng.normal(0, 0.15, 5000), (12, 1)),
+             "impulsive": lambda: rng.standard_t(2, (12, 5000)) * 0.05}.get(kind, lambda: x)()
+        for fs, step in ((500, 1), (250, 2)):
+            with pytest.raises(IngestError, match="not an ECG"):
+                check_plausible_ecg(np.rint(x[:, ::step] * 1000).astype(np.int16), fs, kind, IngestConfig())
 
 
-def test_plausibility_gate_passes_every_real_fixture(ecg_fixtures):
+@pytest.mark.parametrize("corpus_fs", [500, 250])
+def test_plausibility_gate_passes_every_real_fixture(ecg_fixtures, corpus_fs):
     from heartbeit.data.arrays import ArrayDefaults
     from heartbeit.data.ingest import Context, read_record
     from heartbeit.data.ptbxl import ScpTaskMap
-    from heartbeit.data.reasons import IngestError
 
-    cfg = IngestConfig()
+    cfg = IngestConfig(corpus_fs=corpus_fs)
     ctx = Context(cfg, KEY, None, "accession", "auto", ArrayDefaults(fs=500), ScpTaskMap())
     checked = 0
     for item in list_inputs([ecg_fixtures]).files:

@@ -30,11 +30,14 @@ class IngestConfig:
     max_xml_elements: int = 200_000
     # Physiological plausibility (quality.check_plausible_ecg): a lead "has QRS complexes" when its 5-25 Hz
     # band energy rises to sharp peaks (peak / median envelope >= qrs_peak_ratio) at a rate in
-    # [qrs_min_bpm, qrs_max_bpm]; at least qrs_min_leads of the 12 leads must. Noise, sines and random data fail.
+    # [qrs_min_bpm, qrs_max_bpm]; at least qrs_min_leads of the 12 leads must (0 turns the gate off), or else
+    # the complexes found in all leads together must resemble their median beat (correlation >=
+    # qrs_min_similarity: wide or small complexes). Noise, sines and random data fail both.
     qrs_peak_ratio: float = 6.0
     qrs_min_bpm: float = 25.0
     qrs_max_bpm: float = 300.0
     qrs_min_leads: int = 6
+    qrs_min_similarity: float = 0.5
     # Site labels for free-text site fields read from files (MUSE <SiteName>, a sidecar's "site"): text -> label.
     # Unlisted text becomes a keyed pseudonym site-<8 hex> (its text is kept in <out>/private/site_codes.json).
     site_map: dict[str, str] = field(default_factory=dict)
@@ -79,6 +82,8 @@ class IngestConfig:
             raise ConfigError("need 0 < min_ptp_mv < max_ptp_mv and max_median_ptp_mv > 0")
         if self.max_decompressed_mb <= 0 or self.max_xml_elements < 100 or self.max_file_mb <= 0:
             raise ConfigError("max_file_mb and max_decompressed_mb must be > 0 and max_xml_elements >= 100")
+        if not 0 < self.qrs_min_similarity <= 1:
+            raise ConfigError("qrs_min_similarity must be in (0, 1]")
         if self.qrs_peak_ratio < 1 or not 0 < self.qrs_min_bpm < self.qrs_max_bpm or not 0 <= self.qrs_min_leads <= 12:
             raise ConfigError("need qrs_peak_ratio >= 1, 0 < qrs_min_bpm < qrs_max_bpm and 0 <= qrs_min_leads <= 12")
         for text, label in self.site_map.items():

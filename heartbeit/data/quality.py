@@ -103,34 +103,97 @@ def _qrs_band(fs: float):
     return butter(2, [5.0, min(25.0, 0.45 * fs)], btype="band", fs=fs, output="sos")
 
 
-def qrs_evidence(x_mv: np.ndarray, fs: float, peak_ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per lead: (beats per minute of sharp QRS-band energy peaks, median peak / median envelope).
+def _band_envelope(x_mv: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """(5-25 Hz band signal, its energy averaged over 80 ms), per lead."""
+    y = sosfiltfilt(_qrs_band(float(fs)), np.asarray(x_mv, dtype=np.float64), axis=1)
+    return y, uniform_filter1d(y * y, size=max(3, int(0.08 * fs)), axis=1)
+
+
+def qrs_evidence(x_mv: np.ndarray, fs: float, peak_ratio: float,
+                 peak_times: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per lead: (beats per minute of sharp QRS-band energy peaks, median peak / median envelope); the
+    peaks' sample indices are appended to `peak_times` when given.
 
     The 5-25 Hz band holds the QRS complex; its energy, averaged over 80 ms, rises by one to two orders of
     magnitude at each complex and stays low in between. Band-limited noise has no such contrast (its
     envelope peaks are a few times its median), and a slow sine has no energy in the band at all."""
-    y = sosfiltfilt(_qrs_band(float(fs)), np.asarray(x_mv, dtype=np.float64), axis=1)
-    env = uniform_filter1d(y * y, size=max(3, int(0.08 * fs)), axis=1)
+    _, env = _band_envelope(x_mv, fs)
     floor = np.median(env, axis=1) + 1e-12
     minutes = x_mv.shape[1] / fs / 60.0
     bpm = np.zeros(len(env))
     ratio = np.zeros(len(env))
     for i, e in enumerate(env):
         peaks, props = find_peaks(e, height=peak_ratio * floor[i], distance=max(1, int(0.2 * fs)))
+        if peak_times is not None:
+            peak_times.append(peaks)
         bpm[i] = len(peaks) / minutes
         ratio[i] = float(np.median(props["peak_heights"]) / floor[i]) if len(peaks) else 0.0
     return bpm, ratio
 
 
+def synchrony(peak_times: list[np.ndarray], leads: np.ndarray, tolerance: int) -> float:
+    """Mean share of one lead's peaks that another lead also has (within `tolerance` samples), over pairs of
+    `leads`. One heart beats in every lead at once; impulsive noise spikes each lead on its own."""
+    shares = []
+    for i in leads:
+        for j in leads:
+            if i == j or not len(peak_times[i]) or not len(peak_times[j]):
+                continue
+            idx = np.searchsorted(peak_times[j], peak_times[i])
+            near = np.minimum(np.abs(peak_times[i] - peak_times[j][np.clip(idx - 1, 0, None)]),
+                              np.abs(peak_times[i] - peak_times[j][np.clip(idx, None, len(peak_times[j]) - 1)]))
+            shares.append(float(np.mean(near <= tolerance)))
+    return float(np.mean(shares)) if shares else 0.0
+
+
+MIN_SIMILAR_BEATS = 6
+
+
+def beat_similarity(x_mv: np.ndarray, fs: float) -> tuple[float, float]:
+    """(beats per minute, median correlation of each beat with the median beat) over all leads together.
+
+    Complexes are the peaks of the leads' summed, normalised band energy; each is the 120 ms around it in
+    every lead. One heart makes complexes that look alike in all leads at once, even when some leads are
+    small or wide (bundle branch block) and the rhythm is irregular (AF); noise peaks do not resemble each
+    other (correlation <= 0.4 on Gaussian, uniform, heavy-tailed and lead-copied noise)."""
+    y, env = _band_envelope(x_mv, fs)
+    energy = (env / (np.median(env, axis=1, keepdims=True) + 1e-12)).mean(axis=0)
+    half = int(0.06 * fs)
+    peaks, _ = find_peaks(energy, height=0.3 * np.percentile(energy, 99), distance=max(1, int(0.2 * fs)))
+    peaks = peaks[(peaks >= half) & (peaks < len(energy) - half)]
+    bpm = len(peaks) / (x_mv.shape[1] / fs / 60.0)
+    if len(peaks) < MIN_SIMILAR_BEATS:  # a few big noise spikes can look alike by chance
+        return bpm, 0.0
+    yn = y / (np.sqrt(np.mean(y * y, axis=1, keepdims=True)) + 1e-12)  # every lead counts alike
+    beats = np.stack([yn[:, p - half:p + half].ravel() for p in peaks])
+    beats -= beats.mean(axis=1, keepdims=True)
+    template = np.median(beats, axis=0)
+    corr = beats @ template / (np.linalg.norm(beats, axis=1) * np.linalg.norm(template) + 1e-12)
+    return bpm, float(np.median(corr))
+
+
 def check_plausible_ecg(wave_uv: np.ndarray, fs: float, name: str, cfg) -> None:
-    """Refuse a waveform without QRS complexes at a plausible rate in at least `qrs_min_leads` leads."""
+    """Refuse a waveform without QRS complexes at a plausible rate: it needs sharp complexes at the same
+    moments in at least `qrs_min_leads` leads, or complexes that resemble each other across all leads
+    (>= qrs_min_similarity; this catches wide or small complexes that are not sharp in enough single leads)."""
     if cfg.qrs_min_leads <= 0:
         return
     # QRS energy lives below 25 Hz: every k-th sample down to ~125 Hz keeps it and cuts the cost by k (the
     # little aliased content above 62 Hz lands outside the 5-25 Hz band or is noise either way).
     step = max(1, int(fs // 125))
-    bpm, _ = qrs_evidence(wave_uv[:, ::step].astype(np.float64) / 1000.0, fs / step, cfg.qrs_peak_ratio)
-    good = int(np.sum((bpm >= cfg.qrs_min_bpm) & (bpm <= cfg.qrs_max_bpm)))
-    if good < cfg.qrs_min_leads:
-        raise IngestError(Reason.NOT_ECG, f"{name}: QRS complexes at a plausible rate in {good} of 12 leads "
-                                          f"(need {cfg.qrs_min_leads}): noise, a test signal or not an ECG")
+    x = wave_uv[:, ::step].astype(np.float64) / 1000.0
+    times: list[np.ndarray] = []
+    bpm, _ = qrs_evidence(x, fs / step, cfg.qrs_peak_ratio, times)
+    leads = np.flatnonzero((bpm >= cfg.qrs_min_bpm) & (bpm <= cfg.qrs_max_bpm))
+    good = len(leads)
+    if good >= cfg.qrs_min_leads and synchrony(times, leads, int(0.08 * fs / step)) >= 0.5:
+        return
+    rate, similarity = beat_similarity(x, fs / step)
+    # (band-limited noise aligned on its own energy peaks looks a little alike too: at least a third of the
+    # required leads must still show sharp complexes)
+    if similarity >= cfg.qrs_min_similarity and cfg.qrs_min_bpm <= rate <= cfg.qrs_max_bpm \
+            and good >= max(1, cfg.qrs_min_leads // 3):
+        return
+    raise IngestError(Reason.NOT_ECG, f"{name}: QRS complexes at a plausible rate in {good} of 12 leads (need "
+                                      f"{cfg.qrs_min_leads}) and beats alike at r = {similarity:.2f} (need "
+                                      f"{cfg.qrs_min_similarity:g}): noise, a test signal or not an ECG")
