@@ -7,12 +7,10 @@ console line quotes the test identifiers inside the fixtures."""
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from heartbeit.config import IngestConfig
 from heartbeit.data.corpus import read_metadata, read_rejects

@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from data_ingest.crafted import LEADS, ROOT, ecg, muse_bytes, run_synth, write_npz, write_wfdb

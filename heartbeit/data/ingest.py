@@ -29,20 +29,16 @@ import os
 import shutil
 import stat
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import pandas as pd
-
-from heartbeit.config import IngestConfig, dump_yaml
-from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, sha256_file
+from heartbeit.config import IngestConfig
+from heartbeit.utils.io import atomic_write_json, atomic_write_text, sha256_file
 
 from . import deid
 from .arrays import ArrayDefaults, read_array, sniff_array
-from .corpus import SHARD_DIR, ShardWriter, list_shards, shard_name
+from .corpus import SHARD_DIR, ShardWriter
 from .labels import TASK_COLUMNS, LabelTable, join_labels, label_row, load_labels
 from .listing import InputFile, Listing, list_inputs, slice_inputs  # noqa: F401 - re-exported for callers
 from .lock import DirLock

@@ -13,7 +13,7 @@ import functools
 from fractions import Fraction
 
 import numpy as np
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from scipy.signal import butter, find_peaks, resample_poly, sosfiltfilt
 
 from .leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS
@@ -109,10 +109,9 @@ def _band_envelope(x_mv: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]
     return y, uniform_filter1d(y * y, size=max(3, int(0.08 * fs)), axis=1)
 
 
-def qrs_evidence(x_mv: np.ndarray, fs: float, peak_ratio: float,
-                 peak_times: list | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per lead: (beats per minute of sharp QRS-band energy peaks, median peak / median envelope); the
-    peaks' sample indices are appended to `peak_times` when given.
+def qrs_evidence(x_mv: np.ndarray, fs: float, peak_ratio: float, peak_times: list | None = None) -> np.ndarray:
+    """Per lead: beats per minute of sharp QRS-band energy peaks (>= peak_ratio x the lead's median
+    envelope); the peaks' sample indices are appended to `peak_times` when given.
 
     The 5-25 Hz band holds the QRS complex; its energy, averaged over 80 ms, rises by one to two orders of
     magnitude at each complex and stays low in between. Band-limited noise has no such contrast (its
@@ -121,28 +120,25 @@ def qrs_evidence(x_mv: np.ndarray, fs: float, peak_ratio: float,
     floor = np.median(env, axis=1) + 1e-12
     minutes = x_mv.shape[1] / fs / 60.0
     bpm = np.zeros(len(env))
-    ratio = np.zeros(len(env))
     for i, e in enumerate(env):
-        peaks, props = find_peaks(e, height=peak_ratio * floor[i], distance=max(1, int(0.2 * fs)))
+        peaks, _ = find_peaks(e, height=peak_ratio * floor[i], distance=max(1, int(0.2 * fs)))
         if peak_times is not None:
             peak_times.append(peaks)
         bpm[i] = len(peaks) / minutes
-        ratio[i] = float(np.median(props["peak_heights"]) / floor[i]) if len(peaks) else 0.0
-    return bpm, ratio
+    return bpm
 
 
-def synchrony(peak_times: list[np.ndarray], leads: np.ndarray, tolerance: int) -> float:
+def synchrony(peak_times: list[np.ndarray], leads: np.ndarray, tolerance: int, n: int) -> float:
     """Mean share of one lead's peaks that another lead also has (within `tolerance` samples), over pairs of
     `leads`. One heart beats in every lead at once; impulsive noise spikes each lead on its own."""
-    shares = []
-    for i in leads:
-        for j in leads:
-            if i == j or not len(peak_times[i]) or not len(peak_times[j]):
-                continue
-            idx = np.searchsorted(peak_times[j], peak_times[i])
-            near = np.minimum(np.abs(peak_times[i] - peak_times[j][np.clip(idx - 1, 0, None)]),
-                              np.abs(peak_times[i] - peak_times[j][np.clip(idx, None, len(peak_times[j]) - 1)]))
-            shares.append(float(np.mean(near <= tolerance)))
+    if len(leads) < 2:
+        return 0.0
+    hits = np.zeros((len(leads), n), dtype=np.uint8)
+    for k, i in enumerate(leads):
+        hits[k, peak_times[i]] = 1
+    near = maximum_filter1d(hits, size=2 * tolerance + 1, axis=1).astype(bool)  # "lead k has a peak nearby"
+    shares = [near[np.arange(len(leads)) != k][:, peak_times[i]].mean() for k, i in enumerate(leads)
+              if len(peak_times[i])]
     return float(np.mean(shares)) if shares else 0.0
 
 
@@ -183,10 +179,10 @@ def check_plausible_ecg(wave_uv: np.ndarray, fs: float, name: str, cfg) -> None:
     step = max(1, int(fs // 125))
     x = wave_uv[:, ::step].astype(np.float64) / 1000.0
     times: list[np.ndarray] = []
-    bpm, _ = qrs_evidence(x, fs / step, cfg.qrs_peak_ratio, times)
+    bpm = qrs_evidence(x, fs / step, cfg.qrs_peak_ratio, times)
     leads = np.flatnonzero((bpm >= cfg.qrs_min_bpm) & (bpm <= cfg.qrs_max_bpm))
     good = len(leads)
-    if good >= cfg.qrs_min_leads and synchrony(times, leads, int(0.08 * fs / step)) >= 0.5:
+    if good >= cfg.qrs_min_leads and synchrony(times, leads, int(0.08 * fs / step), x.shape[1]) >= 0.5:
         return
     rate, similarity = beat_similarity(x, fs / step)
     # (band-limited noise aligned on its own energy peaks looks a little alike too: at least a third of the
