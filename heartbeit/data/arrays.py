@@ -267,7 +267,7 @@ def read_array(path: str | Path, kind: str | None = None, defaults: ArrayDefault
     else:
         raise IngestError(Reason.UNSUPPORTED, f"{name}: unknown array kind {kind!r}")
     if sig.dtype.kind not in "fiu":
-        raise IngestError(Reason.MALFORMED, f"{name}: signal dtype {sig.dtype} is not numeric")
+        raise IngestError(Reason.MALFORMED, f"{name}: signal array is not numeric")  # (a dtype can carry field names)
 
     fs = _number(sidecar.get("fs")) or defaults.fs
     if not fs:
