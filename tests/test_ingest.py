@@ -47,7 +47,7 @@ def synth_corpus(synth_dir, tmp_path_factory):
 def test_all_fixtures_ingest(ecg_fixtures, tmp_path):
     out = tmp_path / "corpus"
     summary = run_ingest([ecg_fixtures], out, CFG, KEY, array_defaults=ArrayDefaults(fs=500), progress=False)
-    # 3 MUSE + 1 CPSC .mat + 49 CinC 2021 headers (their .mat signal files are companions, not inputs)
+    # 3 MUSE + 1 CPSC .mat + 49 WFDB headers (PTB-XL record 1, 48 CinC 2021; signal files are companions)
     assert summary["n_inputs"] == 53 and summary["n_companions"] == 49, read_rejects(out).to_dict("records")
     assert summary["n_accepted"] + summary["n_rejected"] == 53
     assert summary["by_format"]["mat"] == {"accepted": 1, "rejected": 0}
