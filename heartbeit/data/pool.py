@@ -10,6 +10,7 @@ number of workers or on which worker died."""
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,8 +31,11 @@ def _run_chunk(items: list) -> list:
 
 
 def _context():
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    """fork (cheap, shares the read-only context), except where torch is loaded: forking its thread pools can
+    deadlock (the same rule as heartbeit.data.synth_corpus)."""
+    if "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context("fork")
 
 
 def ordered_map(fn: Callable, items: list, workers: int, chunk_size: int, on_death: Callable,
