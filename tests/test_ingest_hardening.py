@@ -344,12 +344,23 @@ def _die_on_three(x):
     return x * 10
 
 
-def test_a_killed_worker_costs_one_file_not_the_run():
+@pytest.fixture
+def forked_pool(monkeypatch):
+    """Workers forked from this process (the pool spawns instead once torch is loaded, as it is by other tests
+    in a full session): the killing functions below live in this test module and its monkeypatches."""
+    import multiprocessing
+
+    import heartbeit.data.pool as pool
+
+    monkeypatch.setattr(pool, "_context", lambda: multiprocessing.get_context("fork"))
+
+
+def test_a_killed_worker_costs_one_file_not_the_run(forked_pool):
     got = list(ordered_map(_die_on_three, list(range(8)), workers=2, chunk_size=3, on_death=lambda x: ("died", x)))
     assert got == [0, 10, 20, ("died", 3), 40, 50, 60, 70]
 
 
-def test_ingest_survives_a_killed_worker(tmp_path, monkeypatch):
+def test_ingest_survives_a_killed_worker(tmp_path, monkeypatch, forked_pool):
     import heartbeit.data.ingest as ingest
 
     root = tmp_path / "in"
