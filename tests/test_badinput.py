@@ -43,7 +43,7 @@ def test_run_never_crashes(bad_run):
 
 def test_each_corruption_has_its_reason(bad_run):
     expected, out, _ = bad_run
-    rejects = pd.read_parquet(out / "rejects.parquet")
+    rejects = pd.read_parquet(out / "private" / "rejects.parquet")
     got = dict(zip(rejects.source_path, rejects.reason))
     wrong = {rel: (want, got.get(rel, "<accepted>")) for rel, want in expected.items() if want and got.get(rel) != want}
     assert not wrong, wrong
@@ -59,7 +59,7 @@ def test_details_name_file_not_identifiers(bad_run):
     from data_ingest.crafted import SECRET_FIRST, SECRET_LAST, SECRET_MRN
 
     expected, out, proc = bad_run
-    rejects = pd.read_parquet(out / "rejects.parquet")
+    rejects = pd.read_parquet(out / "private" / "rejects.parquet")
     for rel, detail in zip(rejects.source_path, rejects.detail):
         assert detail.startswith(rel), (rel, detail)
         for secret in (SECRET_MRN, SECRET_FIRST, SECRET_LAST, "/etc/passwd", "example.invalid"):

@@ -47,9 +47,14 @@ def synth_corpus(synth_dir, tmp_path_factory):
 def test_all_fixtures_ingest(ecg_fixtures, tmp_path):
     out = tmp_path / "corpus"
     summary = run_ingest([ecg_fixtures], out, CFG, KEY, array_defaults=ArrayDefaults(fs=500), progress=False)
-    assert summary["n_inputs"] == 9 and summary["n_accepted"] == 9, read_rejects(out).to_dict("records")
-    assert summary["by_format"] == {"mat": {"accepted": 1, "rejected": 0}, "muse": {"accepted": 3, "rejected": 0},
-                                    "wfdb": {"accepted": 5, "rejected": 0}}
+    # 3 MUSE + 1 CPSC .mat + 49 WFDB headers (PTB-XL record 1, 48 CinC 2021; signal files are companions)
+    assert summary["n_inputs"] == 53 and summary["n_companions"] == 49, read_rejects(out).to_dict("records")
+    assert summary["n_accepted"] + summary["n_rejected"] == 53
+    assert summary["by_format"]["mat"] == {"accepted": 1, "rejected": 0}
+    assert summary["by_format"]["muse"] == {"accepted": 3, "rejected": 0}
+    # no real recording - AF, bradycardia, LVH included - is refused as "not an ECG"; the CinC rejects are
+    # the signal gates' (flat leads, clipping, gain) and one recording present twice
+    assert "not_ecg" not in summary["by_reason"] and summary["n_accepted"] >= 45
     meta = read_metadata(out)
     assert (meta.fs == 250).all() and (meta.n_samples == 2500).all()
     for row, x in iter_corpus(out):
@@ -69,7 +74,10 @@ def test_cpsc_mat_needs_rate_from_flags_or_sidecar(ecg_fixtures, tmp_path):
     summary = run_ingest([folder], tmp_path / "c2", CFG, KEY, progress=False)
     assert summary["n_accepted"] == 1
     row = read_metadata(tmp_path / "c2").iloc[0]
-    assert row.site == "cpsc" and row.sex == "M" and row.age == 52 and row.format == "mat"
+    assert row.sex == "M" and row.age == 52 and row.format == "mat"
+    # a sidecar's site is free text: a keyed pseudonym outside private/, its text only inside
+    assert row.site.startswith("site-") and "cpsc" not in row.site
+    assert json.loads((tmp_path / "c2" / "private" / "site_codes.json").read_text()) == {row.site: "cpsc"}
     # the same file through CLI flags
     proc = subprocess.run([sys.executable, "-m", "heartbeit", "ingest", str(src), "--out", str(tmp_path / "c3"),
                            "--key", str(tmp_path / "k"), "--fs", "500", "--units", "mV", "--no-progress"],
@@ -211,7 +219,7 @@ def test_slurm_array_tasks_and_merge(synth_dir, synth_corpus, tmp_path):
     inputs = tmp_path / "inputs"
     shutil.copytree(synth_dir, inputs)
     # a recording duplicated across slices: the merge must reject the later copy
-    listing = list_inputs([inputs])
+    listing = list_inputs([inputs]).files
     first_ok = next(f for f in listing if f.rel.startswith("arrays/") and f.rel.endswith(".npz"))
     dup = inputs / "zz_dup" / "copy.npz"
     dup.parent.mkdir()
@@ -239,7 +247,12 @@ def test_slurm_array_tasks_and_merge(synth_dir, synth_corpus, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     merged, single = read_metadata(corpus), read_metadata(out)
     assert sorted(merged.ecg_uid) == sorted(single.ecg_uid)
-    cols = ["ecg_uid", "patient_hash", "site", "lvef", "hcm", "stemi"]
+    # (the extra copy makes the folder no longer the synthetic writer's own: its sites are no longer the
+    # declared ones but pseudonyms of the files' site text or the root's name, so `site` is not compared)
+    assert not set(merged.site) & {"hosp_a", "hosp_b", "hosp_ext", "hosp_b_arrays", "ptbxl_like"}
+    assert (corpus / "private" / "sources.parquet").exists() is False
+    assert not any((p / "private").exists() for p in parts)  # no file map left beside the parts
+    cols = ["ecg_uid", "patient_hash", "lvef", "hcm", "stemi"]
     pd.testing.assert_frame_equal(merged.sort_values("ecg_uid")[cols].reset_index(drop=True),
                                   single.sort_values("ecg_uid")[cols].reset_index(drop=True))
     rejects = read_rejects(corpus)

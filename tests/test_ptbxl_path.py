@@ -194,7 +194,7 @@ def test_a_record_without_a_database_row_is_rejected_with_its_reason(ecg_fixture
     download = make_ptbxl_download(ecg_fixtures, tmp_path, ecg_ids=(*PRESENT, 63))
     summary = ingest(tmp_path / "run", PTBXL_CFG, [download / "records100"])
     assert summary["n_accepted"] == len(PRESENT) and summary["n_rejected"] == 1
-    rejects = pd.read_parquet(tmp_path / "run" / "corpus" / "rejects.parquet")
+    rejects = pd.read_parquet(tmp_path / "run" / "corpus" / "private" / "rejects.parquet")
     assert list(rejects["reason"]) == ["malformed"]
     assert "not a row of ptbxl_database.csv" in rejects["detail"].iloc[0]
     proc = subprocess.run([sys.executable, "-", str(download), str(tmp_path / "run" / "corpus"), "records100"],

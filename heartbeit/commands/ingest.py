@@ -8,10 +8,14 @@ from pathlib import Path
 
 HELP = """Read GE MUSE XML, WFDB (.hea + .dat/.mat, PTB-XL layout) and array files (.npy/.npz/.mat) into a
 de-identified corpus: WebDataset shards (int16 microvolts at ingest.corpus_fs + JSON metadata),
-metadata.parquet, rejects.parquet (every refused file with its reason), summary.json.
+metadata.parquet, summary.json (counts: accepted, rejected by reason, skipped by reason), and private/
+(mode 0700: rejects.parquet with every refused file's path and reason, site pseudonyms). Console and logs
+name a refused file only by its reject_id.
 
 Formats are detected by content (--format forces one). Arrays need a <stem>.json sidecar or --fs/--units/
---leads. Patient ids become HMAC-SHA256 under --key (created with mode 0600 on first use).
+--leads. Patient ids become HMAC-SHA256 under --key (created with mode 0600 on first use; it may not lie
+inside --out). Input written by `heartbeit synth` is hashed under the documented public synthetic key
+instead (the same splits on every machine); real data never is.
 
   heartbeit ingest DATA/ --out runs/x/corpus --labels labels.csv --label-key accession
   heartbeit ingest DATA/ --out CORPUS --array            # one Slurm array task (SLURM_ARRAY_TASK_ID/COUNT)
@@ -35,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--units", default=None, choices=("mV", "uV", "V"), help="arrays without sidecar: units")
     parser.add_argument("--leads", default=None, help="arrays without sidecar: comma-separated lead order")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default ingest.workers; 0 = all cores)")
+    parser.add_argument("--site", action="append", default=None, metavar="NAME",
+                        help="site label of an input root, once per input in order (default: each root's own "
+                             "folder name as typed; site text inside files maps via ingest.site_map)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing corpus made from other inputs")
     parser.add_argument("--array", action="store_true",
                         help="run one Slurm array task: slice from SLURM_ARRAY_TASK_ID/_MIN/_COUNT, write <out>.parts/")
@@ -65,9 +72,11 @@ def _array_slot(args) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     from heartbeit.cli import resolve_config
     from heartbeit.data.arrays import ArrayDefaults
-    from heartbeit.data.deid import KeyFileError, load_or_create_key
-    from heartbeit.data.ingest import format_summary, merge_parts, part_dir, run_ingest
+    from heartbeit.data.deid import KeyFileError
+    from heartbeit.data.ingest import format_summary, part_dir, run_ingest
     from heartbeit.data.labels import LabelError
+    from heartbeit.data.lock import LockBusy
+    from heartbeit.data.merge import merge_parts
     from heartbeit.utils.io import resolve_workers
     from heartbeit.utils.logging import setup_logging
 
@@ -79,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
                   log_file=out.parent / "logs" / f"ingest-{out.name}.log")
 
     if args.merge:
-        summary = merge_parts(out, icfg, run_cfg=cfg, overwrite=args.overwrite)
+        try:
+            summary = merge_parts(out, icfg, run_cfg=cfg, overwrite=args.overwrite)
+        except (LockBusy, FileExistsError, RuntimeError, FileNotFoundError) as exc:
+            print(f"heartbeit ingest --merge: {exc}")
+            return 2
         print(_text(summary, format_summary))
         return 0
 
@@ -89,15 +102,23 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         print("heartbeit ingest: no inputs (give folders/files, set input_dirs, or run `heartbeit synth` first)")
         return 2
+    sites = args.site
+    if sites is not None:
+        if len(sites) != len(inputs):
+            print(f"heartbeit ingest: --site given {len(sites)} times for {len(inputs)} inputs (one per input)")
+            return 2
+        bad = [s for s in sites if not s or not all(c.isalnum() or c in "_-." for c in s)]
+        if bad:
+            print(f"heartbeit ingest: --site {bad[0]!r}: use letters, digits, '_', '-' or '.'")
+            return 2
     labels = args.labels or cfg.labels_csv or None
     if labels is None and len(inputs) == 1 and (Path(inputs[0]) / "labels.csv").is_file():
         labels = str(Path(inputs[0]) / "labels.csv")  # the synthetic default ships its labels beside the files
         log.info("using labels %s", labels)
     key_path = Path(args.key or icfg.key_file or workdir / "secret" / "deid.key")
-    try:
-        key = load_or_create_key(key_path)
-    except KeyFileError as exc:
-        print(f"heartbeit ingest: {exc}")
+    if key_path.resolve() == out.resolve() or out.resolve() in key_path.resolve().parents:
+        print(f"heartbeit ingest: the key file {key_path} lies inside --out {out}; replacing the corpus "
+              f"(--overwrite) would delete it. Keep it outside (default <workdir>/secret/deid.key)")
         return 2
     defaults = ArrayDefaults(
         fs=args.fs if args.fs is not None else icfg.array_fs,
@@ -107,11 +128,12 @@ def run(args: argparse.Namespace) -> int:
     slot = _array_slot(args)
     target = part_dir(out, slot[0]) if slot else out
     workers = resolve_workers(args.workers if args.workers is not None else icfg.workers)
-    try:
-        summary = run_ingest(inputs, target, icfg, key, labels_csv=labels, label_key=args.label_key,
+    try:  # the key file is read (or created) only for real data: synthetic input uses the public key
+        summary = run_ingest(inputs, target, icfg, key_path, labels_csv=labels, label_key=args.label_key,
                              fmt=args.format, array_defaults=defaults, workers=workers, run_cfg=cfg,
-                             array_task=slot, overwrite=args.overwrite, progress=not args.no_progress)
-    except (LabelError, FileExistsError) as exc:
+                             array_task=slot, overwrite=args.overwrite, progress=not args.no_progress,
+                             sites=sites)
+    except (LabelError, FileExistsError, KeyFileError, LockBusy, FileNotFoundError) as exc:
         print(f"heartbeit ingest: {exc}")
         return 2
     print(_text(summary, format_summary))

@@ -23,6 +23,25 @@ class IngestConfig:
     min_fs: float = 100.0
     max_fs: float = 10000.0
     max_file_mb: float = 256.0  # larger files are refused unread (no 12-lead export is this big)
+    # Bounds on what a small file may blow up into: an array file's decompressed/declared data (a 0.4 MB npz
+    # of zeros can declare gigabytes), and the number of XML elements (a MUSE export has a few hundred;
+    # millions of nested elements cost gigabytes of memory as a tree).
+    max_decompressed_mb: float = 64.0
+    max_xml_elements: int = 200_000
+    # Physiological plausibility (quality.check_plausible_ecg): a lead "has QRS complexes" when its 5-25 Hz
+    # band energy rises to sharp peaks (peak / median envelope >= qrs_peak_ratio) at a rate in
+    # [qrs_min_bpm, qrs_max_bpm]; at least qrs_min_leads of the 12 leads must (0 turns the gate off), or else
+    # the complexes found in all leads together must resemble their median beat (correlation >=
+    # qrs_min_similarity: wide or small complexes). Noise, sines and random data fail both.
+    qrs_peak_ratio: float = 6.0
+    qrs_min_bpm: float = 25.0
+    qrs_max_bpm: float = 300.0
+    qrs_min_leads: int = 6
+    qrs_min_similarity: float = 0.5
+    # Site labels for free-text site fields read from files (MUSE <SiteName>, a sidecar's "site"): text -> label.
+    # Unlisted text becomes a keyed pseudonym site-<8 hex> (its text is kept in <out>/private/site_codes.json).
+    site_map: dict[str, str] = field(default_factory=dict)
+    lock_wait_s: float = 0.0  # a second run on the same corpus waits this long for the first, then stops
     flat_ptp_mv: float = 0.01  # an independent lead with less peak-to-peak than this is flat
     clip_fraction: float = 0.01  # share of samples pinned at a lead's extreme that means clipping
     # amplitude plausibility on robust (0.5-99.5 percentile) peak-to-peak per lead: the largest lead must lie
@@ -61,3 +80,14 @@ class IngestConfig:
             raise ConfigError("ptbxl_unknown_stadium must be 'missing' or 'negative'")
         if not 0 < self.min_ptp_mv < self.max_ptp_mv or self.max_median_ptp_mv <= 0:
             raise ConfigError("need 0 < min_ptp_mv < max_ptp_mv and max_median_ptp_mv > 0")
+        if self.max_decompressed_mb <= 0 or self.max_xml_elements < 100 or self.max_file_mb <= 0:
+            raise ConfigError("max_file_mb and max_decompressed_mb must be > 0 and max_xml_elements >= 100")
+        if not 0 < self.qrs_min_similarity <= 1:
+            raise ConfigError("qrs_min_similarity must be in (0, 1]")
+        if self.qrs_peak_ratio < 1 or not 0 < self.qrs_min_bpm < self.qrs_max_bpm or not 0 <= self.qrs_min_leads <= 12:
+            raise ConfigError("need qrs_peak_ratio >= 1, 0 < qrs_min_bpm < qrs_max_bpm and 0 <= qrs_min_leads <= 12")
+        for text, label in self.site_map.items():
+            if not label or not all(c.isalnum() or c in "_-." for c in label):
+                raise ConfigError(f"site_map.{text}: site label {label!r} must be letters, digits, '_', '-' or '.'")
+        if self.lock_wait_s < 0:
+            raise ConfigError("lock_wait_s must be >= 0")

@@ -4,11 +4,17 @@ An array carries no rate, units or lead order, so they come from a sidecar `<ste
 ({"fs", "units": "mV"|"uV"|"V", "leads": [...], "site", "device", "accession", "mrn", "sex", "age",
 "acquisition_date"}) or, for a whole folder without sidecars, from CLI flags (--fs/--units/--leads,
 IngestConfig.array_*). The sidecar wins over the flags. MATLAB files may also carry the CPSC 2018 struct
-(`ECG.data`, `ECG.sex`, `ECG.age`). Arrays are loaded with allow_pickle=False (never unpickled)."""
+(`ECG.data`, `ECG.sex`, `ECG.age`). Arrays are loaded with allow_pickle=False (never unpickled), and
+their declared sizes are checked before anything is allocated (`max_bytes`: a tiny compressed npz can
+declare gigabytes). A sidecar's `patient_id`/`mrn` must be a non-empty string (`true` or 12.0 would hash
+alike for everyone); its `site` is free text that ingest maps or pseudonymises."""
 from __future__ import annotations
 
 import json
+import struct
 import zipfile
+import zlib
+from math import prod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,14 +41,83 @@ class ArrayDefaults:
     leads: list[str] = field(default_factory=list)
 
 
+# MATLAB v4 (little-endian) matrix header type codes: 10*P + T, P the element type 0..5, T 0 (full) / 1 (text)
+MAT4_TYPES = {10 * p + t for p in range(6) for t in (0, 1)}
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+def looks_like_mat4(head: bytes) -> bool:
+    """A v4 MAT file has no magic: a 20-byte header (type, rows, cols, imag flag, name length), then the name."""
+    if len(head) < 21:
+        return False
+    mopt, rows, cols, imagf, namlen = np.frombuffer(head[:20], "<i4")
+    if not (mopt in MAT4_TYPES and 0 < rows < 1 << 28 and 0 < cols < 1 << 28 and imagf in (0, 1) and 1 < namlen < 64):
+        return False
+    name = head[20:20 + namlen]
+    return len(name) == namlen and name.endswith(b"\0") and name[:-1].isascii() and name[:-1].decode().isidentifier()
+
+
 def sniff_array(head: bytes) -> str | None:
     if head.startswith(NPY_MAGIC):
         return "npy"
     if head.startswith(ZIP_MAGIC):
         return "npz"
-    if head.startswith(MAT5_MAGIC) or head[:116].startswith(b"MATLAB 7.3 MAT-file"):
+    if head.startswith(MAT5_MAGIC) or head[:116].startswith(b"MATLAB 7.3 MAT-file") or looks_like_mat4(head):
         return "mat"
     return None
+
+
+def _npy_nbytes(fh) -> int:
+    """Bytes the npy stream's header declares (read without allocating the array)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(fh)
+    reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, _, dtype = reader(fh)
+    return int(prod(shape)) * dtype.itemsize
+
+
+def _mat5_inflated_bytes(path: Path, max_bytes: int) -> int:
+    """Bytes a MAT v5 file's data elements hold once inflated, counted by streaming each compressed element
+    through zlib in 1 MiB pieces and stopping past `max_bytes`: memory stays bounded where scipy's loadmat
+    (and even whosmat) would inflate a whole 0.2 MB -> 200 MB element at once. v4 files cannot compress."""
+    total = 0
+    with open(path, "rb") as fh:
+        header = fh.read(128)
+        if not header.startswith(MAT5_MAGIC) or len(header) < 128:
+            return 0
+        endian = "<" if header[126:128] == b"IM" else ">"
+        while total <= max_bytes:
+            tag = fh.read(8)
+            if len(tag) < 8:
+                break
+            dtype, nbytes = struct.unpack(endian + "II", tag)
+            if dtype >> 16:  # small data element: type and size packed in 4 bytes, data in the other 4
+                continue
+            if dtype != 15:  # not miCOMPRESSED: its size is what it takes on disk
+                total += nbytes
+                fh.seek(nbytes + (-nbytes % 8), 1)
+                continue
+            inflate = zlib.decompressobj()
+            left = nbytes
+            try:
+                while left > 0 and total <= max_bytes:
+                    chunk = fh.read(min(1 << 20, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    data = chunk
+                    while data and total <= max_bytes:
+                        total += len(inflate.decompress(data, 1 << 20))
+                        data = inflate.unconsumed_tail
+            except zlib.error:
+                return total  # damaged: scipy names the problem when it reads the file
+            fh.seek(left, 1)
+    return total
+
+
+def _check_size(nbytes: int, max_bytes: int, name: str) -> None:
+    if nbytes > max_bytes:
+        raise IngestError(Reason.TOO_LARGE, f"{name}: array declares {nbytes} bytes, over ingest.max_decompressed_mb")
 
 
 def _load_sidecar(path: Path, name: str) -> dict:
@@ -70,8 +145,16 @@ def _pick_array(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
     raise IngestError(Reason.MALFORMED, f"{name}: no signal array (looked for {', '.join(SIGNAL_KEYS)})")
 
 
-def _load_npz(path: Path, name: str) -> np.ndarray:
+def _load_npz(path: Path, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     try:
+        with zipfile.ZipFile(path) as zf:
+            total = 0
+            for info in zf.infolist():
+                if info.file_size > max_bytes:
+                    _check_size(info.file_size, max_bytes, name)
+                with zf.open(info) as member:
+                    total += _npy_nbytes(member)
+            _check_size(total, max_bytes, name)
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.files)
             if "signals" in keys:
@@ -81,12 +164,14 @@ def _load_npz(path: Path, name: str) -> np.ndarray:
         raise
     except (zipfile.BadZipFile, EOFError, OSError):
         raise IngestError(Reason.TRUNCATED, f"{name}: npz archive is damaged or cut short") from None
-    except ValueError:
+    except (ValueError, KeyError, NotImplementedError, zipfile.LargeZipFile):
         raise IngestError(Reason.MALFORMED, f"{name}: npz holds object arrays (refused: never unpickled)") from None
 
 
-def _load_npy(path: Path, name: str) -> np.ndarray:
+def _load_npy(path: Path, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     try:
+        with open(path, "rb") as fh:
+            _check_size(_npy_nbytes(fh), max_bytes, name)
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
@@ -96,12 +181,13 @@ def _load_npy(path: Path, name: str) -> np.ndarray:
         raise IngestError(Reason.TRUNCATED, f"{name}: npy file is damaged or cut short") from None
 
 
-def _load_mat(path: Path, name: str) -> tuple[np.ndarray, dict]:
+def _load_mat(path: Path, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[np.ndarray, dict]:
     import scipy.io
 
     with open(path, "rb") as fh:
         if fh.read(19).startswith(b"MATLAB 7.3"):
             raise IngestError(Reason.UNSUPPORTED, f"{name}: MATLAB v7.3 (HDF5) files are not supported; save as -v7")
+    _check_size(_mat5_inflated_bytes(path, max_bytes), max_bytes, name)
     try:
         mat = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=True, mat_dtype=False)
     except Exception as exc:  # noqa: BLE001 - scipy raises ValueError/TypeError/zlib errors; never echo text
@@ -145,8 +231,19 @@ def _number(value) -> float | None:
     return f
 
 
+def _patient_id(sidecar: dict, name: str) -> str | None:
+    for k in ("patient_id", "mrn"):
+        value = sidecar.get(k)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise IngestError(Reason.BAD_PATIENT_ID, f"{name}: sidecar {k!r} must be a non-empty string")
+        return value.strip()
+    return None
+
+
 def read_array(path: str | Path, kind: str | None = None, defaults: ArrayDefaults | None = None,
-               name: str | None = None) -> ECGRecord:
+               name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> ECGRecord:
     path = Path(path)
     name = name or path.name
     defaults = defaults or ArrayDefaults()
@@ -160,16 +257,17 @@ def read_array(path: str | Path, kind: str | None = None, defaults: ArrayDefault
         raise IngestError(Reason.UNREADABLE, f"{name}: not an npy/npz/mat array")
     sidecar = _load_sidecar(path, name)
     extra: dict = {}
+    pid = _patient_id(sidecar, name)
     if kind == "npz":
-        sig = _load_npz(path, name)
+        sig = _load_npz(path, name, max_bytes)
     elif kind == "npy":
-        sig = _load_npy(path, name)
+        sig = _load_npy(path, name, max_bytes)
     elif kind == "mat":
-        sig, extra = _load_mat(path, name)
+        sig, extra = _load_mat(path, name, max_bytes)
     else:
         raise IngestError(Reason.UNSUPPORTED, f"{name}: unknown array kind {kind!r}")
     if sig.dtype.kind not in "fiu":
-        raise IngestError(Reason.MALFORMED, f"{name}: signal dtype {sig.dtype} is not numeric")
+        raise IngestError(Reason.MALFORMED, f"{name}: signal array is not numeric")  # (a dtype can carry field names)
 
     fs = _number(sidecar.get("fs")) or defaults.fs
     if not fs:
@@ -177,7 +275,7 @@ def read_array(path: str | Path, kind: str | None = None, defaults: ArrayDefault
     units = str(sidecar.get("units") or defaults.units)
     scale = UNITS_TO_MV.get(units.strip().lower())
     if scale is None:
-        raise IngestError(Reason.UNSUPPORTED, f"{name}: units {units!r} not supported (mV, uV, V)")
+        raise IngestError(Reason.UNSUPPORTED, f"{name}: units not supported (need mV, uV or V)")
     lead_names = sidecar.get("leads") or defaults.leads or list(LEADS)
     if not isinstance(lead_names, list) or not all(isinstance(x, str) for x in lead_names):
         raise IngestError(Reason.MALFORMED, f"{name}: 'leads' must be a list of lead names")
@@ -202,8 +300,8 @@ def read_array(path: str | Path, kind: str | None = None, defaults: ArrayDefault
     age = _number(sidecar.get("age", extra.get("age")))
     date = sidecar.get("acquisition_date")
     meta = {
-        "patient_id": str(sidecar["mrn"]) if sidecar.get("mrn") not in (None, "") else None,
-        "mrn": str(sidecar["mrn"]) if sidecar.get("mrn") not in (None, "") else None,
+        "patient_id": pid,
+        "mrn": pid,
         "accession": str(sidecar["accession"]) if sidecar.get("accession") not in (None, "") else None,
         "first_name": sidecar.get("first_name"),
         "last_name": sidecar.get("last_name"),
@@ -211,7 +309,7 @@ def read_array(path: str | Path, kind: str | None = None, defaults: ArrayDefault
         "acquisition_date": parse_date(str(date)[:10]) if date else None,
         "age": age,
         "sex": _sex(sidecar.get("sex", extra.get("sex"))),
-        "site": str(sidecar.get("site") or path.parent.name),
+        "site": str(sidecar.get("site") or ""),  # free text: ingest maps or pseudonymises it
         "device": str(sidecar.get("device") or ""),
     }
     return ECGRecord(signals=signals, fs=float(fs), source_format=kind, source_path=name, meta=meta)

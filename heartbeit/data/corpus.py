@@ -5,8 +5,9 @@ Layout (written by `heartbeit ingest`):
                                 [12, n] at corpus_fs, 1 uV per LSB) and `<ecg_uid>.json` (the sample's
                                 metadata.parquet row without the `shard` column, NaN written as null)
   metadata.parquet              one row per ECG, sorted by (shard, ecg_uid) = iteration order
-  rejects.parquet               source_path, reason, detail
   summary.json, manifest.json, config.resolved.yaml
+  private/                      mode 0700, the only files that name inputs: rejects.parquet (reject_id,
+                                source_path, reason, detail, format), site_codes.json, sources.parquet
 
 Tars are byte-deterministic: members sorted by name, mtime 0, uid/gid 0, empty owner names, mode 0644,
 USTAR format; each tar is written to a temporary name and renamed into place."""
@@ -148,7 +149,8 @@ def read_metadata(corpus_dir: str | Path) -> pd.DataFrame:
 
 
 def read_rejects(corpus_dir: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(corpus_dir) / "rejects.parquet")
+    """The private rejects ledger (names input files: read it, never copy it out of private/)."""
+    return pd.read_parquet(Path(corpus_dir) / "private" / "rejects.parquet")
 
 
 def iter_corpus(corpus_dir: str | Path) -> Iterator[tuple[dict, np.ndarray]]:

@@ -12,7 +12,16 @@ metadata, so a field a reader adds later cannot leak by default:
 - dates: `year` (default, Safe Harbor) keeps the acquisition year only; `shift` moves the whole date by a
   per-patient keyed offset of up to +-date_shift_max_days (intervals within a patient survive; the year
   may change). Shifted dates are *not* Safe Harbor; use them under an expert determination.
-The key file is created with mode 0600 on first use and is never written to outputs or logs."""
+- site: never a free-text field as written. A site text read from inside a file (MUSE `<SiteName>`, a
+  sidecar's "site") maps through `ingest.site_map` when listed there, else becomes a keyed pseudonym
+  `site-<8 hex>` (the code -> text table lives in `<out>/private/site_codes.json`); files without one take
+  their input root's label (heartbeit.data.listing).
+- device: the model only (`device_model`): a serial number after it is cut.
+The key file is created with mode 0600 on first use and is never written to outputs or logs.
+
+Synthetic data (written by `heartbeit synth`, which declares itself in synth.json) is hashed under the
+fixed public key `PUBLIC_SYNTH_KEY` instead, so the demo's splits and shard bytes are the same on every
+machine. `key_for` refuses that key for anything that is not wholly synthetic."""
 from __future__ import annotations
 
 import datetime as dt
@@ -20,6 +29,7 @@ import hashlib
 import hmac
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -30,19 +40,28 @@ UID_HEX = 20
 MIN_KEY_BYTES = 16
 
 
+# Public on purpose (documented in the README): it makes synthetic demo runs reproducible across machines.
+# Hashes under it protect nothing, so ingest uses it for synthetic input only.
+PUBLIC_SYNTH_KEY = b"heartbeit-public-synthetic-demo-key-v1:not-for-real-data"
+
+
 class KeyFileError(ValueError):
     pass
 
 
 def load_or_create_key(path: str | Path) -> bytes:
-    """Read the HMAC key; create it (32 random bytes, hex, mode 0600) if it does not exist yet."""
+    """Read the HMAC key; create it (32 random bytes, hex, mode 0600) if it does not exist yet.
+    Only a folder created here is made private (0700): an existing one (e.g. a shared 1777 /tmp) is left
+    as it is; the key file's own 0600 mode protects it."""
     path = Path(path)
     if not path.exists():
+        missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.chmod(path.parent, 0o700)
-        except OSError:
-            pass
+        for folder in missing:
+            try:
+                os.chmod(folder, 0o700)
+            except OSError:
+                pass
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")
@@ -52,6 +71,25 @@ def load_or_create_key(path: str | Path) -> bytes:
     key = path.read_bytes().strip()
     if len(key) < MIN_KEY_BYTES:
         raise KeyFileError(f"key file {path} is too short (need >= {MIN_KEY_BYTES} bytes)")
+    return key
+
+
+def check_key(key: bytes, synthetic: bool | None) -> None:
+    """Refuse the public synthetic key for input that is not wholly synthetic."""
+    if key.strip() == PUBLIC_SYNTH_KEY and synthetic is not True:
+        raise KeyFileError("the public synthetic-data key may only hash synthetic input (written by `heartbeit "
+                           "synth`); use a private key file for real data")
+
+
+def key_for(synthetic: bool | None, key_path: str | Path) -> bytes:
+    """The key an ingest uses: the public one for synthetic input, the private key file otherwise."""
+    if synthetic is None:
+        raise KeyFileError("inputs mix synthetic files (from `heartbeit synth`) and other files; ingest them "
+                           "into separate corpora")
+    if synthetic:
+        return PUBLIC_SYNTH_KEY
+    key = load_or_create_key(key_path)
+    check_key(key, synthetic)
     return key
 
 
@@ -116,9 +154,44 @@ def _identifier_values(meta: dict) -> list[str]:
 
 
 def _clean_text(value: str, identifiers: list[str]) -> str:
-    """Site/device strings are kept, unless one of the record's own identifiers appears inside them."""
+    """Device strings are kept, unless one of the record's own identifiers appears inside them."""
     value = " ".join(str(value or "").split())[:64]
     return "" if any(ident.lower() in value.lower() for ident in identifiers) else value
+
+
+_SERIAL_WORDS = {"sn", "s/n", "s.n.", "serial", "ser", "ser.", "no", "no.", "nr", "nr.", "#", "id", "sn:", "s/n:"}
+_SERIAL_TOKEN = re.compile(r"^(sn|s/n|serial|ser)[:#=-]?\w*\d", re.I)
+
+
+def device_model(text: str) -> str:
+    """The device model from an acquisition-device field: the words before a serial number. A serial is
+    announced ("SN", "S/N", "Serial", "#", "No") or is a token with five or more digits (model numbers
+    such as MAC5500 have at most four)."""
+    keep: list[str] = []
+    for token in str(text or "").split():
+        if token.lower() in _SERIAL_WORDS or _SERIAL_TOKEN.match(token) or token.startswith("#"):
+            break
+        if sum(c.isdigit() for c in token) >= 5:
+            break
+        keep.append(token)
+    return " ".join(keep[:4])[:32]
+
+
+def site_code(key: bytes, text: str) -> str:
+    """Keyed pseudonym of a free-text site field (the same text gives the same code under one key)."""
+    return "site-" + keyed_hash(key, "site", " ".join(str(text).split()).lower())[:8]
+
+
+def resolve_site(raw: str, fallback: str, declared: bool, key: bytes,
+                 site_map: dict[str, str]) -> tuple[str, str | None]:
+    """(site label, free text behind a pseudonym or None). `declared`: the fallback is a site the
+    synthetic writer declared (or `--site`), which wins over any text in the file."""
+    raw = " ".join(str(raw or "").split())
+    if declared or not raw:
+        return fallback, None
+    if raw in site_map:
+        return site_map[raw], None
+    return site_code(key, raw), raw
 
 
 def deidentify(meta: dict, labels: dict[str, float], uid: str, key: bytes, policy: str = "year",
@@ -126,7 +199,7 @@ def deidentify(meta: dict, labels: dict[str, float], uid: str, key: bytes, polic
     """The corpus row for one record: allow-listed, transformed fields only."""
     identifiers = _identifier_values(meta)
     pid = meta.get("patient_id") or meta.get("mrn")
-    pid = str(pid).strip() if pid not in (None, "") else None
+    pid = pid.strip() if isinstance(pid, str) and pid.strip() else None  # readers refuse non-string ids
     age = meta.get("age")
     if (age is None or not math.isfinite(age)) and meta.get("birth_date") and meta.get("acquisition_date"):
         age = (meta["acquisition_date"] - meta["birth_date"]).days / 365.25
@@ -134,8 +207,8 @@ def deidentify(meta: dict, labels: dict[str, float], uid: str, key: bytes, polic
     row = {
         "ecg_uid": uid,
         "patient_hash": patient_hash(key, pid) if pid else keyed_hash(key, "patient-of-ecg", uid),
-        "site": _clean_text(meta.get("site", ""), identifiers),
-        "device": _clean_text(meta.get("device", ""), identifiers),
+        "site": meta.get("site", ""),  # already resolved by ingest (resolve_site): a label, never file text
+        "device": _clean_text(device_model(meta.get("device", "")), identifiers),
         "sex": meta.get("sex") if meta.get("sex") in ("M", "F") else "",
         "age": age,
         "age_band": age_band(age),

@@ -2,7 +2,10 @@
 
 Columns (any subset): `lvef` (percent), `lvef_le40` (0/1 flag, derived from `lvef` when absent), `hcm`,
 `stemi` (0/1). A blank cell is *missing* and stays NaN - never a negative. Invalid values are errors that
-name the CSV, the column and the row number (never the key value)."""
+name the CSV, the column and the row number (never a key or any other cell: a CSV without a header row
+would otherwise print a patient's row as its "column names").
+A row whose `lvef` and `lvef_le40` disagree (lvef=30 with lvef_le40=0) keeps neither: both are left missing
+and the row is counted (`LabelTable.conflicting_rows`, reported in summary.json and as a warning)."""
 from __future__ import annotations
 
 import math
@@ -21,6 +24,12 @@ class LabelError(ValueError):
     """A labels CSV that cannot be used; the message names file, column and row."""
 
 
+class LabelTable(dict):
+    """{key value: {task: value}}, plus how many rows had conflicting labels."""
+
+    conflicting_rows: int = 0
+
+
 def _flag(value: str, path: Path, column: str, row: int) -> float:
     v = value.strip().lower()
     if v == "" or v in ("nan", "na", "n/a"):
@@ -32,7 +41,7 @@ def _flag(value: str, path: Path, column: str, row: int) -> float:
     raise LabelError(f"{path.name}: column {column!r} row {row} must be 0/1 or blank")
 
 
-def load_labels(path: str | Path, key: str) -> dict[str, dict[str, float]]:
+def load_labels(path: str | Path, key: str) -> LabelTable:
     """{key value: {lvef, lvef_le40, hcm, stemi}} with NaN for missing."""
     path = Path(path)
     try:
@@ -40,11 +49,13 @@ def load_labels(path: str | Path, key: str) -> dict[str, dict[str, float]]:
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise LabelError(f"{path.name}: cannot read labels CSV ({type(exc).__name__})") from None
     if key not in df.columns:
-        raise LabelError(f"{path.name}: no key column {key!r} (columns: {', '.join(df.columns)})")
+        known = [c for c in df.columns if c in (key, *TASK_COLUMNS, "mrn", "accession", "ecg_id", "patient_id")]
+        raise LabelError(f"{path.name}: no key column {key!r} in the header row (recognised columns: "
+                         f"{', '.join(known) or 'none - is the first row a header?'})")
     present = [c for c in TASK_COLUMNS if c in df.columns]
     if not present:
         raise LabelError(f"{path.name}: none of the label columns {', '.join(TASK_COLUMNS)}")
-    out: dict[str, dict[str, float]] = {}
+    out = LabelTable()
     for i, row in enumerate(df.to_dict("records"), start=2):  # row 1 is the header
         k = row[key].strip()
         if not k:
@@ -62,6 +73,11 @@ def load_labels(path: str | Path, key: str) -> dict[str, dict[str, float]]:
         for c in FLAG_COLUMNS:
             if c in row:
                 flag = _flag(row[c], path, c, i)
+                if c == "lvef_le40" and not math.isnan(labels["lvef"]) and not math.isnan(flag) \
+                        and flag != labels["lvef_le40"]:
+                    labels["lvef"] = labels["lvef_le40"] = math.nan  # which one is wrong is unknowable
+                    out.conflicting_rows += 1
+                    continue
                 if not math.isnan(flag):
                     labels[c] = flag
         if k in out:
@@ -70,15 +86,20 @@ def load_labels(path: str | Path, key: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def join_labels(meta: dict, table: dict[str, dict[str, float]] | None, key: str) -> dict[str, float]:
-    """Labels for one record; NaN everywhere when the record has no key or no row."""
-    empty = {c: math.nan for c in TASK_COLUMNS}
+def label_row(meta: dict, table: dict[str, dict[str, float]] | None, key: str) -> dict[str, float] | None:
+    """The labels CSV row of one record, or None (no table, no key, no row)."""
     if not table:
-        return empty
+        return None
     value = meta.get(key)
     if value is None and key == "mrn":
         value = meta.get("patient_id")
-    return dict(table.get(str(value).strip(), empty)) if value is not None else empty
+    return table.get(str(value).strip()) if value is not None else None
 
 
-__all__ = ["load_labels", "join_labels", "LabelError", "TASK_COLUMNS", "IngestError", "Reason"]
+def join_labels(meta: dict, table: dict[str, dict[str, float]] | None, key: str) -> dict[str, float]:
+    """Labels for one record; NaN everywhere when the record has no key or no row."""
+    row = label_row(meta, table, key)
+    return dict(row) if row is not None else {c: math.nan for c in TASK_COLUMNS}
+
+
+__all__ = ["load_labels", "join_labels", "label_row", "LabelTable", "LabelError", "TASK_COLUMNS", "IngestError", "Reason"]

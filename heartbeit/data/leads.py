@@ -13,8 +13,10 @@ def normalize_lead_name(name: str) -> str | None:
     """Map a lead label as devices write it ('AVR', 'avr', 'v1', 'Lead II') to the canonical name, or
     None for channels that are not one of the 12 standard leads (Frank X/Y/Z, rhythm, pacing)."""
     n = name.strip().replace("Lead", "").replace("LEAD", "").strip().replace(" ", "")
-    lookup = {lead.upper(): lead for lead in LEADS}
-    return lookup.get(n.upper())
+    return _BY_UPPER.get(n.upper())
+
+
+_BY_UPPER = {lead.upper(): lead for lead in LEADS}  # built once: readers call this for every lead of every file
 
 
 def derive_limb_leads(lead_i: np.ndarray, lead_ii: np.ndarray) -> dict[str, np.ndarray]:

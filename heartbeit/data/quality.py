@@ -4,13 +4,17 @@ Run in this order on the reader's float32 mV [12, n] signals at their native rat
 makes every later statistic meaningless; a flat lead would look like clipping):
   rate -> NaN/inf -> too short -> flat line -> clipping -> amplitude.
 Then `to_corpus` crops to duration_s, resamples to corpus_fs (scipy.signal.resample_poly) and quantises
-to int16 microvolts. Duplicate recordings are found by ingest.py from the quantised waveform's keyed hash."""
+to int16 microvolts, and `check_plausible_ecg` asks whether the result looks like a heart at all (QRS
+complexes at a plausible rate in most leads): noise, sines and random data pass the amplitude gates but not
+this one. Duplicate recordings are found by ingest.py from the quantised waveform's keyed hash."""
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
+from scipy.signal import butter, find_peaks, resample_poly, sosfiltfilt
 
 from .leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS
 from .reasons import IngestError, Reason
@@ -92,3 +96,100 @@ def to_corpus(signals: np.ndarray, fs: float, cfg, name: str) -> np.ndarray:
     if np.abs(uv).max() > 32767:
         raise IngestError(Reason.IMPLAUSIBLE_AMPLITUDE, f"{name}: amplitude beyond +-32.7 mV after resampling")
     return uv.astype(np.int16)
+
+
+@functools.lru_cache(maxsize=8)
+def _qrs_band(fs: float):
+    return butter(2, [5.0, min(25.0, 0.45 * fs)], btype="band", fs=fs, output="sos")
+
+
+def _band_envelope(x_mv: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """(5-25 Hz band signal, its energy averaged over 80 ms), per lead."""
+    y = sosfiltfilt(_qrs_band(float(fs)), np.asarray(x_mv, dtype=np.float64), axis=1)
+    return y, uniform_filter1d(y * y, size=max(3, int(0.08 * fs)), axis=1)
+
+
+def qrs_evidence(x_mv: np.ndarray, fs: float, peak_ratio: float, peak_times: list | None = None) -> np.ndarray:
+    """Per lead: beats per minute of sharp QRS-band energy peaks (>= peak_ratio x the lead's median
+    envelope); the peaks' sample indices are appended to `peak_times` when given.
+
+    The 5-25 Hz band holds the QRS complex; its energy, averaged over 80 ms, rises by one to two orders of
+    magnitude at each complex and stays low in between. Band-limited noise has no such contrast (its
+    envelope peaks are a few times its median), and a slow sine has no energy in the band at all."""
+    _, env = _band_envelope(x_mv, fs)
+    floor = np.median(env, axis=1) + 1e-12
+    minutes = x_mv.shape[1] / fs / 60.0
+    bpm = np.zeros(len(env))
+    for i, e in enumerate(env):
+        peaks, _ = find_peaks(e, height=peak_ratio * floor[i], distance=max(1, int(0.2 * fs)))
+        if peak_times is not None:
+            peak_times.append(peaks)
+        bpm[i] = len(peaks) / minutes
+    return bpm
+
+
+def synchrony(peak_times: list[np.ndarray], leads: np.ndarray, tolerance: int, n: int) -> float:
+    """Mean share of one lead's peaks that another lead also has (within `tolerance` samples), over pairs of
+    `leads`. One heart beats in every lead at once; impulsive noise spikes each lead on its own."""
+    if len(leads) < 2:
+        return 0.0
+    hits = np.zeros((len(leads), n), dtype=np.uint8)
+    for k, i in enumerate(leads):
+        hits[k, peak_times[i]] = 1
+    near = maximum_filter1d(hits, size=2 * tolerance + 1, axis=1).astype(bool)  # "lead k has a peak nearby"
+    shares = [near[np.arange(len(leads)) != k][:, peak_times[i]].mean() for k, i in enumerate(leads)
+              if len(peak_times[i])]
+    return float(np.mean(shares)) if shares else 0.0
+
+
+MIN_SIMILAR_BEATS = 6
+
+
+def beat_similarity(x_mv: np.ndarray, fs: float) -> tuple[float, float]:
+    """(beats per minute, median correlation of each beat with the median beat) over all leads together.
+
+    Complexes are the peaks of the leads' summed, normalised band energy; each is the 120 ms around it in
+    every lead. One heart makes complexes that look alike in all leads at once, even when some leads are
+    small or wide (bundle branch block) and the rhythm is irregular (AF); noise peaks do not resemble each
+    other (correlation <= 0.4 on Gaussian, uniform, heavy-tailed and lead-copied noise)."""
+    y, env = _band_envelope(x_mv, fs)
+    energy = (env / (np.median(env, axis=1, keepdims=True) + 1e-12)).mean(axis=0)
+    half = int(0.06 * fs)
+    peaks, _ = find_peaks(energy, height=0.3 * np.percentile(energy, 99), distance=max(1, int(0.2 * fs)))
+    peaks = peaks[(peaks >= half) & (peaks < len(energy) - half)]
+    bpm = len(peaks) / (x_mv.shape[1] / fs / 60.0)
+    if len(peaks) < MIN_SIMILAR_BEATS:  # a few big noise spikes can look alike by chance
+        return bpm, 0.0
+    yn = y / (np.sqrt(np.mean(y * y, axis=1, keepdims=True)) + 1e-12)  # every lead counts alike
+    beats = np.stack([yn[:, p - half:p + half].ravel() for p in peaks])
+    beats -= beats.mean(axis=1, keepdims=True)
+    template = np.median(beats, axis=0)
+    corr = beats @ template / (np.linalg.norm(beats, axis=1) * np.linalg.norm(template) + 1e-12)
+    return bpm, float(np.median(corr))
+
+
+def check_plausible_ecg(wave_uv: np.ndarray, fs: float, name: str, cfg) -> None:
+    """Refuse a waveform without QRS complexes at a plausible rate: it needs sharp complexes at the same
+    moments in at least `qrs_min_leads` leads, or complexes that resemble each other across all leads
+    (>= qrs_min_similarity; this catches wide or small complexes that are not sharp in enough single leads)."""
+    if cfg.qrs_min_leads <= 0:
+        return
+    # QRS energy lives below 25 Hz: every k-th sample down to ~125 Hz keeps it and cuts the cost by k (the
+    # little aliased content above 62 Hz lands outside the 5-25 Hz band or is noise either way).
+    step = max(1, int(fs // 125))
+    x = wave_uv[:, ::step].astype(np.float64) / 1000.0
+    times: list[np.ndarray] = []
+    bpm = qrs_evidence(x, fs / step, cfg.qrs_peak_ratio, times)
+    leads = np.flatnonzero((bpm >= cfg.qrs_min_bpm) & (bpm <= cfg.qrs_max_bpm))
+    good = len(leads)
+    if good >= cfg.qrs_min_leads and synchrony(times, leads, int(0.08 * fs / step), x.shape[1]) >= 0.5:
+        return
+    rate, similarity = beat_similarity(x, fs / step)
+    # (band-limited noise aligned on its own energy peaks looks a little alike too: at least a third of the
+    # required leads must still show sharp complexes)
+    if similarity >= cfg.qrs_min_similarity and cfg.qrs_min_bpm <= rate <= cfg.qrs_max_bpm \
+            and good >= max(1, cfg.qrs_min_leads // 3):
+        return
+    raise IngestError(Reason.NOT_ECG, f"{name}: QRS complexes at a plausible rate in {good} of 12 leads (need "
+                                      f"{cfg.qrs_min_leads}) and beats alike at r = {similarity:.2f} (need "
+                                      f"{cfg.qrs_min_similarity:g}): noise, a test signal or not an ECG")

@@ -27,6 +27,11 @@ class Reason(str, Enum):
     TOO_SHORT = "too_short"
     DUPLICATE_RECORDING = "duplicate_recording"  # same waveform already in the corpus
     UNSUPPORTED = "unsupported"  # a valid file of a kind ingest does not take (e.g. not 12-lead)
+    TOO_LARGE = "too_large"  # over a size, decompression or XML element limit (ingest.max_*)
+    OUTSIDE_ROOT = "outside_root"  # a WFDB header names a signal file outside its input root
+    NOT_ECG = "not_ecg"  # no QRS complexes at a plausible rate in most leads: noise, a sine, random data
+    BAD_PATIENT_ID = "bad_patient_id"  # a patient id that is not a non-empty string
+    WORKER_DIED = "worker_died"  # reading the file killed its worker process (e.g. out of memory)
 
 
 class IngestError(Exception):

@@ -8,7 +8,10 @@ Layout under the output folder (a contract the ingest stage builds against):
     arrays/<site>/<accession>.npz + .json  float32 [12, n] in the site's units + sidecar
     labels.csv                             mrn, accession, lvef, hcm, stemi (MUSE + npz ECGs; blank = missing)
     ground_truth.csv                       one row per written record, true labels, broken_reason
-    synth.json                             counts and the resolved synth config
+    synth.json                             counts, the resolved synth config, and the marker ingest reads:
+                                           generator "heartbeit synth" and `files` {relpath: {size, site}} of
+                                           every record written (heartbeit.data.listing: the declared sites
+                                           and the public synthetic key apply only to exactly these files)
 
 Every per-patient and per-ECG random draw comes from a generator seeded with (seed, stream, index), so
 the files are byte-identical for a seed whatever the number of worker processes.
@@ -402,7 +405,13 @@ def write_corpus(cfg: SynthConfig, out_dir: str | Path, workers: int = 1, progre
     def count(key):
         return {k: sum(1 for t in truth if t[key] == k) for k in sorted({t[key] for t in truth})}
 
+    from heartbeit.data.listing import SYNTH_GENERATOR
+
+    files = {t["relpath"]: {"size": (out_dir / t["relpath"]).stat().st_size, "site": t["site"]}
+             for t in truth if (out_dir / t["relpath"]).is_file()}
     summary = {
+        "generator": SYNTH_GENERATOR,
+        "files": dict(sorted(files.items())),
         "seed": cfg.seed,
         "patients": cfg.n_patients,
         "ecgs": len(truth),

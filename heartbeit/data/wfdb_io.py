@@ -8,12 +8,16 @@ Two paths, one result:
 - everything else (format 212/24/..., several signal files, multi-segment records) goes through
   `wfdb.rdrecord`. tests/test_wfdb*.py checks that both paths agree on every fixture.
 Lead names are normalised ('AVR' -> 'aVR'); channels that are not standard leads (Frank X/Y/Z, ...) are
-dropped; I, II, V1-V6 are required and missing limb leads are derived. Header checksums are verified."""
+dropped; I, II, V1-V6 are required and missing limb leads are derived. Header checksums are verified.
+Signal files must lie inside the input root (`root`): a header naming `/etc/...` or `../../x` is refused
+(`outside_root`) before anything is opened. `# Patient ID:` comments give the patient id; every other
+comment is free text and ignored. The site is not read here: ingest names it (heartbeit.data.listing)."""
 from __future__ import annotations
 
 import functools
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,9 +118,14 @@ def _parse_signal_line(line: str, name: str) -> SignalSpec:
                       gain, adc_zero if baseline is None else baseline, units, checksum, description.strip())
 
 
+MAX_HEADER_BYTES = 1 << 20  # a 12-lead header is a few hundred bytes; more is not a header
+
+
 def signal_files(hea_path: Path) -> list[Path]:
     """The signal files a header refers to (so directory walks do not treat them as separate inputs)."""
     try:
+        if hea_path.stat().st_size > MAX_HEADER_BYTES:
+            return []
         header = parse_header(hea_path.read_text("latin-1"), hea_path.name)
     except (OSError, IngestError):
         return []
@@ -129,6 +138,31 @@ def _fast_path_ok(h: Header) -> bool:
     first = h.signals[0]
     return all(s.fmt == "16" and s.samples_per_frame == 1 and s.skew == 0 and s.file_name == first.file_name
                and s.byte_offset == first.byte_offset for s in h.signals)
+
+
+def check_signal_paths(h: Header, hea_path: Path, root: Path | None, name: str,
+                       max_bytes: int | None = None) -> None:
+    """Every signal file the header names resolves inside `root` (default: the header's own folder), is a
+    regular file (a FIFO would block the reader forever) and is at most `max_bytes` long."""
+    base = (root or hea_path.parent).resolve()
+    for spec in h.signals:
+        if spec.file_name == "~":
+            continue
+        if Path(spec.file_name).is_absolute():
+            raise IngestError(Reason.OUTSIDE_ROOT, f"{name}: header names a signal file by absolute path")
+        target = (hea_path.parent / spec.file_name).resolve()
+        if target != base and base not in target.parents:
+            raise IngestError(Reason.OUTSIDE_ROOT, f"{name}: header names a signal file outside the input root")
+        if target == hea_path.resolve():
+            raise IngestError(Reason.MALFORMED, f"{name}: header names itself as its signal file")
+        try:
+            st = target.stat()
+        except OSError:
+            continue  # missing: the readers report it as such
+        if not stat.S_ISREG(st.st_mode):
+            raise IngestError(Reason.UNREADABLE, f"{name}: a signal file it names is not a regular file")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise IngestError(Reason.TOO_LARGE, f"{name}: a signal file it names is over ingest.max_decompressed_mb")
 
 
 def _read_fast(h: Header, folder: Path, name: str) -> np.ndarray:
@@ -177,16 +211,24 @@ def _read_with_wfdb(hea_path: Path, name: str) -> tuple[np.ndarray, list[str], l
             list(rec.units), float(rec.fs))
 
 
-def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool = True) -> ECGRecord:
+def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool = True,
+              root: str | Path | None = None, max_bytes: int | None = None) -> ECGRecord:
     hea_path = Path(hea_path)
     name = name or hea_path.name
     try:
+        if hea_path.stat().st_size > MAX_HEADER_BYTES:
+            raise IngestError(Reason.TOO_LARGE, f"{name}: over {MAX_HEADER_BYTES} bytes: not a WFDB header")
         text = hea_path.read_text("latin-1")
     except OSError as exc:
         raise IngestError(Reason.UNREADABLE, f"{name}: cannot read ({type(exc).__name__})") from None
     header = parse_header(text, name)
     if header.n_sig < 1:
         raise IngestError(Reason.MALFORMED, f"{name}: header declares no signals")
+    if header.multi_segment:  # segment headers sit beside this one; a path in a segment name could leave it
+        segments = [ln.split()[0] for ln in text.splitlines()[1:] if ln.strip() and not ln.lstrip().startswith("#")]
+        if any(("/" in seg or "\\" in seg or seg.startswith(".")) for seg in segments):
+            raise IngestError(Reason.OUTSIDE_ROOT, f"{name}: a segment name is a path (segments must sit beside it)")
+    check_signal_paths(header, hea_path, Path(root) if root else None, name, max_bytes)
     if use_fast_path and _fast_path_ok(header):
         digital = _read_fast(header, hea_path.parent, name)
         labels = [s.description for s in header.signals]
@@ -207,8 +249,8 @@ def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool
         if canonical in leads:
             raise IngestError(Reason.DUPLICATE_LEAD, f"{name}: lead {canonical} appears twice")
         scale = UNIT_TO_MV.get((units[i] or "").strip().lower())
-        if scale is None or math.isnan(scale):
-            raise IngestError(Reason.UNSUPPORTED, f"{name}: lead {canonical} has units {units[i]!r}, not a voltage")
+        if scale is None or math.isnan(scale):  # the units text is not quoted: it comes from the file
+            raise IngestError(Reason.UNSUPPORTED, f"{name}: lead {canonical} has units that are not a voltage")
         if gains[i] <= 0 or not math.isfinite(gains[i]):
             raise IngestError(Reason.MALFORMED, f"{name}: lead {canonical} has gain {gains[i]}")
         leads[canonical] = ((digital[i].astype(np.float64) - baselines[i]) / gains[i] * scale).astype(np.float32)
@@ -217,20 +259,24 @@ def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool
         raise IngestError(Reason.MISSING_LEAD, f"{name}: record lacks lead(s) {', '.join(missing)}")
     derived = derive_limb_leads(leads["I"].astype(np.float64), leads["II"].astype(np.float64))
     signals = np.stack([leads[k] if k in leads else derived[k].astype(np.float32) for k in LEADS])
-    meta = _comment_metadata(header.comments)
+    meta = _comment_metadata(header.comments, name)
     meta.update(ptbxl_metadata(hea_path))
-    meta.setdefault("site", _site_folder(hea_path))
     meta.setdefault("device", "")
     return ECGRecord(signals=signals, fs=fs, source_format="wfdb", source_path=name, meta=meta)
 
 
-def _comment_metadata(comments: list[str]) -> dict:
-    """PhysioNet/CinC style `#Age: 85`, `#Sex: Male` comments; everything else (free text) is ignored."""
+def _comment_metadata(comments: list[str], name: str = "") -> dict:
+    """PhysioNet/CinC style `#Age: 85`, `#Sex: Male`, `# Patient ID: 123` comments; everything else (free
+    text, names) is ignored."""
     meta: dict = {}
     for c in comments:
         key, _, value = c.partition(":")
-        key, value = key.strip().lower(), value.strip()
-        if key == "age":
+        key, value = " ".join(key.replace("_", " ").split()).lower(), value.strip()
+        if key in ("patient id", "patient", "subject id", "mrn"):
+            if not value:
+                raise IngestError(Reason.BAD_PATIENT_ID, f"{name}: header comment gives an empty patient id")
+            meta["patient_id"] = meta["mrn"] = value
+        elif key == "age":
             try:
                 meta["age"] = float(value)
             except ValueError:
@@ -252,11 +298,6 @@ def _find_ptbxl_db(hea_path: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _site_folder(hea_path: Path) -> str:
-    db = _find_ptbxl_db(hea_path)
-    return (db.parent if db else hea_path.parent).name
 
 
 @functools.lru_cache(maxsize=8)
@@ -281,6 +322,8 @@ def ptbxl_metadata(hea_path: Path) -> dict:
     row = _load_ptbxl_db(str(db)).get(rel)
     if row is None:  # without its row a record has no patient id (no patient-level split) and no labels
         raise IngestError(Reason.MALFORMED, f"{hea_path.name}: not a row of {db.name} (no patient id or labels)")
+    if not (row.get("patient_id") or "").strip():
+        raise IngestError(Reason.BAD_PATIENT_ID, f"{hea_path.name}: its {db.name} row has no patient_id")
     from .ptbxl import parse_scp_codes
 
     def num(key):
@@ -303,7 +346,7 @@ def ptbxl_metadata(hea_path: Path) -> dict:
         "acquisition_date": parse_date(date),
         "age": num("age"),
         "sex": sex,
-        "site": db.parent.name,
+        "ptbxl_dir": str(db.parent),  # its folder names the site when it is the input root or above it
         "device": " ".join((row.get("device") or "").split()),
         "strat_fold": num("strat_fold"),
         "scp_codes": parse_scp_codes(row.get("scp_codes", "")),
