@@ -458,3 +458,25 @@ def test_real_data_refuses_the_public_key_and_mixing_is_refused(small_synth, tmp
     shutil.copytree(small_synth, tampered)
     write_npz(tampered / "arrays", "intruder", ecg(51))
     assert list_inputs([tampered]).synthetic is False
+
+
+def test_plausibility_gate_accepts_severe_low_ef_ecgs():
+    """Severe cardiomyopathy draws small, wide QRS complexes that are sharp in only some leads: the demo's
+    synthetic corpus lost 9 such ECGs (LVEF 15-26 %) to `not_ecg` before the synchrony bar took them into
+    account. Every synthetic low-EF ECG at full severity, with the corpus' artefacts, must pass."""
+    from heartbeit.data.quality import to_corpus
+    from heartbeit.data.synth import simulate_ecg
+
+    failed = []
+    for corpus_fs in (250,):
+        cfg = IngestConfig(corpus_fs=corpus_fs)
+        for seed in range(600):
+            rng = np.random.default_rng(seed)
+            x = simulate_ecg(seed, fs=500, lvef_le40=True, severity=float(rng.uniform(0.6, 1.0)),
+                             noise_mv=float(rng.uniform(0.005, 0.03)), wander_mv=float(rng.uniform(0.0, 0.15)),
+                             powerline_mv=float(rng.uniform(0.0, 0.02)))
+            try:
+                check_plausible_ecg(to_corpus(x, 500, cfg, "x"), corpus_fs, f"seed {seed}", cfg)
+            except IngestError as exc:
+                failed.append(str(exc))
+    assert failed == []
