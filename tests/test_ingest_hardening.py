@@ -480,3 +480,21 @@ def test_plausibility_gate_accepts_severe_low_ef_ecgs():
             except IngestError as exc:
                 failed.append(str(exc))
     assert failed == []
+
+
+def test_tall_voltage_hcm_ecgs_are_not_taken_for_a_gain_error():
+    """The demo corpus lost 2 synthetic HCM ECGs (median lead 3.2 mV) to implausible_amplitude under a 3 mV
+    median bar; a gain off by 4.88x lands well above 4 mV and stays refused (test_badinput)."""
+    from heartbeit.data.synth import simulate_ecg
+
+    cfg = IngestConfig()
+    failed = []
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        x = simulate_ecg(seed, fs=500, hcm=True, severity=float(rng.uniform(0.7, 1.0)), noise_mv=0.02,
+                         wander_mv=0.15, powerline_mv=0.02)
+        try:
+            check_signals(x, 500, f"seed {seed}", cfg)
+        except IngestError as exc:
+            failed.append(str(exc))
+    assert failed == []
