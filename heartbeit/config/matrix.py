@@ -14,7 +14,7 @@ class MatrixConfig:
     architectures: list[str] = field(
         default_factory=lambda: [
             "heartbeit_base_patch16_224",
-            "vit_base_patch16_224",
+            "beit_base_patch16_224",  # the paper's "ViT-B/16": BEiT-B/16 with ImageNet weights
             "efficientnet_b4",
             "resnet152",
             "signal_xresnet1d101",  # the waveform baseline on the same splits (beyond the paper)
@@ -35,7 +35,10 @@ class MatrixConfig:
     max_lr: float = 1e-3
     img_size: int = 224
     precision: str = "bf16"
-    imagenet_weights_dir: str = ""  # optional local timm/torchvision weights; empty = random init
+    imagenet_weights_dir: str = ""  # local timm/torchvision weights, <dir>/<arch>.safetensors (nothing is downloaded)
+    # The ImageNet baselines stop before training when their weights are missing from imagenet_weights_dir;
+    # true = train them from random init instead (a different study: the report says so)
+    allow_random_init: bool = False
     num_workers: int = 2
     decode_threads: int = 1  # threads decoding each batch inside a loader process (libpng runs without the GIL)
     jobs: int = 1  # cells trained in parallel processes (CPU profiles: 2 single-threaded cells beat 1x2 threads)
