@@ -142,8 +142,10 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     # steps / accumulation / lr / warmup for this corpus and world size (ci, demo: their explicit values);
     # resolved before the engine exists because DeepSpeed fixes its accumulation at initialisation
     world_size = world_size_from_env()
-    train_images = (train_image_count(data) if isinstance(data, (str, Path))
-                    else getattr(data, "num_images", None))
+    if isinstance(data, (str, Path)):
+        train_images = train_image_count(data)
+    else:  # a BatchSource: its own count if it has one (InMemoryBatches holds every rank's images)
+        train_images = getattr(data, "num_images", None) or (len(data.images) if hasattr(data, "images") else None)
     cfg, schedule = resolve_schedule(cfg, train_images, world_size)
     if cfg.compile:
         model.compile()  # in place: state-dict keys (checkpoints, export) stay those of the plain module
