@@ -20,7 +20,7 @@ class TokenizerConfig:
     # vqvae: a code restarts when its EMA usage falls below this fraction of an equal share of a batch's
     # tokens (heartbeit.models.tokenizer.EMAQuantizer: each code restarts at most once per
     # ln(1 / vq_restart_below) / (1 - decay) steps); 0 = never restart
-    vq_restart_below: float = 0.25
+    vq_restart_below: float = 0.2
     eval_points: int = 10  # how many times the held-out metrics are measured during training
     batch_size: int = 64
     lr: float = 1e-3

@@ -207,8 +207,8 @@ class EMAQuantizer(nn.Module):
     blank-paper patches. The first batch seeds the whole codebook the same way.
 
     A restarted code starts at a full equal share, so an unused one decays for L = ln(1 / restart_below) /
-    (1 - decay) steps (~140 at 0.25 and 0.99) before it can restart again: each code restarts at most once
-    per L steps, i.e. fewer than 1/L of the codebook per step on average (0.7 %). The seeded codebook starts
+    (1 - decay) steps (~160 at 0.2 and 0.99) before it can restart again: each code restarts at most once
+    per L steps, i.e. at most 1/L of the codebook per step on average (0.6 %). The seeded codebook starts
     at shares spread evenly over that decay, so the codes the encoder abandons early come back a few at a
     time from the first steps on instead of all together L steps later. (A fixed threshold of 1 token per
     batch sits below the equal share at batch 64 (1.5) and restarted thousands of the 8192 codes every
@@ -245,13 +245,13 @@ class EMAQuantizer(nn.Module):
 
     @torch.no_grad()
     def update(self, z: torch.Tensor, idx: torch.Tensor, min_dist: torch.Tensor, generator: torch.Generator,
-               restart_below: float = 0.25) -> int:
+               restart_below: float = 0.2) -> int:
         """One EMA step on this batch; returns how many dead codes were restarted."""
         share = z.shape[0] / self.vocab_size  # tokens per code per batch if every code were used equally
         if not bool(self.initialized):
             spread = ((z - z.mean(0)) ** 2).sum(1)  # favour latents far from the typical (blank) patch
             # shares from `share` down to the threshold, evenly in log: unused codes reach it one by one
-            u = torch.rand(self.vocab_size, generator=generator, dtype=torch.float64)
+            u = (torch.randperm(self.vocab_size, generator=generator).double() + 0.5) / self.vocab_size
             start = share * torch.as_tensor(max(restart_below, 1e-6), dtype=torch.float64) ** u
             self._restart(torch.arange(self.vocab_size), z, spread, start.float(), generator)
             self.initialized.fill_(1)
@@ -315,7 +315,7 @@ class VQVAETokenizer(nn.Module, Tokenizer):
         return (self.decoder(q) + 1.0) / 2.0
 
     def training_step(self, images: torch.Tensor, generator: torch.Generator,
-                      restart_below: float = 0.25) -> tuple[torch.Tensor, dict[str, float]]:
+                      restart_below: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss to backpropagate (reconstruction + commitment) and batch stats; updates the codebook by EMA."""
         x = to_unit_float(images.to(self.quantizer.codebook.device), self.input_size)
         z = self._encode_latents(x)
