@@ -83,3 +83,16 @@ def test_pretrain_derives_the_schedule_from_the_shards(tmp_path, tokenizer):
     assert max(r["lr"] for r in log) == pytest.approx(5e-4)
     meta = json.loads((tmp_path / "out" / "heartbeit-micro_patch8_64.json").read_text())
     assert meta["pretrain_config"]["epochs"] == 2 and meta["resolved_pretrain_config"]["steps"] == 6
+
+
+def test_compile_setting_compiles_the_model(tmp_path, tokenizer, monkeypatch):
+    """pretrain.compile is wired to torch.compile (nn.Module.compile, in place: checkpoint keys unchanged)."""
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    cfg = load_config("ci", overrides=["pretrain.steps=1", "pretrain.warmup_steps=0", "pretrain.batch_size=8",
+                                       "pretrain.compile=true"])
+    pretrain(cfg, InMemoryBatches(ecg_images(16, 64, seed=2), 8, seed=0), tokenizer, tmp_path / "on", progress=False)
+    assert len(compiled) == 1
+    cfg = load_config("ci", overrides=["pretrain.steps=1", "pretrain.warmup_steps=0", "pretrain.batch_size=8"])
+    pretrain(cfg, InMemoryBatches(ecg_images(16, 64, seed=2), 8, seed=0), tokenizer, tmp_path / "off", progress=False)
+    assert len(compiled) == 1
