@@ -17,6 +17,10 @@ OUT/heartbeit-<variant>.safetensors + .json, which fine-tuning loads with
   import heartbeit.models, timm
   timm.create_model("heartbeit_<variant>", pretrained=True, pretrained_cfg_overlay=dict(file=EXPORT), num_classes=2)
 
+Length: pretrain.steps, or (paper) pretrain.epochs over the train split at pretrain.global_batch with the lr
+given for pretrain.lr_batch: steps, gradient accumulation, warmup and the scaled lr are derived at start from
+the shards' count and the world size, logged, and written to OUT/config.resolved.yaml.
+
 Token grids come from the shards when `heartbeit tokenizer encode` wrote them with the same tokenizer
 (pretrain.tokens=auto), else the tokenizer runs on the fly.
 
