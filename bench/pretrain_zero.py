@@ -28,8 +28,10 @@ def _run_stage(stage: int, out: Path, model: str, batch_size: int, steps: int, p
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    from heartbeit.distributed.deepspeed import extensions_dir
+
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(ROOT),
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".ds_extensions"))}
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(extensions_dir()))}
     metrics = out / f"zero{stage}.json"
     cmd = [str(BIN / "torchrun"), f"--nproc_per_node={nproc}", f"--master_port={port}", "-m",
            "heartbeit.distributed.selftest", "--model", model, "--zero-stage", str(stage), "--precision", precision,

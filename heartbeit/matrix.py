@@ -53,9 +53,10 @@ class Cell:
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
-    # The weights folder is a location: the weights file's own hash enters the id instead (plan_cells).
+    # The weights folder is a location: the weights file's own hash enters the id instead (plan_cells);
+    # allow_random_init decides whether a cell may start at all, not what it computes.
     for key in ("architectures", "fractions", "tasks", "seeds", "draws", "draws_below", "num_workers",
-                "decode_threads", "jobs", "device", "imagenet_weights_dir"):
+                "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init"):
         d.pop(key, None)
     return d
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heartbeit.config.slurm import STAGES, SiteConfig
+from heartbeit.config.slurm import STAGES, SiteConfig, StageResources
 from heartbeit.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("heartbeit.slurm")
@@ -76,8 +76,32 @@ def run_args(profile: str, config: str | None, overrides: list[str], workdir: st
     return [*out, "--workdir", workdir]
 
 
-def _resources(site: SiteConfig, stage: str) -> list[str]:
+def gpu_defaults(cfg, site: SiteConfig, stage: str) -> StageResources:
+    """What a GPU stage asks for when the site file leaves it unset, for a profile that needs a GPU
+    (`allow_cpu: false`): GPUs (1 per node; the site sets more), CPUs for every rank's loader workers plus
+    the rank itself, and host memory for them. CPU profiles and CPU stages keep the scripts' #SBATCH lines."""
+    if cfg.allow_cpu or stage not in ("pretrain", "matrix"):
+        return StageResources()
+    own = site.stage(stage)
+    gpus = own.gpus_per_node or 1
+    if stage == "pretrain":
+        ranks = site.ranks_per_node or gpus
+        per_task = 1 if site.launch == "srun" else ranks  # srun: one task per rank; torchrun: one per node
+        workers = cfg.pretrain.num_workers
+    else:
+        ranks = per_task = 1  # one cell per array task
+        workers = cfg.matrix.num_workers
+    # a rank's process and its loader workers; 8 GB per rank + 2 GB per worker of host memory
+    return StageResources(gpus_per_node=gpus, cpus_per_task=per_task * (workers + 1),
+                          mem=f"{ranks * (8 + 2 * workers)}G")
+
+
+def _resources(site: SiteConfig, stage: str, fallback: StageResources | None = None) -> list[str]:
     r = site.stage(stage)
+    if fallback is not None:
+        r = StageResources(time=r.time, partition=r.partition, sbatch_args=r.sbatch_args,
+                           cpus_per_task=r.cpus_per_task or fallback.cpus_per_task, mem=r.mem or fallback.mem,
+                           gpus_per_node=r.gpus_per_node or fallback.gpus_per_node)
     out = []
     partition = r.partition or site.partition
     for flag, value in (("--partition", partition), ("--account", site.account), ("--qos", site.qos),
@@ -123,11 +147,11 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
     def single(stage: str, script: str, args: list[str], extra: list[str] = (), job_env: dict | None = None):
         out = str(logs / f"{stage}-%j.out")
         return JobSpec(stage, str(SCRIPTS_DIR / script), args,
-                       [*common, f"--output={out}", *_resources(site, stage), *extra], {**env, **(job_env or {})},
-                       log=out)
+                       [*common, f"--output={out}", *_resources(site, stage, gpu_defaults(cfg, site, stage)),
+                        *extra], {**env, **(job_env or {})}, log=out)
 
     quiet = ["--no-progress"]
-    ranks = site.ranks_per_node
+    ranks = site.ranks_per_node or gpu_defaults(cfg, site, "pretrain").gpus_per_node
     if site.launch == "torchrun":
         layout = ["--ntasks-per-node=1"]
     else:
@@ -145,7 +169,8 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
                [f"--nodes={site.nodes}", *layout], pretrain_env),
         single("plan", "matrix.sh", ["plan", "--expect", str(n_cells), *stage_args]),
         JobSpec("matrix", str(SCRIPTS_DIR / "matrix.sh"), ["cell", *stage_args],
-                [*common, f"--output={matrix_log}", *_resources(site, "matrix")], dict(env),
+                [*common, f"--output={matrix_log}", *_resources(site, "matrix", gpu_defaults(cfg, site, "matrix"))],
+                dict(env),
                 array=f"0-{n_cells - 1}{parallel}", log=matrix_log),
         single("report", "report.sh", [*stage_args]),
     ]

@@ -10,7 +10,7 @@
 #   sbatch --dependency=afterok:JOBID slurm/ingest.sh merge OUT [-- EXTRA]
 #
 # Every task must see the same listing: do not add files to the inputs while the array runs.
-# HEARTBEIT overrides the command (default: heartbeit), e.g. HEARTBEIT=".venv/bin/python -m heartbeit".
+# HEARTBEIT overrides the command (default: the checkout's .venv/bin/python -m heartbeit).
 #SBATCH --job-name=heartbeit-ingest
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=32G
@@ -18,7 +18,12 @@
 #SBATCH --output=slurm-%x-%A_%a.out
 set -euo pipefail
 
-HEARTBEIT=${HEARTBEIT:-heartbeit}
+# The project's environment unless HEARTBEIT/HEARTBEIT_PYTHON say otherwise: the .venv of the checkout the
+# job was submitted from (sbatch runs a spooled copy of this script, so the checkout is the submit directory,
+# as in the README's commands; HEARTBEIT_ROOT names another), else python3 on PATH.
+HB_ROOT=${HEARTBEIT_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
+if [[ -x $HB_ROOT/.venv/bin/python ]]; then HB_PY=${HEARTBEIT_PYTHON:-$HB_ROOT/.venv/bin/python}; else HB_PY=${HEARTBEIT_PYTHON:-python3}; fi
+HEARTBEIT=${HEARTBEIT:-$HB_PY -m heartbeit}
 mode=${1:?usage: ingest.sh submit|task|merge ...}
 shift
 

@@ -3,7 +3,9 @@
 # preemption or at the time limit, resuming from its last checkpoint.
 #
 #   sbatch slurm/pretrain.sh --profile paper [more `heartbeit pretrain` arguments]
-#   sbatch --nodes=4 --gpus-per-node=8 slurm/pretrain.sh --profile paper
+#   sbatch --nodes=4 --gpus-per-node=8 --cpus-per-task=88 --mem=224G slurm/pretrain.sh --profile paper
+#     (torchrun: one task per node with every rank's loader workers: 8 ranks x (10 workers + 1) CPUs;
+#      `heartbeit slurm submit` sizes this from the profile and the site file)
 #
 # Two ways to start the ranks; pick with HEARTBEIT_LAUNCH (exported to the job by sbatch):
 #
@@ -29,13 +31,14 @@
 # continues from the checkpoint instead of refusing to overwrite it.
 #
 # Site settings: HEARTBEIT_SITE_SETUP names a file sourced before anything runs (module loads, conda
-# activation). HEARTBEIT_PYTHON is the interpreter (default: python3 on PATH). HEARTBEIT_ENTRY is the
+# activation). HEARTBEIT_PYTHON is the interpreter (default: the
+# submit directory's .venv/bin/python, else python3 on PATH). HEARTBEIT_ENTRY is the
 # Python entry point (default "-m heartbeit pretrain"); the test suite uses the distributed self-test.
 #
 #SBATCH --job-name=heartbeit-pretrain
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
-#SBATCH --cpus-per-task=2
+#SBATCH --cpus-per-task=11
 #SBATCH --time=24:00:00
 #SBATCH --requeue
 #SBATCH --signal=B:USR1@120
@@ -50,7 +53,17 @@ if [[ -n ${HEARTBEIT_SITE_SETUP:-} ]]; then
   # shellcheck disable=SC1090
   source "$HEARTBEIT_SITE_SETUP"
 fi
-PYTHON=${HEARTBEIT_PYTHON:-python3}
+# The project's environment unless HEARTBEIT/HEARTBEIT_PYTHON say otherwise: the .venv of the checkout the
+# job was submitted from (sbatch runs a spooled copy of this script, so the checkout is the submit directory,
+# as in the README's commands; HEARTBEIT_ROOT names another), else python3 on PATH.
+HB_ROOT=${HEARTBEIT_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
+if [[ -x $HB_ROOT/.venv/bin/python ]]; then HB_PY=${HEARTBEIT_PYTHON:-$HB_ROOT/.venv/bin/python}; else HB_PY=${HEARTBEIT_PYTHON:-python3}; fi
+PYTHON=$HB_PY
+if ! "$PYTHON" -c 'import torch, heartbeit' 2>/dev/null; then
+  echo "heartbeit-pretrain: $PYTHON cannot import torch and heartbeit: create the checkout's .venv (README" \
+       "'Install'), or set HEARTBEIT_PYTHON / the site file's python" >&2
+  exit 2
+fi
 read -r -a ENTRY <<<"${HEARTBEIT_ENTRY:--m heartbeit pretrain}"
 if [[ -z ${HEARTBEIT_ENTRY:-} || ${HEARTBEIT_ENTRY} == "-m heartbeit pretrain" ]]; then
   RESUME_ARG=${HEARTBEIT_RESUME_ARG---resume}

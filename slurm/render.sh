@@ -9,7 +9,7 @@
 #   sbatch --array=0-$((N-1)) slurm/render.sh task CORPUS IMAGES [-- EXTRA]             (what submit runs)
 #
 # EXTRA carries the run configuration, e.g. -- --profile paper --set render.image_size=224
-# HEARTBEIT overrides the command (default: heartbeit), e.g. HEARTBEIT=".venv/bin/python -m heartbeit".
+# HEARTBEIT overrides the command (default: the checkout's .venv/bin/python -m heartbeit).
 #SBATCH --job-name=heartbeit-render
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=32G
@@ -17,7 +17,12 @@
 #SBATCH --output=slurm-%x-%A_%a.out
 set -euo pipefail
 
-HEARTBEIT=${HEARTBEIT:-heartbeit}
+# The project's environment unless HEARTBEIT/HEARTBEIT_PYTHON say otherwise: the .venv of the checkout the
+# job was submitted from (sbatch runs a spooled copy of this script, so the checkout is the submit directory,
+# as in the README's commands; HEARTBEIT_ROOT names another), else python3 on PATH.
+HB_ROOT=${HEARTBEIT_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
+if [[ -x $HB_ROOT/.venv/bin/python ]]; then HB_PY=${HEARTBEIT_PYTHON:-$HB_ROOT/.venv/bin/python}; else HB_PY=${HEARTBEIT_PYTHON:-python3}; fi
+HEARTBEIT=${HEARTBEIT:-$HB_PY -m heartbeit}
 mode=${1:?usage: render.sh submit|task ...}
 shift
 

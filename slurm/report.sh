@@ -4,7 +4,8 @@
 #
 #   sbatch --dependency=afterok:MATRIX_ARRAY_JOB slurm/report.sh --profile paper --workdir /scratch/$USER/heartbeit
 #
-# HEARTBEIT is the command (default: heartbeit), e.g. HEARTBEIT="/path/to/venv/bin/python -m heartbeit".
+# HEARTBEIT is the command (default: the checkout's .venv/bin/python -m heartbeit), e.g.
+# HEARTBEIT="/path/to/venv/bin/python -m heartbeit".
 # HEARTBEIT_SITE_SETUP names a file sourced first (module loads, conda activation).
 #SBATCH --job-name=heartbeit-report
 #SBATCH --nodes=1
@@ -23,7 +24,12 @@ if [[ -n ${HEARTBEIT_SITE_SETUP:-} ]]; then
   # shellcheck disable=SC1090
   source "$HEARTBEIT_SITE_SETUP"
 fi
-read -r -a HB <<<"${HEARTBEIT:-heartbeit}"  # the command as words; HEARTBEIT stays exported
+# The project's environment unless HEARTBEIT/HEARTBEIT_PYTHON say otherwise: the .venv of the checkout the
+# job was submitted from (sbatch runs a spooled copy of this script, so the checkout is the submit directory,
+# as in the README's commands; HEARTBEIT_ROOT names another), else python3 on PATH.
+HB_ROOT=${HEARTBEIT_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
+if [[ -x $HB_ROOT/.venv/bin/python ]]; then HB_PY=${HEARTBEIT_PYTHON:-$HB_ROOT/.venv/bin/python}; else HB_PY=${HEARTBEIT_PYTHON:-python3}; fi
+read -r -a HB <<<"${HEARTBEIT:-$HB_PY -m heartbeit}"  # the command as words; HEARTBEIT stays exported
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 
 echo "heartbeit-report: job ${SLURM_JOB_ID:-local} on $(hostname -s), $(date -Is)"

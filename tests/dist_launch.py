@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from heartbeit.distributed.deepspeed import extensions_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BIN = Path(PY).parent
@@ -33,7 +35,7 @@ def base_env() -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_", "OMPI_", "PMI", "SLURM_",
                                 "TORCHELASTIC"))}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), TORCH_EXTENSIONS_DIR=str(ROOT / ".ds_extensions"),
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), TORCH_EXTENSIONS_DIR=str(extensions_dir()),
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONUNBUFFERED="1")
     return env
 

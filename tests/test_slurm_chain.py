@@ -178,7 +178,8 @@ def test_submit_runs_the_whole_study_to_a_results_table(chain):
 @pytest.mark.slow
 def test_a_failed_stage_cancels_the_rest_of_the_chain(slurm_cluster, tmp_path):
     work = tmp_path / "run"
-    submit(slurm_cluster, work, [*TINY, f"input_dirs=[{tmp_path / 'no-such-ecgs'}]"])
+    # real input_dirs need their own external sites (the preflight refuses the synthetic names up front)
+    submit(slurm_cluster, work, [*TINY, f"input_dirs=[{tmp_path / 'no-such-ecgs'}]", "render.external_sites=[]"])
     rc, status = wait_status(slurm_cluster, work, timeout=120)
     assert rc == 1
     states = {s["stage"]: s["states"] for s in status}

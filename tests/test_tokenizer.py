@@ -129,3 +129,37 @@ def test_encode_shards_adds_grids_deterministically(tmp_path, kmeans):
 
     batch = next(iter(make_loader(tmp_path / "a", "train", batch_size=4, train=False, with_tokens=True)))
     assert batch["tokens"].shape == (4, 8, 8)
+
+
+def _skewed_latents(step: int, n: int, dim: int, g: torch.Generator) -> torch.Tensor:
+    """Encoder outputs like an ECG image's: ~80 % near one blank-paper latent, the rest around 64 trace
+    shapes, all drifting slowly as the encoder trains."""
+    centers = torch.randn(64, dim, generator=torch.Generator().manual_seed(1)) * 2
+    drift = 0.05 * step
+    which = torch.randint(0, 64, (n,), generator=g)
+    z = centers[which] + 0.3 * torch.randn(n, dim, generator=g) + drift
+    blank = torch.rand(n, generator=g) < 0.8
+    z[blank] = 0.05 * torch.randn(int(blank.sum()), dim, generator=g) + drift
+    return z
+
+
+def test_restarts_per_step_stay_under_one_percent_at_the_papers_token_share():
+    """The paper's ratio of tokens to codes (64 x 196 over 8192 = 1.5 per code per batch), scaled down: 8
+    images x 196 tokens over 1024 codes. Each code restarts at most once per ln(1/r)/(1-decay) steps."""
+    from heartbeit.models.tokenizer import EMAQuantizer
+
+    vocab, dim, n = 1024, 8, 8 * 196
+    q = EMAQuantizer(vocab, dim)
+    g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    restarts, used = [], []
+    for step in range(200):
+        z = _skewed_latents(step, n, dim, g)
+        if bool(q.initialized):
+            min_dist, idx = q.distances(z).min(1)
+        else:
+            min_dist, idx = torch.ones(n), torch.zeros(n, dtype=torch.long)
+        restarts.append(q.update(z, idx, min_dist, gen, restart_below=0.2))
+        used.append(int(q.nearest(z).unique().numel()))
+    windows = [sum(restarts[i:i + 25]) / 25 for i in range(0, len(restarts), 25)]
+    assert max(windows) < 0.01 * vocab and max(restarts) < 0.02 * vocab  # a trickle, Poisson peaks aside
+    assert sum(restarts) > 0 and min(used[30:]) >= 64  # codes do come back and cover the 64 trace shapes

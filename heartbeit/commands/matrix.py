@@ -60,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.matrix import (cell_status, parse_indices, plan_cells, read_plan, run_cells, select_cells,
                                   write_plan)
 
+    from heartbeit.config.preflight import check_run
+
     cfg = resolve_config(args)
+    if args.action != "status":  # plan is a CPU stage; run needs the GPU (unless allow_cpu)
+        check_run(cfg, ["plan", "matrix"] if args.action == "run" else ["plan"])
     work = Path(cfg.workdir)
     images = Path(args.images) if args.images else work / "images"
     matrix_dir = Path(args.matrix_dir) if args.matrix_dir else work / "matrix"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -15,6 +16,10 @@ lr, images/s, MFU), checkpoints under OUT/checkpoints (atomic; --resume continue
 OUT/heartbeit-<variant>.safetensors + .json, which fine-tuning loads with
   import heartbeit.models, timm
   timm.create_model("heartbeit_<variant>", pretrained=True, pretrained_cfg_overlay=dict(file=EXPORT), num_classes=2)
+
+Length: pretrain.steps, or (paper) pretrain.epochs over the train split at pretrain.global_batch with the lr
+given for pretrain.lr_batch: steps, gradient accumulation, warmup and the scaled lr are derived at start from
+the shards' count and the world size, logged, and written to OUT/config.resolved.yaml.
 
 Token grids come from the shards when `heartbeit tokenizer encode` wrote them with the same tokenizer
 (pretrain.tokens=auto), else the tokenizer runs on the fly.
@@ -43,12 +48,19 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.config import write_resolved
     from heartbeit.train.pretrain import pretrain
 
+    from heartbeit.config.preflight import check_run
+
     cfg = resolve_config(args)
+    check_run(cfg, ["pretrain"])
     work = Path(cfg.workdir)
     images = Path(args.images) if args.images else work / "images"
     tokenizer = Path(args.tokenizer) if args.tokenizer else work / "tokenizer" / "tokenizer.safetensors"
     out = Path(args.out) if args.out else work / "pretrain"
     summary = pretrain(cfg, images, tokenizer, out, resume=args.resume, progress=not args.no_progress)
+    schedule = summary.get("schedule") or {}
+    if schedule:  # the steps, accumulation, lr and warmup this job derived (heartbeit.train.schedule)
+        cfg.pretrain = dataclasses.replace(cfg.pretrain, **{k: schedule[k] for k in (
+            "steps", "grad_accum", "lr", "min_lr", "warmup_steps")})
     if summary.get("world_size", 1) == 1 or summary.get("export"):
         write_resolved(cfg, out)
     if "final_loss" in summary:

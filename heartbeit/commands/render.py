@@ -46,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.data.shards import render_corpus
     from heartbeit.utils.io import resolve_workers
 
+    from heartbeit.config.preflight import raise_problems, site_problems
+
     cfg = resolve_config(args)
     corpus = Path(args.corpus) if args.corpus else Path(cfg.workdir) / "corpus"
+    raise_problems(site_problems(cfg, corpus))  # before any image: the held-out sites must exist
     out = Path(args.out) if args.out else Path(cfg.workdir) / "images"
     num_tasks = args.num_tasks if args.num_tasks is not None else _env_int("SLURM_ARRAY_TASK_COUNT", 1)
     task_index = args.task_index if args.task_index is not None else _env_int("SLURM_ARRAY_TASK_ID", 0)

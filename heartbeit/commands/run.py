@@ -72,12 +72,17 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.cli import COMMANDS, _load, main, resolve_config
     from heartbeit.utils.io import atomic_write_json
 
+    from heartbeit.config.preflight import check_run
+
     cfg = resolve_config(args)
     work = Path(cfg.workdir)
+    planned = stages(cfg, args)
+    names = [name for name, _ in planned]
+    check_run(cfg, names[:names.index(args.until) + 1] if args.until else names, corpus_dir=work / "corpus")
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.time()
-    for stage, invocations in stages(cfg, args):
+    for stage, invocations in planned:
         t0 = time.time()
         for argv in invocations:
             if _load(argv[0]) is None:

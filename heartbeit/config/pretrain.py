@@ -11,12 +11,23 @@ from .core import ConfigError
 class PretrainConfig:
     model: str = "heartbeit_base_patch16_224"
     img_size: int = 224
+    # Length: `steps` optimizer steps, or (epochs > 0) BEiT's definition: epochs over the train split at the
+    # global batch, steps = ceil(epochs * train images / global batch), derived at start from the shards'
+    # count and the world size (heartbeit.train.schedule) and written to the resolved config and the log.
     steps: int = 1000
+    epochs: float = 0.0
     batch_size: int = 64  # per rank
     grad_accum: int = 1
+    # > 0: the global batch the recipe is defined at; grad_accum is derived so that batch_size x grad_accum x
+    # world size comes as close to it as whole micro batches allow (0 = batch_size x grad_accum x world size)
+    global_batch: int = 0
     lr: float = 1.5e-3
+    # > 0: `lr` is the peak lr at this global batch and scales linearly with the actual one (BEiT/Goyal et
+    # al.); 0 = `lr` as given
+    lr_batch: int = 0
     min_lr: float = 1e-5
     warmup_steps: int = 100
+    warmup_epochs: float = 0.0  # > 0: warmup in epochs (with `epochs`), converted to steps like the length
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     clip_grad: float = 3.0
@@ -51,3 +62,9 @@ class PretrainConfig:
             raise ConfigError("steps, batch_size, grad_accum, log_every and checkpoint_every must be >= 1")
         if self.warmup_steps < 0 or not 0 <= self.min_lr <= self.lr:
             raise ConfigError("need warmup_steps >= 0 and 0 <= min_lr <= lr")
+        if min(self.epochs, self.warmup_epochs, self.global_batch, self.lr_batch) < 0:
+            raise ConfigError("epochs, warmup_epochs, global_batch and lr_batch must be >= 0")
+        if self.warmup_epochs and not self.epochs:
+            raise ConfigError("warmup_epochs needs epochs (the length in epochs); else set warmup_steps")
+        if self.epochs and self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"warmup_epochs ({self.warmup_epochs:g}) must be < epochs ({self.epochs:g})")

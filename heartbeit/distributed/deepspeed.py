@@ -23,7 +23,11 @@ from .env import DistEnv, device_for, init_distributed
 
 log = logging.getLogger("heartbeit.distributed")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+def extensions_dir() -> Path:
+    """Where DeepSpeed's JIT-compiled ops are cached: the user's cache folder, never the checkout (builds
+    there would dirty the working tree and travel with copies of it)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "heartbeit" / "torch_extensions"
 
 
 def prepare_deepspeed():
@@ -31,7 +35,7 @@ def prepare_deepspeed():
 
     The first DeepSpeed import on CPU JIT-compiles a shared-memory comm op (~20 s); keep it in a cache
     that survives between runs and tests."""
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".ds_extensions"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(extensions_dir()))
     # DeepSpeed calls torch collectives torch 2.14 deprecates; one warning per call drowns the logs.
     warnings.filterwarnings("ignore", category=FutureWarning, message=r".*is deprecated\. Please use")
     from deepspeed.utils import logger as ds_logger

@@ -146,8 +146,50 @@ def discover(environ: dict | None = None) -> DistEnv:
         port = int(env["MASTER_PORT"]) if "MASTER_PORT" in env else slurm_port(env.get("SLURM_JOB_ID", "0"))
         return DistEnv(rank, world, local_rank, local_world, addr, port, "slurm")
 
-    return DistEnv(0, 1, 0, 1, env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", DEFAULT_PORT)),
-                   "single")
+    # A single process still initialises a (one-rank) process group; a fixed port would make two runs on one
+    # machine collide, so it gets a free one unless the environment names it.
+    port = int(env["MASTER_PORT"]) if "MASTER_PORT" in env else free_port()
+    return DistEnv(0, 1, 0, 1, env.get("MASTER_ADDR", "127.0.0.1"), port, "single")
+
+
+def free_port() -> int:
+    """A TCP port free on this host right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_WATCHDOG: list = []
+
+
+def die_with_parent(poll_s: float = 1.0) -> None:
+    """Leave when the process that started this one dies (a killed torchrun agent or deepspeed launcher
+    must not leave ranks training on behind its back). Linux delivers SIGKILL through PR_SET_PDEATHSIG; a
+    daemon thread that polls the parent pid covers other systems and the race before prctl. Idempotent."""
+    if _WATCHDOG:
+        return
+    import signal
+    import sys
+    import threading
+    import time
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                log.error("the launcher (pid %d) is gone; this rank stops", parent)
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(poll_s)
+
+    thread = threading.Thread(target=watch, name="heartbeit-die-with-parent", daemon=True)
+    thread.start()
+    _WATCHDOG.append(thread)
 
 
 def export(denv: DistEnv) -> None:
@@ -179,6 +221,8 @@ def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> Di
 
     denv = discover()
     export(denv)
+    if denv.launcher in ("torchrun", "env"):
+        die_with_parent()  # our parent is the launcher (torchrun agent, deepspeed launcher)
     if not dist.is_initialized():
         backend = backend or default_backend()
         if backend == "nccl":

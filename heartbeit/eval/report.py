@@ -805,6 +805,13 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
         doc.para("Init: `pretrained` = HeartBEiT masked-image-modeling export; `imagenet` = ImageNet weights from a "
                  "local folder; `random` = random initialisation (no weights were found or none apply).")
         doc.table(models.reset_index(drop=True))
+        if cfg.matrix.allow_random_init:  # the preflight let ImageNet baselines start from random init
+            from heartbeit.config.preflight import missing_weights
+
+            summary["allow_random_init"] = missing_weights(cfg.matrix)
+            doc.para("**matrix.allow_random_init: true** — ImageNet baselines without weights in "
+                     "`matrix.imagenet_weights_dir` trained from random init, unlike the paper: "
+                     + (", ".join(f"`{a}`" for a in summary["allow_random_init"]) or "none here") + ".")
         summary["inits"] = {f"{r.Architecture}": r.Init for r in models.itertuples(index=False)}
         seeds = sorted({int(s) for s in meta["seed"]})
         draws = sorted({int(d) for d in meta.get("draw", pd.Series([0]))})

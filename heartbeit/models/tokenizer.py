@@ -200,10 +200,19 @@ class _ResBlock(nn.Module):
 class EMAQuantizer(nn.Module):
     """Nearest-code quantizer whose codebook follows EMA cluster means.
 
-    Codes whose EMA usage falls below `dead_threshold` tokens per batch restart on encoder outputs of the
-    current batch, drawn with probability proportional to their squared distance from the codebook
-    (k-means++ seeding), so restarts go where the codebook represents the data worst rather than onto the
-    ubiquitous blank-paper patches. The first batch seeds the whole codebook the same way."""
+    Codes whose EMA usage falls below `restart_below` of an equal share of the batch's tokens (tokens /
+    vocab_size: 1.5 for 64 images x 196 tokens over 8192 codes) restart on encoder outputs of the current
+    batch, drawn with probability proportional to their squared distance from the codebook (k-means++
+    seeding), so restarts go where the codebook represents the data worst rather than onto the ubiquitous
+    blank-paper patches. The first batch seeds the whole codebook the same way.
+
+    A restarted code starts at a full equal share, so an unused one decays for L = ln(1 / restart_below) /
+    (1 - decay) steps (~160 at 0.2 and 0.99) before it can restart again: each code restarts at most once
+    per L steps, i.e. at most 1/L of the codebook per step on average (0.6 %). The seeded codebook starts
+    at shares spread evenly over that decay, so the codes the encoder abandons early come back a few at a
+    time from the first steps on instead of all together L steps later. (A fixed threshold of 1 token per
+    batch sits below the equal share at batch 64 (1.5) and restarted thousands of the 8192 codes every
+    step: a restarted code that missed one batch was dead again.)"""
 
     def __init__(self, vocab_size: int, dim: int, decay: float = 0.99, eps: float = 1e-5):
         super().__init__()
@@ -223,23 +232,28 @@ class EMAQuantizer(nn.Module):
         return ((c * c).sum(1) - 2.0 * z @ c.T).argmin(1)
 
     @torch.no_grad()
-    def _restart(self, codes: torch.Tensor, z: torch.Tensor, weights: torch.Tensor, count: float,
+    def _restart(self, codes: torch.Tensor, z: torch.Tensor, weights: torch.Tensor, count: float | torch.Tensor,
                  generator: torch.Generator) -> None:
         w = weights.detach().double().cpu() + 1e-12  # the generator lives on the CPU: draws match on any device
         pick = torch.multinomial(w / w.sum(), codes.numel(), replacement=codes.numel() > z.shape[0],
                                  generator=generator).to(z.device)
         codes = codes.to(z.device)
+        count = torch.as_tensor(count, dtype=z.dtype).to(z.device)
         self.codebook[codes] = z[pick]
-        self.ema_sum[codes] = z[pick] * count
+        self.ema_sum[codes] = z[pick] * (count.unsqueeze(-1) if count.ndim else count)
         self.ema_count[codes] = count
 
     @torch.no_grad()
     def update(self, z: torch.Tensor, idx: torch.Tensor, min_dist: torch.Tensor, generator: torch.Generator,
-               dead_threshold: float = 1.0) -> int:
+               restart_below: float = 0.2) -> int:
         """One EMA step on this batch; returns how many dead codes were restarted."""
+        share = z.shape[0] / self.vocab_size  # tokens per code per batch if every code were used equally
         if not bool(self.initialized):
             spread = ((z - z.mean(0)) ** 2).sum(1)  # favour latents far from the typical (blank) patch
-            self._restart(torch.arange(self.vocab_size), z, spread, dead_threshold, generator)
+            # shares from `share` down to the threshold, evenly in log: unused codes reach it one by one
+            u = (torch.randperm(self.vocab_size, generator=generator).double() + 0.5) / self.vocab_size
+            start = share * torch.as_tensor(max(restart_below, 1e-6), dtype=torch.float64) ** u
+            self._restart(torch.arange(self.vocab_size), z, spread, start.float(), generator)
             self.initialized.fill_(1)
             return 0
         counts = torch.bincount(idx, minlength=self.vocab_size).to(z.dtype)
@@ -249,10 +263,9 @@ class EMAQuantizer(nn.Module):
         n = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (n + self.vocab_size * self.eps) * n
         self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(1))
-        # a restarted code starts exactly at the threshold: it survives if it wins a token per batch
-        dead = torch.nonzero(self.ema_count < dead_threshold * (1 - 1e-6)).flatten()
+        dead = torch.nonzero(self.ema_count < restart_below * share).flatten()
         if dead.numel():
-            self._restart(dead, z, min_dist, dead_threshold, generator)
+            self._restart(dead, z, min_dist, share, generator)
         return int(dead.numel())
 
 
@@ -302,7 +315,7 @@ class VQVAETokenizer(nn.Module, Tokenizer):
         return (self.decoder(q) + 1.0) / 2.0
 
     def training_step(self, images: torch.Tensor, generator: torch.Generator,
-                      dead_threshold: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                      restart_below: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss to backpropagate (reconstruction + commitment) and batch stats; updates the codebook by EMA."""
         x = to_unit_float(images.to(self.quantizer.codebook.device), self.input_size)
         z = self._encode_latents(x)
@@ -312,13 +325,15 @@ class VQVAETokenizer(nn.Module, Tokenizer):
             else:
                 min_dist = torch.ones(z.shape[0], device=z.device)
                 idx = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
-            restarted = self.quantizer.update(z.detach(), idx, min_dist, generator, dead_threshold)
+            restarted = self.quantizer.update(z.detach(), idx, min_dist, generator, restart_below)
             idx = self.quantizer.nearest(z.detach())
+            usage = codebook_usage(idx, self.vocab_size)
         q = self.quantizer.codebook[idx]
         recon = self._decode(z + (q - z).detach(), x.shape[0])  # straight-through estimator
         rec_loss = F.mse_loss(recon, x)
         loss = rec_loss + self.commitment * F.mse_loss(z, q)
-        return loss, {"recon_mse": rec_loss.item(), "restarted_codes": restarted}
+        return loss, {"recon_mse": rec_loss.item(), "restarted_codes": restarted,
+                      "batch_perplexity": usage["perplexity"], "batch_used_codes": usage["used_codes"]}
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

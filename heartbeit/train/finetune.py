@@ -124,7 +124,8 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
         cell.arch, num_classes=2, img_size=mcfg.img_size, in_chans=1,
         pretrained_file=pretrained_file if cell.arch.startswith("heartbeit") else None,
         imagenet_weights_dir=mcfg.imagenet_weights_dir or None,
-        allow_random_init=getattr(mcfg, "allow_random_init", True))
+        # preflight stops a run whose weights folder is unset; here a set folder missing this file stops the cell
+        allow_random_init=mcfg.allow_random_init or not mcfg.imagenet_weights_dir)
     mean, std = zoo.normalization(cell.arch)
     device = resolve_device(mcfg.device)
     numerics = cell_numerics(cell, mcfg)

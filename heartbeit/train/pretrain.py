@@ -34,13 +34,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from heartbeit.config import PretrainConfig, to_dict
-from heartbeit.distributed.engine import Engine, build_engine, latest_tag
+from heartbeit.distributed.engine import Engine, build_engine, latest_tag, world_size_from_env
 from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
 from heartbeit.models.heartbeit import create_mim_model, export_backbone
 from heartbeit.models.masking import BlockMaskGenerator
 from heartbeit.models.tokenizer import Tokenizer
 from heartbeit.train.batches import BatchSource, ShardBatches
 from heartbeit.train.flops import device_peak_flops, mim_train_flops_per_image
+from heartbeit.train.schedule import check_resume, resolve_schedule, train_image_count
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
 
 log = logging.getLogger("heartbeit.pretrain")
@@ -114,12 +115,13 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     `cfg`: a RunConfig or a PretrainConfig. `data`: an images directory (shards) or a BatchSource.
     `stop_after`: leave after this many steps with a checkpoint, as a preempted job would (tests)."""
     cfg: PretrainConfig = getattr(cfg, "pretrain", cfg)
+    given = cfg  # as configured; `cfg` below is resolved for this job (heartbeit.train.schedule)
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     export_file, export_json = export_paths(out_dir, cfg.model)
     if export_json.is_file():  # complete for this config: nothing to do, with or without --resume
         done = json.loads(export_json.read_text())
-        if done.get("pretrain_config") == to_dict(cfg):
+        if done.get("pretrain_config") == to_dict(given):
             log.info("pretraining already complete in %s (same config); skipping", out_dir)
             return done["summary"]
     if not resume and ckpt_dir.is_dir() and (ckpt_dir / "latest").is_file():
@@ -137,7 +139,26 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     if grid != (tokenizer.grid_size, tokenizer.grid_size):
         raise ValueError(f"{cfg.model} at {cfg.img_size} px has a {grid[0]}x{grid[1]} patch grid but the tokenizer "
                          f"gives {tokenizer.grid_size}x{tokenizer.grid_size} tokens (input_size / patch_size)")
+    # steps / accumulation / lr / warmup for this corpus and world size (ci, demo: their explicit values);
+    # resolved before the engine exists because DeepSpeed fixes its accumulation at initialisation
+    world_size = world_size_from_env()
+    if isinstance(data, (str, Path)):
+        train_images = train_image_count(data)
+    else:  # a BatchSource: its own count if it has one (InMemoryBatches holds every rank's images)
+        train_images = getattr(data, "num_images", None) or (len(data.images) if hasattr(data, "images") else None)
+    cfg, schedule = resolve_schedule(cfg, train_images, world_size)
+    if cfg.compile:
+        model.compile()  # in place: state-dict keys (checkpoints, export) stay those of the plain module
     engine: Engine = build_engine(model, param_groups(model, cfg.weight_decay), cfg)
+    if engine.world_size != world_size:
+        raise RuntimeError(f"the launcher reported {world_size} ranks but the engine has {engine.world_size}")
+    if engine.rank == 0:
+        log.info("schedule (%s): %d steps of %d images (%d x %d accum x %d ranks)%s, peak lr %.3g, warmup %d "
+                 "steps", schedule["mode"], cfg.steps, schedule["global_batch"], cfg.batch_size, cfg.grad_accum,
+                 engine.world_size, f" = {schedule['epochs']:.1f} epochs of {train_images} images"
+                 if schedule["epochs"] else "", cfg.lr, cfg.warmup_steps)
+        if "note" in schedule:
+            log.warning("%s", schedule["note"])
     is_main = engine.rank == 0
     device = engine.device
     if hasattr(tokenizer, "to"):
@@ -167,6 +188,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
         if state is None:
             log.info("no checkpoint in %s: starting from step 0", ckpt_dir)
         else:
+            check_resume(state.get("schedule"), schedule)
             step = int(state["step"])
             source.load_state_dict(state["loader"])
             set_rng_state(state["rng"])
@@ -186,7 +208,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
 
     def save(at_step: int) -> None:
         engine.save_checkpoint(ckpt_dir, f"step{at_step:08d}", {
-            "step": at_step, "loader": source.state_dict(), "rng": rng_state()})
+            "step": at_step, "loader": source.state_dict(), "rng": rng_state(), "schedule": schedule})
 
     # ---- the loop
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -255,6 +277,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     bar.close()
 
     summary: dict[str, Any] = {"steps_done": step, "steps": cfg.steps, "complete": step >= cfg.steps,
+                               "schedule": schedule,
                                "flops_per_image": flops_per_image, "peak_flops": peak_flops,
                                "peak_source": peak_source, "device": str(device), "world_size": engine.world_size}
     if is_main and log_path.is_file():
@@ -283,7 +306,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
         atomic_write_json(export_json, {
             **meta, "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.config(),
             "tokenizer_file": str(tokenizer_file) if tokenizer_file else None,
-            "pretrain_config": to_dict(cfg), "code_version": code_version(), "summary": summary,
+            "pretrain_config": to_dict(given), "resolved_pretrain_config": to_dict(cfg), "code_version": code_version(), "summary": summary,
             "load_with": f"timm.create_model({cfg.model!r}, pretrained=True, "
                          f"pretrained_cfg_overlay=dict(file={export_file.name!r}), num_classes=2)",
         })

@@ -71,6 +71,7 @@ def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_im
         optimizer = torch.optim.Adam(tok.parameters(), lr=cfg.lr)
         generator = torch.Generator().manual_seed(cfg.seed)
         tok.train()
+    restarts: list[int] = []  # vqvae: codes restarted at each step
     stream = iter(batches)
     bar = tqdm(range(1, steps + 1), desc=f"tokenizer {cfg.kind}", disable=not progress, leave=False)
     for step in bar:
@@ -81,7 +82,8 @@ def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_im
             if not _kmeans_step(tok, km, images, pending):
                 continue
         else:
-            loss, stats = tok.training_step(images, generator)
+            loss, stats = tok.training_step(images, generator, cfg.vq_restart_below)
+            restarts.append(int(stats["restarted_codes"]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -89,12 +91,19 @@ def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_im
             if isinstance(tok, VQVAETokenizer):
                 tok.eval()
             point = {"step": step, "images_seen": seen, **evaluate_tokenizer(tok, eval_images), **stats}
+            if restarts:  # since the previous point
+                since = restarts[history[-1]["step"]:] if history else restarts
+                point["restarts_since_last"] = int(sum(since))
+                point["max_restarts_per_step"] = int(max(since))
             if isinstance(tok, VQVAETokenizer):
                 tok.train()
             history.append(point)
             bar.set_postfix(mse=f"{point['recon_mse']:.4f}", ppl=f"{point['perplexity']:.1f}")
-            log.info("tokenizer step %d: held-out recon MSE %.5f, perplexity %.1f, dead codes %d",
-                     step, point["recon_mse"], point["perplexity"], point["dead_codes"])
+            log.info("tokenizer step %d: held-out recon MSE %.5f, perplexity %.1f, dead codes %d%s",
+                     step, point["recon_mse"], point["perplexity"], point["dead_codes"],
+                     f"; batch perplexity {point['batch_perplexity']:.1f}, {point['batch_used_codes']} codes used, "
+                     f"{point['restarts_since_last']} restarts (at most {point['max_restarts_per_step']} in a step)"
+                     if "restarts_since_last" in point else "")
     if isinstance(tok, VQVAETokenizer):
         tok.eval()
     if not history:
@@ -106,6 +115,8 @@ def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_im
         "recon_error_space": "patch" if cfg.kind == "kmeans" else "image",
         "first": history[0], "final": final, "history": history,
     }
+    if restarts:
+        metrics["restarts_per_step"] = restarts
     return tok, metrics
 
 

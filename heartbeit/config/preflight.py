@@ -1,0 +1,156 @@
+"""Checks of the whole run configuration before the first stage runs, so a study never fails (or silently
+changes) hours in: sizes that must agree across stages, external sites that exist in the data, ImageNet
+weights the baselines need, a GPU where the profile needs one.
+
+    problems = config_problems(cfg)                  # the config alone (every stage, `heartbeit run`)
+    problems += site_problems(cfg, corpus_dir)       # external sites against the corpus' site labels
+    problems += weight_problems(cfg.matrix)          # ImageNet weights of the baselines
+    problems += device_problems(cfg, stage)          # a GPU stage with no GPU
+    raise_problems(problems)                         # one ConfigError naming every key at fault
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from .core import ConfigError
+
+log = logging.getLogger("heartbeit.config")
+
+GPU_STAGES = ("pretrain", "matrix")  # stages that need a GPU unless allow_cpu; prepare, plan, report run anywhere
+
+
+def patch_size(model: str) -> int | None:
+    """The patch size in a timm transformer name (`..._patch16_224` -> 16); None for CNNs."""
+    m = re.search(r"_patch(\d+)", model)
+    return int(m.group(1)) if m else None
+
+
+def _image_archs(archs: list[str]) -> list[str]:
+    from heartbeit.models.zoo import is_signal_arch
+
+    return [a for a in archs if not is_signal_arch(a)]
+
+
+def config_problems(cfg) -> list[str]:
+    """Problems visible in the config alone: sizes across stages, the pretraining/tokenizer grid, the
+    HeartBEiT arch the matrix fine-tunes, synthetic external sites."""
+    out: list[str] = []
+    archs = list(cfg.matrix.architectures)
+    # Cells train on the rendered images as they are (no resize), so every image model sees
+    # render.image_size; a transformer built for another size fails late in timm's patch embedding.
+    if _image_archs(archs) and cfg.matrix.img_size != cfg.render.image_size:
+        out.append(f"matrix.img_size ({cfg.matrix.img_size}) must equal render.image_size "
+                   f"({cfg.render.image_size}): cells train on the rendered images as they are")
+    for arch in (a for a in archs if a.startswith("heartbeit_")):
+        if arch != cfg.pretrain.model:
+            out.append(f"matrix.architectures has {arch} but pretrain.model is {cfg.pretrain.model}: the matrix "
+                       "fine-tunes the pretraining export")
+        elif cfg.pretrain.img_size != cfg.matrix.img_size:
+            out.append(f"pretrain.img_size ({cfg.pretrain.img_size}) must equal matrix.img_size "
+                       f"({cfg.matrix.img_size}) to fine-tune the {arch} export")
+    # The tokenizer's own view may differ in pixels (112 for a 224 model, as the paper's dVAE), but its
+    # token grid must be the model's patch grid.
+    p = patch_size(cfg.pretrain.model)
+    t = cfg.tokenizer
+    if p and cfg.pretrain.img_size % p:
+        out.append(f"pretrain.img_size ({cfg.pretrain.img_size}) is not a multiple of {cfg.pretrain.model}'s "
+                   f"patch size {p}")
+    elif p and cfg.pretrain.img_size // p != t.input_size // t.patch_size:
+        out.append(f"{cfg.pretrain.model} at pretrain.img_size {cfg.pretrain.img_size} has a "
+                   f"{cfg.pretrain.img_size // p}x{cfg.pretrain.img_size // p} patch grid but the tokenizer "
+                   f"gives {t.input_size // t.patch_size}x{t.input_size // t.patch_size} tokens "
+                   "(tokenizer.input_size / tokenizer.patch_size)")
+    names = [s.name for s in cfg.synth.sites]
+    if not cfg.input_dirs:  # the synthetic default: its site names are the data's site labels
+        missing = [s for s in cfg.render.external_sites if s not in names]
+        if missing:
+            out.append(f"render.external_sites {missing} are not sites of the synthetic data; sites: {names}")
+    elif cfg.render.external_sites and all(s in names for s in cfg.render.external_sites):
+        out.append(f"render.external_sites {list(cfg.render.external_sites)} names the synthetic data's sites but "
+                   "input_dirs is real data: set it to the held-out hospitals' site labels (ingest's summary "
+                   "lists them), or [] for no external set")
+    return out
+
+
+def external_site_warnings(cfg) -> list[str]:
+    if not cfg.render.external_sites:
+        return ["render.external_sites is empty: the study has no external validation set (the paper holds "
+                "out a hospital for LVEF/HCM and PTB-XL for STEMI)"]
+    return []
+
+
+def site_problems(cfg, corpus_dir: str | Path) -> list[str]:
+    """External sites against the site labels of an ingested corpus (nothing to check before ingest)."""
+    meta = Path(corpus_dir) / "metadata.parquet"
+    if not meta.is_file() or not cfg.render.external_sites:
+        return []
+    import pandas as pd
+
+    labels = sorted(str(s) for s in pd.read_parquet(meta, columns=["site"])["site"].dropna().unique())
+    missing = [s for s in cfg.render.external_sites if s not in labels]
+    if missing:
+        return [f"render.external_sites {missing} are not in the data; its site labels are {labels} (set "
+                "render.external_sites to the held-out hospitals, or [] for no external set)"]
+    return []
+
+
+def imagenet_archs(mcfg) -> list[str]:
+    """Baselines that start from ImageNet weights in the study (not HeartBEiT, not the waveform models, not
+    the same-size random-init ViTs of the small profiles)."""
+    from heartbeit.models.zoo import SAME_SIZE_BASELINES, is_signal_arch
+
+    return [a for a in mcfg.architectures
+            if not a.startswith("heartbeit_") and not is_signal_arch(a) and a not in SAME_SIZE_BASELINES]
+
+
+def missing_weights(mcfg) -> list[str]:
+    from heartbeit.models.zoo import _imagenet_file
+
+    root = mcfg.imagenet_weights_dir
+    return [a for a in imagenet_archs(mcfg) if not root or _imagenet_file(a, root) is None]
+
+
+def weight_problems(mcfg) -> list[str]:
+    """The baselines need ImageNet weights (the paper's); without them stop, listing the files to place."""
+    missing = missing_weights(mcfg)
+    if not missing or mcfg.allow_random_init:
+        return []
+    where = mcfg.imagenet_weights_dir or "<matrix.imagenet_weights_dir>"
+    files = ", ".join(f"{where}/{a}.safetensors" for a in missing)
+    return [f"matrix.imagenet_weights_dir: no ImageNet weights for {', '.join(missing)}; place {files} (or .pth/"
+            ".pt/.bin, or <dir>/<arch>/model.safetensors; README 'ImageNet weights' says where they come from), "
+            "or set matrix.allow_random_init=true to train them from random init (recorded in the report)"]
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def device_problems(cfg, stage: str) -> list[str]:
+    if stage in GPU_STAGES and not cfg.allow_cpu and not gpu_available():
+        return [f"allow_cpu: the {cfg.profile} profile's {stage} stage needs a GPU and this process sees none "
+                "(check the job's --gpus / CUDA_VISIBLE_DEVICES); set allow_cpu=true to run it on the CPU"]
+    return []
+
+
+def raise_problems(problems: list[str], warnings: list[str] = ()) -> None:
+    for w in warnings:
+        log.warning("%s", w)
+    if problems:
+        raise ConfigError("the run configuration cannot work:\n  - " + "\n  - ".join(problems))
+
+
+def check_run(cfg, stages: list[str], corpus_dir: str | Path | None = None) -> None:
+    """Everything checkable before `stages` run (heartbeit run calls it before the first stage)."""
+    problems = config_problems(cfg)
+    if corpus_dir is not None:
+        problems += site_problems(cfg, corpus_dir)
+    if "matrix" in stages or "plan" in stages:
+        problems += weight_problems(cfg.matrix)
+    for stage in stages:
+        problems += device_problems(cfg, stage)
+    raise_problems(problems, external_site_warnings(cfg))
