@@ -13,7 +13,7 @@ HEARTBEIT_PEAK_TFLOPS, which wins over both.
 
 Models: --quick on a CPU uses the ci profile's matrix (heartbeit_micro_patch8_64, vit_micro_patch8_64,
 efficientnet_b0, resnet18 at 64 px) and pretraining of heartbeit_micro_patch8_64; --full or any CUDA device
-uses the paper's (heartbeit_base_patch16_224, vit_base_patch16_224, efficientnet_b4, resnet152 at 224 px,
+uses the paper's (heartbeit_base_patch16_224, beit_base_patch16_224, efficientnet_b4, resnet152 at 224 px,
 BEiT-B/16 pretraining with an 8192-token vocabulary and 75 masked patches). A `heartbeit_*` classifier is
 built with random weights here: its fine-tuning step costs the same whatever the weights.
 
@@ -42,7 +42,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 CI_MODELS = ("heartbeit_micro_patch8_64", "vit_micro_patch8_64", "efficientnet_b0", "resnet18")
-PAPER_MODELS = ("heartbeit_base_patch16_224", "vit_base_patch16_224", "efficientnet_b4", "resnet152")
+PAPER_MODELS = ("heartbeit_base_patch16_224", "beit_base_patch16_224", "efficientnet_b4", "resnet152")
 # (model, vocab, masked patches, min block) as in configs/ci.yaml and configs/paper.yaml
 CI_MIM = ("heartbeit_micro_patch8_64", 64, 24, 4)
 PAPER_MIM = ("heartbeit_base_patch16_224", 8192, 75, 16)
