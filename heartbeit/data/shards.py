@@ -8,6 +8,8 @@ Output layout (IMAGES/):
                                for signal-domain models. A sibling tar, not more members of the image tar:
                                a waveform is ~5x a PNG's bytes, and image training should not read them
   <split>/<split>-NNNNNN.json  sidecar written after its tar: count, sha256, bytes, plan digest
+  <split>/<split>-NNNNNN.idx.json (and .wave.idx.json)  the member-offset index: each sample's byte range,
+                               so a reader can take any subset of a shard (heartbeit.data.members)
   manifest.parquet             every ECG: split, fraction membership, labels, shard, key
   layout.json                  the render geometry: every lead box (pixel box, time window, scales)
   index.json                   per split: shards with counts and sha256 (written once all are done)
@@ -41,6 +43,7 @@ from heartbeit.config.matrix import TASKS
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 from .corpus import list_shards, write_shard
+from .members import index_is_current, index_path, write_member_index
 from .render import layout_boxes, render_batch, render_kwargs
 from .signal import preprocess
 from .splits import build_manifest, fraction_column, keyed_uniform
@@ -300,8 +303,10 @@ def render_shard(job: ShardJob, out_dir: str | Path, cfg) -> dict:
     if wave_members:  # the sibling first: a sidecar is written only once both tars are complete
         wave_path = out_dir / wave_relpath(job.relpath)
         write_shard(wave_path, wave_members)
+        write_member_index(wave_path)
         info.update(wave_sha256=sha256_file(wave_path), wave_bytes=wave_path.stat().st_size)
     write_shard(tar_path, members)
+    write_member_index(tar_path)
     info.update(sha256=sha256_file(tar_path), bytes=tar_path.stat().st_size, digest=job.digest)
     atomic_write_json(sidecar_path(tar_path), info)
     return info
@@ -357,6 +362,7 @@ def remove_stale(out_dir: Path, jobs: list[ShardJob], wave_hz: int = 0) -> int:
         for tar_path in sorted((out_dir / split).glob(f"{split}-*.tar")):
             if f"{split}/{tar_path.name}" not in planned:
                 tar_path.unlink()
+                index_path(tar_path).unlink(missing_ok=True)
                 if not tar_path.name.endswith(".wave.tar"):
                     sidecar_path(tar_path).unlink(missing_ok=True)
                 removed += 1
@@ -392,6 +398,18 @@ def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int
             log.info("removed %d shard(s) no longer in the plan", removed)
     mine = [job for i, job in enumerate(jobs) if i % num_tasks == task_index]
     todo = [job for job in mine if not shard_is_done(out_dir, job, verify)]
+    pending = {job.relpath for job in todo}
+    indexed = 0
+    for job in mine:  # complete shards from before the member index existed (or retokenized ones) get it now
+        if job.relpath in pending:
+            continue
+        tars = [out_dir / job.relpath] + ([out_dir / wave_relpath(job.relpath)] if cfg.wave_hz else [])
+        for tar in tars:
+            if not index_is_current(tar):
+                write_member_index(tar)
+                indexed += 1
+    if indexed:
+        log.info("wrote the member index of %d complete shard file(s)", indexed)
     log.info("render: %d ECGs in %d shards; this task: %d shards, %d to do (%d already complete)",
              int((plan["shard"] != "").sum()), len(jobs), len(mine), len(todo), len(mine) - len(todo))
     bar = tqdm(total=len(todo), desc="render shards", unit="shard", disable=not progress)
