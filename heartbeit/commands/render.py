@@ -14,7 +14,8 @@ Output (IMAGES): <split>/<split>-NNNNNN.tar for split in train/val/test/external
 counts and sha256), config.resolved.yaml. Reruns skip complete shards.
 
 Slurm array: each task renders shards i with i % N == task (--num-tasks/--task-index, default from
-SLURM_ARRAY_TASK_COUNT / SLURM_ARRAY_TASK_ID); index.json appears when the last shard is done.
+SLURM_ARRAY_TASK_COUNT / SLURM_ARRAY_TASK_ID); index.json appears when the last shard is done. Plan once
+first (`--plan-only --num-tasks N`: IMAGES/plan/), so each task reads only its own slice of the plan.
 
 Example: heartbeit render --corpus runs/ci/corpus --out runs/ci/images --profile ci"""
 
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes (default: render.workers; 0 = all cores); never changes the output")
     parser.add_argument("--task-index", type=int, default=None, help="this array task (default $SLURM_ARRAY_TASK_ID or 0)")
     parser.add_argument("--num-tasks", type=int, default=None, help="array size (default $SLURM_ARRAY_TASK_COUNT or 1)")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="write the render plan for --num-tasks array tasks (IMAGES/plan/) and render nothing")
     parser.add_argument("--no-verify", action="store_true", help="skip re-hashing complete shards on rerun")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_config_args(parser)
@@ -55,9 +58,13 @@ def run(args: argparse.Namespace) -> int:
         task_index -= _env_int("SLURM_ARRAY_TASK_MIN", 0)
     workers = resolve_workers(args.workers if args.workers is not None else cfg.render.workers)
     summary = render_corpus(corpus, out, cfg.render, workers=workers, task_index=task_index, num_tasks=num_tasks,
-                            progress=not args.no_progress, verify=not args.no_verify)
+                            progress=not args.no_progress, verify=not args.no_verify, plan_only=args.plan_only)
     write_resolved(cfg, out)
     split_text = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    if summary.get("planned"):
+        print(f"render plan: {summary['ecgs']} ECGs ({split_text}) in {summary['shards']} shards for {num_tasks} "
+              f"task(s) -> {out / 'plan'}")
+        return 0
     print(f"render: {summary['ecgs']} ECGs ({split_text}) in {summary['shards']} shards, "
           f"{summary['rendered_now']} rendered now{'' if summary['index_written'] else ' (index.json pending other tasks)'}"
           f" -> {out}")
