@@ -168,27 +168,31 @@ def _stage(name: str, work: str, n: int) -> dict:
         t0 = time.perf_counter()
         extra["cells"] = len(plan_cells(mcfg, images, None))
     elif name in ("loader_plan_old", "loader_plan_new"):
-        from heartbeit.data import loader
+        # one 1 % cell's loader planning for 2 epochs: its set-up (manifest, training draw), then per epoch
+        # the subset selection (new only: subset reads) and the epoch plan behind len(). The old loader read
+        # the whole manifest in every epoch plan; the new one reads it once per process.
+        from heartbeit.data import dealing, members
         from heartbeit.data.splits import training_draw
 
         images = work / f"images-{n}"
+        old = name == "loader_plan_old"
+        reads = [0]
+        if old:
+            def uncached(images_dir):
+                reads[0] += 1
+                return pd.read_parquet(Path(images_dir) / "manifest.parquet")
+
+            members.read_manifest = uncached
         t0 = time.perf_counter()
-        if name == "loader_plan_old":
-            # today's reads for one cell: finetune's set-up, then shard_counts on every len() (2 per epoch)
-            reads = 0
-            for _ in range(3):
-                man = pd.read_parquet(images / "manifest.parquet")
-                reads += 1
-            extra["manifest_reads"] = reads
-        else:
-            man = loader.members.read_manifest(images)
-            subset = frozenset(man.loc[(man["split"] == "train") & training_draw(man, 0.01, 1, 0)
-                                       & man["stemi"].notna(), "ecg_uid"].astype(str))
-            for epoch in range(2):
-                loader.wanted_keys(images, "train", None, "stemi", subset)
-                loader.epoch_plan(images, "train", 1, 2, epoch=epoch, task="stemi", subset=subset)
-            extra["manifest_reads"] = loader.members._manifest.cache_info().misses
-            extra["subset"] = len(subset)
+        man = members.read_manifest(images)
+        subset = frozenset(man.loc[(man["split"] == "train") & training_draw(man, 0.01, 1, 0)
+                                   & man["stemi"].notna(), "ecg_uid"].astype(str))
+        for epoch in range(2):
+            if not old:
+                dealing.wanted_keys(images, "train", None, "stemi", subset)
+            dealing.epoch_plan(images, "train", 1, 2, epoch=epoch, task="stemi", subset=subset)
+        extra["manifest_reads"] = reads[0] if old else members._manifest.cache_info().misses
+        extra["subset"] = len(subset)
     elif name in ("cell_eval_old", "cell_eval_new"):
         from heartbeit.eval import metrics
 
@@ -374,9 +378,21 @@ def main() -> int:
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # one measurement (a child of run())
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--stages", default=None, help="with --json of an earlier run: measure these planning "
+                   "stages again (comma-separated) and replace them in that file")
     args = p.parse_args()
     if args.stage:
         Path(args.json).write_text(json.dumps(_stage(args.stage, args.work, args.n), default=float))
+        return 0
+    if args.stages:
+        figures = json.loads(Path(args.json).read_text())
+        sizes = figures["stages"]["splits"]["sizes"]
+        with tempfile.TemporaryDirectory(prefix="heartbeit-scale-") as tmp:
+            for n in sizes:
+                _prepare(Path(tmp), n)
+            for name in args.stages.split(","):
+                figures["stages"][name] = _series(name, Path(tmp), sizes)
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
         return 0
     figures = run(args.quick)
     print_figures({k: v for k, v in figures.items() if k != "stages"}, None)

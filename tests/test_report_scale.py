@@ -37,3 +37,24 @@ def test_long_metrics_same_bytes_for_any_worker_count(cells):
     # held predictions score the same as streamed ones
     held = [Cell(c.meta, c.predictions) for c in cells]
     assert _bytes(long_metrics(held, n_resamples=50)) == _bytes(one)
+
+
+def test_array_scored_cells_are_gathered_with_the_same_bytes(cells, tmp_path, monkeypatch):
+    from heartbeit.eval import cells as C
+
+    fresh = long_metrics(cells, n_resamples=50)
+    cache = tmp_path / "scores"
+    assert C.score_cells(cells, cache, 0, 2, n_resamples=50) + C.score_cells(cells, cache, 1, 2, n_resamples=50) \
+        == len(cells)
+    assert len(list(cache.glob("*.json"))) == len(cells)
+
+    def no_scoring(*a, **k):
+        raise AssertionError("a cached cell was scored again")
+
+    monkeypatch.setattr(C, "cell_metrics", no_scoring)
+    assert _bytes(long_metrics(cells, n_resamples=50, cache_dir=cache)) == _bytes(fresh)
+    # other settings do not reuse those rows
+    with pytest.raises(AssertionError, match="scored again"):
+        long_metrics(cells, n_resamples=60, cache_dir=cache)
+    with pytest.raises(ValueError, match="task index"):
+        C.score_cells(cells, cache, 2, 2)

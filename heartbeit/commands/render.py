@@ -43,6 +43,15 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def array_task(task_index: int | None, num_tasks: int | None) -> tuple[int, int]:
+    """(task index, task count): as given, else this Slurm array task's (0-based), else (0, 1)."""
+    count = num_tasks if num_tasks is not None else _env_int("SLURM_ARRAY_TASK_COUNT", 1)
+    index = task_index if task_index is not None else _env_int("SLURM_ARRAY_TASK_ID", 0)
+    if "SLURM_ARRAY_TASK_MIN" in os.environ and task_index is None:
+        index -= _env_int("SLURM_ARRAY_TASK_MIN", 0)
+    return index, count
+
+
 def run(args: argparse.Namespace) -> int:
     from heartbeit.cli import resolve_config
     from heartbeit.config import write_resolved
@@ -52,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     corpus = Path(args.corpus) if args.corpus else Path(cfg.workdir) / "corpus"
     out = Path(args.out) if args.out else Path(cfg.workdir) / "images"
-    num_tasks = args.num_tasks if args.num_tasks is not None else _env_int("SLURM_ARRAY_TASK_COUNT", 1)
-    task_index = args.task_index if args.task_index is not None else _env_int("SLURM_ARRAY_TASK_ID", 0)
-    if "SLURM_ARRAY_TASK_MIN" in os.environ and args.task_index is None:
-        task_index -= _env_int("SLURM_ARRAY_TASK_MIN", 0)
+    task_index, num_tasks = array_task(args.task_index, args.num_tasks)
     workers = resolve_workers(args.workers if args.workers is not None else cfg.render.workers)
     summary = render_corpus(corpus, out, cfg.render, workers=workers, task_index=task_index, num_tasks=num_tasks,
                             progress=not args.no_progress, verify=not args.no_verify, plan_only=args.plan_only)

@@ -8,9 +8,13 @@ Scale (issue 22): a cell read from disk keeps only its record and its folder; it
 asked for (`Cell.predictions`) and dropped again, so the report's memory is bounded by the cells one step
 works on (one cell, or the two a paired test matches), not by the number of cells. `long_metrics` scores
 cells in `workers` processes; every cell's rows depend only on that cell and the seed, and rows are
-gathered in cell order, so the output is byte-identical for any worker count."""
+gathered in cell order, so the output is byte-identical for any worker count. With a `cache_dir`, each
+streamed cell's rows are also kept as `<cache_dir>/<cell_id>-<key>.json` (the key covers the predictions'
+sha256, the evaluation settings and SCORE_VERSION), so a Slurm array can score slices of the cells
+(`score_cells`, `heartbeit report --score-only`) and the report then only gathers them."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -21,10 +25,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from heartbeit.utils.io import atomic_write_text, sha256_file
+
 from .metrics import cell_metrics, subgroup_metrics, validate_predictions
 
 log = logging.getLogger("heartbeit.eval")
 
+SCORE_VERSION = 1  # bump when cell_metrics' rows change for the same inputs: cached rows become stale
 CELL_KEYS = ("cell_id", "arch", "arch_family", "fraction", "task", "seed", "draw", "init")
 # Display order of model families (rows of every table, colours of every figure).
 FAMILY_ORDER = ("heartbeit", "vit", "efficientnet", "resnet", "signal")
@@ -131,31 +138,79 @@ def _cell_rows(cell: Cell, kw: dict) -> list[dict]:
     return [{**meta, **r} for r in cell_metrics(cell.predictions, **kw)]
 
 
-def _cell_rows_star(args) -> list[dict]:
-    return _cell_rows(*args)
+def _cache_file(cell: Cell, kw: dict, cache_dir: Path) -> Path | None:
+    if cell.path is None:  # held predictions (tests, synthetic cells): nothing stable to key on
+        return None
+    key = json.dumps({"version": SCORE_VERSION, "predictions": sha256_file(cell.path), "settings": kw,
+                      "meta": _meta_columns(cell.meta)}, sort_keys=True, default=str)
+    return cache_dir / f"{cell.meta['cell_id']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
-def long_metrics(cells: list[Cell], *, ci: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-                 min_n: int = 10, ece_bins: int = 10, workers: int = 1) -> pd.DataFrame:
-    """One row per cell x evaluation set with the cell's metadata and every metric, scored in `workers`
-    processes (the same bytes for any count: each cell is scored on its own, rows are kept in cell order).
-    A streamed cell travels to its worker as its record and path; the worker reads its predictions."""
-    kw = dict(ci=ci, n_resamples=n_resamples, seed=seed, min_n=min_n, ece_bins=ece_bins)
+def _json_value(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _scored(cell: Cell, kw: dict, cache_dir: str | None) -> list[dict]:
+    """A cell's rows: from its cache file when present, else computed (and cached). JSON keeps floats
+    exactly (repr round-trips; NaN as NaN), so cached and fresh rows give the same bytes downstream."""
+    path = _cache_file(cell, kw, Path(cache_dir)) if cache_dir else None
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    rows = _cell_rows(cell, kw)
+    if path is not None:
+        rows = [{k: _json_value(v) for k, v in r.items()} for r in rows]
+        atomic_write_text(path, json.dumps(rows, allow_nan=True))
+    return rows
+
+
+def _scored_star(args) -> list[dict]:
+    return _scored(*args)
+
+
+def _score_all(cells: list[Cell], kw: dict, workers: int, cache_dir: Path | None) -> list[list[dict]]:
+    cache = str(cache_dir) if cache_dir else None
+    if cache:
+        Path(cache).mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(cells), desc="metrics", unit="cell", disable=len(cells) < 2)
-    rows: list[dict] = []
+    out: list[list[dict]] = []
     if workers > 1 and len(cells) > 1:
         # spawn: the report process may hold torch threads, which a forked child must not inherit
         with ProcessPoolExecutor(min(workers, len(cells)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            for part in pool.map(_cell_rows_star, [(cell, kw) for cell in cells], chunksize=1):
-                rows += part
+            for part in pool.map(_scored_star, [(cell, kw, cache) for cell in cells], chunksize=1):
+                out.append(part)
                 bar.update(1)
     else:
         for cell in cells:
-            rows += _cell_rows(cell, kw)
+            out.append(_scored(cell, kw, cache))
             bar.update(1)
     bar.close()
+    return out
+
+
+def long_metrics(cells: list[Cell], *, ci: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+                 min_n: int = 10, ece_bins: int = 10, workers: int = 1,
+                 cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per cell x evaluation set with the cell's metadata and every metric, scored in `workers`
+    processes (the same bytes for any count: each cell is scored on its own, rows are kept in cell order).
+    A streamed cell travels to its worker as its record and path; the worker reads its predictions.
+    `cache_dir`: reuse and keep each cell's rows there (see the module note)."""
+    kw = dict(ci=ci, n_resamples=n_resamples, seed=seed, min_n=min_n, ece_bins=ece_bins)
+    rows = [r for part in _score_all(cells, kw, workers, Path(cache_dir) if cache_dir else None) for r in part]
     log.info("scored %d cells into %d rows", len(cells), len(rows))
     return sort_long(pd.DataFrame(rows))
+
+
+def score_cells(cells: list[Cell], cache_dir: str | Path, task_index: int = 0, num_tasks: int = 1, *,
+                workers: int = 1, **kw) -> int:
+    """Score cells task_index, task_index + num_tasks, ... into `cache_dir` (one Slurm array task's share
+    of the report's cell evaluation). Returns how many cells this task holds."""
+    if not 0 <= task_index < num_tasks:
+        raise ValueError(f"task index {task_index} outside 0..{num_tasks - 1}")
+    mine = cells[task_index::num_tasks]
+    settings = dict(ci=kw.get("ci", 0.95), n_resamples=kw.get("n_resamples", 2000), seed=kw.get("seed", 0),
+                    min_n=kw.get("min_n", 10), ece_bins=kw.get("ece_bins", 10))
+    _score_all(mine, settings, workers, Path(cache_dir))
+    return len(mine)
 
 
 def long_subgroups(cells: list[Cell], *, ci: float = 0.95, min_per_class: int = 10, min_n: int = 10) -> pd.DataFrame:

@@ -721,6 +721,12 @@ def _files(part_dir: Path, suffix: str) -> list[str]:
     return sorted(_rel(p, part_dir) for p in part_dir.rglob(f"*{suffix}")) if part_dir.is_dir() else []
 
 
+def score_cache(cfg) -> Path:
+    """Where each cell's metric rows are kept between report runs (and written by `report --score-only`
+    array tasks): <workdir>/report/scores."""
+    return Path(cfg.workdir) / "report" / "scores"
+
+
 def run_report(cfg, cells_dir: str | Path | None = None, images_dir: str | Path | None = None,
                out_dir: str | Path | None = None, command: str = "heartbeit report") -> dict:
     """Build every part and REPORT.md/.html. Returns a summary (also written as report.json)."""
@@ -771,7 +777,7 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
     if cells:
         log.info("tables from %d cells", len(cells))
         long = long_metrics(cells, ci=rc.ci, n_resamples=rc.bootstrap, seed=rc.seed, min_n=rc.min_n,
-                            ece_bins=rc.ece_bins, workers=rc.workers)
+                            ece_bins=rc.ece_bins, workers=rc.workers, cache_dir=score_cache(cfg))
         tables = write_all_tables(cells, staging["tables"], ci=rc.ci, n_resamples=rc.bootstrap, seed=rc.seed,
                                   min_n=rc.min_n, min_per_class=rc.min_per_class, ece_bins=rc.ece_bins, long=long)
         write_all_figures(cells, tables["long"], staging["figures"], n_bins=rc.ece_bins)
