@@ -58,3 +58,17 @@ def test_array_scored_cells_are_gathered_with_the_same_bytes(cells, tmp_path, mo
         long_metrics(cells, n_resamples=60, cache_dir=cache)
     with pytest.raises(ValueError, match="task index"):
         C.score_cells(cells, cache, 2, 2)
+
+
+def test_cli_score_only_writes_this_tasks_share(tmp_path, capsys):
+    from heartbeit.cli import main
+
+    cells_dir = tmp_path / "matrix" / "cells"
+    write_fake_cells(cells_dir, archs={"heartbeit_micro": "heartbeit", "resnet18": "resnet"}, tasks=("stemi",),
+                     fractions=(1.0,), seeds=(0, 1), n_test=100, n_external=50)
+    for d in cells_dir.iterdir():
+        (d / "complete.json").write_text("{}")  # the matrix marks finished cells so
+    rc = main(["report", "--score-only", "--profile", "ci", "--workdir", str(tmp_path), "--task-index", "1",
+               "--num-tasks", "3", "--set", "report.bootstrap=20"])
+    assert rc == 0 and "scored 1 of 4 cells" in capsys.readouterr().out
+    assert len(list((tmp_path / "report" / "scores").glob("*.json"))) == 1
