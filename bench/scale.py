@@ -19,6 +19,9 @@ imported the same modules is given as `idle_rss_mb`):
                   resamples in full mode), calibration. Baseline: the same with the old bootstrap
                   (bench/_bootstrap_v1.py); the CI bounds of both are compared
   bootstrap_1e6   the AUPRC bootstrap alone at n = 10^6 (full mode), old vs new, and their CI bounds
+  loader_subset   a 1 % training cell's epoch (5,000 / 50,000 synthetic 64 px PNG samples): bytes read and time
+                  per delivered ECG through the member-offset index vs streaming every shard whole and
+                  filtering (the loader without an index), and whether the batches are identical
 
 Quick (CI): <= 3x10^4 rows / predictions. Full (by hand, recorded): planning to 10^6 rows, predictions to
 10^6; figures at 8.5x10^6 rows are extrapolated from the fitted exponent (marked "extrapolated").
@@ -262,6 +265,82 @@ def index_corpus_per_ecg(work: Path, n: int = 2000) -> float:
     return (time.perf_counter() - t) / n
 
 
+def loader_subset(work: Path, n: int, fraction: float = 0.01) -> dict:
+    """A 1 % training cell's epoch over n synthetic 64 px PNG samples in shards of 1,000: bytes read and
+    seconds per delivered ECG through the member-offset index, against streaming every shard whole and
+    filtering (the loader without an index, as before), and whether the batches are identical."""
+    from heartbeit.data import members
+    from heartbeit.data.corpus import write_shard
+    from heartbeit.data.loader import ImageLoader, make_image_dataset
+    from heartbeit.data.shards import encode_image
+
+    rng = np.random.default_rng(0)
+    images = work / f"loader-{n}"
+    keys = [f"e{i:09d}" for i in range(n)]
+    chosen = rng.random(n) < fraction
+    rows, shards = [], []
+    for start in range(0, n, SHARD_SIZE):
+        name = f"train/train-{start // SHARD_SIZE:06d}.tar"
+        part = []
+        for i in range(start, min(n, start + SHARD_SIZE)):
+            img = np.where(rng.random((64, 64)) < 0.04, 255, 0).astype(np.uint8)
+            meta = {"ecg_uid": keys[i], "labels": {"stemi": float(i % 7 == 0)}, "fractions": [1.0]}
+            part += [(f"{keys[i]}.png", encode_image(img, "png")), (f"{keys[i]}.json", json.dumps(meta).encode())]
+            rows.append({"ecg_uid": keys[i], "key": keys[i], "split": "train", "shard": name, "stemi": float(i % 7 == 0)})
+        write_shard(images / name, part)
+        members.write_member_index(images / name)
+        shards.append({"name": name, "count": min(n, start + SHARD_SIZE) - start})
+    pd.DataFrame(rows).to_parquet(images / "manifest.parquet", index=False)
+    (images / "index.json").write_text(json.dumps({"splits": {"train": {"count": n, "shards": shards}},
+                                                   "image_ext": "png", "wave_hz": 0}))
+    subset = frozenset(k for k, c in zip(keys, chosen) if c)
+    split_bytes = sum((images / s["name"]).stat().st_size for s in shards)
+    read = {"bytes": 0}
+    real_open = open
+
+    class Counting:
+        def __init__(self, path, mode="r"):
+            self.fh = real_open(path, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def seek(self, pos):
+            return self.fh.seek(pos)
+
+        def read(self, size=-1):
+            data = self.fh.read(size)
+            read["bytes"] += len(data)
+            return data
+
+    members.open = Counting  # the module's reads only
+    out = {}
+    try:
+        for how in ("indexed", "whole"):
+            if how == "whole":  # no index: every shard streamed and filtered, as the loader did before
+                members.load_member_index, saved = (lambda tar: None), members.load_member_index
+            read["bytes"] = 0
+            t = time.perf_counter()
+            ds = make_image_dataset(images, "train", task="stemi", batch_size=32, subset=subset, seed=1)
+            batches = [(b["ecg_uid"], b["image"].numpy().tobytes()) for b in ImageLoader(ds)]
+            out[how] = {"s": time.perf_counter() - t, "bytes": read["bytes"], "batches": batches}
+            if how == "whole":
+                members.load_member_index = saved
+    finally:
+        del members.open
+    delivered = sum(len(u) for u, _ in out["indexed"]["batches"])
+    return {"samples": n, "subset": len(subset), "delivered": delivered, "split_bytes": split_bytes,
+            "indexed_bytes": out["indexed"]["bytes"], "whole_bytes": out["whole"]["bytes"],
+            "indexed_share_of_split_bytes": out["indexed"]["bytes"] / split_bytes,
+            "indexed_ms_per_delivered_ecg": 1e3 * out["indexed"]["s"] / max(delivered, 1),
+            "whole_ms_per_delivered_ecg": 1e3 * out["whole"]["s"] / max(delivered, 1),
+            "subset_read_speedup": out["whole"]["s"] / out["indexed"]["s"],
+            "batches_identical": out["indexed"]["batches"] == out["whole"]["batches"]}
+
+
 def exponent(ns: list[int], ts: list[float]) -> float | None:
     """Least-squares slope of log t on log n (None with fewer than two usable points)."""
     pts = [(math.log(n), math.log(t)) for n, t in zip(ns, ts) if t > 0]
@@ -374,6 +453,10 @@ def run(quick: bool) -> dict:
             stages[name] = _series(name, work, sizes)
         for name in ("cell_eval_old", "cell_eval_new"):
             stages[name] = _series(name, work, pred_sizes, resamples=resamples)
+        out["loader_subset_1pct"] = loader_subset(work, 5_000 if quick else 50_000)
+        print(f"  loader 1 % cell: {out['loader_subset_1pct']['indexed_share_of_split_bytes']:.2%} of the "
+              f"split's bytes read, {out['loader_subset_1pct']['subset_read_speedup']:.1f}x quicker, batches "
+              f"identical: {out['loader_subset_1pct']['batches_identical']}", flush=True)
         if not quick:
             stages["bootstrap_old"] = _series("bootstrap_old", work, [1_000_000], resamples=resamples)
             stages["bootstrap_new"] = _series("bootstrap_new", work, [1_000_000], resamples=resamples)
