@@ -92,14 +92,16 @@ def filtered_manifest(images_dir: str | Path, split: str, fraction: float | None
 
 def wanted_keys(images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
                 subset: frozenset | None = None) -> dict[str, list[str]]:
-    """Shard -> keys the filter keeps, for every shard of the split it does not keep whole."""
+    """Shard -> keys the filter keeps, for the shards of the split where it keeps at most half: those are
+    read by byte range. A shard it keeps mostly is read whole and filtered as it streams (a range read
+    would save little, and the key lists travel to every loader worker)."""
     if fraction is None and task is None and subset is None:
         return {}
     man, kept = filtered_manifest(images_dir, split, fraction, task, subset)
     totals = man.groupby("shard").size()
     kept_by_shard = kept.groupby("shard")["key"].agg(list)
     out = {name: [] for name in totals.index if name not in kept_by_shard.index}
-    out.update({name: keys for name, keys in kept_by_shard.items() if len(keys) < totals[name]})
+    out.update({name: keys for name, keys in kept_by_shard.items() if 2 * len(keys) <= totals[name]})
     return out
 
 
