@@ -2,12 +2,10 @@
 small training subset reads only its own samples' bytes with the batches of a whole-shard read."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from heartbeit.config import RenderConfig
 from heartbeit.data import members
@@ -90,7 +88,7 @@ def test_four_ranks_two_workers_over_three_shards(images, modality):
     assert sorted(whole) == train
 
 
-def _as_worker(ds, worker, num_workers, monkeypatch=None):
+def _as_worker(ds, worker, num_workers):
     """Iterate a dataset as DataLoader worker `worker` of `num_workers` would, in this process."""
     from types import SimpleNamespace
     from unittest import mock
