@@ -68,6 +68,10 @@ class PlanInputs:
     render_images_per_s_per_core: float = 0.0
     ingest_files_per_s_per_core: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
+    # hospital-scale report (bench/scale.py): matrix cells, predictions per cell, cores of the report node
+    report_cells: int = 500
+    report_test_n: float = 3e5
+    report_cores: int = 32
 
 
 def _records(from_dir: Path) -> dict[str, list[dict]]:
@@ -226,7 +230,39 @@ def plan(inp: PlanInputs) -> dict:
     }
     return {"inputs": {k: v for k, v in asdict(inp).items() if k != "sources"}, "sources": inp.sources,
             "gpu": GPUS[inp.gpu], "scenarios": scenarios, "offline_preprocessing": offline,
-            "loader_cores_per_node": one["loader_cores_per_node"]}
+            "loader_cores_per_node": one["loader_cores_per_node"],
+            "hospital_scale": hospital_scale(inp, Path(inp.sources.get("_from_dir", "results/bench")))}
+
+
+def hospital_scale(inp: PlanInputs, from_dir: Path) -> dict | None:
+    """Paper-scale CPU stages from the newest bench/scale.py record (full mode preferred): one render array
+    task's planning overhead, and the report's cell evaluation (t(n) = t(n0) (n / n0)^b per cell, fitted on
+    the measured sizes; cells spread over the report node's cores by `report.workers`)."""
+    recs = _records(from_dir).get("scale", [])
+    if not recs:
+        return None
+    rec = sorted(recs, key=lambda r: (not r.get("quick"), r.get("date", "")))[-1]
+    f = rec["figures"]
+
+    def per_cell(key: str) -> float:
+        fit = f["cell_eval_fit"][key]
+        return fit["s_at_largest"] * (inp.report_test_n / fit["n_largest"]) ** fit["exponent"]
+
+    old_cell, new_cell = per_cell("cell_eval_old"), per_cell("cell_eval_new")
+    render = f["render_per_task_at_8.5M"]
+    return {
+        "source": f"{rec['_path']} ({'quick' if rec.get('quick') else 'full'} mode, {rec.get('date', '?')[:10]}, "
+                  f"{rec['machine'].get('cpu_model')})",
+        "cells": inp.report_cells, "test_n": inp.report_test_n, "cores": inp.report_cores,
+        "resamples": f["resamples"],
+        "cell_eval_s_old": old_cell, "cell_eval_s_new": new_cell,
+        "report_hours_old_serial": inp.report_cells * old_cell / 3600,
+        "report_hours_new": math.ceil(inp.report_cells / inp.report_cores) * new_cell / 3600,
+        "render_task_s_old": render["old"]["s"], "render_task_s_new": render["new"]["s"],
+        "render_task_rss_mb_old": render["old"]["rss_mb"], "render_task_rss_mb_new": render["new"]["rss_mb"],
+        "render_plan_once_s": render["plan_once"]["s"], "render_how": render["new"]["how"],
+        "idle_rss_mb": f.get("idle_rss_mb"),
+    }
 
 
 def markdown(result: dict) -> str:
@@ -270,6 +306,20 @@ def markdown(result: dict) -> str:
               f"{inp['cores_per_node']} cores per node"
               + (" -- too few: the loader bounds the step (add cores, or store pre-decoded uint8 shards)."
                  if result["loader_cores_per_node"] > inp["cores_per_node"] else "."), ""]
+    hs = result.get("hospital_scale")
+    if hs:
+        lines += ["## Hospital scale: render planning and the report (CPU, bench/scale.py)", "",
+                  f"From {hs['source']}; {hs['resamples']} bootstrap resamples per AUPRC interval.", "",
+                  f"- report: {hs['cells']} cells x {hs['test_n']:.3g} predictions each (pooled and per site): "
+                  f"{hs['cell_eval_s_new']:.0f} s per cell (before: {hs['cell_eval_s_old']:.0f} s); "
+                  f"**{hs['report_hours_new']:.2f} h on a {hs['cores']}-core node** with report.workers = "
+                  f"{hs['cores']} (before: {hs['report_hours_old_serial']:.1f} h, serial). Peak memory: one cell's "
+                  f"predictions per worker process (cells stream their predictions).",
+                  f"- render as a Slurm array at 8.5e6 ECGs: planning overhead per task {hs['render_task_s_new']:.1f} s "
+                  f"and {hs['render_task_rss_mb_new']:.0f} MB peak RSS (before: {hs['render_task_s_old']:.0f} s, "
+                  f"{hs['render_task_rss_mb_old']:.0f} MB; the interpreter with torch alone is "
+                  f"{hs['idle_rss_mb']:.0f} MB), plus one planning job of {hs['render_plan_once_s']:.0f} s "
+                  f"({hs['render_how']}).", ""]
     return "\n".join(lines)
 
 
@@ -287,6 +337,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=float, default=d.overlap, help="fraction of communication hidden (0-1)")
     p.add_argument("--target-days", type=float, default=d.target_days)
     p.add_argument("--zero-stage", type=int, choices=ZERO_STAGES, default=d.zero_stage)
+    p.add_argument("--report-cells", type=int, default=d.report_cells, help="matrix cells in the report")
+    p.add_argument("--report-test-n", type=float, default=d.report_test_n, help="predictions per cell")
+    p.add_argument("--report-cores", type=int, default=d.report_cores, help="cores of the report node")
     p.add_argument("--from", dest="from_dir", default="results/bench", help="benchmark records to read")
     p.add_argument("--out", default="results/bench", help="where plan.json and plan.md go")
 
@@ -300,8 +353,11 @@ def run_plan(args: argparse.Namespace) -> dict:
                      cores_per_node=args.cores_per_node,
                      per_gpu_batch=args.per_gpu_batch, mfu=args.mfu, inter_node_gbps=args.inter_node_gbps,
                      overlap=args.overlap, target_days=args.target_days, zero_stage=args.zero_stage,
-                     gpu_images_per_s=args.gpu_images_per_s)
+                     gpu_images_per_s=args.gpu_images_per_s, report_cells=args.report_cells,
+                     report_test_n=args.report_test_n, report_cores=args.report_cores)
+    inp.sources["_from_dir"] = args.from_dir
     result = plan(gather_inputs(inp, Path(args.from_dir)))
+    result["sources"].pop("_from_dir", None)
     text = markdown(result)
     print(text)
     out = Path(args.out)

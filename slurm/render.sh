@@ -42,8 +42,13 @@ case "$mode" in
     split_args "$@"
     (( ${#POS[@]} == 2 )) || { echo "usage: render.sh submit [--tasks N] CORPUS IMAGES [-- EXTRA]" >&2; exit 2; }
     script=$(readlink -f "${BASH_SOURCE[0]}")
-    job=$(sbatch --parsable --array=0-$((tasks - 1)) "$script" task "${POS[@]}" -- "${EXTRA[@]}")
-    echo "render array job ${job} (${tasks} tasks) -> ${POS[1]}"
+    # plan once (splits, shard assignment, signal locations; IMAGES/plan/), then every task reads its slice
+    wrap=$(printf '%q ' $HEARTBEIT render --plan-only --num-tasks "${tasks}" --corpus "${POS[0]}" \
+           --out "${POS[1]}" --no-progress "${EXTRA[@]}")
+    plan=$(sbatch --parsable --job-name=heartbeit-render-plan --wrap "$wrap")
+    job=$(sbatch --parsable --dependency=afterok:${plan} --array=0-$((tasks - 1)) "$script" task "${POS[@]}" \
+          -- "${EXTRA[@]}")
+    echo "render plan job ${plan}, array job ${job} (${tasks} tasks) -> ${POS[1]}"
     ;;
   task)
     split_args "$@"

@@ -4,6 +4,12 @@
 #
 #   sbatch --dependency=afterok:MATRIX_ARRAY_JOB slurm/report.sh --profile paper --workdir /scratch/$USER/heartbeit
 #
+# At hospital scale, score the cells as an array first (each task takes cells i, i + N, ...; rows are kept in
+# <workdir>/report/scores), then the report job only gathers them:
+#   sbatch --array=0-15 --dependency=afterok:MATRIX_ARRAY_JOB slurm/report.sh --profile paper --workdir ...
+#   sbatch --dependency=afterok:SCORE_ARRAY_JOB slurm/report.sh --profile paper --workdir ...
+# Either way the job's cores score cells in parallel (report.workers; the output is the same for any count).
+#
 # HEARTBEIT is the command (default: the checkout's .venv/bin/python -m heartbeit), e.g.
 # HEARTBEIT="/path/to/venv/bin/python -m heartbeit".
 # HEARTBEIT_SITE_SETUP names a file sourced first (module loads, conda activation).
@@ -33,5 +39,10 @@ read -r -a HB <<<"${HEARTBEIT:-$HB_PY -m heartbeit}"  # the command as words; HE
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 
 echo "heartbeit-report: job ${SLURM_JOB_ID:-local} on $(hostname -s), $(date -Is)"
-"${HB[@]}" report "$@"
+workers=(--set "report.workers=${SLURM_CPUS_PER_TASK:-1}")
+if [[ -n ${SLURM_ARRAY_TASK_ID:-} ]]; then
+  "${HB[@]}" report --score-only "$@" "${workers[@]}"
+else
+  "${HB[@]}" report "$@" "${workers[@]}"
+fi
 echo "heartbeit-report: done, $(date -Is)"

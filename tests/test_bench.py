@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from heartbeit import benchsuite
@@ -305,3 +306,44 @@ def test_loader_benchmark_runs_every_setup_at_a_small_size():
         assert fig[key] > 0, key
     assert fig["consumer_step_ms"] > 0 and fig["headline"]["ratio"] > 0
     assert fig["headline"]["baseline"] == fig[f"raw_png_decode_ceiling_{cores}_cores_img_per_s"]
+
+
+# --------------------------------------------------------------------------------------- hospital scale
+def _scale_record(tmp_path: Path) -> Path:
+    recs = tmp_path / "recs"
+    recs.mkdir()
+    figures = {"resamples": 2000, "idle_rss_mb": 900.0,
+               "cell_eval_fit": {"cell_eval_old": {"s_at_largest": 400.0, "n_largest": 1_000_000, "exponent": 1.0},
+                                 "cell_eval_new": {"s_at_largest": 80.0, "n_largest": 1_000_000, "exponent": 1.0}},
+               "render_per_task_at_8.5M": {"old": {"s": 1000.0, "rss_mb": 11000.0, "how": "x"},
+                                           "new": {"s": 10.0, "rss_mb": 1200.0, "how": "extrapolated"},
+                                           "plan_once": {"s": 1100.0, "rss_mb": 9000.0, "how": "x"}}}
+    rec = {"kind": benchsuite.RECORD_KIND, "name": "scale", "status": "ok", "figures": figures, "quick": False,
+           "machine": {"cpu_model": "test cpu"}, "date": "2026-12-05T00:00:00"}
+    (recs / "scale.json").write_text(json.dumps(rec))
+    return recs
+
+
+def test_plan_projects_the_report_and_render_array_from_the_scale_record(tmp_path):
+    plan = _load("plan")
+    args = _plan_args(tmp_path, from_dir=str(_scale_record(tmp_path)), report_cells=64, report_test_n=3e5,
+                      report_cores=32)
+    hs = plan.run_plan(args)["hospital_scale"]
+    assert hs["cell_eval_s_new"] == pytest.approx(24.0) and hs["cell_eval_s_old"] == pytest.approx(120.0)
+    assert hs["report_hours_new"] == pytest.approx(2 * 24.0 / 3600)  # 64 cells on 32 cores: two rounds
+    assert hs["report_hours_old_serial"] == pytest.approx(64 * 120.0 / 3600)
+    md = (tmp_path / "plan" / "plan.md").read_text()
+    assert "Hospital scale" in md and "32-core node" in md
+    # without a scale record the section is absent, not invented
+    assert plan.run_plan(_plan_args(tmp_path))["hospital_scale"] is None
+
+
+def test_scale_bench_measures_in_fresh_processes(tmp_path):
+    scale = _load("scale")
+    assert scale.exponent([10, 100, 1000], [1.0, 10.0, 100.0]) == pytest.approx(1.0)
+    assert scale.extrapolate([10, 100], [1.0, 4.0], 1000) == pytest.approx(16.0)
+    scale.synthetic_predictions(3000).to_parquet(tmp_path / "predictions-3000.parquet", index=False)
+    old = scale.measure("cell_eval_old", tmp_path, 3000, resamples=50)
+    new = scale.measure("cell_eval_new", tmp_path, 3000, resamples=50)
+    assert old["s"] > 0 and new["rss_mb"] > 0 and len(old["ci"]) == len(new["ci"]) == 4  # pooled + 3 sites
+    assert abs(np.array(old["ci"]) - np.array(new["ci"])).max() < 0.05  # same intervals up to resampling noise

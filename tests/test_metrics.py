@@ -58,21 +58,31 @@ def test_singleton_clusters_equal_plain_delong():
     assert M.auroc(y, s, clusters=np.arange(500)) == M.auroc(y, s)
 
 
-@pytest.mark.parametrize("decimals", [None, 1])
-def test_vectorised_bootstrap_equals_sklearn_on_resampled_data(decimals):
+@pytest.mark.parametrize("decimals,clustered", [(None, False), (1, False), (None, True), (1, True)])
+def test_vectorised_bootstrap_equals_sklearn_on_resampled_data(decimals, clustered):
     y, s = synthetic(n=300, decimals=decimals, seed=5)
-    W = next(M.bootstrap_weights(y, 4, seed=2))
-    assert W.shape == (4, 300) and np.all(W.sum(axis=1) == 300)
-    order = np.argsort(-s, kind="mergesort")
-    last = np.r_[np.flatnonzero(np.diff(s[order])), len(s) - 1]
-    tps, fps = M._weighted_curves(y[order].astype(float), last, W[:, order])
-    got = M._metrics_from_curves(tps, fps, ("auroc", "ap", "trapz"))
-    for b in range(4):
+    clusters = np.arange(300) // 3 if clustered else None
+    W = np.concatenate(list(M.bootstrap_weights(y, 6, seed=2, clusters=clusters)))
+    assert W.shape == (6, 300) and np.all(W.sum(axis=1) == 300 if not clustered else W.sum(axis=1) > 0)
+    got = M.bootstrap_distribution(y, s, n_resamples=6, seed=2, clusters=clusters)
+    for b in range(6):  # the replicates are the metrics of exactly the data sets the weights describe
         idx = np.repeat(np.arange(300), W[b].astype(int))
         p, r, _ = precision_recall_curve(y[idx], s[idx])
         assert got["auroc"][b] == pytest.approx(roc_auc_score(y[idx], s[idx]), abs=1e-12)
         assert got["ap"][b] == pytest.approx(average_precision_score(y[idx], s[idx]), abs=1e-12)
         assert got["trapz"][b] == pytest.approx(auc(r, p), abs=1e-12)
+
+
+def test_bootstrap_resample_without_a_class_is_nan():
+    # patient 0 holds a positive and the only negative, patient 1 one positive: both in the positive stratum,
+    # so a resample that draws patient 1 twice has no negative and no defined metric
+    y, s, clusters = np.array([1, 0, 1]), np.array([0.9, 0.2, 0.5]), np.array([0, 0, 1])
+    W = np.concatenate(list(M.bootstrap_weights(y, 40, seed=3, clusters=clusters)))
+    reps = M.bootstrap_distribution(y, s, n_resamples=40, seed=3, clusters=clusters)
+    no_negative = (W * (1 - y)).sum(axis=1) == 0
+    assert 0 < no_negative.sum() < 40
+    for name in ("auroc", "ap", "trapz"):
+        assert np.array_equal(np.isnan(reps[name]), no_negative)
 
 
 def test_bootstrap_is_seeded_and_stratified():

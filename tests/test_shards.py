@@ -105,15 +105,41 @@ def test_same_seed_same_bytes_and_rerun_skips(corpus, tmp_path):
     assert (man_a["split"] != man_c["split"]).any()
 
 
-def test_array_tasks_render_disjoint_slices(corpus, tmp_path):
+def test_array_tasks_render_disjoint_slices(corpus, tmp_path, monkeypatch):
+    from heartbeit.data import render_plan, shards
+
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     render_corpus(corpus, whole, cfg(), workers=1, progress=False)
+    planned = render_corpus(corpus, parts, cfg(), num_tasks=2, plan_only=True, progress=False)
+    assert planned["planned"] and planned["rendered_now"] == 0 and not list(parts.glob("*/*.tar"))
+    assert (parts / "plan" / "plan.json").is_file() and (parts / "manifest.parquet").is_file()
+
+    # tasks with a current plan read their own slice only: no corpus walk, no manifest, no whole-stage jobs
+    def no_planning(*a, **k):
+        raise AssertionError("an array task planned the whole stage again")
+
+    monkeypatch.setattr(render_plan, "write_plan", no_planning)
+    monkeypatch.setattr(shards, "index_corpus", no_planning)
+    monkeypatch.setattr(shards, "build_manifest", no_planning)
     first = render_corpus(corpus, parts, cfg(), task_index=0, num_tasks=2, progress=False)
     assert not first["index_written"] and not (parts / "index.json").exists()
     second = render_corpus(corpus, parts, cfg(), task_index=1, num_tasks=2, progress=False)
     assert second["index_written"]
     assert first["rendered_now"] + second["rendered_now"] == first["shards"]
-    assert tree_bytes(whole) == tree_bytes(parts)
+    plan_files = {k for k in tree_bytes(parts) if k.startswith("plan/")}
+    assert plan_files == {"plan/plan.json", "plan/task-00000.parquet", "plan/task-00001.parquet"}
+    assert tree_bytes(whole) == {k: v for k, v in tree_bytes(parts).items() if k not in plan_files}
+    # a plan made from other settings (or for another task count) is not used: that task plans for itself
+    with pytest.raises(AssertionError, match="planned the whole stage"):
+        render_corpus(corpus, parts, cfg(image_size=40), task_index=0, num_tasks=2, progress=False)
+    with pytest.raises(AssertionError, match="planned the whole stage"):
+        render_corpus(corpus, parts, cfg(), task_index=0, num_tasks=3, progress=False)
+    monkeypatch.undo()
+    # and without any plan, array tasks plan for themselves (as before) with the same bytes
+    solo = tmp_path / "solo"
+    for task in (0, 1):
+        render_corpus(corpus, solo, cfg(), task_index=task, num_tasks=2, progress=False)
+    assert tree_bytes(solo) == tree_bytes(parts)
 
 
 def test_npy_encoding_and_errors(corpus, tmp_path):

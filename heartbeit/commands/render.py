@@ -14,7 +14,8 @@ Output (IMAGES): <split>/<split>-NNNNNN.tar for split in train/val/test/external
 counts and sha256), config.resolved.yaml. Reruns skip complete shards.
 
 Slurm array: each task renders shards i with i % N == task (--num-tasks/--task-index, default from
-SLURM_ARRAY_TASK_COUNT / SLURM_ARRAY_TASK_ID); index.json appears when the last shard is done.
+SLURM_ARRAY_TASK_COUNT / SLURM_ARRAY_TASK_ID); index.json appears when the last shard is done. Plan once
+first (`--plan-only --num-tasks N`: IMAGES/plan/), so each task reads only its own slice of the plan.
 
 Example: heartbeit render --corpus runs/ci/corpus --out runs/ci/images --profile ci"""
 
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes (default: render.workers; 0 = all cores); never changes the output")
     parser.add_argument("--task-index", type=int, default=None, help="this array task (default $SLURM_ARRAY_TASK_ID or 0)")
     parser.add_argument("--num-tasks", type=int, default=None, help="array size (default $SLURM_ARRAY_TASK_COUNT or 1)")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="write the render plan for --num-tasks array tasks (IMAGES/plan/) and render nothing")
     parser.add_argument("--no-verify", action="store_true", help="skip re-hashing complete shards on rerun")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_config_args(parser)
@@ -38,6 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else default
+
+
+def array_task(task_index: int | None, num_tasks: int | None) -> tuple[int, int]:
+    """(task index, task count): as given, else this Slurm array task's (0-based), else (0, 1)."""
+    count = num_tasks if num_tasks is not None else _env_int("SLURM_ARRAY_TASK_COUNT", 1)
+    index = task_index if task_index is not None else _env_int("SLURM_ARRAY_TASK_ID", 0)
+    if "SLURM_ARRAY_TASK_MIN" in os.environ and task_index is None:
+        index -= _env_int("SLURM_ARRAY_TASK_MIN", 0)
+    return index, count
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,15 +64,16 @@ def run(args: argparse.Namespace) -> int:
     corpus = Path(args.corpus) if args.corpus else Path(cfg.workdir) / "corpus"
     raise_problems(site_problems(cfg, corpus))  # before any image: the held-out sites must exist
     out = Path(args.out) if args.out else Path(cfg.workdir) / "images"
-    num_tasks = args.num_tasks if args.num_tasks is not None else _env_int("SLURM_ARRAY_TASK_COUNT", 1)
-    task_index = args.task_index if args.task_index is not None else _env_int("SLURM_ARRAY_TASK_ID", 0)
-    if "SLURM_ARRAY_TASK_MIN" in os.environ and args.task_index is None:
-        task_index -= _env_int("SLURM_ARRAY_TASK_MIN", 0)
+    task_index, num_tasks = array_task(args.task_index, args.num_tasks)
     workers = resolve_workers(args.workers if args.workers is not None else cfg.render.workers)
     summary = render_corpus(corpus, out, cfg.render, workers=workers, task_index=task_index, num_tasks=num_tasks,
-                            progress=not args.no_progress, verify=not args.no_verify)
+                            progress=not args.no_progress, verify=not args.no_verify, plan_only=args.plan_only)
     write_resolved(cfg, out)
     split_text = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    if summary.get("planned"):
+        print(f"render plan: {summary['ecgs']} ECGs ({split_text}) in {summary['shards']} shards for {num_tasks} "
+              f"task(s) -> {out / 'plan'}")
+        return 0
     print(f"render: {summary['ecgs']} ECGs ({split_text}) in {summary['shards']} shards, "
           f"{summary['rendered_now']} rendered now{'' if summary['index_written'] else ' (index.json pending other tasks)'}"
           f" -> {out}")

@@ -16,6 +16,11 @@ are listed in the report's "Missing" section.
 
 Defaults: --cells <workdir>/matrix/cells, --images <workdir>/images, --out the profile's results_dir.
 
+Scale: cells are scored in report.workers processes (same bytes for any count), and each cell's metric
+rows are kept in <workdir>/report/scores. On Slurm, score the cells as an array first
+(`heartbeit report --score-only`, each task taking cells i, i + N, ...; --task-index/--num-tasks default
+to SLURM_ARRAY_TASK_ID/_COUNT); the report that follows only gathers the rows.
+
 Example: heartbeit report --profile ci"""
 
 log = logging.getLogger("heartbeit.report")
@@ -27,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cells", default=None, help="matrix cells folder (default: <workdir>/matrix/cells)")
     parser.add_argument("--images", default=None, help="image shard folder (default: <workdir>/images)")
     parser.add_argument("--out", default=None, help="results folder (default: the config's results_dir)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score this array task's share of the cells into <workdir>/report/scores and stop")
+    parser.add_argument("--task-index", type=int, default=None, help="with --score-only: this array task "
+                        "(default $SLURM_ARRAY_TASK_ID or 0)")
+    parser.add_argument("--num-tasks", type=int, default=None, help="with --score-only: array size "
+                        "(default $SLURM_ARRAY_TASK_COUNT or 1)")
     add_common_config_args(parser)
 
 
@@ -49,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.eval.report import run_report
 
     cfg = resolve_config(args)
+    if args.score_only:
+        return _score_only(cfg, args)
     summary = run_report(cfg, cells_dir=args.cells, images_dir=args.images, out_dir=args.out,
                          command=command_line(args))
     out = args.out or cfg.results_dir
@@ -59,4 +72,21 @@ def run(args: argparse.Namespace) -> int:
         print("heartbeit report: no finished matrix cells; the report holds only the data summary "
               "(run `heartbeit matrix run` first)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _score_only(cfg, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from heartbeit.commands.render import array_task
+    from heartbeit.eval.cells import score_cells
+    from heartbeit.eval.report import load_cells, score_cache
+
+    task_index, num_tasks = array_task(args.task_index, args.num_tasks)
+    cellset = load_cells(Path(args.cells) if args.cells else Path(cfg.workdir) / "matrix" / "cells")
+    rc = cfg.report
+    n = score_cells(cellset.cells, score_cache(cfg), task_index, num_tasks, workers=rc.workers, ci=rc.ci,
+                    n_resamples=rc.bootstrap, seed=rc.seed, min_n=rc.min_n, ece_bins=rc.ece_bins)
+    print(f"report --score-only: task {task_index} of {num_tasks} scored {n} of {len(cellset.cells)} cells "
+          f"-> {score_cache(cfg)}")
     return 0

@@ -14,6 +14,7 @@ class ReportConfig:
     min_n: int = 10  # fewer ECGs than this: metric is NaN with a reason
     min_per_class: int = 10  # subgroups with fewer positives or negatives are flagged "too small"
     ece_bins: int = 10
+    workers: int = 1  # processes scoring cells (the output is the same bytes for any count)
     # saliency
     saliency_samples: int = 8  # overlays drawn per task x model (positives of the saliency split)
     saliency_lead_samples: int = 32  # positives per task behind the per-lead table
@@ -31,7 +32,8 @@ class ReportConfig:
     def validate(self) -> None:
         if not 0 < self.ci < 1:
             raise ConfigError(f"report.ci must be in (0, 1), got {self.ci}")
-        for name in ("bootstrap", "min_n", "min_per_class", "ece_bins", "saliency_batch", "wasserstein_patch"):
+        for name in ("bootstrap", "min_n", "min_per_class", "ece_bins", "saliency_batch", "wasserstein_patch",
+                     "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"report.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("saliency_samples", "saliency_lead_samples", "territory_samples", "wasserstein_pairs",

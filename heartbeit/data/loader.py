@@ -26,8 +26,16 @@ Modalities: `modality="wave"` reads the sibling `<shard>.wave.tar` of each image
 filtered waveforms (float32 mV [B, 12, L]) instead of images, for signal-domain models; same splits, same
 sample order. `subset` (ecg_uids) restricts a split to an explicit set, e.g. a repeated training draw.
 
-Coverage: shards are dealt to exactly one (rank, worker) per epoch, so an epoch yields every sample of
-the split exactly once across all ranks x workers (evaluation gathers predictions from all ranks).
+Coverage: with at least as many shards as (rank, worker) slots, shards are dealt whole to exactly one slot
+per epoch; with fewer (4 ranks x 2 workers over 3 shards), samples are dealt one by one over the epoch's
+shard order and each slot reads only its own samples' bytes through the shards' member-offset index
+(heartbeit.data.members; `slot_reads`). Either way an epoch yields every sample of the split exactly once
+across all ranks x workers (evaluation gathers predictions from all ranks).
+
+Subsets: a fraction, task or explicit `subset` filter is resolved against manifest.parquet once (read once
+per process, `members.read_manifest`); a shard the filter does not keep whole is read by byte range, only
+the kept samples (a 1 % cell reads ~1 % of the split). The stream is the one a whole-shard read would give
+after filtering, so batches are identical. Shards rendered before the index existed are read whole.
 
 Uneven splits in training: ranks may hold different sample counts. The shard assignment is a known
 function of (epoch, seed, world size, workers), so `epoch_plan` computes every (rank, worker)'s sample
@@ -46,7 +54,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 from concurrent.futures import wait
 from pathlib import Path
 from typing import Iterator
@@ -54,7 +61,6 @@ from typing import Iterator
 import imagecodecs
 import numpy as np
 import orjson
-import pandas as pd
 import torch
 import webdataset as wds
 
@@ -62,30 +68,10 @@ from heartbeit.config.matrix import TASKS
 
 from PIL import Image
 
-
-def read_index(images_dir: str | Path) -> dict:
-    path = Path(images_dir) / "index.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} (incomplete render output: run `heartbeit render` to completion)")
-    return json.loads(path.read_text())
-
-
-def shard_names(index: dict, split: str) -> list[str]:
-    if split not in index["splits"]:
-        raise ValueError(f"split {split!r} not in this image set (have: {sorted(index['splits'])})")
-    return sorted(s["name"] for s in index["splits"][split]["shards"])
-
-
-def epoch_shards(names: list[str], seed: int, epoch: int, shuffle: bool) -> list[str]:
-    if not shuffle:
-        return list(names)
-    order = np.random.default_rng([int(seed), int(epoch), 0x5A]).permutation(len(names))
-    return [names[i] for i in order]
-
-
-def assigned(names: list[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:
-    """The node split then the worker split (islice semantics of wds.split_by_node/split_by_worker)."""
-    return names[rank::world_size][worker::num_workers]
+from . import members
+from .dealing import (assigned, batches_per_worker, deals_samples, epoch_plan, epoch_shards,  # noqa: F401
+                      filtered_manifest, read_index, shard_counts, shard_names, shard_totals, slot_reads,
+                      steps_per_epoch, wanted_keys)
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -95,73 +81,9 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return (int(rank) if rank is not None else r), (int(world_size) if world_size is not None else w)
 
 
-TAR_BLOCK = 512
-
-
-def _octal(field: bytes, path: str, pos: int) -> int:
-    try:
-        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
-    except ValueError:
-        raise ValueError(f"{path}: bad tar header at byte {pos}") from None
-
-
-def _tar_field(header: bytes, start: int, end: int) -> str:
-    return header[start:end].split(b"\0", 1)[0].decode("utf-8")
-
-
 def read_tar_samples(path: str | Path) -> Iterator[dict]:
-    """Samples of a ustar shard as webdataset groups them: {"__key__", "__url__", ext: bytes} for consecutive
-    members sharing the key (the name up to the first dot of its basename). The shard is read in one call
-    and every header's checksum is verified in one numpy sum (the per-member Python work is what a loader
-    process spends besides decoding); member types other than regular files and directories are refused
-    with the file named, as `heartbeit render` never writes them."""
-    path = str(path)
-    with open(path, "rb") as f:
-        buf = f.read()
-    total = len(buf)
-    members: list[tuple[int, int]] = []  # (header offset, member size)
-    pos = 0
-    while pos + TAR_BLOCK <= total:
-        if buf[pos] == 0 and buf.count(0, pos, pos + TAR_BLOCK) == TAR_BLOCK:  # end-of-archive marker
-            break
-        size = _octal(buf[pos + 124:pos + 136], path, pos)
-        members.append((pos, size))
-        pos += TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
-    else:
-        if pos < total:
-            raise ValueError(f"{path}: truncated tar header")
-    blocks = np.frombuffer(buf, np.uint8, count=total // TAR_BLOCK * TAR_BLOCK).reshape(-1, TAR_BLOCK)
-    heads = blocks[np.array([m[0] for m in members], dtype=np.int64) // TAR_BLOCK]
-    # the checksum counts its own eight bytes as spaces
-    sums = (heads.sum(axis=1, dtype=np.int64) - heads[:, 148:156].sum(axis=1, dtype=np.int64) + 8 * 32).tolist()
-    current: dict | None = None
-    for (pos, size), computed in zip(members, sums):
-        if _octal(buf[pos + 148:pos + 156], path, pos) != computed:
-            raise ValueError(f"{path}: bad tar header checksum at byte {pos}")
-        name = _tar_field(buf, pos, pos + 100)
-        if buf[pos + 345] != 0 and buf[pos + 257:pos + 262] == b"ustar":
-            name = _tar_field(buf, pos + 345, pos + 500) + "/" + name
-        start = pos + TAR_BLOCK
-        if start + size > total:
-            raise ValueError(f"{path}: member {name} is truncated")
-        kind = buf[pos + 156:pos + 157]
-        if kind not in (b"0", b"\0"):
-            if kind == b"5":  # a directory
-                continue
-            raise ValueError(f"{path}: member {name} has tar type {kind!r}; image shards hold regular files "
-                             "only (ustar, as `heartbeit render` writes them)")
-        slash = name.rfind("/")
-        dot = name.find(".", slash + 1)
-        if dot < 0:
-            continue
-        key = name[:dot]
-        if current is None or current["__key__"] != key:
-            if current is not None:
-                yield current
-            current = {"__key__": key, "__url__": path}
-        current[name[dot + 1:]] = buf[start:start + size]
-    if current is not None:
-        yield current
+    """Every sample of a shard in tar order (heartbeit.data.members.parse_samples)."""
+    return members.read_tar_samples(path)
 
 
 def decode_png_into(data: bytes, out: np.ndarray) -> None:
@@ -336,6 +258,8 @@ class ImageStream(torch.utils.data.IterableDataset):
         self.with_meta = with_meta
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.keep = SampleFilter(fraction, task, subset)
+        # shard -> keys the filter keeps, for shards it does not keep whole (from the manifest, once here)
+        self.wanted = wanted_keys(images_dir, split, fraction, task, self.keep.subset)
         self.skip: dict[int, int] = {}  # logical worker -> samples to skip (resume)
         self.rotation = 0  # physical worker p plays logical worker (p + rotation) % num_workers
 
@@ -357,16 +281,12 @@ class ImageStream(torch.utils.data.IterableDataset):
             self._executor_pid = os.getpid()
         return self._executor
 
-    def _samples(self, urls: list[str], logical: int) -> Iterator[tuple[dict, dict]]:
+    def _samples(self, reads: list[tuple[str, np.ndarray | None]], logical: int) -> Iterator[tuple[dict, dict]]:
         """(raw sample, parsed meta) in stream order, filtered, shuffled and past the resume point;
         decoding waits for the batch, so skipped samples are never decoded."""
-        if not urls:  # more ranks x workers than shards: this worker has nothing this epoch
+        if not reads:  # nothing for this slot this epoch
             return
-        if self.modality == "wave":
-            from .shards import wave_relpath
-
-            urls = [wave_relpath(u) for u in urls]
-        stream = ((raw, orjson.loads(raw["json"])) for u in urls for raw in read_tar_samples(self.images_dir / u))
+        stream = ((raw, orjson.loads(raw["json"])) for u, dealt in reads for raw in self._shard_samples(u, dealt))
         stream = (item for item in stream if self.keep(item[1]))
         if self.shuffle and self.shuffle_buffer > 1:
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, logical, 0xB0F])
@@ -375,6 +295,40 @@ class ImageStream(torch.utils.data.IterableDataset):
         for position, item in enumerate(stream):
             if position >= skip:
                 yield item
+
+    def _shard_samples(self, url: str, dealt: np.ndarray | None) -> Iterator[dict]:
+        """The samples of one shard this slot reads, in tar order: all of them in one read when the filter
+        keeps the whole shard and the slot has it whole; otherwise only the dealt samples that the filter
+        keeps, by the shard's member index (one read per run of consecutive samples). Without a current
+        index (shards rendered before it existed) a whole shard is read and filtered as it streams."""
+        wanted = self.wanted.get(url)
+        if self.modality == "wave":
+            from .shards import wave_relpath
+
+            url = wave_relpath(url)
+        tar = self.images_dir / url
+        if dealt is None and wanted is None:
+            yield from members.read_tar_samples(tar)
+            return
+        index = members.load_member_index(tar)
+        if index is None:
+            if dealt is not None:
+                raise ValueError(f"{tar}: no current member index ({members.index_path(tar).name}); "
+                                 f"{self.world_size} rank(s) x workers outnumber the {len(self.names)} "
+                                 f"{self.split} shards, which are then shared sample by sample through it. Run "
+                                 "`heartbeit render` again: it adds the index to complete shards without "
+                                 "re-rendering them")
+            yield from members.read_tar_samples(tar)
+            return
+        positions = dealt if dealt is not None else np.arange(len(index["keys"]))
+        if wanted is not None:
+            where = index["position"]
+            missing = [k for k in wanted if k not in where]
+            if missing:
+                raise ValueError(f"{tar}: {len(missing)} sample(s) of manifest.parquet are not in the shard's "
+                                 "member index (run `heartbeit render` again)")
+            positions = np.intersect1d(positions, np.fromiter((where[k] for k in wanted), np.int64, len(wanted)))
+        yield from members.read_indexed_samples(tar, index, positions.tolist())
 
     def _assemble(self, items: list[tuple[dict, dict]], worker: int) -> tuple[dict, "_BatchDecode"]:
         """A batch's arrays and labels, and the decoding still to be done: its images (uint8 [n, 1, H, W]) or
@@ -461,66 +415,19 @@ class ImageStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         physical, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         logical = (physical + self.rotation) % num_workers
-        urls = assigned(epoch_shards(self.names, self.seed, self.epoch, self.shuffle),
-                        self.rank, self.world_size, logical, num_workers)
-        yield from self._decoded_batches(self._item_batches(urls, logical), logical)
+        reads = slot_reads(epoch_shards(self.names, self.seed, self.epoch, self.shuffle),
+                           shard_totals(self.index, self.split), self.rank, self.world_size, logical, num_workers)
+        yield from self._decoded_batches(self._item_batches(reads, logical), logical)
 
-    def _item_batches(self, urls: list[str], logical: int) -> Iterator[list[tuple]]:
+    def _item_batches(self, reads: list[tuple], logical: int) -> Iterator[list[tuple]]:
         batch: list[tuple] = []
-        for item in self._samples(urls, logical):
+        for item in self._samples(reads, logical):
             batch.append(item)
             if len(batch) == self.batch_size:
                 yield batch
                 batch = []
         if batch and not self.drop_last:
             yield batch
-
-
-# ----------------------------------------------------------------------------------------- epoch plan
-
-
-def shard_counts(images_dir: str | Path, split: str, fraction: float | None = None,
-                 task: str | None = None, subset: frozenset | None = None) -> dict[str, int]:
-    """Samples per shard after the fraction/subset/task filter, from manifest.parquet (no tar is read)."""
-    from .splits import fraction_column
-
-    man = pd.read_parquet(Path(images_dir) / "manifest.parquet")
-    man = man[man["split"] == split]
-    if fraction is not None:
-        if task is None:
-            raise ValueError("training fractions are per task: pass the task with the fraction")
-        col = fraction_column(fraction, task)
-        if col not in man:
-            raise ValueError(f"fraction {fraction} is not one of this image set's fractions")
-        man = man[man[col]]
-    if subset is not None:
-        man = man[man["ecg_uid"].astype(str).isin(list(subset))]
-    if task is not None:
-        man = man[man[task].notna()]
-    counts = man.groupby("shard").size().to_dict()
-    return {name: int(counts.get(name, 0)) for name in shard_names(read_index(images_dir), split)}
-
-
-def epoch_plan(images_dir: str | Path, split: str, world_size: int, num_workers: int, epoch: int = 0,
-               seed: int = 0, shuffle: bool = True, fraction: float | None = None,
-               task: str | None = None, subset: frozenset | None = None) -> np.ndarray:
-    """Samples per [rank, worker] in this epoch."""
-    counts = shard_counts(images_dir, split, fraction, task, subset)
-    names = epoch_shards(sorted(counts), seed, epoch, shuffle)
-    workers = max(1, num_workers)
-    return np.array([[sum(counts[n] for n in assigned(names, r, world_size, w, workers)) for w in range(workers)]
-                     for r in range(world_size)], dtype=np.int64)
-
-
-def batches_per_worker(plan_row: np.ndarray, batch_size: int, drop_last: bool) -> np.ndarray:
-    return plan_row // batch_size if drop_last else -(-plan_row // batch_size)
-
-
-def steps_per_epoch(images_dir: str | Path, split: str, world_size: int, num_workers: int, batch_size: int,
-                    drop_last: bool = True, **kw) -> int:
-    """Batches every rank can deliver this epoch (the minimum over ranks)."""
-    plan = epoch_plan(images_dir, split, world_size, num_workers, **kw)
-    return int(min(batches_per_worker(row, batch_size, drop_last).sum() for row in plan))
 
 
 class ImageLoader:

@@ -8,6 +8,8 @@ Output layout (IMAGES/):
                                for signal-domain models. A sibling tar, not more members of the image tar:
                                a waveform is ~5x a PNG's bytes, and image training should not read them
   <split>/<split>-NNNNNN.json  sidecar written after its tar: count, sha256, bytes, plan digest
+  <split>/<split>-NNNNNN.idx.json (and .wave.idx.json)  the member-offset index: each sample's byte range,
+                               so a reader can take any subset of a shard (heartbeit.data.members)
   manifest.parquet             every ECG: split, fraction membership, labels, shard, key
   layout.json                  the render geometry: every lead box (pixel box, time window, scales)
   index.json                   per split: shards with counts and sha256 (written once all are done)
@@ -41,6 +43,7 @@ from heartbeit.config.matrix import TASKS
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 from .corpus import list_shards, write_shard
+from .members import index_is_current, index_path, write_member_index
 from .render import layout_boxes, render_batch, render_kwargs
 from .signal import preprocess
 from .splits import build_manifest, fraction_column, keyed_uniform
@@ -207,8 +210,14 @@ class ShardJob:
     locations: list[tuple[str, int, int]]  # (corpus tar, offset, size) per sample
 
 
-def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame, cfg, tasks=TASKS) -> list[ShardJob]:
-    rendered = plan[plan["shard"] != ""].merge(locations, on="ecg_uid", how="left")
+def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame | None, cfg, tasks=TASKS,
+               keep_samples: bool = True) -> list[ShardJob]:
+    """Every planned shard as a job, in (split, name) order. `locations` None: `plan` already holds the
+    signal locations (rows of a render plan's task slice). `keep_samples=False` keeps only each job's digest
+    (planning a large corpus: the per-sample dicts are ~1 KB per ECG)."""
+    rendered = plan[plan["shard"] != ""]
+    if locations is not None:
+        rendered = rendered.merge(locations, on="ecg_uid", how="left")
     missing = rendered["corpus_tar"].isna()
     if missing.any():
         raise ValueError(f"{int(missing.sum())} ECGs listed in metadata.parquet have no signal in the corpus shards")
@@ -219,6 +228,9 @@ def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame, cfg, tasks=TASKS) ->
         samples = [sample_metadata(r, cfg.fractions, tasks, cfg) for r in group.to_dict("records")]
         digest = hashlib.sha256(json.dumps({"settings": settings, "samples": samples}, sort_keys=True,
                                            default=str).encode()).hexdigest()
+        if not keep_samples:
+            jobs.append(ShardJob(str(group["split"].iloc[0]), relpath, digest, [], []))
+            continue
         jobs.append(ShardJob(str(group["split"].iloc[0]), relpath, digest, samples,
                              list(zip(group["corpus_tar"], group["offset"].astype(int), group["size"].astype(int)))))
     order = {s: i for i, s in enumerate(RENDERED_SPLITS)}
@@ -299,8 +311,10 @@ def render_shard(job: ShardJob, out_dir: str | Path, cfg) -> dict:
     if wave_members:  # the sibling first: a sidecar is written only once both tars are complete
         wave_path = out_dir / wave_relpath(job.relpath)
         write_shard(wave_path, wave_members)
+        write_member_index(wave_path)
         info.update(wave_sha256=sha256_file(wave_path), wave_bytes=wave_path.stat().st_size)
     write_shard(tar_path, members)
+    write_member_index(tar_path)
     info.update(sha256=sha256_file(tar_path), bytes=tar_path.stat().st_size, digest=job.digest)
     atomic_write_json(sidecar_path(tar_path), info)
     return info
@@ -356,6 +370,7 @@ def remove_stale(out_dir: Path, jobs: list[ShardJob], wave_hz: int = 0) -> int:
         for tar_path in sorted((out_dir / split).glob(f"{split}-*.tar")):
             if f"{split}/{tar_path.name}" not in planned:
                 tar_path.unlink()
+                index_path(tar_path).unlink(missing_ok=True)
                 if not tar_path.name.endswith(".wave.tar"):
                     sidecar_path(tar_path).unlink(missing_ok=True)
                 removed += 1
@@ -363,36 +378,68 @@ def remove_stale(out_dir: Path, jobs: list[ShardJob], wave_hz: int = 0) -> int:
 
 
 def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int = 1, task_index: int = 0,
-                  num_tasks: int = 1, progress: bool = True, verify: bool = True) -> dict:
+                  num_tasks: int = 1, progress: bool = True, verify: bool = True, plan_only: bool = False) -> dict:
     """The whole stage (or, with num_tasks > 1, this task's slice of shards: global shard i goes to task
-    i % num_tasks). Returns a summary dict."""
+    i % num_tasks, planned once: heartbeit.data.render_plan). `plan_only` writes the plan and renders
+    nothing. Returns a summary dict."""
     from tqdm import tqdm
 
     from .corpus import read_metadata
+    from .render_plan import read_plan, source_digest, task_rows, write_plan
 
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     if not (corpus_dir / "metadata.parquet").is_file():
         raise FileNotFoundError(f"{corpus_dir / 'metadata.parquet'} (run `heartbeit ingest` first)")
     if not 0 <= task_index < num_tasks:
         raise ValueError(f"task index {task_index} outside 0..{num_tasks - 1}")
-    meta = read_metadata(corpus_dir)
-    manifest = build_manifest(meta, cfg)
-    plan = plan_shards(manifest, cfg.shard_size, cfg.shard_seed)
-    jobs = build_jobs(plan, index_corpus(corpus_dir), cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # identical bytes from every task, so concurrent array tasks may all write them
-    buf = io.BytesIO()
-    plan.to_parquet(buf, index=False)
-    atomic_write_bytes(out_dir / "manifest.parquet", buf.getvalue())
-    atomic_write_json(out_dir / "layout.json", layout_record(cfg))
-    if num_tasks == 1:
+    if num_tasks == 1 and not plan_only:
+        plan = plan_shards(build_manifest(read_metadata(corpus_dir), cfg), cfg.shard_size, cfg.shard_seed)
+        jobs = build_jobs(plan, index_corpus(corpus_dir), cfg)
+        buf = io.BytesIO()
+        plan.to_parquet(buf, index=False)
+        atomic_write_bytes(out_dir / "manifest.parquet", buf.getvalue())
+        atomic_write_json(out_dir / "layout.json", layout_record(cfg))
         removed = remove_stale(out_dir, jobs, cfg.wave_hz)
         if removed:
             log.info("removed %d shard(s) no longer in the plan", removed)
-    mine = [job for i, job in enumerate(jobs) if i % num_tasks == task_index]
+        mine = jobs
+        n_ecgs, splits = int(len(plan)), plan["split"].value_counts().to_dict()
+    else:
+        source = source_digest(corpus_dir, cfg)
+        record = read_plan(out_dir, source, num_tasks)
+        if record is None:
+            if not plan_only:
+                log.warning("no current render plan for %d tasks in %s: this task plans the whole stage (run "
+                            "`heartbeit render --plan-only --num-tasks %d` once before the array to spare every "
+                            "task this)", num_tasks, out_dir, num_tasks)
+            record = write_plan(corpus_dir, out_dir, cfg, num_tasks, source)
+        n_ecgs, splits = record["ecgs"], record["splits"]
+        jobs = [ShardJob(s["split"], s["relpath"], s["digest"], [], []) for s in record["shards"]]
+        if plan_only:
+            return {"ecgs": n_ecgs, "splits": splits, "shards": len(jobs), "rendered_now": 0,
+                    "index_written": False, "planned": True}
+        rows = task_rows(out_dir, task_index)
+        mine = build_jobs(rows, None, cfg) if len(rows) else []
+        planned = {s["relpath"]: s["digest"] for s in record["shards"] if s["task"] == task_index}
+        if {j.relpath: j.digest for j in mine} != planned:  # the slice and plan.json disagree: a damaged plan
+            raise ValueError(f"{out_dir / 'plan'}: task {task_index}'s slice does not match plan.json; delete the "
+                             "plan folder and run `heartbeit render --plan-only` again")
     todo = [job for job in mine if not shard_is_done(out_dir, job, verify)]
-    log.info("render: %d ECGs in %d shards; this task: %d shards, %d to do (%d already complete)",
-             int((plan["shard"] != "").sum()), len(jobs), len(mine), len(todo), len(mine) - len(todo))
+    pending = {job.relpath for job in todo}
+    indexed = 0
+    for job in mine:  # complete shards from before the member index existed (or retokenized ones) get it now
+        if job.relpath in pending:
+            continue
+        tars = [out_dir / job.relpath] + ([out_dir / wave_relpath(job.relpath)] if cfg.wave_hz else [])
+        for tar in tars:
+            if not index_is_current(tar):
+                write_member_index(tar)
+                indexed += 1
+    if indexed:
+        log.info("wrote the member index of %d complete shard file(s)", indexed)
+    log.info("render: %d ECGs planned, %d shards; this task: %d shards, %d to do (%d already complete)",
+             n_ecgs, len(jobs), len(mine), len(todo), len(mine) - len(todo))
     bar = tqdm(total=len(todo), desc="render shards", unit="shard", disable=not progress)
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
@@ -404,6 +451,5 @@ def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int
             bar.update(1)
     bar.close()
     index = write_index(out_dir, jobs, cfg)
-    counts = plan["split"].value_counts().to_dict()
-    return {"ecgs": int(len(plan)), "splits": {k: int(v) for k, v in sorted(counts.items())},
+    return {"ecgs": n_ecgs, "splits": {k: int(v) for k, v in sorted(splits.items())},
             "shards": len(jobs), "rendered_now": len(todo), "index_written": index is not None}

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version
 
 from . import saliency as sal
-from .cells import FAMILY_ORDER, Cell, finished_cell_dirs, read_cell
+from .cells import FAMILY_ORDER, Cell, finished_cell_dirs, long_metrics, read_cell
 from .sanity_report import NOTE as SANITY_NOTE, sanity_tables
 from .tables import (MISSING, calibration_table, fraction_label, fraction_table, model_label, paired_table,
                      robustness_table, subgroup_table, write_long, write_table)
@@ -74,7 +74,7 @@ def load_cells(cells_dir: str | Path) -> CellSet:
         if not (d / COMPLETE).is_file():
             continue
         try:
-            cell = read_cell(d)
+            cell = read_cell(d, hold=False)  # predictions are read where used (bounded memory)
         except ValueError as exc:
             out.problems.append(f"unreadable cell left out: {exc}")
             log.warning("%s", exc)
@@ -716,6 +716,12 @@ def _files(part_dir: Path, suffix: str) -> list[str]:
     return sorted(_rel(p, part_dir) for p in part_dir.rglob(f"*{suffix}")) if part_dir.is_dir() else []
 
 
+def score_cache(cfg) -> Path:
+    """Where each cell's metric rows are kept between report runs (and written by `report --score-only`
+    array tasks): <workdir>/report/scores."""
+    return Path(cfg.workdir) / "report" / "scores"
+
+
 def run_report(cfg, cells_dir: str | Path | None = None, images_dir: str | Path | None = None,
                out_dir: str | Path | None = None, command: str = "heartbeit report") -> dict:
     """Build every part and REPORT.md/.html. Returns a summary (also written as report.json)."""
@@ -765,8 +771,10 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
     tables = None
     if cells:
         log.info("tables from %d cells", len(cells))
+        long = long_metrics(cells, ci=rc.ci, n_resamples=rc.bootstrap, seed=rc.seed, min_n=rc.min_n,
+                            ece_bins=rc.ece_bins, workers=rc.workers, cache_dir=score_cache(cfg))
         tables = write_all_tables(cells, staging["tables"], ci=rc.ci, n_resamples=rc.bootstrap, seed=rc.seed,
-                                  min_n=rc.min_n, min_per_class=rc.min_per_class, ece_bins=rc.ece_bins)
+                                  min_n=rc.min_n, min_per_class=rc.min_per_class, ece_bins=rc.ece_bins, long=long)
         write_all_figures(cells, tables["long"], staging["figures"], n_bins=rc.ece_bins)
     long = tables["long"] if tables else None
 

@@ -245,10 +245,11 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
     validation split, then internal test and external sites, all streamed by the one loader of
     heartbeit.data.loader -- images for image models, the stored waveforms for signal models."""
     from heartbeit.data.loader import ImageLoader, make_image_dataset, make_loader
+    from heartbeit.data.members import read_manifest
     from heartbeit.data.splits import training_draw
 
     images_dir = Path(images_dir)
-    man = pd.read_parquet(images_dir / "manifest.parquet")
+    man = read_manifest(images_dir)  # the loader's plans reuse this one read (cached per process)
     try:
         in_draw = training_draw(man, cell.task, cell.fraction, cell.draw, mcfg.draw_seed)
     except ValueError as exc:

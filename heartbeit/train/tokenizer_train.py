@@ -142,6 +142,7 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
     from pathlib import Path
 
     from heartbeit.data.corpus import write_shard
+    from heartbeit.data.members import write_member_index
     from heartbeit.data.shards import decode_image
     from heartbeit.utils.io import atomic_write_json, sha256_file
 
@@ -180,6 +181,7 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
             for k, grid in zip(chunk, grids):
                 members[f"{k}.tokens.npy"] = _tokens_bytes(grid)
         write_shard(tar_path, members.items())
+        write_member_index(tar_path)  # the rewritten tar's sample byte ranges (heartbeit.data.members)
         sha, size = sha256_file(tar_path), tar_path.stat().st_size
         atomic_write_json(side_path, {**side, "sha256": sha, "bytes": size, "tokenizer_sha256": tok_sha})
         entry.update(sha256=sha, bytes=size)
