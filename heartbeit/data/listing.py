@@ -6,7 +6,9 @@
 - a **companion** (a WFDB signal file its header names; it is read with the header), or
 - **skipped** with a counted reason (summary.json `skipped`):
   `hidden` (names starting with '.'; a hidden folder counts once and is not entered), `side_file`
-  (documentation, CSV/JSON/YAML tables and sidecars, licences), `annotation` (WFDB annotation files),
+  (documentation, CSV/JSON/YAML tables and sidecars, licences), `annotation` (WFDB annotation files: known
+  annotator suffixes, and any other `<record>.<ext>` beside `<record>.hea` that the header does not name as
+  a signal file - per-lead annotators such as `1.i`, `1.v1` - since only headers drive WFDB records),
   `special_file` (FIFOs, sockets, devices: reading one could block forever), `symlinked_folder` (never
   entered: a link could leave the input root or loop).
 Symbolic links to regular files are inputs. Names that are not valid UTF-8 are kept as bytes for opening
@@ -165,8 +167,10 @@ def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Lis
         prefix = f"{printable(root.name)}/" if prefix_roots else ""
         found = _walk(root, listing, prefix)
         claimed: set[Path] = set()
+        records: set[tuple[Path, str]] = set()  # (folder, record name) of every header
         for f, _ in found:
             if f.suffix.lower() == ".hea":
+                records.add((f.parent, f.stem))
                 claimed.update(s for s in signal_files(f) if s != f and s.suffix.lower() not in NEVER_COMPANION)
         synth = _synthetic_manifest(root)
         candidates = []
@@ -175,6 +179,8 @@ def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Lis
                 listing.companions += 1
                 continue
             reason = skip_reason(f.name, f.suffix.lower())
+            if reason is None and (f.parent, f.stem) in records and f.suffix.lower() not in NEVER_COMPANION:
+                reason = "annotation"
             if reason:
                 listing.skipped[reason] += 1
                 continue

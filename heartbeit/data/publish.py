@@ -19,7 +19,7 @@ from heartbeit.config import IngestConfig, dump_yaml
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, sha256_file
 
 from .corpus import SHARD_DIR, list_shards
-from .labels import TASK_COLUMNS
+from .labels import TASK_COLUMNS, corpus_label_columns
 
 REJECT_COLUMNS = ["reject_id", "source_path", "reason", "detail", "format"]
 PRIVATE = "private"
@@ -67,7 +67,7 @@ def _summary(rows: list[dict], rejects: list[dict], n_inputs: int, cfg: IngestCo
         by_format.setdefault(r["format"], {"accepted": 0, "rejected": 0})["accepted"] += 1
     for r in rejects:
         by_format.setdefault(r["format"], {"accepted": 0, "rejected": 0})["rejected"] += 1
-    labelled = {t: int(sum(1 for r in rows if not math.isnan(r.get(t, math.nan)))) for t in TASK_COLUMNS}
+    labelled = {t: int(sum(1 for r in rows if not math.isnan(r.get(t, math.nan)))) for t in corpus_label_columns(cfg)}
     return {
         "n_inputs": n_inputs,
         "n_accepted": len(rows),
