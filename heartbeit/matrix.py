@@ -98,6 +98,13 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
     from heartbeit.train.precision import device_type_of, numerics_for
 
     data_sha = data_fingerprint(images_dir)
+    index_path = Path(images_dir) / "index.json"
+    if index_path.is_file():  # the tasks the shards carry labels for (the paper's, plus render.tasks)
+        rendered = json.loads(index_path.read_text()).get("tasks")
+        missing = [t for t in mcfg.tasks if rendered is not None and t not in rendered]
+        if missing:
+            raise ValueError(f"matrix.tasks {missing}: {images_dir} is labelled for {rendered} only; declare "
+                             "them in render.tasks and re-render")
     device_type = device_type_of(mcfg.device)
     pre_sha = sha256_file(pretrained_file) if pretrained_file and Path(pretrained_file).is_file() else ""
     base = _finetune_fingerprint(mcfg)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heartbeit.config.matrix import TASKS
+from heartbeit.config.tasks import all_tasks
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 from .corpus import list_shards, write_shard
@@ -207,7 +207,8 @@ class ShardJob:
     locations: list[tuple[str, int, int]]  # (corpus tar, offset, size) per sample
 
 
-def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame, cfg, tasks=TASKS) -> list[ShardJob]:
+def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame, cfg, tasks=None) -> list[ShardJob]:
+    tasks = all_tasks(cfg) if tasks is None else tasks
     rendered = plan[plan["shard"] != ""].merge(locations, on="ecg_uid", how="left")
     missing = rendered["corpus_tar"].isna()
     if missing.any():
@@ -340,7 +341,7 @@ def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
                                 if k in info})
     index = {"encoding": cfg.encoding, "image_ext": image_ext(cfg.encoding), "image_size": cfg.image_size,
              "wave_hz": int(cfg.wave_hz), "wave_samples": int(round(cfg.wave_hz * cfg.duration_s)),
-             "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(TASKS)}
+             "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(all_tasks(cfg))}
     atomic_write_json(out_dir / "index.json", index)
     return index
 
