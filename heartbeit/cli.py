@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "pretrain": "HeartBEiT masked image modeling (single process or distributed under DeepSpeed)",
     "matrix": "the benchmark matrix: plan | run | status",
     "report": "metrics with CIs, tables, figures, saliency, Wasserstein -> results/REPORT.md",
+    "export": "a finished matrix cell -> a self-contained model folder (weights, config.json, model card)",
+    "predict": "score ECG files with an exported model folder (+ metrics with CIs against your labels)",
     "run": "the whole study end to end for a profile (synth -> ... -> report)",
     "bench": "performance benchmarks with same-run baselines",
     "slurm": "submit the pipeline as dependent Slurm jobs; status",

@@ -66,11 +66,11 @@ def run_predict(inputs: list[str], model_dir: str | Path, out: str | Path, key: 
     from heartbeit.data.arrays import ArrayDefaults
     from heartbeit.data.header_labels import HeaderLabelMap
     from heartbeit.data.ingest import Context, _init_worker, _worker_died, process_file
-    from heartbeit.data.labels import corpus_label_columns, load_labels
+    from heartbeit.data.labels import TASK_COLUMNS, corpus_label_columns, load_labels
     from heartbeit.data.listing import list_inputs
     from heartbeit.data.pool import ordered_map
     from heartbeit.data.ptbxl import ScpTaskMap
-    from heartbeit.modelio import load_model_dir, positive_labels
+    from heartbeit.modelio import load_model_dir
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
@@ -79,11 +79,14 @@ def run_predict(inputs: list[str], model_dir: str | Path, out: str | Path, key: 
     threshold = float(config["threshold"]["value"])
     icfg = from_dict(IngestConfig, config["ingest"])
     label_key = label_key or icfg.label_key
-    labels = load_labels(labels_csv, label_key, icfg.label_columns) if labels_csv else None
+    # the task's own source column may come from the CSV too (e.g. a header-map label checked by hand)
+    column = config["task_definitions"][task]["column"]
+    extra = [*icfg.label_columns, *([column] if column not in (*TASK_COLUMNS, *icfg.label_columns) else [])]
+    labels = load_labels(labels_csv, label_key, extra) if labels_csv else None
     ctx = Context(icfg, key, labels, label_key, "auto",
                   ArrayDefaults(icfg.array_fs, icfg.array_units, list(icfg.array_leads)),
                   ScpTaskMap.from_config(icfg), dict(icfg.site_map), HeaderLabelMap.from_config(icfg),
-                  corpus_label_columns(icfg))
+                  tuple(dict.fromkeys((*corpus_label_columns(icfg), *extra))))
     listing = list_inputs(inputs)
     files = listing.files
     accepted, rejects = [], [{"source": rel, "reason": reason, "detail": detail} for rel, reason, detail in listing.rejects]

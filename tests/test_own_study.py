@@ -1,0 +1,161 @@
+"""Your own study end to end at tiny size (issue 20, item 6): a CinC-style WFDB collection (synthetic ECGs in
+the real layout: `#Age/#Sex/#Dx` SNOMED headers, annotation files beside each record) -> ingest with header
+labels -> render with a declared task -> one matrix cell on it -> export -> predict with --labels; and the
+model folder's bad inputs (another version, no config, an image size mismatch)."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_ingest.crafted import ecg, write_wfdb
+from heartbeit.config import ConfigError, load_config, write_resolved
+from heartbeit.data.corpus import read_metadata
+from heartbeit.data.ingest import run_ingest
+from heartbeit.data.shards import render_corpus
+from heartbeit.data.splits import build_manifest, fraction_column
+
+KEY = b"0123456789abcdef0123456789abcdef"
+AF, SNR, LVH = "164889003", "426783006", "164873001"
+
+
+def write_cinc_collection(root, n: int = 36, seed: int = 300) -> dict[str, float]:
+    """CinC-layout records (`JS<nnnnn>.hea/.dat`, `#Age/#Sex/#Dx`) + an annotation file each, one broken
+    record (truncated signal); returns {record: af label}."""
+    truth = {}
+    for i in range(n):
+        name = f"JS{i:05d}"
+        af = float(i % 3 == 0)
+        dx = ",".join([AF if af else SNR] + ([LVH] if i % 4 == 0 else []))
+        write_wfdb(root, name, ecg(seed + i, fs=500), fs=500,
+                   comments=[f"Age: {40 + i % 40}", f"Sex: {'Male' if i % 2 else 'Female'}", f"Dx: {dx}",
+                             "Rx: Unknown", "Hx: Unknown", "Sx: Unknown"])
+        (root / f"{name}.atr").write_bytes(b"<" + bytes(range(40)))
+        (root / f"{name}.qrs1").write_bytes(bytes(range(30)))
+        truth[name] = af
+    dat = root / f"JS{n - 1:05d}.dat"
+    dat.write_bytes(dat.read_bytes()[:1000])  # refused at predict and ingest alike: truncated
+    truth.pop(f"JS{n - 1:05d}")
+    return truth
+
+
+def test_declared_task_config_and_manifest():
+    cfg = load_config("ci", overrides=["render.tasks.afib.column=af", "render.tasks.ef50.column=lvef",
+                                       "render.tasks.ef50.positive=< 50", "matrix.tasks=[stemi, afib]"])
+    assert list(cfg.render.tasks) == ["afib", "ef50"] and cfg.matrix.tasks == ["stemi", "afib"]
+    with pytest.raises(ConfigError, match="matrix.tasks"):
+        load_config("ci", overrides=["matrix.tasks=[afib]"])
+    with pytest.raises(ConfigError, match="render.tasks.x"):
+        load_config("ci", overrides=["render.tasks.x.column=af", "render.tasks.x.positive=about 3"])
+    with pytest.raises(ConfigError, match=r"render: tasks\.hcm"):
+        load_config("ci", overrides=["render.tasks.hcm.column=af"])
+    rng = np.random.default_rng(0)
+    n = 200
+    meta = pd.DataFrame({"ecg_uid": [f"e{i:04d}" for i in range(n)], "patient_hash": [f"p{i // 2}" for i in range(n)],
+                         "site": "a", "af": np.where(rng.random(n) < 0.2, 1.0, 0.0),
+                         "lvef": np.where(rng.random(n) < 0.3, np.nan, rng.uniform(20, 70, n))})
+    man = build_manifest(meta, cfg.render).set_index("ecg_uid")
+    meta = meta.set_index("ecg_uid").loc[man.index]
+    assert (man["afib"] == meta["af"]).all()
+    assert (man["ef50"].isna() == meta["lvef"].isna()).all()
+    assert (man.loc[meta["lvef"] < 50, "ef50"] == 1).all() and (man.loc[meta["lvef"] >= 50, "ef50"] == 0).all()
+    train = man[man.split == "train"]
+    # the declared task's own labelled pool, stratified: 100 % = every labelled training ECG
+    full, small = train[fraction_column(1.0, "ef50")], train[fraction_column(0.1, "ef50")]
+    assert full[train["ef50"].notna()].all() and not small[train["ef50"].isna() & ~full].any()
+    picked = train[small & train["ef50"].notna()]
+    assert 0 < picked["ef50"].sum() < len(picked) < train["ef50"].notna().sum()
+
+
+def test_own_study_end_to_end(tmp_path):
+    from heartbeit.commands.matrix import CellTrainer
+    from heartbeit.matrix import plan_cells, run_cells
+    from heartbeit.modelio import ModelDirError, export_cell, load_model_dir
+    from heartbeit.predict import run_predict
+
+    truth = write_cinc_collection(tmp_path / "cinc")
+    work = tmp_path / "run"
+    cfg = load_config("ci", overrides=[
+        f"workdir={work}", "render.tasks.afib.column=af", "matrix.tasks=[afib]",
+        "matrix.architectures=[vit_micro_patch8_64]", "matrix.fractions=[1.0]", "matrix.epochs=1",
+        "matrix.jobs=1", "matrix.draws=1", "render.external_sites=[]", "render.val_fraction=0.3",
+        "render.test_fraction=0.3", "render.fractions=[1.0]", "render.wave_hz=0", "ingest.label_key=record"])
+    corpus = work / "corpus"
+    summary = run_ingest([tmp_path / "cinc"], corpus, cfg.ingest, KEY, progress=False)
+    assert summary["skipped"] == {"annotation": 2 * (len(truth) + 1)}
+    assert summary["by_reason"] == {"truncated": 1} and summary["n_accepted"] == len(truth)
+    assert read_metadata(corpus)["af"].sum() == sum(truth.values())
+    images = work / "images"
+    render_corpus(corpus, images, cfg.render, progress=False)
+    assert json.loads((images / "index.json").read_text())["tasks"] == ["lvef_le40", "hcm", "stemi", "afib"]
+    matrix_dir = work / "matrix"
+    write_resolved(cfg, matrix_dir)
+    cells = plan_cells(cfg.matrix, images, None)
+    assert [c.task for c in cells] == ["afib"]
+    counts = run_cells(cells, matrix_dir / "cells", CellTrainer(images, cfg, None), jobs=1)
+    assert counts["failed"] == 0
+    cell_dir = matrix_dir / "cells" / cells[0].cell_id
+
+    model_dir = tmp_path / "model"
+    config = export_cell(cell_dir, model_dir)
+    assert config["tasks"] == ["afib"] and config["outputs"][1]["name"] == "p_afib"
+    assert 0 <= config["threshold"]["value"] <= 1 and config["image_size"] == 64
+    card = (model_dir / "README.md").read_text()
+    assert "timm.create_model" in card and "Youden" in card and "| test |" in card
+    import timm
+    from safetensors.torch import load_file
+
+    import heartbeit.models.zoo  # noqa: F401 - as the card says
+    m = timm.create_model(config["architecture"], pretrained=False, **config["model_kwargs"])
+    m.load_state_dict(load_file(str(model_dir / "model.safetensors")))  # the card's recipe loads strictly
+
+    # predict with --labels: the user's own labels keyed by record name (af column); where the CSV and the
+    # header disagree the CSV wins (JS00001: header sinus rhythm, CSV af=1)
+    rows = ["record,af"] + [f"{k},{1 if k == 'JS00001' else int(v)}" for k, v in truth.items()]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "secure" / "pred.csv"
+    res = run_predict([str(tmp_path / "cinc")], model_dir, out, KEY, labels_csv=str(tmp_path / "labels.csv"),
+                      label_key="record", saliency_dir=str(tmp_path / "secure" / "sal"), progress=False,
+                      batch_size=8)
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["source", "ecg_uid", "p_afib", "afib_pred"] and len(pred) == len(truth)
+    assert sorted(pred.source) == sorted(f"{k}.hea" for k in truth)
+    assert ((pred.p_afib >= config["threshold"]["value"]) == pred.afib_pred.astype(bool)).all()
+    rejects = pd.read_csv(tmp_path / "secure" / "pred.rejects.csv")
+    assert rejects.reason.tolist() == ["truncated"]
+    for p in (out, tmp_path / "secure" / "pred.rejects.csv", tmp_path / "secure" / "pred.metrics.json"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    metrics = json.loads((tmp_path / "secure" / "pred.metrics.json").read_text())
+    assert metrics["counts"]["n"] == len(truth) and metrics["counts"]["unlabelled"] == 0
+    assert metrics["counts"]["tp"] + metrics["counts"]["fn"] == sum(truth.values()) + 1
+    for name in ("auroc", "auprc", "sensitivity", "specificity", "ppv", "npv"):
+        v = metrics[name]
+        assert (v["low"] <= v["value"] <= v["high"]) or v["reason"], (name, v)
+    sal = np.load(next((tmp_path / "secure" / "sal").glob("*.npz")))
+    assert sal["map"].shape == (64, 64) and str(sal["peak_lead"]) != ""
+    # the same ECGs scored in the corpus and by predict get the same ecg_uid (same ingest, same key)
+    assert set(pred.ecg_uid) == set(read_metadata(corpus).ecg_uid)
+
+    # bad model folders: another version, no config, an image size mismatch
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    cfg_json = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg_json, "heartbeit_version": "0.0.1"}))
+    with pytest.raises(ModelDirError, match="exported by heartbeit '0.0.1'"):
+        load_model_dir(other)
+    (other / "config.json").write_text(json.dumps({**cfg_json, "image_size": 96}))
+    with pytest.raises(ModelDirError, match="image size mismatch"):
+        load_model_dir(other)
+    (other / "config.json").write_text(json.dumps({**cfg_json, "image_size": 96,
+                                                   "model_kwargs": {**cfg_json["model_kwargs"], "img_size": 96}}))
+    with pytest.raises(ModelDirError, match="image size mismatch"):
+        load_model_dir(other)
+    (other / "config.json").unlink()
+    with pytest.raises(ModelDirError, match="no config.json"):
+        load_model_dir(other)
+    assert math.isfinite(res["threshold"])
