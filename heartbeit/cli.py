@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "matrix": "the benchmark matrix: plan | run | status",
     "report": "metrics with CIs, tables, figures, saliency, Wasserstein -> results/REPORT.md",
     "export": "a finished matrix cell -> a self-contained model folder (weights, config.json, model card)",
+    "embed": "frozen backbone features per ECG of the image shards -> Parquet",
     "predict": "score ECG files with an exported model folder (+ metrics with CIs against your labels)",
     "run": "the whole study end to end for a profile (synth -> ... -> report)",
     "bench": "performance benchmarks with same-run baselines",

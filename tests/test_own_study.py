@@ -82,7 +82,8 @@ def test_own_study_end_to_end(tmp_path):
     work = tmp_path / "run"
     cfg = load_config("ci", overrides=[
         f"workdir={work}", "render.tasks.afib.column=af", "matrix.tasks=[afib]",
-        "matrix.architectures=[vit_micro_patch8_64]", "matrix.fractions=[1.0]", "matrix.epochs=1",
+        "matrix.architectures=[vit_micro_patch8_64]", "matrix.probe_architectures=[vit_micro_patch8_64]",
+        "matrix.fractions=[1.0]", "matrix.epochs=1",
         "matrix.jobs=1", "matrix.draws=1", "render.external_sites=[]", "render.val_fraction=0.3",
         "render.test_fraction=0.3", "render.fractions=[1.0]", "render.wave_hz=0", "ingest.label_key=record"])
     corpus = work / "corpus"
@@ -96,10 +97,19 @@ def test_own_study_end_to_end(tmp_path):
     matrix_dir = work / "matrix"
     write_resolved(cfg, matrix_dir)
     cells = plan_cells(cfg.matrix, images, None)
-    assert [c.task for c in cells] == ["afib"]
+    assert [(c.task, c.kind) for c in cells] == [("afib", "finetune"), ("afib", "probe")]
     counts = run_cells(cells, matrix_dir / "cells", CellTrainer(images, cfg, None), jobs=1)
     assert counts["failed"] == 0
     cell_dir = matrix_dir / "cells" / cells[0].cell_id
+    probe = json.loads((matrix_dir / "cells" / cells[1].cell_id / "cell.json").read_text())
+    assert probe["kind"] == "probe" and probe["init"] == "random, linear probe" and probe["probe_C"] > 0
+    # embed: one row of backbone features per rendered ECG
+    from heartbeit.train.probe import embed_images
+
+    emb = embed_images(images, tmp_path / "emb.parquet", "vit_micro_patch8_64", img_size=64)
+    feats = pd.read_parquet(tmp_path / "emb.parquet")
+    assert emb["ecgs"] == len(feats) == len(truth) and emb["features"] == 64 and feats.ecg_uid.is_unique
+    assert np.isfinite(feats.filter(like="f").to_numpy()).all()
 
     model_dir = tmp_path / "model"
     config = export_cell(cell_dir, model_dir)
@@ -159,3 +169,26 @@ def test_own_study_end_to_end(tmp_path):
     with pytest.raises(ModelDirError, match="no config.json"):
         load_model_dir(other)
     assert math.isfinite(res["threshold"])
+
+
+def test_linear_probe_folds_into_the_classifier_head():
+    import timm
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    import heartbeit.models.zoo  # noqa: F401
+    from heartbeit.train.finetune import Batch
+    from heartbeit.train.probe import backbone_features, fold_into_head
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=2, in_chans=1).eval()
+    images = (torch.rand(40, 1, 32, 32) * 255).to(torch.uint8)
+    y = np.arange(40) % 2
+    images[y == 1, :, :8] = 255  # separable
+    f, labels, _ = backbone_features(model, [Batch(images, torch.as_tensor(y), [{}] * 40)], 0.5, 0.25, torch.device("cpu"))
+    mu, sigma = f.mean(0), f.std(0) + 1e-6
+    clf = LogisticRegression(C=0.1, max_iter=2000).fit((f - mu) / sigma, labels)
+    fold_into_head(model, "resnet10t", clf.coef_[0], float(clf.intercept_[0]), mu, sigma)
+    with torch.no_grad():
+        p = torch.softmax(model((images.float() / 255 - 0.5) / 0.25), dim=1)[:, 1].numpy()
+    np.testing.assert_allclose(p, clf.predict_proba((f - mu) / sigma)[:, 1], atol=1e-4)
