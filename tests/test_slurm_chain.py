@@ -24,7 +24,8 @@ HEARTBEIT = [sys.executable, "-m", "heartbeit"]
 # a pretrained HeartBEiT and its same-size random-init ViT on one task at 100% of the labels.
 TINY = ["synth.n_patients=80", "pretrain.steps=4",
         "matrix.architectures=[heartbeit_micro_patch8_64,vit_micro_patch8_64]",
-        "matrix.fractions=[1.0]", "matrix.tasks=[stemi]", "matrix.epochs=1", "report.bootstrap=20",
+        "matrix.probe_architectures=[]", "matrix.fractions=[1.0]", "matrix.tasks=[stemi]", "matrix.epochs=1",
+        "report.bootstrap=20",
         "report.saliency_samples=1", "report.wasserstein_pairs=10"]
 # Every stage of the local cluster's 2-CPU node: one core, small memory, short limits.
 LOCAL_SITE = """\
