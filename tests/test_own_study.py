@@ -192,3 +192,17 @@ def test_linear_probe_folds_into_the_classifier_head():
     with torch.no_grad():
         p = torch.softmax(model((images.float() / 255 - 0.5) / 0.25), dim=1)[:, 1].numpy()
     np.testing.assert_allclose(p, clf.predict_proba((f - mu) / sigma)[:, 1], atol=1e-4)
+
+
+def test_plan_refuses_a_task_the_images_are_not_labelled_for(tmp_path):
+    from heartbeit.config import MatrixConfig
+    from heartbeit.matrix import plan_cells
+
+    (tmp_path / "index.json").write_text(json.dumps({"tasks": ["lvef_le40", "hcm", "stemi"]}))
+    with pytest.raises(ValueError, match=r"matrix.tasks \['afib'\].*render.tasks"):
+        plan_cells(MatrixConfig(architectures=["resnet18"], tasks=["stemi", "afib"]), tmp_path, None)
+    cells = plan_cells(MatrixConfig(architectures=["resnet18"], probe_architectures=["resnet18"], tasks=["stemi"], seeds=[0],
+                                    fractions=[1.0]), tmp_path, None)
+    finetune = plan_cells(MatrixConfig(architectures=["resnet18"], tasks=["stemi"], seeds=[0], fractions=[1.0]), tmp_path, None)
+    assert [c.kind for c in cells] == ["finetune", "probe"]
+    assert cells[0].cell_id == finetune[0].cell_id != cells[1].cell_id  # probes leave fine-tuning ids alone
