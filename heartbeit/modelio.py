@@ -62,9 +62,12 @@ def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path |
     from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version
 
     cell_dir, out = Path(cell_dir), Path(out)
-    for name in ("cell.json", WEIGHTS, "val_scores.parquet", "predictions.parquet"):
+    for name in ("cell.json", WEIGHTS, "predictions.parquet"):
         if not (cell_dir / name).is_file():
             raise ModelDirError(f"{cell_dir}: no {name} - not a finished matrix cell (run it to completion)")
+    if not (cell_dir / "val_scores.parquet").is_file():
+        raise ModelDirError(f"{cell_dir}: no val_scores.parquet (the cell predates export: re-run it to choose "
+                            "a threshold on its validation scores)")
     cell = json.loads((cell_dir / "cell.json").read_text())
     cfg = _run_config(cell_dir, config_file)
     arch, task = cell["arch"], cell["task"]

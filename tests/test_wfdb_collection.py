@@ -14,7 +14,7 @@ from data_ingest.wfdb_collection import ANNOTATORS, write_collection
 from heartbeit.config import ConfigError, IngestConfig
 from heartbeit.data.corpus import read_metadata, read_rejects
 from heartbeit.data.header_labels import DEFAULT_DX_CODES, HeaderLabelMap
-from heartbeit.data.ingest import list_inputs, run_ingest
+from heartbeit.data.ingest import format_summary, list_inputs, run_ingest
 from heartbeit.data.wfdb_io import read_wfdb
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -103,6 +103,7 @@ def test_collection_ingest_with_record_key_and_header_labels(tmp_path):
     assert summary["n_rejected"] == 0 and summary["n_accepted"] == 8, read_rejects(out).to_dict("records")
     assert summary["skipped"] == {"annotation": 8 * len(ANNOTATORS), "side_file": 3}
     assert summary["labels_csv"]["matched"] == 8
+    assert "lvh 8" in format_summary(summary) and "qt_long 8" in format_summary(summary)
     meta = read_metadata(out)
     assert "record" not in meta.columns and "dx_statements" not in meta.columns and "dx_codes" not in meta.columns
     assert sorted(meta.sex) == sorted(t["sex"] for t in truth.values())

@@ -96,6 +96,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  reject {reason:22s} {n:7d}")
     for reason, n in summary.get("skipped", {}).items():
         lines.append(f"  skip   {reason:22s} {n:7d}")
+    own = {k: v for k, v in summary.get("labelled", {}).items() if k not in TASK_COLUMNS and v}
+    if own:  # your own label columns (ingest.label_columns, the header map) that some record has
+        lines.append("  labelled (own columns): " + ", ".join(f"{k} {v}" for k, v in own.items()))
     lab = summary.get("labels_csv") or {}
     if lab:
         lines.append(f"  labels CSV: {lab.get('matched', 0)} records matched a row, "
