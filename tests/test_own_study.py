@@ -72,6 +72,7 @@ def test_declared_task_config_and_manifest():
     assert 0 < picked["ef50"].sum() < len(picked) < train["ef50"].notna().sum()
 
 
+@pytest.mark.slow
 def test_own_study_end_to_end(tmp_path):
     from heartbeit.commands.matrix import CellTrainer
     from heartbeit.matrix import plan_cells, run_cells
@@ -101,6 +102,21 @@ def test_own_study_end_to_end(tmp_path):
     counts = run_cells(cells, matrix_dir / "cells", CellTrainer(images, cfg, None), jobs=1)
     assert counts["failed"] == 0
     cell_dir = matrix_dir / "cells" / cells[0].cell_id
+    # the report: tables, figures and saliency for the declared task, fine-tuned and probed
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    results = work / "results"
+    proc = subprocess.run([sys.executable, "-m", "heartbeit", "report", "--profile", "ci", "--config",
+                           str(matrix_dir / "config.resolved.yaml"), "--out", str(results), "--set",
+                           "report.bootstrap=20", "--set", "report.wasserstein_pairs=5"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    auroc = pd.read_csv(results / "tables" / "metrics_long.csv")
+    assert set(auroc.task) == {"afib"} and {"random", "random, linear probe"} <= set(auroc.init)
+    assert (results / "figures" / "fraction_afib.png").is_file()
+    assert (results / "saliency" / "lead_importance_afib.csv").is_file()
     probe = json.loads((matrix_dir / "cells" / cells[1].cell_id / "cell.json").read_text())
     assert probe["kind"] == "probe" and probe["init"] == "random, linear probe" and probe["probe_C"] > 0
     # embed: one row of backbone features per rendered ECG
