@@ -91,9 +91,9 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
     assert "--partition=gpu" in blocks["pretrain"] and "--nodes=2" in blocks["pretrain"]
     assert "--gpus-per-node=8" in blocks["pretrain"]  # the flag overrides the site file's 4
     assert "--time=2-00:00:00" in blocks["pretrain"] and "--time=01:00:00" in blocks["report"]
-    # 5 architectures x (5 fractions + a second draw at 1 %) x 1 task x 1 seed
-    assert "--array=0-29%3" in blocks["matrix"]
-    assert "plan --expect 30" in blocks["plan"]
+    # (6 architectures + the HeartBEiT linear probe) x (5 fractions + a second draw at 1 %) x 1 task x 1 seed
+    assert "--array=0-41%3" in blocks["matrix"]
+    assert "plan --expect 42" in blocks["plan"]
 
 
 def test_site_file_errors_name_the_key(tmp_path):
