@@ -43,11 +43,12 @@ class Cell:
     # effective numerics (heartbeit.train.precision), decided at planning and part of the id
     precision: str = ""
     channels_last: bool = False
+    kind: str = "finetune"  # finetune | probe (frozen backbone + logistic regression: heartbeit/train/probe.py)
 
     @property
     def label(self) -> str:
         return f"{self.arch} {self.task} {self.fraction:g} seed{self.seed} draw{self.draw}" + \
-            (f" {self.precision}" if self.precision else "")
+            (f" {self.precision}" if self.precision else "") + (" probe" if self.kind == "probe" else "")
 
 
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
@@ -55,8 +56,8 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     d = to_dict(mcfg)
     # The weights folder is a location: the weights file's own hash enters the id instead (plan_cells);
     # allow_random_init decides whether a cell may start at all, not what it computes.
-    for key in ("architectures", "fractions", "tasks", "seeds", "draws", "draws_below", "num_workers",
-                "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init"):
+    for key in ("architectures", "probe_architectures", "fractions", "tasks", "seeds", "draws", "draws_below",
+                "num_workers", "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init"):
         d.pop(key, None)
     return d
 
@@ -99,6 +100,13 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
     from heartbeit.train.precision import device_type_of, numerics_for
 
     data_sha = data_fingerprint(images_dir)
+    index_path = Path(images_dir) / "index.json"
+    if index_path.is_file():  # the tasks the shards carry labels for (the paper's, plus render.tasks)
+        rendered = json.loads(index_path.read_text()).get("tasks")
+        missing = [t for t in mcfg.tasks if rendered is not None and t not in rendered]
+        if missing:
+            raise ValueError(f"matrix.tasks {missing}: {images_dir} is labelled for {rendered} only; declare "
+                             "them in render.tasks and re-render")
     device_type = device_type_of(mcfg.device)
     pre_sha = sha256_file(pretrained_file) if pretrained_file and Path(pretrained_file).is_file() else ""
     base = _finetune_fingerprint(mcfg)
@@ -106,7 +114,8 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
     for task in mcfg.tasks:
         for fraction in mcfg.fractions:
             draws = draws_of(mcfg, fraction)
-            for arch in mcfg.architectures:
+            for arch, kind in [(a, "finetune") for a in mcfg.architectures] + \
+                    [(a, "probe") for a in mcfg.probe_architectures]:
                 numerics = numerics_for(arch, device_type, mcfg.precision)
                 imagenet_sha = imagenet_weights_sha(arch, mcfg.imagenet_weights_dir)
                 for seed in mcfg.seeds:
@@ -119,9 +128,11 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                             "precision": numerics.precision, "channels_last": numerics.channels_last,
                             "imagenet": imagenet_sha,
                         }
+                        if kind != "finetune":  # fine-tuning cells keep the ids they always had
+                            key["kind"] = kind
                         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
                         cells.append(Cell(len(cells), digest, arch, task, float(fraction), int(seed), draw,
-                                          numerics.precision, numerics.channels_last))
+                                          numerics.precision, numerics.channels_last, kind))
     return cells
 
 

@@ -63,7 +63,7 @@ def matrix_cell_count(mcfg) -> int:
     from heartbeit.matrix import draws_of
 
     draws = sum(len(draws_of(mcfg, f)) for f in mcfg.fractions)
-    return len(mcfg.tasks) * draws * len(mcfg.architectures) * len(mcfg.seeds)
+    return len(mcfg.tasks) * draws * (len(mcfg.architectures) + len(mcfg.probe_architectures)) * len(mcfg.seeds)
 
 
 def run_args(profile: str, config: str | None, overrides: list[str], workdir: str) -> list[str]:

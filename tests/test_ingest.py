@@ -57,6 +57,10 @@ def test_all_fixtures_ingest(ecg_fixtures, tmp_path):
     assert "not_ecg" not in summary["by_reason"] and summary["n_accepted"] >= 45
     meta = read_metadata(out)
     assert (meta.fs == 250).all() and (meta.n_samples == 2500).all()
+    # the CinC headers' SNOMED #Dx codes become label columns (issue 20): LVH present, every CinC record labelled
+    # (the PTB-XL record lists no #Dx: missing)
+    assert meta["lvh"].sum() >= 1 and meta["af"].notna().sum() == (meta.format == "wfdb").sum() - 1
+    assert meta.loc[meta.format == "muse", "af"].isna().all()
     for row, x in iter_corpus(out):
         assert x.shape == (12, 2500) and x.dtype == np.float32
         np.testing.assert_allclose(x[2], x[1] - x[0], atol=0.0021)  # III = II - I survives int16 uV storage

@@ -48,8 +48,9 @@ def test_every_stage_and_cell_completes(ci_run):
     for stage in ("synth", "ingest", "render", "tokenizer", "pretrain", "matrix"):
         assert stage in run["stages_s"]
     cells = _plan(work)
-    # architectures x (fractions + a second draw at 1%) x tasks (one seed in ci)
-    assert len(cells) == 6 * (5 + 1) * 3
+    # (architectures + the HeartBEiT linear probe) x (fractions + a second draw at 1%) x tasks (one seed in ci)
+    assert len(cells) == (6 + 1) * (5 + 1) * 3
+    assert sum(c["kind"] == "probe" and c["arch"] == "heartbeit_micro_patch8_64" for c in cells) == (5 + 1) * 3
     archs = {c["arch"] for c in cells}
     assert archs == {"heartbeit_micro_patch8_64", "vit_micro_patch8_64", "efficientnet_b0", "tf_efficientnet_lite0",
                      "resnet18", "signal_xresnet1d_tiny"}
@@ -67,7 +68,8 @@ def test_every_stage_and_cell_completes(ci_run):
             assert meta["init"] == "imagenet" and meta["weights"]["file"] == "tf_efficientnet_lite0.safetensors"
             assert meta["weights"]["new_tensors"] == ["classifier.bias", "classifier.weight"]
         elif c["arch"].startswith("heartbeit"):
-            assert meta["init"] == "pretrained" and meta["weights"]["tensors_loaded"] > 0
+            assert meta["init"] == ("pretrained, linear probe" if c["kind"] == "probe" else "pretrained")
+            assert meta["weights"]["tensors_loaded"] > 0
         else:
             assert meta["init"] == "random"
     # the STEMI task is scored at the external sites too

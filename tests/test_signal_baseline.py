@@ -63,7 +63,7 @@ def test_signal_models_are_registered_and_classify_waveforms():
 
 def test_zoo_builds_signal_models_with_twelve_leads_and_random_init():
     model, init = zoo.create_classifier("signal_xresnet1d_tiny", num_classes=2, img_size=64, in_chans=1)
-    assert init == "random"
+    assert init.kind == "random"  # a LoadRecord (issue 17)
     assert model.stem[0][0].in_channels == 12
     assert zoo.input_modality("signal_xresnet1d_tiny") == "wave"
     assert zoo.input_modality("resnet18") == "image"
@@ -132,21 +132,21 @@ def test_images_only_shards_refuse_the_wave_modality(corpus, tmp_path):
 def test_training_draws_are_independent_patient_level_nested_and_keep_positives(images):
     man = pd.read_parquet(images / "manifest.parquet")
     # draw 0 is the render stage's subset
-    assert training_draw(man, 0.1, 0).equals(man[fraction_column(0.1)].astype(bool))
-    d1 = training_draw(man, 0.1, 1)
-    assert d1.equals(training_draw(man, 0.1, 1))  # deterministic
-    assert not d1.equals(training_draw(man, 0.1, 2))
-    assert not d1.equals(training_draw(man, 0.1, 1, seed=5))
+    assert training_draw(man, "stemi", 0.1, 0).equals(man[fraction_column(0.1, "stemi")].astype(bool))
+    d1 = training_draw(man, "stemi", 0.1, 1)
+    assert d1.equals(training_draw(man, "stemi", 0.1, 1))  # deterministic
+    assert not d1.equals(training_draw(man, "stemi", 0.1, 2))
+    assert not d1.equals(training_draw(man, "stemi", 0.1, 1, seed=5))
     assert (man.loc[d1, "split"] == "train").all()
     # whole patients: no patient is half in a draw
     inside = man.loc[d1, "patient_hash"].unique()
     assert man[man["patient_hash"].isin(inside) & (man["split"] == "train")].index.isin(man.index[d1]).all()
     # nested across fractions within a draw, and every task keeps a positive
-    assert (d1 <= training_draw(man, 0.5, 1)).all()
-    for task in ("lvef_le40", "hcm", "stemi"):
-        assert (man.loc[d1, task] == 1).any()
+    assert (d1 <= training_draw(man, "stemi", 0.5, 1)).all()
+    for task in ("lvef_le40", "hcm", "stemi"):  # fractions are per task (issue 17): each keeps a positive
+        assert (man.loc[training_draw(man, task, 0.1, 1), task] == 1).any()
     # draws differ by about as much as two independent samples should
-    draws = [set(man.loc[training_draw(man, 0.5, d), "patient_hash"]) for d in range(4)]
+    draws = [set(man.loc[training_draw(man, "stemi", 0.5, d), "patient_hash"]) for d in range(4)]
     assert len({frozenset(d) for d in draws}) == 4
 
 
@@ -194,10 +194,10 @@ def test_signal_and_image_cells_train_on_the_same_ecgs(images, tmp_path):
     assert list(p_sig["ecg_uid"]) == list(p_img["ecg_uid"])  # the same held-out ECGs, in the same order
     assert p_sig["score"].between(0, 1).all() and p_sig["score"].std() > 0
     man = pd.read_parquet(images / "manifest.parquet")
-    expected = man[(man["split"] == "train") & training_draw(man, 0.5, 1) & man["stemi"].notna()]
+    expected = man[(man["split"] == "train") & training_draw(man, "stemi", 0.5, 1) & man["stemi"].notna()]
     assert s_sig["n_train"] == len(expected)
     assert out["signal_xresnet1d_tiny", 0][0]["n_train"] == int(
-        ((man["split"] == "train") & man[fraction_column(0.5)] & man["stemi"].notna()).sum())
+        ((man["split"] == "train") & man[fraction_column(0.5, "stemi")] & man["stemi"].notna()).sum())
 
 
 def test_waveform_siblings_are_checked_on_rerun_and_removed_when_turned_off(corpus, tmp_path):

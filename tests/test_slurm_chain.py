@@ -24,7 +24,8 @@ HEARTBEIT = [sys.executable, "-m", "heartbeit"]
 # a pretrained HeartBEiT and its same-size random-init ViT on one task at 100% of the labels.
 TINY = ["synth.n_patients=80", "pretrain.steps=4",
         "matrix.architectures=[heartbeit_micro_patch8_64,vit_micro_patch8_64]",
-        "matrix.fractions=[1.0]", "matrix.tasks=[stemi]", "matrix.epochs=1", "report.bootstrap=20",
+        "matrix.probe_architectures=[]", "matrix.fractions=[1.0]", "matrix.tasks=[stemi]", "matrix.epochs=1",
+        "report.bootstrap=20",
         "report.saliency_samples=1", "report.wasserstein_pairs=10"]
 # Every stage of the local cluster's 2-CPU node: one core, small memory, short limits.
 LOCAL_SITE = """\
@@ -90,9 +91,9 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
     assert "--partition=gpu" in blocks["pretrain"] and "--nodes=2" in blocks["pretrain"]
     assert "--gpus-per-node=8" in blocks["pretrain"]  # the flag overrides the site file's 4
     assert "--time=2-00:00:00" in blocks["pretrain"] and "--time=01:00:00" in blocks["report"]
-    # 5 architectures x (5 fractions + a second draw at 1 %) x 1 task x 1 seed
-    assert "--array=0-29%3" in blocks["matrix"]
-    assert "plan --expect 30" in blocks["plan"]
+    # (6 architectures + the HeartBEiT linear probe) x (5 fractions + a second draw at 1 %) x 1 task x 1 seed
+    assert "--array=0-41%3" in blocks["matrix"]
+    assert "plan --expect 42" in blocks["plan"]
 
 
 def test_site_file_errors_name_the_key(tmp_path):

@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("inputs", nargs="*", help="files or folders (default: config input_dirs, else <workdir>/synth)")
     parser.add_argument("--out", default=None, help="corpus directory (default <workdir>/corpus)")
-    parser.add_argument("--labels", default=None, help="labels CSV (lvef, lvef_le40, hcm, stemi; blank = missing)")
-    parser.add_argument("--label-key", default=None, help="labels column joined to each record (default ingest.label_key)")
+    parser.add_argument("--labels", default=None, help="labels CSV (lvef, lvef_le40, hcm, stemi and ingest.label_columns; blank = missing)")
+    parser.add_argument("--label-key", default=None, help="labels column joined to each record: accession, mrn, ..., or record (the file stem); default ingest.label_key")
     parser.add_argument("--key", default=None, help="HMAC key file (default ingest.key_file or <workdir>/secret/deid.key)")
     parser.add_argument("--format", default="auto", choices=FORMATS, help="force one input format (default: by content)")
     parser.add_argument("--fs", type=float, default=None, help="arrays without sidecar: sampling rate in Hz")

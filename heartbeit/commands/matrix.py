@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def default_pretrained(cfg) -> Path | None:
     from heartbeit.train.pretrain import export_paths
 
-    pretrained_archs = [a for a in cfg.matrix.architectures if a.startswith("heartbeit_")]
+    pretrained_archs = [a for a in [*cfg.matrix.architectures, *cfg.matrix.probe_architectures]
+                        if a.startswith("heartbeit_")]
     if not pretrained_archs:
         return None
     return export_paths(Path(cfg.workdir) / "pretrain", pretrained_archs[0])[0]
@@ -50,7 +51,12 @@ class CellTrainer:
         from heartbeit.train.finetune import cell_data_from_shards, finetune_cell
 
         data = cell_data_from_shards(self.images, cell, self.cfg.matrix)
-        summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=self.pretrained)
+        if getattr(cell, "kind", "finetune") == "probe":
+            from heartbeit.train.probe import linear_probe_cell
+
+            summary = linear_probe_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=self.pretrained)
+        else:
+            summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=self.pretrained)
         return {**summary, "profile": self.cfg.profile}
 
 

@@ -12,6 +12,7 @@ from .pretrain import PretrainConfig
 from .render import RenderConfig
 from .report import ReportConfig
 from .synth import SiteSpec, SynthConfig
+from .tasks import PAPER_TASKS, TaskSpec, all_tasks, check_matrix_tasks
 from .tokenizer import TokenizerConfig
 
 PROFILES = ("ci", "demo", "workstation", "paper")
@@ -56,6 +57,7 @@ def load_config(profile: str | None = None, config_file: str | Path | None = Non
     for text in overrides or []:
         data = deep_merge(data, parse_override(text))
     cfg = from_dict(RunConfig, data)
+    check_matrix_tasks(cfg)
     # "${workdir}" in a path setting is the run's workdir, so a profile can keep its weights inside the run
     cfg.matrix.imagenet_weights_dir = cfg.matrix.imagenet_weights_dir.replace("${workdir}", cfg.workdir)
     return cfg
@@ -73,5 +75,6 @@ def write_resolved(cfg, out_dir: str | Path, name: str = "config.resolved.yaml")
 __all__ = [
     "ConfigError", "RunConfig", "SynthConfig", "SiteSpec", "IngestConfig", "RenderConfig",
     "TokenizerConfig", "PretrainConfig", "MatrixConfig", "ReportConfig", "TASKS", "PROFILES",
+    "PAPER_TASKS", "TaskSpec", "all_tasks", "check_matrix_tasks",
     "load_config", "write_resolved", "from_dict", "to_dict", "dump_yaml",
 ]

@@ -1,9 +1,12 @@
 """Ingest settings (`heartbeit ingest`)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .core import ConfigError
+
+LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -11,7 +14,18 @@ class IngestConfig:
     corpus_fs: int = 500  # accepted records are resampled to this rate
     duration_s: float = 10.0  # records are cropped to this length (shorter than min_duration_s: rejected)
     min_duration_s: float = 8.0
-    label_key: str = "accession"  # column of the labels CSV joined to each record's key
+    # Column of the labels CSV joined to each record's key: accession | mrn | ecg_id | patient_id | record
+    # (the file stem: a WFDB record's name; it stays in the worker and <out>/private/, never in the corpus).
+    label_key: str = "accession"
+    # Extra labels CSV columns carried into the corpus as label columns (numbers or 0/1 flags, blank =
+    # missing), beside lvef/lvef_le40/hcm/stemi: the source columns of your own tasks (matrix.task_defs).
+    label_columns: list[str] = field(default_factory=list)
+    # Diagnoses in WFDB header comments -> binary label columns (heartbeit/data/header_labels.py): CinC
+    # SNOMED CT `#Dx:` codes and free-text diagnosis lines by pattern. Entries override the documented
+    # defaults per label (an empty list drops one); header_labels: false turns the map off.
+    header_labels: bool = True
+    dx_codes: dict[str, list[str]] = field(default_factory=dict)
+    dx_patterns: dict[str, list[str]] = field(default_factory=dict)
     key_file: str = ""  # HMAC key for patient ids; "" = <workdir>/secret/deid.key (created 0600)
     date_policy: str = "year"  # year | shift
     date_shift_max_days: int = 365  # shift policy: per-patient keyed offset in [-max, +max] days
@@ -89,5 +103,17 @@ class IngestConfig:
         for text, label in self.site_map.items():
             if not label or not all(c.isalnum() or c in "_-." for c in label):
                 raise ConfigError(f"site_map.{text}: site label {label!r} must be letters, digits, '_', '-' or '.'")
+        if not LABEL_KEY.fullmatch(self.label_key):
+            raise ConfigError(f"label_key must be a column name (letters, digits, '_'), got {self.label_key!r}")
+        from heartbeit.data.header_labels import LABEL_NAME, validate_map
+        from heartbeit.data.labels import RESERVED_COLUMNS, TASK_COLUMNS
+
+        for col in self.label_columns:
+            if not LABEL_NAME.fullmatch(col) or col in RESERVED_COLUMNS or col in TASK_COLUMNS or col == self.label_key:
+                raise ConfigError(f"label_columns: {col!r} must be a lower-case column name that is neither the "
+                                  "label_key, a default label nor a corpus metadata column")
+        problems = validate_map(self.dx_codes, self.dx_patterns, RESERVED_COLUMNS)
+        if problems:
+            raise ConfigError("; ".join(problems))
         if self.lock_wait_s < 0:
             raise ConfigError("lock_wait_s must be >= 0")

@@ -5,8 +5,9 @@ import re
 from dataclasses import dataclass, field
 
 from .core import ConfigError
+from .tasks import PAPER_TASKS, TASK_NAME
 
-TASKS = ("lvef_le40", "hcm", "stemi")
+TASKS = PAPER_TASKS  # the defaults; your own tasks are declared in render.tasks (heartbeit/config/tasks.py)
 
 
 @dataclass
@@ -20,6 +21,9 @@ class MatrixConfig:
             "signal_xresnet1d101",  # the waveform baseline on the same splits (beyond the paper)
         ]
     )
+    # Image architectures also evaluated as linear probes (frozen backbone + logistic regression, heartbeit/
+    # train/probe.py): one more cell per (task, fraction, seed, draw) each, reported as init "<init>, linear probe".
+    probe_architectures: list[str] = field(default_factory=list)
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.25, 0.5, 1.0])
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -67,6 +71,9 @@ class MatrixConfig:
             raise ConfigError(f"draws must be >= 1, got {self.draws}")
         if not 0 < self.draws_below <= 1:
             raise ConfigError(f"draws_below must be in (0, 1], got {self.draws_below}")
-        bad = [t for t in self.tasks if t not in TASKS]
-        if bad:
-            raise ConfigError(f"tasks: unknown {bad}; valid: {list(TASKS)}")
+        if any(a.startswith("signal_") for a in self.probe_architectures):
+            raise ConfigError("probe_architectures: linear probes are for image backbones, not signal_* models")
+        bad = [t for t in self.tasks if not TASK_NAME.fullmatch(t)]
+        if bad or len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks: {bad or self.tasks} - task names are lower-case identifiers, each listed once "
+                              "(the paper's three, or ones declared in render.tasks)")

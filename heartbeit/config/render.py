@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .core import ConfigError
+from .tasks import TaskSpec, validate_declared
 
 
 @dataclass
@@ -34,6 +35,9 @@ class RenderConfig:
     external_sites: list[str] = field(default_factory=lambda: ["hosp_ext", "ptbxl_like"])
     workers: int = 0
     shard_seed: int = 0  # order of samples within a split's shards (a keyed hash of the ECG id)
+    # Your own binary tasks, labelled into the shards beside the paper's three: name -> {column, positive}
+    # (heartbeit/config/tasks.py). Train them by listing them in matrix.tasks.
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.layout not in ("3x4+II", "12x1"):
@@ -53,3 +57,4 @@ class RenderConfig:
                               f"({2 * self.bandpass_hz[1]:g} Hz), got {self.wave_hz}")
         if self.shard_size < 1:
             raise ConfigError("shard_size must be >= 1")
+        validate_declared(self.tasks)

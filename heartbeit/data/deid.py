@@ -214,7 +214,7 @@ def deidentify(meta: dict, labels: dict[str, float], uid: str, key: bytes, polic
         "age_band": age_band(age),
     }
     row.update(date_fields(key, pid, meta.get("acquisition_date"), policy, max_shift_days))
-    for col in TASK_COLUMNS:
+    for col in (*TASK_COLUMNS, *sorted(set(labels) - set(TASK_COLUMNS))):  # the paper's, then your own
         row[col] = float(labels.get(col, math.nan))
     for col, value in sorted((meta.get("measurements") or {}).items()):
         row[col] = float(value)

@@ -39,7 +39,8 @@ from heartbeit.utils.io import atomic_write_json, atomic_write_text, sha256_file
 from . import deid
 from .arrays import ArrayDefaults, read_array, sniff_array
 from .corpus import SHARD_DIR, ShardWriter
-from .labels import TASK_COLUMNS, LabelTable, join_labels, label_row, load_labels
+from .header_labels import HeaderLabelMap
+from .labels import LabelTable, corpus_label_columns, join_labels, label_row, load_labels
 from .listing import InputFile, Listing, list_inputs, slice_inputs  # noqa: F401 - re-exported for callers
 from .lock import DirLock
 from .muse import looks_like_utf16_xml, parse_muse
@@ -68,6 +69,8 @@ class Context:
     array_defaults: ArrayDefaults
     scp_map: ScpTaskMap
     site_map: dict | None = None
+    header_map: HeaderLabelMap | None = None
+    label_columns: tuple[str, ...] = ()  # every label column of the corpus (labels.corpus_label_columns)
 
 
 _CTX: Context | None = None
@@ -85,14 +88,16 @@ def reject_id(key: bytes, rel: str) -> str:
 
 
 def detect_format(path: Path, head: bytes) -> str | None:
-    """By content: XML -> muse, numpy/MATLAB magic -> array kind, WFDB record line -> wfdb."""
+    """By content: XML -> muse, numpy/MATLAB magic -> array kind; a `.hea` -> wfdb. Only headers drive
+    WFDB records: annotation files (`1.atr`, `1.i`, `1.v1`) are binary and may start with any byte, and
+    listing skips those beside a header; a header-like text under another name is not guessed at."""
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped.startswith(b"<") or looks_like_utf16_xml(head):
         return "muse"
     kind = sniff_array(head)
     if kind:
         return kind
-    if path.suffix.lower() == ".hea" or (b"\x00" not in head and looks_like_wfdb_header(head)):
+    if path.suffix.lower() == ".hea":
         return "wfdb"
     return None
 
@@ -123,6 +128,8 @@ def _unknown_format_hint(path: Path, head: bytes) -> str:
     """Say what the file is when we can tell, so the reason is not a misleading 'unknown format'."""
     if path.suffix.lower() in (".dat", ".mat"):
         return "not a recognised ECG format (a WFDB signal file without its .hea header?)"
+    if b"\x00" not in head and looks_like_wfdb_header(head):
+        return "looks like a WFDB header but is not named .hea (only .hea files are read as WFDB records)"
     return "not a recognised ECG format"
 
 
@@ -138,6 +145,8 @@ def read_record(item: InputFile, ctx: Context, fmt: str | None = None):
     else:
         record = read_array(path, kind=fmt, defaults=ctx.array_defaults, name=item.rel,
                             max_bytes=int(ctx.cfg.max_decompressed_mb * 1024 * 1024))
+    # The file stem (a WFDB record's name) for `ingest.label_key: record`; an identifier like an accession.
+    record.meta.setdefault("record", path.stem)
     return record
 
 
@@ -169,9 +178,12 @@ def process_file(item: InputFile, ctx: Context | None = None):
         check_plausible_ecg(wave, ctx.cfg.corpus_fs, item.rel, ctx.cfg)
         # A PTB-XL record's labels come from its SCP statements only: its ecg_id / patient_id are small
         # integers that a hospital label file's accession / MRN keys could match by accident.
-        labels = ({t: math.nan for t in TASK_COLUMNS} if "scp_codes" in record.meta
-                  else join_labels(record.meta, ctx.labels, ctx.label_key))
-        for task, value in ptbxl_labels(record.meta, ctx.scp_map).items():
+        labels = {t: math.nan for t in ctx.label_columns}
+        if "scp_codes" not in record.meta:
+            labels.update(join_labels(record.meta, ctx.labels, ctx.label_key))
+        # Diagnoses the file itself states fill what the labels CSV leaves missing (the CSV wins).
+        mapped = {**ptbxl_labels(record.meta, ctx.scp_map), **(ctx.header_map.labels(record.meta) if ctx.header_map else {})}
+        for task, value in mapped.items():
             if math.isnan(labels.get(task, math.nan)):
                 labels[task] = value
         matched = "scp_codes" not in record.meta and label_row(record.meta, ctx.labels, ctx.label_key) is not None
@@ -316,8 +328,9 @@ def _run_locked(inputs, out: Path, cfg: IngestConfig, key, labels_csv, label_key
     rows, rejects = _unjson_rows(state["rows"]), list(state["rejects"])
     matched = [state["matched"]]
     seen = {r["ecg_uid"] for r in rows}
-    labels: LabelTable | None = load_labels(labels_csv, label_key) if labels_csv else None
-    ctx = Context(cfg, key, labels, label_key, fmt, array_defaults, ScpTaskMap.from_config(cfg), dict(cfg.site_map))
+    labels: LabelTable | None = load_labels(labels_csv, label_key, cfg.label_columns) if labels_csv else None
+    ctx = Context(cfg, key, labels, label_key, fmt, array_defaults, ScpTaskMap.from_config(cfg), dict(cfg.site_map),
+                  HeaderLabelMap.from_config(cfg), corpus_label_columns(cfg))
     writer = ShardWriter(tmp, cfg.shard_size, start_index=next_shard)
     pending_rejects: list[dict] = [] if start else list(listing_rejects)
     pending_sources: dict[str, str] = {}

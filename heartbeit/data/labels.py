@@ -1,7 +1,8 @@
 """Labels CSV: one row per ECG (or per patient), joined on the hospital's key (MRN, accession or ECG id).
 
 Columns (any subset): `lvef` (percent), `lvef_le40` (0/1 flag, derived from `lvef` when absent), `hcm`,
-`stemi` (0/1). A blank cell is *missing* and stays NaN - never a negative. Invalid values are errors that
+`stemi` (0/1), plus the columns `ingest.label_columns` declares (your own labels: numbers or 0/1 flags).
+A blank cell is *missing* and stays NaN - never a negative. Invalid values are errors that
 name the CSV, the column and the row number (never a key or any other cell: a CSV without a header row
 would otherwise print a patient's row as its "column names").
 A row whose `lvef` and `lvef_le40` disagree (lvef=30 with lvef_le40=0) keeps neither: both are left missing
@@ -18,6 +19,19 @@ from .reasons import IngestError, Reason
 TASK_COLUMNS = ("lvef", "lvef_le40", "hcm", "stemi")
 FLAG_COLUMNS = ("lvef_le40", "hcm", "stemi")
 LVEF_RANGE = (1.0, 95.0)
+# Corpus metadata columns no label may be named after (heartbeit.data.publish writes them).
+RESERVED_COLUMNS = {"ecg_uid", "patient_hash", "site", "format", "device", "fs", "source_fs", "n_samples", "sex",
+                    "age", "age_band", "year", "shard", "acquisition_date", "strat_fold", "split", "record",
+                    "patient_id", "mrn", "accession", "ecg_id", "source", "labels"}
+
+
+def corpus_label_columns(cfg) -> tuple[str, ...]:
+    """Every label column a corpus made under IngestConfig `cfg` carries: the paper's, the declared CSV
+    columns, then the header map's labels (sorted). The one list publish, deid and the summary use."""
+    from .header_labels import HeaderLabelMap
+
+    extra = [*cfg.label_columns, *HeaderLabelMap.from_config(cfg).names]
+    return TASK_COLUMNS + tuple(dict.fromkeys(c for c in extra if c not in TASK_COLUMNS))
 
 
 class LabelError(ValueError):
@@ -41,8 +55,23 @@ def _flag(value: str, path: Path, column: str, row: int) -> float:
     raise LabelError(f"{path.name}: column {column!r} row {row} must be 0/1 or blank")
 
 
-def load_labels(path: str | Path, key: str) -> LabelTable:
-    """{key value: {lvef, lvef_le40, hcm, stemi}} with NaN for missing."""
+def _number(value: str, path: Path, column: str, row: int) -> float:
+    v = value.strip().lower()
+    if v in ("true", "yes", "y", "false", "no", "n"):
+        return _flag(v, path, column, row)
+    if v in ("", "nan", "na", "n/a"):
+        return math.nan
+    try:
+        x = float(v)
+    except ValueError:
+        raise LabelError(f"{path.name}: column {column!r} row {row} is not a number, 0/1 or blank") from None
+    if not math.isfinite(x):
+        raise LabelError(f"{path.name}: column {column!r} row {row} is not finite")
+    return x
+
+
+def load_labels(path: str | Path, key: str, extra_columns: tuple[str, ...] | list[str] = ()) -> LabelTable:
+    """{key value: {lvef, lvef_le40, hcm, stemi, *extra_columns}} with NaN for missing."""
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -52,15 +81,21 @@ def load_labels(path: str | Path, key: str) -> LabelTable:
         known = [c for c in df.columns if c in (key, *TASK_COLUMNS, "mrn", "accession", "ecg_id", "patient_id")]
         raise LabelError(f"{path.name}: no key column {key!r} in the header row (recognised columns: "
                          f"{', '.join(known) or 'none - is the first row a header?'})")
-    present = [c for c in TASK_COLUMNS if c in df.columns]
+    absent = [c for c in extra_columns if c not in df.columns]
+    if absent:
+        raise LabelError(f"{path.name}: no column {absent[0]!r}, which ingest.label_columns declares")
+    present = [c for c in (*TASK_COLUMNS, *extra_columns) if c in df.columns]
     if not present:
-        raise LabelError(f"{path.name}: none of the label columns {', '.join(TASK_COLUMNS)}")
+        raise LabelError(f"{path.name}: none of the label columns {', '.join(TASK_COLUMNS)} "
+                         "(your own columns must be declared in ingest.label_columns)")
     out = LabelTable()
     for i, row in enumerate(df.to_dict("records"), start=2):  # row 1 is the header
         k = row[key].strip()
         if not k:
             continue
-        labels = {c: math.nan for c in TASK_COLUMNS}
+        labels = {c: math.nan for c in (*TASK_COLUMNS, *extra_columns)}
+        for c in extra_columns:
+            labels[c] = _number(row[c], path, c, i)
         if "lvef" in row and row["lvef"].strip():
             try:
                 lvef = float(row["lvef"])
@@ -90,7 +125,7 @@ def label_row(meta: dict, table: dict[str, dict[str, float]] | None, key: str) -
     """The labels CSV row of one record, or None (no table, no key, no row)."""
     if not table:
         return None
-    value = meta.get(key)
+    value = meta.get(key)  # "record": the file stem every reader sets (ingest.read_record)
     if value is None and key == "mrn":
         value = meta.get("patient_id")
     return table.get(str(value).strip()) if value is not None else None
@@ -102,4 +137,5 @@ def join_labels(meta: dict, table: dict[str, dict[str, float]] | None, key: str)
     return dict(row) if row is not None else {c: math.nan for c in TASK_COLUMNS}
 
 
-__all__ = ["load_labels", "join_labels", "label_row", "LabelTable", "LabelError", "TASK_COLUMNS", "IngestError", "Reason"]
+__all__ = ["load_labels", "join_labels", "label_row", "LabelTable", "LabelError", "TASK_COLUMNS", "RESERVED_COLUMNS",
+           "corpus_label_columns", "IngestError", "Reason"]

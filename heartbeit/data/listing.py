@@ -6,7 +6,10 @@
 - a **companion** (a WFDB signal file its header names; it is read with the header), or
 - **skipped** with a counted reason (summary.json `skipped`):
   `hidden` (names starting with '.'; a hidden folder counts once and is not entered), `side_file`
-  (documentation, CSV/JSON/YAML tables and sidecars, licences), `annotation` (WFDB annotation files),
+  (documentation, CSV/JSON/YAML tables and sidecars, licences), `annotation` (WFDB annotation files: known
+  annotator suffixes, and any other `<record>.<ext>` beside `<record>.hea` that the header does not name as
+  a signal file - per-lead annotators such as `1.i`, `1.v1` - since only headers drive WFDB records; an
+  unnamed `.dat`/`.mat` stays an input and is refused with its reason),
   `special_file` (FIFOs, sockets, devices: reading one could block forever), `symlinked_folder` (never
   entered: a link could leave the input root or loop).
 Symbolic links to regular files are inputs. Names that are not valid UTF-8 are kept as bytes for opening
@@ -33,7 +36,9 @@ SIDE_NAMES = {"RECORDS", "ANNOTATORS", "SHA256SUMS.txt", "LICENSE", "README"}
 ANNOTATION_SUFFIXES = {".atr", ".ann", ".qrs", ".ari", ".pu", ".pu0", ".pu1", ".st", ".wqrs", ".sqrs",
                        ".gqrs", ".trigger", ".ecg", ".hea-"}
 # Inputs in their own right: a header may name one as its signal file, but that never hides it.
-NEVER_COMPANION = {".hea", ".xml", ".npy", ".npz"}
+NEVER_COMPANION = (".hea", ".xml", ".npy", ".npz")
+# A signal file beside its header that the header does not name stays an input (and gets a reason).
+SIGNAL_SUFFIXES = (".dat", ".mat")
 SYNTH_MARKER = "synth.json"
 SYNTH_GENERATOR = "heartbeit synth"
 
@@ -165,8 +170,10 @@ def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Lis
         prefix = f"{printable(root.name)}/" if prefix_roots else ""
         found = _walk(root, listing, prefix)
         claimed: set[Path] = set()
+        records: set[tuple[Path, str]] = set()  # (folder, record name) of every header
         for f, _ in found:
             if f.suffix.lower() == ".hea":
+                records.add((f.parent, f.stem))
                 claimed.update(s for s in signal_files(f) if s != f and s.suffix.lower() not in NEVER_COMPANION)
         synth = _synthetic_manifest(root)
         candidates = []
@@ -175,6 +182,9 @@ def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Lis
                 listing.companions += 1
                 continue
             reason = skip_reason(f.name, f.suffix.lower())
+            if (reason is None and (f.parent, f.stem) in records
+                    and f.suffix.lower() not in NEVER_COMPANION + SIGNAL_SUFFIXES):
+                reason = "annotation"
             if reason:
                 listing.skipped[reason] += 1
                 continue

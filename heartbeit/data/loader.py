@@ -166,9 +166,11 @@ class SampleFilter:
     training draw) with a label for `task` (picklable, so DataLoader workers started by spawn/forkserver can
     receive it). Fractions are per task, so a fraction needs its task."""
 
-    def __init__(self, fraction: float | None, task: str | None, subset: frozenset | None = None):
-        if task is not None and task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
+    def __init__(self, fraction: float | None, task: str | None, subset: frozenset | None = None,
+                 tasks: tuple[str, ...] = TASKS):
+        if task is not None and task not in tasks:
+            raise ValueError(f"unknown task {task!r}; these images are labelled for {list(tasks)} "
+                             "(your own tasks: render.tasks, then re-render)")
         if fraction is not None and task is None:
             raise ValueError("training fractions are per task: pass the task with the fraction")
         self.fraction, self.task = fraction, task
@@ -257,7 +259,8 @@ class ImageStream(torch.utils.data.IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.with_meta = with_meta
         self.rank, self.world_size = resolve_rank(rank, world_size)
-        self.keep = SampleFilter(fraction, task, subset)
+        self.tasks = tuple(self.index.get("tasks") or TASKS)  # the tasks these shards are labelled for
+        self.keep = SampleFilter(fraction, task, subset, self.tasks)
         # shard -> keys the filter keeps, for shards it does not keep whole (from the manifest, once here)
         self.wanted = wanted_keys(images_dir, split, fraction, task, self.keep.subset)
         self.skip: dict[int, int] = {}  # logical worker -> samples to skip (resume)
@@ -365,7 +368,7 @@ class ImageStream(torch.utils.data.IterableDataset):
                 raise ValueError(f"{raw['__url__']}: sample {raw['__key__']}: {exc}") from None
 
         metas = [meta for _, meta in items]
-        labels = np.array([[meta["labels"].get(task) for task in TASKS] for meta in metas], dtype=np.float32)
+        labels = np.array([[meta["labels"].get(task) for task in self.tasks] for meta in metas], dtype=np.float32)
         out = {self.modality: inputs, "labels": labels, "ecg_uid": [m["ecg_uid"] for m in metas],
                "worker": worker, "count": n}
         if self.with_meta:

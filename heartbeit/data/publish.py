@@ -19,7 +19,7 @@ from heartbeit.config import IngestConfig, dump_yaml
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, sha256_file
 
 from .corpus import SHARD_DIR, list_shards
-from .labels import TASK_COLUMNS
+from .labels import TASK_COLUMNS, corpus_label_columns
 
 REJECT_COLUMNS = ["reject_id", "source_path", "reason", "detail", "format"]
 PRIVATE = "private"
@@ -67,7 +67,7 @@ def _summary(rows: list[dict], rejects: list[dict], n_inputs: int, cfg: IngestCo
         by_format.setdefault(r["format"], {"accepted": 0, "rejected": 0})["accepted"] += 1
     for r in rejects:
         by_format.setdefault(r["format"], {"accepted": 0, "rejected": 0})["rejected"] += 1
-    labelled = {t: int(sum(1 for r in rows if not math.isnan(r.get(t, math.nan)))) for t in TASK_COLUMNS}
+    labelled = {t: int(sum(1 for r in rows if not math.isnan(r.get(t, math.nan)))) for t in corpus_label_columns(cfg)}
     return {
         "n_inputs": n_inputs,
         "n_accepted": len(rows),
@@ -96,6 +96,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  reject {reason:22s} {n:7d}")
     for reason, n in summary.get("skipped", {}).items():
         lines.append(f"  skip   {reason:22s} {n:7d}")
+    own = {k: v for k, v in summary.get("labelled", {}).items() if k not in TASK_COLUMNS and v}
+    if own:  # your own label columns (ingest.label_columns, the header map) that some record has
+        lines.append("  labelled (own columns): " + ", ".join(f"{k} {v}" for k, v in own.items()))
     lab = summary.get("labels_csv") or {}
     if lab:
         lines.append(f"  labels CSV: {lab.get('matched', 0)} records matched a row, "

@@ -33,6 +33,6 @@ class ECGRecord:
 
 # Metadata keys readers use for identifiers; deid.py removes or transforms every one of them.
 IDENTIFIER_KEYS = (
-    "patient_id", "mrn", "accession", "first_name", "last_name", "birth_date", "order_number",
+    "patient_id", "mrn", "accession", "record", "first_name", "last_name", "birth_date", "order_number",
     "cart_number", "device_serial", "operator", "physician", "location_name", "acquisition_datetime",
 )

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heartbeit.config.matrix import TASKS
+from heartbeit.config.tasks import all_tasks
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 from .corpus import list_shards, write_shard
@@ -210,11 +210,13 @@ class ShardJob:
     locations: list[tuple[str, int, int]]  # (corpus tar, offset, size) per sample
 
 
-def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame | None, cfg, tasks=TASKS,
+def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame | None, cfg, tasks=None,
                keep_samples: bool = True) -> list[ShardJob]:
     """Every planned shard as a job, in (split, name) order. `locations` None: `plan` already holds the
     signal locations (rows of a render plan's task slice). `keep_samples=False` keeps only each job's digest
-    (planning a large corpus: the per-sample dicts are ~1 KB per ECG)."""
+    (planning a large corpus: the per-sample dicts are ~1 KB per ECG). `tasks` None: every task of the render
+    config."""
+    tasks = all_tasks(cfg) if tasks is None else tasks
     rendered = plan[plan["shard"] != ""]
     if locations is not None:
         rendered = rendered.merge(locations, on="ecg_uid", how="left")
@@ -354,7 +356,7 @@ def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
                                 if k in info})
     index = {"encoding": cfg.encoding, "image_ext": image_ext(cfg.encoding), "image_size": cfg.image_size,
              "wave_hz": int(cfg.wave_hz), "wave_samples": int(round(cfg.wave_hz * cfg.duration_s)),
-             "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(TASKS)}
+             "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(all_tasks(cfg))}
     atomic_write_json(out_dir / "index.json", index)
     return index
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from heartbeit.config.matrix import TASKS
+from heartbeit.config.tasks import PAPER_TASKS, all_tasks
 
 SPLITS = ("train", "val", "test", "external", "excluded")
 
@@ -116,17 +117,31 @@ def training_draw(manifest: pd.DataFrame, task: str, fraction: float, draw: int,
     return members[fraction_column(fraction, task)].astype(bool)
 
 
-def build_manifest(meta: pd.DataFrame, cfg, tasks=TASKS) -> pd.DataFrame:
-    """Every ECG's split, fraction membership and labels (one row per ECG, sorted by ecg_uid)."""
+def task_labels(meta: pd.DataFrame, cfg) -> pd.DataFrame:
+    """`meta` with one 0/1/NaN column per task the render stage labels (config.tasks.all_tasks): the
+    paper's columns as they are (absent: all missing), declared tasks by their column and positive rule."""
+    meta = meta.copy()
+    for t in PAPER_TASKS:
+        if t not in meta:
+            meta[t] = np.nan
+    for name, spec in getattr(cfg, "tasks", {}).items():
+        if spec.column not in meta:
+            raise ValueError(f"render.tasks.{name}: the corpus has no label column {spec.column!r} "
+                             f"(label columns come from the labels CSV, ingest.label_columns and the header map)")
+        meta[name] = spec.apply(meta[spec.column])
+    return meta
+
+
+def build_manifest(meta: pd.DataFrame, cfg, tasks=None) -> pd.DataFrame:
+    """Every ECG's split, fraction membership and labels (one row per ECG, sorted by ecg_uid). `tasks`
+    defaults to every task `cfg` (RenderConfig) labels."""
+    tasks = all_tasks(cfg) if tasks is None else tasks
     missing = [c for c in ("ecg_uid", "patient_hash", "site") if c not in meta]
     if missing:
         raise ValueError(f"corpus metadata lacks columns {missing}")
     if meta["ecg_uid"].duplicated().any():
         raise ValueError("corpus metadata has duplicate ecg_uid values")
-    meta = meta.sort_values("ecg_uid").reset_index(drop=True)
-    for t in tasks:
-        if t not in meta:
-            meta[t] = np.nan
+    meta = task_labels(meta.sort_values("ecg_uid").reset_index(drop=True), cfg)
     split = assign_splits(meta, cfg.split_seed, cfg.val_fraction, cfg.test_fraction, cfg.external_sites)
     fr = assign_fractions(meta, split, cfg.split_seed, cfg.fractions, tasks)
     # sex and age band ride along for the report's subgroup tables (both are de-identified corpus fields)

@@ -10,7 +10,8 @@ Two paths, one result:
 Lead names are normalised ('AVR' -> 'aVR'); channels that are not standard leads (Frank X/Y/Z, ...) are
 dropped; I, II, V1-V6 are required and missing limb leads are derived. Header checksums are verified.
 Signal files must lie inside the input root (`root`): a header naming `/etc/...` or `../../x` is refused
-(`outside_root`) before anything is opened. `# Patient ID:` comments give the patient id; every other
+(`outside_root`) before anything is opened. `# Patient ID:` comments give the patient id; age, sex and
+diagnoses are read in both comment conventions (`#Age:` and `#<age>:`, see _comment_metadata); every other
 comment is free text and ignored. The site is not read here: ingest names it (heartbeit.data.listing)."""
 from __future__ import annotations
 
@@ -266,25 +267,42 @@ def read_wfdb(hea_path: str | Path, name: str | None = None, use_fast_path: bool
 
 
 def _comment_metadata(comments: list[str], name: str = "") -> dict:
-    """PhysioNet/CinC style `#Age: 85`, `#Sex: Male`, `# Patient ID: 123` comments; everything else (free
-    text, names) is ignored."""
-    meta: dict = {}
+    """Header comments in both conventions: PhysioNet/CinC `#Age: 85`, `#Sex: Male`, `#Dx: <SNOMED codes>`,
+    `# Patient ID: 123`, and the bracketed `#<age>: 51`, `#<sex>: F`, `#<diagnoses>:` form, whose diagnosis
+    block is the comment lines after it (one statement each). Diagnoses are kept for the header map
+    (heartbeit.data.header_labels: `dx_codes`, `dx_statements`); every other comment is ignored."""
+    meta: dict = {"dx_codes": [], "dx_statements": []}
+    in_dx_block = False
     for c in comments:
-        key, _, value = c.partition(":")
-        key, value = " ".join(key.replace("_", " ").split()).lower(), value.strip()
+        raw_key, sep, value = c.partition(":")
+        key, value = " ".join(raw_key.strip().strip("<>").replace("_", " ").split()).lower(), value.strip()
+        if in_dx_block and (not sep or key not in _KNOWN_KEYS):
+            meta["dx_statements"].append(c.strip())  # `#Rhythm: Sinus rhythm.` and `#LVH.` alike
+            continue
+        in_dx_block = False
         if key in ("patient id", "patient", "subject id", "mrn"):
             if not value:
                 raise IngestError(Reason.BAD_PATIENT_ID, f"{name}: header comment gives an empty patient id")
             meta["patient_id"] = meta["mrn"] = value
         elif key == "age":
             try:
-                meta["age"] = float(value)
+                meta["age"] = float(value.lstrip("<>= "))  # `>89` (ages capped at export) counts as 89
             except ValueError:
                 pass
         elif key == "sex":
             v = value.upper()
             meta["sex"] = "M" if v in ("MALE", "M") else "F" if v in ("FEMALE", "F") else ""
+        elif key == "dx":
+            meta["dx_codes"] += [code.strip() for code in value.split(",") if code.strip()]
+        elif key in ("diagnoses", "diagnosis"):
+            if value:
+                meta["dx_statements"].append(value)
+            else:
+                in_dx_block = True
     return meta
+
+
+_KNOWN_KEYS = {"patient id", "patient", "subject id", "mrn", "age", "sex", "dx", "diagnoses", "diagnosis"}
 
 
 # ---- PTB-XL layout -----------------------------------------------------------------------------------

@@ -211,6 +211,10 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
         for row in curves:
             fh.write(json.dumps(row) + "\n")
     v_scores, v_labels, v_patients = best[3] if best[3] is not None else (np.zeros(0), np.zeros(0, dtype=np.int64), None)
+    # The selected epoch's validation scores (labels and scores only): `heartbeit export` picks the model's
+    # decision threshold on them (Youden's J), never on the held-out sets.
+    pd.DataFrame({"label": np.asarray(v_labels, dtype=np.int64), "score": np.asarray(v_scores, dtype=np.float64)}
+                 ).to_parquet(out_dir / "val_scores.parquet", index=False)
     return {
         "arch_family": arch_family(cell.arch), "init": loaded.kind, "weights": loaded.to_json(),
         "n_train": data.n_train, "n_train_pos": data.n_train_pos, "selected_epoch": best[1],

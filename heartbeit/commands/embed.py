@@ -1,0 +1,51 @@
+"""`heartbeit embed`: frozen backbone features per ECG of the rendered image shards -> Parquet."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = """Backbone features (the pooled vector a classifier head reads) of every ECG in the image shards, from
+a frozen backbone: the HeartBEiT pretraining export (default), any matrix architecture (--arch, with its
+ImageNet file or random), or an exported model folder (--model). One row per ECG: ecg_uid, split, site,
+f0..f<D-1>. The matrix's linear-probe cells (matrix.probe_architectures) fit logistic regression on the
+same features.
+
+  heartbeit embed --out runs/ci/embed/heartbeit.parquet
+  heartbeit embed --model models/stemi --out feats.parquet --split test
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from heartbeit.cli import add_common_config_args
+
+    parser.add_argument("--out", required=True, help="Parquet file to write")
+    parser.add_argument("--images", default=None, help="image shards (default: <workdir>/images)")
+    parser.add_argument("--arch", default=None, help="backbone (default: the profile's pretraining model)")
+    parser.add_argument("--pretrained", default=None, help="HeartBEiT export (default: <workdir>/pretrain/...)")
+    parser.add_argument("--model", default=None, help="an exported model folder instead")
+    parser.add_argument("--split", action="append", default=None, help="only these splits (repeatable)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    add_common_config_args(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from heartbeit.cli import resolve_config
+    from heartbeit.modelio import ModelDirError
+    from heartbeit.train.pretrain import export_paths
+    from heartbeit.train.probe import embed_images
+
+    cfg = resolve_config(args)
+    work = Path(cfg.workdir)
+    arch = args.arch or cfg.pretrain.model
+    pretrained = args.pretrained
+    if pretrained is None and not args.model and arch.startswith("heartbeit_"):
+        pretrained = str(export_paths(work / "pretrain", arch)[0])
+    try:
+        summary = embed_images(args.images or work / "images", args.out, arch, pretrained_file=pretrained,
+                               model_dir=args.model, img_size=cfg.matrix.img_size, splits=args.split,
+                               batch_size=args.batch_size, device=cfg.matrix.device)
+    except (ModelDirError, FileNotFoundError, ValueError) as exc:
+        print(f"heartbeit embed: {exc}")
+        return 2
+    print(f"embed: {summary['ecgs']} ECGs x {summary['features']} features ({summary['arch']}) -> {args.out}")
+    return 0

@@ -1,0 +1,56 @@
+"""`heartbeit predict INPUT... --model MODEL_DIR --out PRED.csv`: score ECG files with an exported model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = """Score MUSE / WFDB / array files with a model folder from `heartbeit export`. Files pass the same
+ingest as a corpus (quality gates; refused files listed with their reason in PRED.rejects.csv), the model's
+own filters and layout, then batched inference (the GPU when present). PRED.csv: source (path relative to
+its input root), ecg_uid, p_<task>, <task>_pred at the model's threshold. Written with mode 0600: your
+own output, inside your secure zone.
+
+  heartbeit predict new_ecgs/ --model models/stemi --out pred.csv
+  heartbeit predict site_b/ --model models/stemi --out pred.csv --labels site_b.csv --label-key record
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", help="files or folders")
+    parser.add_argument("--model", required=True, help="model folder (heartbeit export)")
+    parser.add_argument("--out", required=True, help="predictions CSV (rejects: <stem>.rejects.csv beside it)")
+    parser.add_argument("--labels", default=None, help="labels CSV: adds <stem>.metrics.json with 95 %% CIs")
+    parser.add_argument("--label-key", default=None, help="labels column joined to each file (default: the model's ingest.label_key)")
+    parser.add_argument("--saliency", default=None, metavar="DIR", help="write per-ECG saliency maps here")
+    parser.add_argument("--key", default=None,
+                        help="HMAC key file for ecg_uid (default <workdir>/secret/deid.key, created 0600)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda | cuda:N")
+    parser.add_argument("--workers", type=int, default=1, help="reader processes")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--workdir", default="runs/predict", help="where the default key lives")
+
+
+def run(args: argparse.Namespace) -> int:
+    from heartbeit.data import deid
+    from heartbeit.data.labels import LabelError
+    from heartbeit.modelio import ModelDirError
+    from heartbeit.predict import run_predict
+
+    key_path = Path(args.key or Path(args.workdir) / "secret" / "deid.key")
+    try:
+        key = deid.load_or_create_key(key_path)
+        summary = run_predict(args.inputs, args.model, args.out, key, labels_csv=args.labels,
+                              label_key=args.label_key, saliency_dir=args.saliency, batch_size=args.batch_size,
+                              device=args.device, progress=not args.no_progress, workers=args.workers)
+    except (ModelDirError, LabelError, FileNotFoundError) as exc:
+        print(f"heartbeit predict: {exc}")
+        return 2
+    print(f"predict: {summary['n_scored']} scored, {summary['n_rejected']} rejected -> {args.out} "
+          f"(task {summary['task']}, threshold {summary['threshold']:.4f}, {summary['device']})")
+    m = summary.get("metrics")
+    if m:
+        for name in ("auroc", "auprc", "sensitivity", "specificity", "ppv", "npv"):
+            v = m[name]
+            print(f"  {name:12s} {v['value']:.3f} ({v['low']:.3f}-{v['high']:.3f}) {v['reason']}")
+    return 0
