@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 from heartbeit import __version__
 from heartbeit.config import MatrixConfig, to_dict
+from heartbeit.data.lock import pid_alive
 from heartbeit.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger("heartbeit.matrix")
@@ -173,16 +174,6 @@ def parse_indices(text: str) -> list[int]:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
-
-
 def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     """(state, detail) with state in planned | running | done | failed | partial."""
     cells_dir = Path(cells_dir)
@@ -196,7 +187,7 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     if running.is_file():
         info = json.loads(running.read_text())
         where = f"host {info.get('host')} pid {info.get('pid')} since {info.get('started')}"
-        if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", 0))):
+        if info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", 0))):
             return "partial", f"interrupted ({where}); rerun to redo it"
         return "running", where
     failed = cells_dir / ".failed" / f"{cell.cell_id}.json"

@@ -27,7 +27,10 @@ def lock_path(target: str | Path) -> Path:
     return target.with_name(f".{target.name}.lock")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (pid <= 0 names no single process)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,7 +64,7 @@ class DirLock:
         if owner is None:  # half-written by a creator that died at once, or garbage: old enough = stale
             return age > 60.0
         if owner.get("host") == socket.gethostname():
-            return not _pid_alive(int(owner.get("pid", -1)))
+            return not pid_alive(int(owner.get("pid", -1)))
         return age > self.stale_s
 
     def acquire(self) -> "DirLock":

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from heartbeit.config import IngestConfig, dump_yaml
-from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, sha256_file
+from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, sha256_file, swap_into_place
 
 from .corpus import SHARD_DIR, list_shards
 from .labels import TASK_COLUMNS, corpus_label_columns
@@ -136,13 +136,7 @@ def _finish(tmp: Path, out: Path, rows: list[dict], rejects: list[dict], n_input
                 "shards": {p.name: sha256_file(p) for p in list_shards(tmp)}, **(extra_manifest or {})}
     atomic_write_json(tmp / "manifest.json", manifest)
     _publish_modes(tmp)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    swap_into_place(tmp, out)
     return summary
 
 

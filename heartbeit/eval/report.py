@@ -34,7 +34,7 @@ import pandas as pd
 from tabulate import tabulate
 from tqdm import tqdm
 
-from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version
+from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, swap_into_place
 
 from . import saliency as sal
 from .cells import FAMILY_ORDER, Cell, finished_cell_dirs, long_metrics, read_cell
@@ -703,15 +703,6 @@ def _eval_sets(long: pd.DataFrame, task: str) -> list[str]:
     return [e for e in ("internal", "external") if e in present] + sorted(present - {"internal", "external"})
 
 
-def _swap_in(staged: Path, final: Path) -> None:
-    """Replace `final` by the fully written `staged` folder (one rename; the old one is removed after)."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staged, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _files(part_dir: Path, suffix: str) -> list[str]:
     return sorted(_rel(p, part_dir) for p in part_dir.rglob(f"*{suffix}")) if part_dir.is_dir() else []
 
@@ -736,7 +727,7 @@ def run_report(cfg, cells_dir: str | Path | None = None, images_dir: str | Path 
     try:
         summary = _build(cfg, cells_dir, images_dir, root, staging, command)
         for part, path in staging.items():
-            _swap_in(path, root / part)
+            swap_into_place(path, root / part)
     finally:
         for path in staging.values():
             shutil.rmtree(path, ignore_errors=True)
