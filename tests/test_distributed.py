@@ -1,6 +1,6 @@
 """2-rank CPU jobs under torchrun, the deepspeed launcher and mpirun: ZeRO 0-3, exact resume (also across
 launchers), ZeRO-3 consolidation, bf16. The sbatch launcher is in test_slurm.py. Each run takes a few
-seconds once DeepSpeed's shm comm op is in ~/.cache/heartbeit/torch_extensions (the first run builds it, ~20-25 s)."""
+seconds once DeepSpeed's shm comm op is in ~/.cache/heartbeit/torch_extensions/<environment> (the first run builds it, ~20-25 s)."""
 from __future__ import annotations
 
 import math

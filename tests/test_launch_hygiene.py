@@ -31,9 +31,11 @@ def test_deepspeed_ops_are_cached_outside_the_checkout(monkeypatch, tmp_path):
 
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert extensions_dir() == tmp_path / "heartbeit" / "torch_extensions"
+    cache = extensions_dir()
+    # one folder per Python environment below the user's cache (other venvs compile with other include paths)
+    assert cache.parent == tmp_path / "heartbeit" / "torch_extensions" and len(cache.name) == 12
     prepare_deepspeed()
-    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "heartbeit" / "torch_extensions")
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(cache)
     assert ROOT not in Path(os.environ["TORCH_EXTENSIONS_DIR"]).parents
 
 

@@ -25,9 +25,15 @@ log = logging.getLogger("heartbeit.distributed")
 
 def extensions_dir() -> Path:
     """Where DeepSpeed's JIT-compiled ops are cached: the user's cache folder, never the checkout (builds
-    there would dirty the working tree and travel with copies of it)."""
+    there would dirty the working tree and travel with copies of it), one folder per Python environment.
+    Environments at other paths compile with other include paths, so a shared folder would be rebuilt in
+    place whenever another checkout's venv used it -- under a process that has the old build loaded."""
+    import hashlib
+    import sys
+
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "heartbeit" / "torch_extensions"
+    env = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:12]
+    return Path(base) / "heartbeit" / "torch_extensions" / env
 
 
 def prepare_deepspeed():
