@@ -78,12 +78,10 @@ def is_pretrained_arch(arch: str) -> bool:
 def imagenet_weights_sha(arch: str, weights_dir: str) -> str:
     """sha256 of the ImageNet weights file a cell of `arch` would load ("" for none): a cell's id changes
     when its weights do, not when the folder moves. Converts EfficientNet-Lite0 on first use."""
-    if not weights_dir or is_pretrained_arch(arch):
-        return ""
-    from heartbeit.models.families import SAME_SIZE_BASELINES
+    from heartbeit.models.families import takes_imagenet_weights
     from heartbeit.models.weights import ensure_imagenet_file
 
-    if arch in SAME_SIZE_BASELINES or arch.startswith("signal_"):
+    if not weights_dir or not takes_imagenet_weights(arch):
         return ""
     found = ensure_imagenet_file(arch, weights_dir)
     return sha256_file(found) if found is not None else ""

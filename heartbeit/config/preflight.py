@@ -99,10 +99,9 @@ def site_problems(cfg, corpus_dir: str | Path) -> list[str]:
 def imagenet_archs(mcfg) -> list[str]:
     """Baselines that start from ImageNet weights in the study (not HeartBEiT, not the waveform models, not
     the same-size random-init ViTs of the small profiles)."""
-    from heartbeit.models.zoo import SAME_SIZE_BASELINES, is_signal_arch
+    from heartbeit.models.families import takes_imagenet_weights
 
-    return [a for a in mcfg.architectures
-            if not a.startswith("heartbeit_") and not is_signal_arch(a) and a not in SAME_SIZE_BASELINES]
+    return [a for a in mcfg.architectures if takes_imagenet_weights(a)]
 
 
 def missing_weights(mcfg) -> list[str]:

@@ -45,7 +45,11 @@ def check_lite0(converted: str | Path, source: str | Path | None = None) -> dict
     pairs = lite0_mapping(source)
     equal = sum(bool(torch.equal(theirs[k_src].float(), ours[k_dst])) for k_src, k_dst in pairs if k_dst in ours)
     model = timm.create_model(LITE0_ARCH, pretrained=False).eval()
-    model.load_state_dict(ours, strict=False)  # counters (num_batches_tracked) are not stored
+    # strict except for BatchNorm's step counters, which the conversion does not store (they do not affect eval)
+    outcome = model.load_state_dict(ours, strict=False)
+    stray = [k for k in outcome.missing_keys if not k.endswith("num_batches_tracked")] + list(outcome.unexpected_keys)
+    if stray:
+        raise ValueError(f"{converted.name} does not match {LITE0_ARCH}: {sorted(stray)[:5]}")
     mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
     top5, why = {}, []
     for name, img in _photos().items():

@@ -41,6 +41,12 @@ def is_beit_family(arch: str) -> bool:
     return arch_family(arch) in ("heartbeit", "beit") or arch in SAME_SIZE_BASELINES
 
 
+def takes_imagenet_weights(arch: str) -> bool:
+    """Baselines that start from ImageNet weights when a weights folder has them: not HeartBEiT (its own
+    export), not the waveform models, not the same-size random-init ViTs that isolate pretraining."""
+    return arch_family(arch) not in ("heartbeit", "signal") and arch not in SAME_SIZE_BASELINES
+
+
 def uses_heartbeit_recipe(arch: str) -> bool:
     """HeartBEiT's optimizer (AdamW) and schedule: HeartBEiT and the same-size random ViT, so the only
     difference between the two is the pretrained weights. The paper's baselines use Adam."""

@@ -25,7 +25,8 @@ import torch
 import heartbeit.models.heartbeit as _registry  # noqa: F401  (registers heartbeit_* / vit_* sizes with timm)
 import heartbeit.models.signal1d as _signal_registry  # noqa: F401  (registers signal_xresnet1d_* with timm)
 
-from .families import BEIT_FINETUNE_DROP_PATH, SAME_SIZE_BASELINES, TRANSFORMER_FAMILIES, arch_family, is_beit_family
+from .families import BEIT_FINETUNE_DROP_PATH, SAME_SIZE_BASELINES, TRANSFORMER_FAMILIES, arch_family, is_beit_family, \
+    takes_imagenet_weights
 from .weights import LoadRecord, WeightLoadError, create_with_weights, ensure_imagenet_file
 
 SIGNAL_PREFIX = "signal_"  # waveform models: input [B, 12, L] in mV instead of an image
@@ -94,7 +95,7 @@ def create_classifier(arch: str, num_classes: int = 2, img_size: int = 224, in_c
         if not Path(pretrained_file).is_file():
             raise FileNotFoundError(f"HeartBEiT export not found: {pretrained_file}")
         return create_with_weights(arch, pretrained_file, "pretrained", **kwargs)
-    takes_imagenet = not is_signal_arch(arch) and arch not in SAME_SIZE_BASELINES
+    takes_imagenet = takes_imagenet_weights(arch)
     weights = ensure_imagenet_file(arch, imagenet_weights_dir) if imagenet_weights_dir and takes_imagenet else None
     if weights is not None:
         model, record = create_with_weights(arch, weights, "imagenet", **kwargs)
