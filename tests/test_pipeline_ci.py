@@ -47,6 +47,13 @@ def test_every_stage_and_cell_completes(ci_run):
     assert run["complete"] is True
     for stage in ("synth", "ingest", "render", "tokenizer", "pretrain", "matrix"):
         assert stage in run["stages_s"]
+    # where the time went: the compute table, also committed beside the results as <profile>_run.json/.md
+    compute = run["compute"]
+    assert compute["pretrain"]["steps"] == 30 and compute["pretrain"]["images"] == 30 * 16
+    assert compute["matrix"]["resnet18"]["cells"] == (5 + 1) * 3
+    assert all(row["train_images"] > 0 and row["cell_seconds"] > 0 for row in compute["matrix"].values())
+    assert json.loads((ci_run["results"] / "ci_run.json").read_text())["stages_s"] == run["stages_s"]
+    assert "| resnet18 | 18 |" in (ci_run["results"] / "ci_run.md").read_text()
     cells = _plan(work)
     # (architectures + the HeartBEiT linear probe) x (fractions + a second draw at 1%) x tasks (one seed in ci)
     assert len(cells) == (6 + 1) * (5 + 1) * 3

@@ -19,7 +19,7 @@ def box_of(lead, layout="3x4+II", size=224, strip=False):
     return boxes[-1] if strip else boxes[0]
 
 
-@pytest.mark.parametrize("layout,n_boxes", [("3x4+II", 13), ("12x1", 12)])
+@pytest.mark.parametrize("layout,n_boxes", [("3x4+II", 13), ("3x4", 12), ("12x1", 12)])
 @pytest.mark.parametrize("size", [64, 224, (96, 160)])
 def test_boxes_tile_the_image(layout, n_boxes, size):
     boxes = layout_boxes(layout, size)
@@ -96,6 +96,30 @@ def test_grid_and_12x1_layout():
     for lead in LEADS:
         b = box_of(lead, "12x1")
         assert (img[b.y0:b.y1] < 128).any()
+
+
+def test_3x4_layout_trades_the_strip_for_height_and_gain_clips():
+    """3x4: the three clinical rows share the whole height (a third more px/mV than 3x4+II); a higher gain
+    (mm_per_mv) scales px/mV and clips a trace at its box instead of drawing into the next row."""
+    tall, strip = box_of("V1", "3x4", 63), box_of("V1", "3x4+II", 64)
+    assert tall.px_per_mv == pytest.approx(21 / 50 * 10) and strip.px_per_mv == pytest.approx(16 / 50 * 10)
+    assert [b.lead for b in layout_boxes("3x4", 64)][:4] == ["I", "aVR", "V1", "V4"]
+    assert layout_boxes("3x4", 64, mm_per_mv=32)[0].px_per_mv == pytest.approx(64 / 3 / 50 * 32)
+    x = np.zeros((12, 2500), np.float32)
+    x[LEADS.index("II"), 300:310] = 3.0  # a 3 mV spike at 1.2 s (lead II's column shows 0-2.5 s): beyond lead II's box at 32 mm/mV
+    flat = render(np.zeros_like(x), 250.0, 64, layout="3x4", mm_per_mv=32)
+    img = render(x, 250.0, 64, layout="3x4", mm_per_mv=32)
+    ii = box_of("II", "3x4", 64)
+    assert (img[ii.y0, ii.x0:ii.x1] < 128).any()  # clipped at the top edge of its own box
+    changed = np.argwhere(img != flat)
+    assert changed.size and (changed[:, 0] >= ii.y0).all() and (changed[:, 0] < ii.y1).all()  # no spill into row I
+    from heartbeit.config import ConfigError
+    from heartbeit.config.render import RenderConfig
+
+    with pytest.raises(ConfigError, match="layout"):
+        RenderConfig(layout="3x5").validate()
+    with pytest.raises(ConfigError, match="mm_per_mv"):
+        RenderConfig(mm_per_mv=0.0).validate()
 
 
 def test_low_rate_and_short_records():

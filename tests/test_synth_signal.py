@@ -130,8 +130,9 @@ def test_qrs_voltage_separates_hcm_and_low_ef():
     hcm = [qrs_voltage(simulate_ecg_detailed(3000 + i, hcm=True, severity=rng.uniform(0.3, 1))) for i in range(n)]
     low = [qrs_voltage(simulate_ecg_detailed(4000 + i, lvef_le40=True, severity=rng.uniform(0.3, 1)))
            for i in range(n)]
-    assert roc_auc_score([0] * n + [1] * n, normal + hcm) > 0.9
-    assert roc_auc_score([1] * n + [0] * n, normal + low) > 0.9  # lower voltage
+    # graded effects in the right direction that overlap normal variation (no single feature gives the label away)
+    assert 0.7 < roc_auc_score([0] * n + [1] * n, normal + hcm) < 0.99
+    assert 0.7 < roc_auc_score([1] * n + [0] * n, normal + low) < 0.99  # lower voltage
     assert np.median(hcm) > np.median(normal) > np.median(low)
 
 
@@ -165,7 +166,7 @@ def test_lbbb_like_pattern_occurs_and_is_broad():
     lbbb = [simulate_ecg_detailed(s, lvef_le40=True, severity=1.0) for s in range(40)]
     found = [e for e in lbbb if e.lbbb]
     assert 3 <= len(found) <= 30
-    assert all(e.measurements["QRSDuration"] >= 130 for e in found)
+    assert all(e.measurements["QRSDuration"] >= 120 for e in found)  # the LBBB width criterion
 
 
 def test_bad_arguments():
@@ -179,12 +180,36 @@ def test_bad_arguments():
 def test_stemi_st_floor_raises_weak_elevations_only():
     from heartbeit.data.synth import simulate_ecg_detailed
 
-    weak = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.3)
+    weak = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.0)
     assert weak.st_mv < 0.12
-    floored = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.3, stemi_st_min_mv=0.12)
+    floored = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.0, stemi_st_min_mv=0.12)
     assert floored.st_mv == 0.12
     # a floor below the drawn elevation changes nothing, bit for bit (the random stream is untouched)
-    low = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.3, stemi_st_min_mv=0.01)
+    low = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.0, stemi_st_min_mv=0.01)
     assert np.array_equal(low.signals, weak.signals)
     # no STEMI, no elevation, whatever the floor
     assert simulate_ecg_detailed(3, fs=250, stemi_st_min_mv=0.2).st_mv == 0.0
+
+
+def test_disease_twin_shares_beats_and_artefacts():
+    """Label effects draw from their own stream: an ECG and the same ECG without the disease have the same
+    beats and noise, so their difference is the disease alone (bench/render_choice.py relies on it)."""
+    kw = dict(fs=250, noise_mv=0.02, wander_mv=0.2, powerline_mv=0.02)
+    for label in (dict(stemi_territory="inferior"), dict(hcm=True), dict(lvef_le40=True)):
+        sick, twin = simulate_ecg_detailed(11, **label, **kw), simulate_ecg_detailed(11, **kw)
+        assert np.array_equal(sick.r_peaks_s, twin.r_peaks_s), label
+    sick, twin = simulate_ecg_detailed(11, stemi_territory="inferior", **kw), simulate_ecg_detailed(11, **kw)
+    idx = _beat_index(sick)
+    pr = idx + int(round((sick.qrs_onset_s - 0.03) * sick.fs))
+    assert np.abs(sick.signals[:, pr] - twin.signals[:, pr]).max() < 1e-3  # no change over the PR segment
+
+
+def test_normal_st_variant_overlaps_mild_anterior_stemi():
+    """Benign anterior J-point elevation in healthy ECGs reaches the range of mild anterior STEMI, so ST level in
+    V1-V3 alone cannot separate them; STEMI ECGs still have more on average."""
+    leads = ("V1", "V2", "V3")
+    normal = [st_level(simulate_ecg_detailed(6000 + i), leads) for i in range(60)]
+    stemi = [st_level(simulate_ecg_detailed(7000 + i, stemi_territory="anterior", severity=0.0), leads)
+             for i in range(60)]
+    assert np.quantile(normal, 0.9) > np.quantile(stemi, 0.1)
+    assert np.median(stemi) > np.median(normal)

@@ -70,7 +70,7 @@ def stages(cfg, args) -> list[tuple[str, list[list[str]]]]:
 
 def run(args: argparse.Namespace) -> int:
     from heartbeit.cli import COMMANDS, _load, main, resolve_config
-    from heartbeit.utils.io import atomic_write_json
+    from heartbeit.utils.io import atomic_write_json, atomic_write_text
 
     from heartbeit.config.preflight import check_run
 
@@ -80,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
     names = [name for name, _ in planned]
     check_run(cfg, names[:names.index(args.until) + 1] if args.until else names, corpus_dir=work / "corpus")
     work.mkdir(parents=True, exist_ok=True)
+    from heartbeit.eval.compute import compute_table, load_average, markdown
+
     timings: dict[str, float] = {}
+    load_before = load_average()
     t_all = time.time()
     for stage, invocations in planned:
         t0 = time.time()
@@ -99,7 +102,15 @@ def run(args: argparse.Namespace) -> int:
         if args.until == stage:
             break
     timings["total"] = round(time.time() - t_all, 2)
-    atomic_write_json(work / "run.json", {"profile": cfg.profile, "stages_s": timings, "complete": args.until is None})
+    record = {"profile": cfg.profile, "stages_s": timings, "complete": args.until is None,
+              "load_average_before": load_before, "load_average_after": load_average(),
+              "compute": compute_table(cfg, work)}
+    atomic_write_json(work / "run.json", record)
+    if args.until is None:  # the committed record of a whole run: <results_dir>/<profile>_run.json (+ .md)
+        results = Path(cfg.results_dir)
+        atomic_write_json(results / f"{cfg.profile}_run.json", record)
+        atomic_write_text(results / f"{cfg.profile}_run.md", f"# {cfg.profile} run: where the time went\n\n"
+                          + markdown(record))
     width = max(len(k) for k in timings)
     print("\n".join(f"  {k:<{width}}  {v:8.1f} s" for k, v in timings.items()))
     print(f"run ({cfg.profile}) complete -> {work}; results in {cfg.results_dir}")

@@ -7,10 +7,14 @@ from .core import ConfigError
 from .tasks import TaskSpec, validate_declared
 
 
+# The image layouts heartbeit/data/render.py draws (its module docstring describes each).
+LAYOUTS = ("3x4+II", "3x4", "12x1")
+
+
 @dataclass
 class RenderConfig:
     image_size: int = 224
-    layout: str = "3x4+II"  # 3x4+II (clinical, rhythm strip) | 12x1
+    layout: str = "3x4+II"  # 3x4+II (clinical, rhythm strip) | 3x4 (no strip: taller rows) | 12x1
     mm_per_mv: float = 10.0  # paper-ECG convention; scaled to pixels by the layout
     grid: bool = False
     bandpass_hz: tuple[float, float] = (0.5, 40.0)
@@ -40,8 +44,10 @@ class RenderConfig:
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.layout not in ("3x4+II", "12x1"):
-            raise ConfigError(f"layout must be '3x4+II' or '12x1', got {self.layout!r}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if not 1.0 <= self.mm_per_mv <= 100.0:
+            raise ConfigError(f"mm_per_mv must be in [1, 100], got {self.mm_per_mv}")
         if not 0 < self.val_fraction + self.test_fraction < 1:
             raise ConfigError("val_fraction + test_fraction must be in (0, 1)")
         if sorted(self.fractions) != list(self.fractions) or not all(0 < f <= 1 for f in self.fractions):

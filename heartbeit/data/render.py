@@ -5,6 +5,8 @@ Layouts (fixed; every pixel maps back to a lead and a time through `layout_boxes
 - ``3x4+II`` (default, the clinical printout): three rows of four 2.5 s columns -- I/II/III |
   aVR/aVL/aVF | V1/V2/V3 | V4/V5/V6, each column showing its own 2.5 s of the simultaneous recording --
   and a fourth row with the full-length lead II rhythm strip.
+- ``3x4``: the same three rows without the rhythm strip, so each lead gets a third more height (px/mV) at
+  the same image size -- what a small image needs to resolve a 0.1-0.3 mV ST shift (configs/demo.yaml).
 - ``12x1``: one full-length row per lead, in LEADS order.
 
 Scales (documented, fixed for a given image size): the image width always spans `duration_s` (10 s), so
@@ -29,11 +31,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from heartbeit.config.render import LAYOUTS
+
 from .leads import LEAD_INDEX, LEADS
 
-LAYOUTS = ("3x4+II", "12x1")
 PAPER_SPEED_MM_S = 25.0  # only used to place the 5 mm / 1 mm grid
-ROW_MM = {"3x4+II": 50.0, "12x1": 40.0}
+ROW_MM = {"3x4+II": 50.0, "3x4": 50.0, "12x1": 40.0}
 _GRID_3X4 = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 INK = 0.0  # trace grey level
 GRID_MAJOR = 190.0
@@ -74,7 +77,12 @@ def _boxes(layout: str, h: int, w: int, duration_s: float, mm_per_mv: float) -> 
         raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     if h < 16 or w < 16:
         raise ValueError(f"image size must be at least 16x16, got {h}x{w}")
-    rows = (*_GRID_3X4, ("II",)) if layout == "3x4+II" else tuple((lead,) for lead in LEADS)
+    if layout == "3x4+II":
+        rows = (*_GRID_3X4, ("II",))
+    elif layout == "3x4":
+        rows = _GRID_3X4
+    else:
+        rows = tuple((lead,) for lead in LEADS)
     y_edges = np.round(np.linspace(0, h, len(rows) + 1)).astype(int)
     px_per_s = w / duration_s
     px_per_mv = (h / len(rows)) / ROW_MM[layout] * mm_per_mv
