@@ -38,7 +38,7 @@ def scores(cells_dir: Path) -> list[dict]:
         for split, group in pred.groupby("split"):
             res = auroc(group["label"].to_numpy(), group["score"].to_numpy(), clusters=group["patient_hash"].to_numpy())
             rows.append({"task": cell["task"], "arch": cell["arch"], "split": split, "n": len(group),
-                         "positives": int(group["label"].sum()), "auroc": round(res.estimate, 3),
+                         "positives": int(group["label"].sum()), "auroc": round(res.value, 3),
                          "ci": [round(res.low, 3), round(res.high, 3)]})
     return rows
 
@@ -49,6 +49,7 @@ def main() -> int:
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--json", default=None, help="append this round to a JSON record")
     ap.add_argument("--note", default="", help="what changed in this round")
+    ap.add_argument("--score-only", action="store_true", help="score the cells already in --workdir")
     args = ap.parse_args()
     from heartbeit.cli import main as heartbeit
 
@@ -56,7 +57,7 @@ def main() -> int:
               "--set", f"matrix.architectures={json.dumps(list(BASELINES))}", "--set", "matrix.fractions=[1.0]",
               "--set", "matrix.probe_architectures=[]", "--set", f"results_dir={args.workdir}/results"]
     t0 = time.time()
-    for argv in (["synth", "--no-progress"], ["ingest", "--no-progress"], ["render", "--no-progress"],
+    for argv in () if args.score_only else (["synth", "--no-progress"], ["ingest", "--no-progress"], ["render", "--no-progress"],
                  ["matrix", "plan"], ["matrix", "run"]):
         rc = heartbeit([*argv, *common])
         if rc:
