@@ -63,6 +63,7 @@ P_MIN_MV = 0.04  # the P peak in the P direction (the spatial P amplitude)
 P_SNR = 4.0  # P peak / high-frequency noise of the median beat
 P_ONSET_FRACTION = 0.1
 T_MIN_MV = 0.05
+QTC_MAX_S = 0.52  # longest QTc (Bazett) searched for; longer QTs are read short
 T_REFERENCE_S = 0.15  # the trapezium's far corner after the steepest T descent
 IRREGULAR_RR = 0.08  # median |successive RR difference| / median RR above this: irregular rhythm
 _INDEPENDENT = [LEAD_INDEX[name] for name in INDEPENDENT_LEADS]
@@ -190,13 +191,18 @@ def delineate(x: np.ndarray, fs: float = DELINEATION_FS) -> Delineation:
     # T end: trapezium-area method (Zhang et al. 2005) on the beat projected on the direction of the T peak
     # (a signed "T lead": noise averages out instead of adding to a magnitude). It needs no baseline level,
     # which matters because preprocessing's median baseline leaves the TP segment off the PR level.
-    t_stop = min(beat.shape[1] - 1, r_peak + int(min(0.62, 0.92 * rr_med) * fs))
+    # search bounds from the rate: T peaks before a QT of QTC_MAX_S * sqrt(RR) and everything ends before
+    # the next beat's P wave (at fast rates a small T would otherwise lose to the next P or QRS)
+    qt_max = QTC_MAX_S * np.sqrt(rr_med)
+    next_beat = on + int((rr_med - 0.05) * fs)
+    t_stop = min(beat.shape[1] - 1, next_beat, on + int((qt_max + 0.05) * fs))
+    t_peak_stop = min(next_beat - int(0.07 * fs), on + int((qt_max - 0.05) * fs))
     t_start = off + int(0.06 * fs)
     smag = _smooth(mag, int(0.02 * fs))
     noise = float(np.std(rind - _smooth(rind, int(0.02 * fs))))  # high-frequency residual per lead
     t_end = None
-    if t_stop - t_start > int(0.1 * fs):
-        t_peak = t_start + int(np.argmax(smag[t_start:t_stop]))
+    if t_peak_stop - t_start > int(0.05 * fs):
+        t_peak = t_start + int(np.argmax(smag[t_start:t_peak_stop]))
         proj = _smooth(_project(rind, t_peak), int(0.01 * fs))
         if proj[t_peak] > max(T_MIN_MV, 4 * noise) and t_stop > t_peak + int(0.04 * fs):
             t_m = t_peak + int(np.argmin(np.gradient(proj[t_peak:t_stop])))  # steepest descent
