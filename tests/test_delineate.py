@@ -112,3 +112,17 @@ def test_real_wfdb_plausible(ecg_fixtures):
     d = delineate(prepare(rec.signals, rec.fs))
     assert np.isnan(d.features["pr_ms"]) and "P wave" in d.reasons["pr_ms"]
     assert np.isfinite(d.features["qrs_ms"])
+
+
+def test_tall_t_waves_are_not_counted_as_beats():
+    """A low-voltage QRS (here: the generator's QRS scaled to 35 %) with a normal T at a slow rate: the T
+    waves' envelope peaks pass the height test and must be recognised as T waves, not beats."""
+    for seed in (0, 3):
+        sim = simulate_ecg_detailed(seed, fs=500, heart_rate=48.0)
+        x = sim.signals.copy()
+        for r in sim.r_peaks_s:
+            a, b = int((r + sim.qrs_onset_s - 0.01) * 500), int((r + sim.j_point_s + 0.01) * 500)
+            if b > 0 and a < x.shape[1]:
+                x[:, max(a, 0):min(b, x.shape[1])] *= 0.35
+        d = delineate(prepare(x, 500.0))
+        assert abs(d.features["heart_rate_bpm"] - _truth_rate(sim)) <= 3, seed

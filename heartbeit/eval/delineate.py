@@ -9,7 +9,8 @@ Method (input: a 12-lead record already through `heartbeit.data.signal.preproces
 
 1. Beats. The spatial velocity v(t) = sqrt(sum over the eight independent leads (I, II, V1..V6) of
    (dx/dt)^2), smoothed over 40 ms, is a QRS-energy envelope; its peaks (`scipy.signal.find_peaks`, at
-   least 250 ms apart, above 30 % of its 99.5th percentile) are the beats. Each beat is then shifted by up to
+   least 250 ms apart, above 30 % of its 99.5th percentile, and not a much lower peak within 450 ms of a
+   beat: a T wave) are the beats. Each beat is then shifted by up to
    +-20 ms to best match the first median beat over the QRS (cross-correlation), so that the median is sharp.
 2. Heart rate = 60 / median RR over all detected beats.
 3. The median beat (all 12 leads, 450 ms before to 700 ms after the fiducial) of the beats whose window fits.
@@ -57,8 +58,11 @@ FEATURES: tuple[str, ...] = (
     + tuple(f"t_{lead}_mv" for lead in T_LEADS)
 )
 
+BEAT_HEIGHT, BEAT_MIN_RR_S = 0.3, 0.25
+T_NEIGHBOUR_S, T_RATIO = 0.45, 0.6  # a T-wave envelope peak: this close to a beat and this much lower
 PRE_S, POST_S = 0.45, 0.70  # median-beat window around the fiducial
 QRS_VELOCITY_FRACTION = 0.06
+QRS_MAX_HALF_S = (0.12, 0.20)  # QRS onset / end searched this far before / after the velocity peak
 P_MIN_MV = 0.04  # the P peak in the P direction (the spatial P amplitude)
 P_SNR = 4.0  # P peak / high-frequency noise of the median beat
 P_ONSET_FRACTION = 0.1
@@ -115,7 +119,17 @@ def detect_beats(x: np.ndarray, fs: float) -> np.ndarray:
     ref = float(np.percentile(env, 99.5))
     if not np.isfinite(ref) or ref <= 0:
         return np.zeros(0, dtype=np.int64)
-    peaks, _ = sps.find_peaks(env, height=0.3 * ref, distance=int(0.25 * fs))
+    peaks, props = sps.find_peaks(env, height=BEAT_HEIGHT * ref, distance=int(BEAT_MIN_RR_S * fs))
+    # a broad, tall T wave (low-voltage QRS, LBBB, strain) can pass the height test: a peak within
+    # T_NEIGHBOUR_S of a peak more than 1 / T_RATIO times its height is that beat's T wave, not a beat
+    heights = props["peak_heights"]
+    keep = np.ones(peaks.size, dtype=bool)
+    for i in np.argsort(-heights):
+        if not keep[i]:
+            continue
+        near = (np.abs(peaks - peaks[i]) <= int(T_NEIGHBOUR_S * fs)) & (heights < T_RATIO * heights[i])
+        keep &= ~near
+    peaks = peaks[keep]
     return peaks.astype(np.int64)
 
 
@@ -171,12 +185,14 @@ def delineate(x: np.ndarray, fs: float = DELINEATION_FS) -> Delineation:
     near = slice(pre - int(0.06 * fs), pre + int(0.06 * fs))
     vpeak = near.start + int(np.argmax(vel[near]))
     thr = QRS_VELOCITY_FRACTION * vel[vpeak]
-    on = vpeak
-    while on > 0 and vel[on] >= thr:
+    on, first = vpeak, max(0, vpeak - int(QRS_MAX_HALF_S[0] * fs))
+    while on > first and vel[on] >= thr:
         on -= 1
-    off = vpeak
-    while off < vel.size - 1 and vel[off] >= thr:
+    off, last = vpeak, min(vel.size - 1, vpeak + int(QRS_MAX_HALF_S[1] * fs))
+    while off < last and vel[off] >= thr:
         off += 1
+    if on == first or off == last:  # the velocity never settles: no QRS boundaries to read
+        return _failed("QRS boundaries not found (the QRS never returns to baseline)", n_beats)
     r_peak = on + int(np.argmax(np.sqrt((ind * ind).sum(axis=0))[on:off + 1]))
     feats["qrs_ms"] = (off - on) / fs * 1000.0
     iso_lo, iso_hi = max(0, on - int(0.03 * fs)), max(1, on - int(0.01 * fs))
