@@ -1,35 +1,40 @@
 """ECG delineation on the median beat: heart rate, PR, QRS, QT/QTc, frontal QRS axis and lead amplitudes.
 
-Why our own and not `neurokit2.ecg_delineate`: its DWT delineator works on one lead (lead II), needs its
-own R-peak cleaning, and on the CinC fixtures (many tachycardic, several AF) its per-beat P/T picks scatter;
-a multi-lead median beat is the way clinical carts (GE 12SL, Glasgow) measure global intervals, and it costs
-a few milliseconds with scipy alone.
+Why our own and not `neurokit2.ecg_delineate` (not installed, not compared here): its DWT delineator
+reads one lead at a time and beat by beat, while global intervals are defined over all leads on a median
+beat - the way clinical carts (GE 12SL, Glasgow) measure them and what the MUSE fixtures report, which this
+delineator is tested against (tests/test_delineate.py). It needs scipy only and a few milliseconds per ECG.
 
-Method (input: a 12-lead record already through `heartbeit.data.signal.preprocess`, baseline ~ 0 mV):
+Method (input: a 12-lead record already through `heartbeit.data.signal.preprocess`; its median-filter
+baseline leaves the isoelectric line near but not at zero, so levels below are taken from the beat itself):
 
 1. Beats. The spatial velocity v(t) = sqrt(sum over the eight independent leads (I, II, V1..V6) of
    (dx/dt)^2), smoothed over 40 ms, is a QRS-energy envelope; its peaks (`scipy.signal.find_peaks`, at
    least 250 ms apart, above 30 % of its 99.5th percentile, and not a much lower peak within 450 ms of a
-   beat: a T wave) are the beats. Each beat is then shifted by up to
-   +-20 ms to best match the first median beat over the QRS (cross-correlation), so that the median is sharp.
+   beat: a T wave) are the beats. Each beat is then shifted by up to +-20 ms to best match the first
+   median beat over the QRS (cross-correlation), so that the median is sharp.
 2. Heart rate = 60 / median RR over all detected beats.
 3. The median beat (all 12 leads, 450 ms before to 700 ms after the fiducial) of the beats whose window fits.
 4. QRS onset/offset: from the peak of the median beat's spatial velocity, walk out until the velocity falls
    below `QRS_VELOCITY_FRACTION` of that peak (the global multi-lead QRS, as in the CSE convention: earliest
    onset and latest end over leads). The R peak (the fiducial every time below is relative to) is the
-   maximum of the spatial magnitude between them.
-5. T end: tangent method on the spatial magnitude of the eight independent leads after the J point: the
-   tangent at the steepest descent after the T peak crosses zero (the isoelectric level that preprocessing
-   leaves). On Gaussian-shaped T waves this ends at peak + 2 sigma, i.e. it reads slightly short compared
-   with a 2.5-sigma ground truth; see the tolerances in tests/test_delineate.py.
-6. P onset: the P wave is the maximum of the spatial magnitude 40..300 ms before QRS onset; present only if
-   it exceeds `P_MIN_MV` and clearly stands out of the PR window (`P_PROMINENCE`), and the rhythm is not
-   grossly irregular with a weak P (atrial fibrillation: no P, so PR is NaN). P onset: walking left from
-   the P peak until the magnitude falls below `P_ONSET_FRACTION` of it.
+   maximum of the spatial magnitude between them. The isoelectric level of each lead is its mean over
+   10..30 ms before QRS onset (the PR segment); P, T and amplitudes are measured relative to it.
+5. T end: the T peak is the maximum of the spatial magnitude from J + 60 ms up to a rate-bound limit (a
+   QTc of `QTC_MAX_S`, and before the next beat); the leads are projected on the direction of the T peak
+   (a signed "T lead": noise averages out instead of adding to a magnitude) and T end is the trapezium-area
+   point (Zhang et al. 2005) between the steepest descent and `T_REFERENCE_S` later - a method that needs
+   no baseline level.
+6. P onset: the P peak is the maximum of the spatial magnitude from max(QRS onset - 300 ms, the previous
+   beat's T end) to QRS onset - 40 ms, projected like T; its baseline is the median of that projection
+   80..160 ms before the peak. The P wave is present if it exceeds `P_MIN_MV` and `P_SNR` times the beat's
+   high-frequency noise, and is not a weak wave in an irregular rhythm (atrial fibrillation: no P, so PR is
+   NaN). P onset: walking left from the P peak (at most 120 ms) until the projection falls to
+   `P_ONSET_FRACTION` of the P amplitude.
 7. QT = T end - QRS onset; QTc by Bazett (QT / sqrt(RR in s)), the convention of most carts and of the
    reference ranges in heartbeit/eval/realism.py.
 8. Frontal QRS axis = atan2(net QRS area in aVF, net QRS area in I), areas over QRS onset..offset relative
-   to the isoelectric level (the mean over 10..30 ms before QRS onset, per lead).
+   to the isoelectric level.
 9. Amplitudes relative to that level: R = the largest positive deflection in the QRS, S = the deepest
    negative deflection after the R peak (the whole QRS when there is no R: a QS complex), T = the signed
    value at the T peak. Sokolow-Lyon = S(V1) + max(R(V5), R(V6)).

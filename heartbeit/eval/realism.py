@@ -19,7 +19,6 @@ skipped files are the readers' reason codes, never their text (which names the f
 """
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -30,8 +29,6 @@ import pandas as pd
 from scipy.stats import wasserstein_distance
 
 from heartbeit.eval.delineate import FEATURES, delineate, prepare
-
-log = logging.getLogger("heartbeit.realism")
 
 COHORTS = ("normal", "all")
 
