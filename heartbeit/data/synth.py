@@ -189,23 +189,24 @@ def simulate_ecg_detailed(
 
     # --- the patient's baseline morphology --------------------------------------------------------------
     axis = np.radians(np.clip(morph.normal(50.0, 20.0), -20.0, 95.0))
-    r_mag = 1.7 * np.exp(morph.normal(0.0, 0.18))
-    r_posterior = morph.normal(0.55, 0.12)
-    septal_mag = 0.25 * np.exp(morph.normal(0.0, 0.2))
-    s_mag = 0.45 * np.exp(morph.normal(0.0, 0.25))
-    t_mag = 0.45 * np.exp(morph.normal(0.0, 0.2))
+    r_mag = 1.7 * np.exp(morph.normal(0.0, 0.28))
+    r_posterior = morph.normal(0.4, 0.25)
+    septal_mag = 0.33 * np.exp(morph.normal(0.0, 0.3))
+    s_mag = 0.5 * np.exp(morph.normal(0.0, 0.35))
+    s_leftward = morph.normal(-0.35, 0.2)
+    t_mag = 0.38 * np.exp(morph.normal(0.0, 0.4))
     t_axis = axis + np.radians(morph.normal(-10.0, 12.0))
     t_anterior = morph.normal(0.3, 0.12)
     p_mag = 0.18 * np.exp(morph.normal(0.0, 0.2))
     pr_s = morph.normal(0.150, 0.015)
-    width = np.exp(morph.normal(0.0, 0.06))
+    width = np.exp(morph.normal(-0.04, 0.1))
     qt_scale = np.exp(morph.normal(0.0, 0.04))
     if heart_rate is None:
-        heart_rate = float(np.clip(morph.normal(72.0, 12.0), 48.0, 115.0))
+        heart_rate = float(np.clip(morph.normal(76.0, 17.0), 45.0, 125.0))
 
     r_vec = r_mag * _unit([np.cos(axis), np.sin(axis), r_posterior])
-    septal_vec = septal_mag * _unit([-0.35, 0.1, -0.9])
-    s_vec = s_mag * _unit([-0.6, -0.4, 0.7])
+    septal_vec = septal_mag * _unit([-0.15, 0.1, -0.9])
+    s_vec = s_mag * _unit([s_leftward, -0.3, 0.85])
     t_vec = t_mag * _unit([np.cos(t_axis), np.sin(t_axis), -t_anterior])
     p_vec = p_mag * _unit([np.cos(np.radians(55.0)), np.sin(np.radians(55.0)), -0.1])
 

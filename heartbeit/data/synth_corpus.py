@@ -275,14 +275,19 @@ def _ptbxl_row(plan: ECGPlan, site: SiteSpec, site_number: int, sim: SimulatedEC
     }
 
 
-def render_ecg(plan: ECGPlan, site: SiteSpec, site_number: int, duration_s: float, out_dir: Path) -> dict:
-    """Simulate one ECG, write its file(s); return its ground-truth, label and PTB-XL rows."""
-    sim = simulate_ecg_detailed(
+def simulate_plan(plan: ECGPlan, site: SiteSpec, duration_s: float) -> SimulatedECG:
+    """The signal of one planned ECG with its site's rate and artefacts (what its file(s) will hold)."""
+    return simulate_ecg_detailed(
         plan.ecg_seed, fs=site.fs, duration_s=duration_s, lvef_le40=plan.lvef_le40, hcm=plan.hcm,
         stemi_territory=plan.stemi_territory, severity=plan.severity, noise_mv=site.noise_mv,
         wander_mv=site.wander_mv, powerline_hz=site.powerline_hz, powerline_mv=site.powerline_mv,
         patient_seed=plan.patient_seed, stemi_st_min_mv=plan.stemi_st_min_mv,
     )
+
+
+def render_ecg(plan: ECGPlan, site: SiteSpec, site_number: int, duration_s: float, out_dir: Path) -> dict:
+    """Simulate one ECG, write its file(s); return its ground-truth, label and PTB-XL rows."""
+    sim = simulate_plan(plan, site, duration_s)
     defect = Reason(plan.defect) if plan.defect else None
     acquired = datetime.fromisoformat(plan.acquired)
     ptbxl = None
