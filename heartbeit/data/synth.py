@@ -228,7 +228,7 @@ def simulate_ecg_detailed(
         t_vec = t_vec * (1.0 - 0.25 * s)
         lbbb = bool(effects.random() < 0.25 * s)
         if lbbb:
-            width *= 1.35
+            width = max(width * 1.35, 1.72)  # LBBB: QRS >= 120 ms (the criterion), whatever the baseline
             septal_vec = 0.2 * voltage * _unit([0.6, 0.1, 0.8])  # septum activated right-to-left: no q in I/V6
             s_vec = s_vec * 0.3
             t_vec = -0.5 * (r_vec / np.linalg.norm(r_vec)) * t_mag  # secondary, discordant T
