@@ -62,14 +62,18 @@ def heartbeit(*args: str, env: dict | None = None, timeout: float = 300) -> subp
 def test_cell_count_from_config_matches_the_plan(tmp_path):
     """The array is sized from the config before any image exists; it must equal the real plan's length."""
     from heartbeit.config import load_config
-    from heartbeit.matrix import plan_cells
+    from heartbeit.matrix import AblationExport, plan_cells
     from heartbeit.slurm_submit import matrix_cell_count
 
     (tmp_path / "index.json").write_text("{}")
     for profile, extra in (("ci", []), ("paper", []), ("demo", []),
                            ("ci", ["matrix.seeds=[0,1,2]", "matrix.tasks=[hcm]", "matrix.draws=3"])):
         cfg = load_config(profile, overrides=extra)
-        assert matrix_cell_count(cfg.matrix) == len(plan_cells(cfg.matrix, tmp_path, None)) > 0
+        # the pretraining ablation's cells too: one per intermediate export (pretrain.export_at)
+        exports = [AblationExport(i + 1, f, "0" * 64) for i, f in enumerate(cfg.pretrain.export_at)]
+        assert exports and cfg.matrix.ablation_label_fraction is not None, profile
+        assert matrix_cell_count(cfg.matrix, cfg.pretrain.export_at) == \
+            len(plan_cells(cfg.matrix, tmp_path, None, exports)) > matrix_cell_count(cfg.matrix) > 0
 
 
 def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
@@ -92,8 +96,9 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
     assert "--gpus-per-node=8" in blocks["pretrain"]  # the flag overrides the site file's 4
     assert "--time=2-00:00:00" in blocks["pretrain"] and "--time=01:00:00" in blocks["report"]
     # (6 architectures + the HeartBEiT linear probe) x (5 fractions + a second draw at 1 %) x 1 task x 1 seed
-    assert "--array=0-41%3" in blocks["matrix"]
-    assert "plan --expect 42" in blocks["plan"]
+    # + the pretraining ablation (HeartBEiT from the 50 % export at 10 %: 1 cell)
+    assert "--array=0-42%3" in blocks["matrix"]
+    assert "plan --expect 43" in blocks["plan"]
 
 
 def test_site_file_errors_name_the_key(tmp_path):
