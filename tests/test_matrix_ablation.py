@@ -130,5 +130,9 @@ def test_preflight_names_the_keys():
     assert "no HeartBEiT" in problems
     assert config_problems(load_config("ci", overrides=["pretrain.export_at=[]",
                                                         "matrix.ablation_label_fraction=null"])) == []
+    # export steps that collide or leave the run, for a length in steps
+    problems = " ".join(config_problems(load_config("ci", overrides=["pretrain.steps=1"])))
+    assert "pretrain.export_at 0.5 of 1 steps" in problems
+    assert config_problems(load_config("ci", overrides=["pretrain.steps=1", "pretrain.epochs=3"])) == []
     with pytest.raises(Exception, match="ablation_label_fraction"):
         load_config("ci", overrides=["matrix.ablation_label_fraction=1.5"])

@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 HEARTBEIT = [sys.executable, "-m", "heartbeit"]
 
 # A study small enough for about a minute on 2 shared cores: 80 synthetic patients, 4 pretraining steps,
-# a pretrained HeartBEiT and its same-size random-init ViT on one task at 100% of the labels.
+# a pretrained HeartBEiT and its same-size random-init ViT on one task at 100% of the labels, and the
+# pretraining ablation there (HeartBEiT from the ci profile's 50 % export: a third cell).
 TINY = ["synth.n_patients=80", "pretrain.steps=4",
         "matrix.architectures=[heartbeit_micro_patch8_64,vit_micro_patch8_64]",
         "matrix.probe_architectures=[]", "matrix.fractions=[1.0]", "matrix.tasks=[stemi]", "matrix.epochs=1",
+        "matrix.ablation_label_fraction=1.0",
         "report.bootstrap=20",
         "report.saliency_samples=1", "report.wasserstein_pairs=10"]
 # Every stage of the local cluster's 2-CPU node: one core, small memory, short limits.
@@ -163,20 +165,22 @@ def test_submit_runs_the_whole_study_to_a_results_table(chain):
     assert chain["rc"] == 0, f"{status}\n{logs(work)}"
     assert [s["stage"] for s in status] == ["prepare", "pretrain", "plan", "matrix", "report"]
     for s in status:
-        assert s["ok"] and s["states"] == ({"COMPLETED": 2} if s["stage"] == "matrix" else {"COMPLETED": 1}), s
+        assert s["ok"] and s["states"] == ({"COMPLETED": 3} if s["stage"] == "matrix" else {"COMPLETED": 1}), s
     jobs = chain["record"]["jobs"]
     ids = [j["job_id"] for j in jobs]
     for previous, job in zip(ids, jobs[1:]):  # each job waited for the one before
         assert f"--dependency=afterok:{previous}" in job["command"]
-    assert jobs[3]["array"] == "0-1%2"
+    assert jobs[3]["array"] == "0-2%2"
     plan = json.loads((work / "matrix" / "plan.json").read_text())["cells"]
-    assert len(plan) == 2
+    assert len(plan) == 3 and [c["pretrain_step"] for c in plan] == [None, None, 2]  # 50 % of 4 steps
     assert all((work / "matrix" / "cells" / c["cell_id"] / "complete.json").is_file() for c in plan)
     auroc = work / "results" / "tables" / "auroc_stemi_internal.csv"
     assert auroc.is_file() and (work / "results" / "REPORT.md").is_file()
     table = auroc.read_text()
     assert "heartbeit_micro_patch8_64" in table and "vit_micro_patch8_64" in table
     assert (work / "pretrain" / "heartbeit-micro_patch8_64.safetensors").is_file()
+    assert "Does pretraining cause the gain?" in (work / "results" / "REPORT.md").read_text()
+    assert (work / "results" / "tables" / "ablation_auroc.csv").is_file()
     print(f"\nslurm chain: {chain['seconds']:.0f} s from submit to report")
 
 
