@@ -84,3 +84,42 @@ def test_resume_past_a_missing_export_warns(tmp_path, images, tokenizer, caplog)
     assert "no export of this run at step 2" in caplog.text
     assert not ablation_export_paths(tmp_path, MICRO, 2)[0].exists()
     assert ablation_export_paths(tmp_path, MICRO, 4)[0].is_file()
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_zero3_intermediate_export_is_the_gathered_checkpoint(tmp_path):
+    """2 ranks under ZeRO-3 (torchrun, `heartbeit pretrain`): the export at 50 % runs the same collective gather
+    as the final one, and equals the backbone of the sharded checkpoint of that step, consolidated offline."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _mim_data import write_image_shards
+    from dist_launch import base_env, free_port, max_abs_diff
+
+    from heartbeit.cli import main
+    from heartbeit.distributed.checkpoint import consolidate_fp32
+    from heartbeit.models.heartbeit import export_backbone
+
+    write_image_shards(tmp_path / "images", {"train": ecg_images(64, 64, seed=4), "val": ecg_images(16, 64, seed=5)})
+    common = ["--profile", "ci", "--workdir", str(tmp_path)]
+    assert main(["tokenizer", "train", "--no-progress", *common, "--set", "tokenizer.kmeans_steps=5",
+                 "--set", "tokenizer.eval_images=16"]) == 0
+    sets = ["pretrain.zero_stage=3", "pretrain.steps=4", "pretrain.checkpoint_every=2", "pretrain.keep_checkpoints=0",
+            "pretrain.export_at=[0.5]", "pretrain.batch_size=8", "pretrain.warmup_steps=1"]
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "heartbeit", "pretrain", "--no-progress", *common, *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=base_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    out = tmp_path / "pretrain"
+    file, record = ablation_export_paths(out, MICRO, 2)
+    assert json.loads(record.read_text())["sha256"] == sha256_file(file)
+    import timm
+
+    depth = len(timm.create_model(MICRO, num_classes=2).blocks)
+    expected = export_backbone(consolidate_fp32(out / "checkpoints", tag="step00000002"), depth=depth)
+    assert max_abs_diff(load_file(str(file)), expected) == 0.0
+    final = load_file(str(out / "heartbeit-micro_patch8_64.safetensors"))
+    assert max_abs_diff(final, load_file(str(file))) > 0  # two steps later: other weights
