@@ -906,8 +906,10 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
                      "to matrix.architectures).")
         long_ablation = long_metrics(ablation_cells, ci=rc.ci, n_resamples=rc.bootstrap, seed=rc.seed, min_n=rc.min_n,
                                      ece_bins=rc.ece_bins, workers=rc.workers, cache_dir=score_cache(cfg))
-        summary["pretraining_ablation"] = write_ablation(doc, ablation_cells, long, long_ablation, staging["tables"],
-                                                         staging["figures"], cfg.matrix.ablation_label_fraction)
+        ablation = write_ablation(doc, ablation_cells, long, long_ablation, staging["tables"], staging["figures"],
+                                  cfg.matrix.ablation_label_fraction)
+        if ablation is not None:
+            summary["pretraining_ablation"] = ablation
         doc.heading("All tables and figures", 3)
         doc.para("Every table exists as Markdown, LaTeX and CSV; the long tables also as Parquet and JSON.")
         doc.link_list(_files(staging["tables"], ".md"))
