@@ -45,11 +45,25 @@ class Cell:
     precision: str = ""
     channels_last: bool = False
     kind: str = "finetune"  # finetune | probe (frozen backbone + logistic regression: heartbeit/train/probe.py)
+    # Pretraining-ablation cells (matrix.ablation_label_fraction) fine-tune an intermediate HeartBEiT export:
+    # its optimizer step, fraction of the pretraining steps and sha256. None / "" for every other cell.
+    pretrain_step: int | None = None
+    pretrain_fraction: float | None = None
+    pretrain_sha256: str = ""
 
     @property
     def label(self) -> str:
         return f"{self.arch} {self.task} {self.fraction:g} seed{self.seed} draw{self.draw}" + \
-            (f" {self.precision}" if self.precision else "") + (" probe" if self.kind == "probe" else "")
+            (f" {self.precision}" if self.precision else "") + (" probe" if self.kind == "probe" else "") + \
+            (f" pretrain-step{self.pretrain_step}" if self.pretrain_step is not None else "")
+
+
+@dataclass(frozen=True)
+class AblationExport:
+    """An intermediate pretraining export (heartbeit.train.pretrain.export_intermediate's json)."""
+    step: int
+    fraction: float
+    sha256: str
 
 
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
@@ -58,7 +72,8 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # The weights folder is a location: the weights file's own hash enters the id instead (plan_cells);
     # allow_random_init decides whether a cell may start at all, not what it computes.
     for key in ("architectures", "probe_architectures", "fractions", "tasks", "seeds", "draws", "draws_below",
-                "num_workers", "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init"):
+                "num_workers", "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init",
+                "ablation_label_fraction"):
         d.pop(key, None)
     return d
 
@@ -93,9 +108,65 @@ def draws_of(mcfg: MatrixConfig, fraction: float) -> range:
     return range(mcfg.draws if float(fraction) < min(1.0, mcfg.draws_below) else 1)
 
 
-def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str | Path | None) -> list[Cell]:
+def ablation_archs(mcfg: MatrixConfig) -> list[str]:
+    """The pretrained architectures whose intermediate exports the pretraining ablation fine-tunes (none
+    while matrix.ablation_label_fraction is null)."""
+    if mcfg.ablation_label_fraction is None:
+        return []
+    return [a for a in mcfg.architectures if is_pretrained_arch(a)]
+
+
+def ablation_cell_count(mcfg: MatrixConfig, n_exports: int) -> int:
+    """Cells the ablation adds for `n_exports` intermediate exports: every task x seed x draw of the ablation
+    fraction (the plan's own count, from the config alone, for sizing a Slurm array)."""
+    if not ablation_archs(mcfg):
+        return 0
+    draws = len(draws_of(mcfg, mcfg.ablation_label_fraction))
+    return len(mcfg.tasks) * n_exports * len(ablation_archs(mcfg)) * len(mcfg.seeds) * draws
+
+
+def read_ablation_exports(pretrained_file: str | Path, model: str, export_at: list[float]) -> list[AblationExport]:
+    """The intermediate exports of the run that wrote `pretrained_file` (the final export), one per
+    `export_at` fraction, ordered by step. Missing, foreign (another run's) or altered files raise
+    FileNotFoundError / ValueError naming the file and what to do."""
+    from heartbeit.train.pretrain import ablation_export_paths, export_paths, export_steps, same_run
+
+    pretrained_file = Path(pretrained_file)
+    final_json = export_paths(pretrained_file.parent, model)[1]
+    if not final_json.is_file():
+        raise FileNotFoundError(f"{final_json}: the pretraining record beside {pretrained_file.name} is missing; "
+                                "the ablation needs it to find its intermediate exports")
+    final = json.loads(final_json.read_text())
+    out = []
+    for step, fraction in export_steps(export_at, int(final["resolved_pretrain_config"]["steps"])).items():
+        file, record = ablation_export_paths(pretrained_file.parent, model, step)
+        if not (file.is_file() and record.is_file()):
+            raise FileNotFoundError(f"{file}: no pretraining export at step {step} (pretrain.export_at {fraction:g}); "
+                                    "pretraining writes it as it passes that step (rerun `heartbeit pretrain` "
+                                    "from step 0 with pretrain.export_at set, in a new workdir)")
+        info = json.loads(record.read_text())
+        if not same_run(info.get("pretrain_config", {}), final["pretrain_config"]) or info.get("step") != step:
+            raise ValueError(f"{record}: written by another pretraining run than {final_json.name}")
+        sha = sha256_file(file)
+        if sha != info.get("sha256"):
+            raise ValueError(f"{file}: sha256 differs from its record {record.name} (altered after export)")
+        out.append(AblationExport(step, float(fraction), sha))
+    return out
+
+
+def _cell_id(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str | Path | None,
+               ablation: Iterable[AblationExport] = ()) -> list[Cell]:
     """Every cell in a fixed order (task, fraction, arch, seed, draw) with its stable id. Fractions below
-    `mcfg.draws_below` (and below 100%, which has only one subset) get `mcfg.draws` training subsets."""
+    `mcfg.draws_below` (and below 100%, which has only one subset) get `mcfg.draws` training subsets.
+
+    Then, with matrix.ablation_label_fraction set, the pretraining ablation's cells (task, export step,
+    arch, seed, draw): each HeartBEiT architecture fine-tuned from each of `ablation` (read_ablation_exports)
+    at that label fraction. They come last and their ids hash their export, so the cells above keep their
+    ids and indices whether the ablation is on or off."""
     from heartbeit.train.precision import device_type_of, numerics_for
 
     data_sha = data_fingerprint(images_dir)
@@ -129,9 +200,24 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                         }
                         if kind != "finetune":  # fine-tuning cells keep the ids they always had
                             key["kind"] = kind
-                        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-                        cells.append(Cell(len(cells), digest, arch, task, float(fraction), int(seed), draw,
+                        cells.append(Cell(len(cells), _cell_id(key), arch, task, float(fraction), int(seed), draw,
                                           numerics.precision, numerics.channels_last, kind))
+    exports = sorted(ablation, key=lambda e: e.step)
+    fraction = mcfg.ablation_label_fraction
+    for task in mcfg.tasks if exports else ():
+        for export in exports:
+            for arch in ablation_archs(mcfg):
+                numerics = numerics_for(arch, device_type, mcfg.precision)
+                for seed in mcfg.seeds:
+                    for draw in draws_of(mcfg, fraction):
+                        key = {"arch": arch, "task": task, "fraction": fraction, "seed": seed, "draw": draw,
+                               "finetune": base, "data": data_sha, "pretrained": export.sha256,
+                               "pretrain_step": export.step, "version": __version__,
+                               "precision": numerics.precision, "channels_last": numerics.channels_last,
+                               "imagenet": ""}
+                        cells.append(Cell(len(cells), _cell_id(key), arch, task, float(fraction), int(seed), draw,
+                                          numerics.precision, numerics.channels_last, "finetune", export.step,
+                                          export.fraction, export.sha256))
     return cells
 
 

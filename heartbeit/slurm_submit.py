@@ -57,13 +57,14 @@ class JobSpec:
         return ["sbatch", "--parsable", *self.sbatch_args, *array, *dep, self.script, *self.script_args]
 
 
-def matrix_cell_count(mcfg) -> int:
+def matrix_cell_count(mcfg, export_at=()) -> int:
     """Cells of a plan, from the config alone (heartbeit.matrix.plan_cells: task x fraction x draw x arch x
-    seed)."""
-    from heartbeit.matrix import draws_of
+    seed, plus the pretraining ablation's cells for the `export_at` (pretrain.export_at) exports)."""
+    from heartbeit.matrix import ablation_cell_count, draws_of
 
     draws = sum(len(draws_of(mcfg, f)) for f in mcfg.fractions)
-    return len(mcfg.tasks) * draws * (len(mcfg.architectures) + len(mcfg.probe_architectures)) * len(mcfg.seeds)
+    return len(mcfg.tasks) * draws * (len(mcfg.architectures) + len(mcfg.probe_architectures)) * len(mcfg.seeds) \
+        + ablation_cell_count(mcfg, len(export_at))
 
 
 def run_args(profile: str, config: str | None, overrides: list[str], workdir: str) -> list[str]:
@@ -140,7 +141,7 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
     if site.setup:
         env["HEARTBEIT_SITE_SETUP"] = str(work / "slurm" / "site-setup.sh")
     common = [f"--chdir={Path(submit_dir).resolve()}"]
-    n_cells = matrix_cell_count(cfg.matrix)
+    n_cells = matrix_cell_count(cfg.matrix, cfg.pretrain.export_at)
     if n_cells < 1:
         raise ValueError("the matrix has no cells (architectures, fractions, tasks and seeds must be non-empty)")
 
@@ -213,7 +214,7 @@ def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | No
         raise
     record = {"profile": cfg.profile, "workdir": str(work), "results_dir": str(Path(cfg.results_dir).resolve()),
               "site_file": str(Path(site_file).resolve()) if site_file else None,
-              "matrix_cells": matrix_cell_count(cfg.matrix),
+              "matrix_cells": matrix_cell_count(cfg.matrix, cfg.pretrain.export_at),
               "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "jobs": submitted}
     atomic_write_json(work / RECORD, record)
     return record

@@ -84,7 +84,7 @@ def test_own_study_end_to_end(tmp_path):
     cfg = load_config("ci", overrides=[
         f"workdir={work}", "render.tasks.afib.column=af", "matrix.tasks=[afib]",
         "matrix.architectures=[vit_micro_patch8_64]", "matrix.probe_architectures=[vit_micro_patch8_64]",
-        "matrix.fractions=[1.0]", "matrix.epochs=1",
+        "matrix.fractions=[1.0]", "matrix.epochs=1", "matrix.ablation_label_fraction=null",
         "matrix.jobs=1", "matrix.draws=1", "render.external_sites=[]", "render.val_fraction=0.3",
         "render.test_fraction=0.3", "render.fractions=[1.0]", "render.wave_hz=0", "ingest.label_key=record"])
     corpus = work / "corpus"

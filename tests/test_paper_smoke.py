@@ -27,6 +27,7 @@ SHRINK = [
     # the paper's schedule definition (epochs at a global batch), a tenth of an epoch at a global batch of 4
     "pretrain.epochs=0.1", "pretrain.warmup_epochs=0", "pretrain.warmup_steps=0", "pretrain.global_batch=4",
     "pretrain.batch_size=2", "pretrain.zero_stage=3", "pretrain.num_workers=0", "pretrain.log_every=1",
+    "pretrain.export_at=[]", "matrix.ablation_label_fraction=null",  # the ablation: tests/test_pretrain_ablation.py
     "matrix.tasks=[stemi]", "matrix.fractions=[1.0]", "matrix.seeds=[0]", "matrix.draws=1", "matrix.epochs=1",
     "matrix.batch_size=8", "matrix.num_workers=0", "matrix.jobs=2", "matrix.threads_per_job=1",
     "report.bootstrap=20", "report.saliency_samples=1", "report.saliency_lead_samples=2",

@@ -56,7 +56,11 @@ def test_every_stage_and_cell_completes(ci_run):
     assert "| resnet18 | 18 |" in (ci_run["results"] / "ci_run.md").read_text()
     cells = _plan(work)
     # (architectures + the HeartBEiT linear probe) x (fractions + a second draw at 1%) x tasks (one seed in ci)
-    assert len(cells) == (6 + 1) * (5 + 1) * 3
+    # + the pretraining ablation: HeartBEiT from the 50 % export (step 15 of 30) at 10 % labels, per task
+    ablation = [c for c in cells if c["pretrain_step"] is not None]
+    assert len(cells) == (6 + 1) * (5 + 1) * 3 + 3 and cells[-3:] == ablation
+    assert {(c["arch"], c["fraction"], c["pretrain_step"], c["pretrain_fraction"]) for c in ablation} == \
+        {("heartbeit_micro_patch8_64", 0.1, 15, 0.5)}
     assert sum(c["kind"] == "probe" and c["arch"] == "heartbeit_micro_patch8_64" for c in cells) == (5 + 1) * 3
     archs = {c["arch"] for c in cells}
     assert archs == {"heartbeit_micro_patch8_64", "vit_micro_patch8_64", "efficientnet_b0", "tf_efficientnet_lite0",
@@ -77,6 +81,8 @@ def test_every_stage_and_cell_completes(ci_run):
         elif c["arch"].startswith("heartbeit"):
             assert meta["init"] == ("pretrained, linear probe" if c["kind"] == "probe" else "pretrained")
             assert meta["weights"]["tensors_loaded"] > 0
+            step = c["pretrain_step"]  # the export it truly fine-tuned: the ablation's own, or the final one
+            assert meta["weights"]["file"] == f"heartbeit-micro_patch8_64{f'-step{step}' if step else ''}.safetensors"
         else:
             assert meta["init"] == "random"
     # the STEMI task is scored at the external sites too
@@ -144,6 +150,10 @@ def test_report_has_the_signal_baseline_and_the_repeated_draws(ci_run):
     assert "(p=" in section or "(p<" in section
     assert "Do the differences survive repeated draws?" in report
     assert "Brier score / ECE" in report and "by site, sex and age band" in report
+    assert "### Does pretraining cause the gain?" in report
+    ablation = pd.read_csv(results / "tables" / "ablation_auroc.csv")
+    assert sorted(ablation["Task"]) == ["hcm", "lvef_le40", "stemi"]
+    assert list(ablation.columns[3:]) == ["0 (random ViT)", "50% (step 15)", "100% (final export)"]
 
 
 def test_report_shows_sanity_weights_and_holm(ci_run):
@@ -153,7 +163,8 @@ def test_report_shows_sanity_weights_and_holm(ci_run):
     assert "tf_efficientnet_lite0.safetensors" in report  # what truly loaded
     assert "Holm-adjusted" in report
     summary = json.loads((results / "report.json").read_text())
-    assert summary["sanity"]["cells"] == len(_plan(ci_run["work"]))
+    # the benchmark's cells; the pretraining ablation's are reported in their own section
+    assert summary["sanity"]["cells"] == sum(c["pretrain_step"] is None for c in _plan(ci_run["work"]))
     status = subprocess.run([*HEARTBEIT, "matrix", "status", "--profile", "ci", "--workdir", str(ci_run["work"])],
                             capture_output=True, text=True, env=_env())
     assert status.returncode == 0 and "sanity of done cells:" in status.stdout

@@ -90,9 +90,10 @@ def test_compile_setting_compiles_the_model(tmp_path, tokenizer, monkeypatch):
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
     cfg = load_config("ci", overrides=["pretrain.steps=1", "pretrain.warmup_steps=0", "pretrain.batch_size=8",
-                                       "pretrain.compile=true"])
+                                       "pretrain.compile=true", "pretrain.export_at=[]"])
     pretrain(cfg, InMemoryBatches(ecg_images(16, 64, seed=2), 8, seed=0), tokenizer, tmp_path / "on", progress=False)
     assert len(compiled) == 1
-    cfg = load_config("ci", overrides=["pretrain.steps=1", "pretrain.warmup_steps=0", "pretrain.batch_size=8"])
+    cfg = load_config("ci", overrides=["pretrain.steps=1", "pretrain.warmup_steps=0", "pretrain.batch_size=8",
+                                       "pretrain.export_at=[]"])
     pretrain(cfg, InMemoryBatches(ecg_images(16, 64, seed=2), 8, seed=0), tokenizer, tmp_path / "off", progress=False)
     assert len(compiled) == 1

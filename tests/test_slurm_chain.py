@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 HEARTBEIT = [sys.executable, "-m", "heartbeit"]
 
 # A study small enough for about a minute on 2 shared cores: 80 synthetic patients, 4 pretraining steps,
-# a pretrained HeartBEiT and its same-size random-init ViT on one task at 100% of the labels.
+# a pretrained HeartBEiT and its same-size random-init ViT on one task at 100% of the labels, and the
+# pretraining ablation there (HeartBEiT from the ci profile's 50 % export: a third cell).
 TINY = ["synth.n_patients=80", "pretrain.steps=4",
         "matrix.architectures=[heartbeit_micro_patch8_64,vit_micro_patch8_64]",
         "matrix.probe_architectures=[]", "matrix.fractions=[1.0]", "matrix.tasks=[stemi]", "matrix.epochs=1",
+        "matrix.ablation_label_fraction=1.0",
         "report.bootstrap=20",
         "report.saliency_samples=1", "report.wasserstein_pairs=10"]
 # Every stage of the local cluster's 2-CPU node: one core, small memory, short limits.
@@ -62,14 +64,18 @@ def heartbeit(*args: str, env: dict | None = None, timeout: float = 300) -> subp
 def test_cell_count_from_config_matches_the_plan(tmp_path):
     """The array is sized from the config before any image exists; it must equal the real plan's length."""
     from heartbeit.config import load_config
-    from heartbeit.matrix import plan_cells
+    from heartbeit.matrix import AblationExport, plan_cells
     from heartbeit.slurm_submit import matrix_cell_count
 
     (tmp_path / "index.json").write_text("{}")
     for profile, extra in (("ci", []), ("paper", []), ("demo", []),
                            ("ci", ["matrix.seeds=[0,1,2]", "matrix.tasks=[hcm]", "matrix.draws=3"])):
         cfg = load_config(profile, overrides=extra)
-        assert matrix_cell_count(cfg.matrix) == len(plan_cells(cfg.matrix, tmp_path, None)) > 0
+        # the pretraining ablation's cells too: one per intermediate export (pretrain.export_at)
+        exports = [AblationExport(i + 1, f, "0" * 64) for i, f in enumerate(cfg.pretrain.export_at)]
+        assert exports and cfg.matrix.ablation_label_fraction is not None, profile
+        assert matrix_cell_count(cfg.matrix, cfg.pretrain.export_at) == \
+            len(plan_cells(cfg.matrix, tmp_path, None, exports)) > matrix_cell_count(cfg.matrix) > 0
 
 
 def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
@@ -92,8 +98,9 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
     assert "--gpus-per-node=8" in blocks["pretrain"]  # the flag overrides the site file's 4
     assert "--time=2-00:00:00" in blocks["pretrain"] and "--time=01:00:00" in blocks["report"]
     # (6 architectures + the HeartBEiT linear probe) x (5 fractions + a second draw at 1 %) x 1 task x 1 seed
-    assert "--array=0-41%3" in blocks["matrix"]
-    assert "plan --expect 42" in blocks["plan"]
+    # + the pretraining ablation (HeartBEiT from the 50 % export at 10 %: 1 cell)
+    assert "--array=0-42%3" in blocks["matrix"]
+    assert "plan --expect 43" in blocks["plan"]
 
 
 def test_site_file_errors_name_the_key(tmp_path):
@@ -158,20 +165,22 @@ def test_submit_runs_the_whole_study_to_a_results_table(chain):
     assert chain["rc"] == 0, f"{status}\n{logs(work)}"
     assert [s["stage"] for s in status] == ["prepare", "pretrain", "plan", "matrix", "report"]
     for s in status:
-        assert s["ok"] and s["states"] == ({"COMPLETED": 2} if s["stage"] == "matrix" else {"COMPLETED": 1}), s
+        assert s["ok"] and s["states"] == ({"COMPLETED": 3} if s["stage"] == "matrix" else {"COMPLETED": 1}), s
     jobs = chain["record"]["jobs"]
     ids = [j["job_id"] for j in jobs]
     for previous, job in zip(ids, jobs[1:]):  # each job waited for the one before
         assert f"--dependency=afterok:{previous}" in job["command"]
-    assert jobs[3]["array"] == "0-1%2"
+    assert jobs[3]["array"] == "0-2%2"
     plan = json.loads((work / "matrix" / "plan.json").read_text())["cells"]
-    assert len(plan) == 2
+    assert len(plan) == 3 and [c["pretrain_step"] for c in plan] == [None, None, 2]  # 50 % of 4 steps
     assert all((work / "matrix" / "cells" / c["cell_id"] / "complete.json").is_file() for c in plan)
     auroc = work / "results" / "tables" / "auroc_stemi_internal.csv"
     assert auroc.is_file() and (work / "results" / "REPORT.md").is_file()
     table = auroc.read_text()
     assert "heartbeit_micro_patch8_64" in table and "vit_micro_patch8_64" in table
     assert (work / "pretrain" / "heartbeit-micro_patch8_64.safetensors").is_file()
+    assert "Does pretraining cause the gain?" in (work / "results" / "REPORT.md").read_text()
+    assert (work / "results" / "tables" / "ablation_auroc.csv").is_file()
     print(f"\nslurm chain: {chain['seconds']:.0f} s from submit to report")
 
 

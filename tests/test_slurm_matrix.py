@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MATRIX = str(ROOT / "slurm" / "matrix.sh")
 # Four cells without pretraining (random-init ViT and ResNet) on two tasks, one short epoch each.
 SETS = ["synth.n_patients=80", "matrix.architectures=[vit_micro_patch8_64,resnet18]", "matrix.probe_architectures=[]",
-        "matrix.fractions=[1.0]",
+        "matrix.fractions=[1.0]", "matrix.ablation_label_fraction=null",
         "matrix.tasks=[stemi,hcm]", "matrix.epochs=1"]
 
 

@@ -47,24 +47,39 @@ class CellTrainer:
     def __init__(self, images: Path, cfg, pretrained: str | None):
         self.images, self.cfg, self.pretrained = images, cfg, pretrained
 
+    def export_of(self, cell) -> str | None:
+        """The export a cell starts from: the final one, or (pretraining ablation) the intermediate one of
+        its step beside it, checked against the sha256 its id was planned with."""
+        if getattr(cell, "pretrain_step", None) is None or not self.pretrained:
+            return self.pretrained
+        from heartbeit.train.pretrain import ablation_export_paths
+        from heartbeit.utils.io import sha256_file
+
+        file = ablation_export_paths(Path(self.pretrained).parent, cell.arch, cell.pretrain_step)[0]
+        if not file.is_file() or sha256_file(file) != cell.pretrain_sha256:
+            raise ValueError(f"{file}: missing or not the export this cell was planned with (re-run "
+                             "`heartbeit matrix plan`)")
+        return str(file)
+
     def __call__(self, cell, out_dir: Path) -> dict:
         from heartbeit.train.finetune import cell_data_from_shards, finetune_cell
 
+        pretrained = self.export_of(cell)
         data = cell_data_from_shards(self.images, cell, self.cfg.matrix)
         if getattr(cell, "kind", "finetune") == "probe":
             from heartbeit.train.probe import linear_probe_cell
 
-            summary = linear_probe_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=self.pretrained)
+            summary = linear_probe_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained)
         else:
-            summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=self.pretrained)
+            summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained)
         return {**summary, "profile": self.cfg.profile}
 
 
 def run(args: argparse.Namespace) -> int:
     from heartbeit.cli import resolve_config
     from heartbeit.config import write_resolved
-    from heartbeit.matrix import (cell_status, parse_indices, plan_cells, read_plan, run_cells, select_cells,
-                                  write_plan)
+    from heartbeit.matrix import (ablation_archs, cell_status, parse_indices, plan_cells, read_ablation_exports,
+                                  read_plan, run_cells, select_cells, write_plan)
 
     from heartbeit.config.preflight import check_run
 
@@ -81,7 +96,14 @@ def run(args: argparse.Namespace) -> int:
         if pretrained is not None and not pretrained.is_file():
             print(f"heartbeit matrix: no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
             return 2
-        cells = plan_cells(cfg.matrix, images, pretrained)
+        exports = []
+        if ablation_archs(cfg.matrix) and pretrained is not None:  # the pretraining ablation's exports
+            try:
+                exports = read_ablation_exports(pretrained, cfg.pretrain.model, cfg.pretrain.export_at)
+            except (OSError, ValueError) as exc:
+                print(f"heartbeit matrix: matrix.ablation_label_fraction: {exc}")
+                return 2
+        cells = plan_cells(cfg.matrix, images, pretrained, exports)
         write_plan(cells, plan_path)
         write_resolved(cfg, matrix_dir)
         for c in cells:

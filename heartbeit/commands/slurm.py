@@ -98,8 +98,8 @@ def _submit(args) -> int:
     for entry in record["jobs"]:
         array = f"  array {entry['array']}" if entry["array"] else ""
         print(f"{entry['stage']:9s} job {entry['job_id']}{array}")
-    print(f"{matrix_cell_count(cfg.matrix)} matrix cells; job ids -> {cfg.workdir}/slurm_jobs.json; "
-          f"logs -> {cfg.workdir}/slurm/logs/")
+    print(f"{matrix_cell_count(cfg.matrix, cfg.pretrain.export_at)} matrix cells; job ids -> "
+          f"{cfg.workdir}/slurm_jobs.json; logs -> {cfg.workdir}/slurm/logs/")
     print(f"follow with: heartbeit slurm status --workdir {shlex.quote(cfg.workdir)}")
     if args.wait:
         from heartbeit.slurm_submit import format_status, wait_chain

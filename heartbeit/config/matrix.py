@@ -57,6 +57,11 @@ class MatrixConfig:
     # Where cells train: "auto" = the GPU when there is one, else the CPU; "cpu"; "cuda" (the process's
     # current GPU: with jobs > 1 each cell process takes its own, round-robin); "cuda:N".
     device: str = "auto"
+    # Pretraining ablation (does pretraining cause the gain?): fine-tune every intermediate HeartBEiT export
+    # (pretrain.export_at) at this label fraction x every task x every seed and draw of that fraction; the
+    # final export (100 %) and the same-size random ViT (0 %) are the normal cells. null = off. Not part of
+    # any cell's id: turning it on adds cells and changes none.
+    ablation_label_fraction: float | None = None
 
     def validate(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -67,6 +72,8 @@ class MatrixConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.decode_threads < 1:
             raise ConfigError(f"decode_threads must be >= 1, got {self.decode_threads}")
+        if self.ablation_label_fraction is not None and not 0 < self.ablation_label_fraction <= 1:
+            raise ConfigError(f"ablation_label_fraction must be in (0, 1] or null, got {self.ablation_label_fraction}")
         if self.draws < 1:
             raise ConfigError(f"draws must be >= 1, got {self.draws}")
         if not 0 < self.draws_below <= 1:

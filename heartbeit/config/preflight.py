@@ -62,6 +62,7 @@ def config_problems(cfg) -> list[str]:
                    f"{cfg.pretrain.img_size // p}x{cfg.pretrain.img_size // p} patch grid but the tokenizer "
                    f"gives {t.input_size // t.patch_size}x{t.input_size // t.patch_size} tokens "
                    "(tokenizer.input_size / tokenizer.patch_size)")
+    out += ablation_problems(cfg)
     names = [s.name for s in cfg.synth.sites]
     if not cfg.input_dirs:  # the synthetic default: its site names are the data's site labels
         missing = [s for s in cfg.render.external_sites if s not in names]
@@ -71,6 +72,37 @@ def config_problems(cfg) -> list[str]:
         out.append(f"render.external_sites {list(cfg.render.external_sites)} names the synthetic data's sites but "
                    "input_dirs is real data: set it to the held-out hospitals' site labels (ingest's summary "
                    "lists them), or [] for no external set")
+    return out
+
+
+def ablation_problems(cfg) -> list[str]:
+    """pretrain.export_at must fall on distinct steps inside the run. The pretraining ablation
+    (matrix.ablation_label_fraction) needs intermediate exports, a HeartBEiT
+    architecture to fine-tune from them, and its label fraction rendered and in the matrix (its 0 % and
+    100 % points are the normal random-ViT and HeartBEiT cells at that fraction)."""
+    out = []
+    if not cfg.pretrain.epochs:  # a length in steps is known now (in epochs: at the start of pretraining)
+        from heartbeit.train.pretrain import export_steps
+
+        try:
+            export_steps(cfg.pretrain.export_at, cfg.pretrain.steps)
+        except ValueError as exc:
+            out.append(str(exc))
+    fraction = cfg.matrix.ablation_label_fraction
+    if fraction is None:
+        return out
+    if not cfg.pretrain.export_at:
+        out.append("matrix.ablation_label_fraction is set but pretrain.export_at is empty: pretraining writes no "
+                   "intermediate exports to fine-tune (e.g. pretrain.export_at: [0.25, 0.5]), or set "
+                   "matrix.ablation_label_fraction: null")
+    if not any(a.startswith("heartbeit_") for a in cfg.matrix.architectures):
+        out.append("matrix.ablation_label_fraction is set but matrix.architectures has no HeartBEiT (heartbeit_*) "
+                   "architecture whose pretraining it could ablate (or set matrix.ablation_label_fraction: null)")
+    for key, fractions in (("render.fractions", cfg.render.fractions), ("matrix.fractions", cfg.matrix.fractions)):
+        if fraction not in fractions:
+            out.append(f"matrix.ablation_label_fraction ({fraction:g}) is not in {key} {list(fractions)}: the "
+                       "ablation's cells train on that rendered fraction beside the normal cells there (or set "
+                       "matrix.ablation_label_fraction: null)")
     return out
 
 

@@ -48,6 +48,10 @@ class PretrainConfig:
     tokens: str = "auto"  # auto: precomputed grids from the shards when they match the tokenizer | shards | online
     zero_offload: bool = False  # ZeRO >= 1: optimizer states (and stage-3 params) in host memory
     ds_config_overrides: dict[str, Any] = field(default_factory=dict)  # merged last into the DeepSpeed config
+    # Extra backbone exports at these fractions of the (resolved) `steps`, each in (0, 1); the final export
+    # (1.0) is always written. They go to <out>/ablation/, which checkpoint rotation never touches, and are
+    # what the matrix's pretraining ablation (matrix.ablation_label_fraction) fine-tunes. [] = none.
+    export_at: list[float] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.decode_threads < 1:
@@ -66,5 +70,8 @@ class PretrainConfig:
             raise ConfigError("epochs, warmup_epochs, global_batch and lr_batch must be >= 0")
         if self.warmup_epochs and not self.epochs:
             raise ConfigError("warmup_epochs needs epochs (the length in epochs); else set warmup_steps")
+        if not all(0 < f < 1 for f in self.export_at) or len(set(self.export_at)) != len(self.export_at):
+            raise ConfigError(f"export_at must be distinct fractions of the steps in (0, 1) (the final export at "
+                              f"1.0 is always written), got {self.export_at}")
         if self.epochs and self.warmup_epochs >= self.epochs:
             raise ConfigError(f"warmup_epochs ({self.warmup_epochs:g}) must be < epochs ({self.epochs:g})")

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, swap_into_place
 
 from . import saliency as sal
+from .ablation import split_cells, write_ablation
 from .cells import FAMILY_ORDER, Cell, finished_cell_dirs, long_metrics, read_cell
 from .sanity_report import NOTE as SANITY_NOTE, sanity_tables
 from .tables import (MISSING, calibration_table, fraction_label, fraction_table, model_label, paired_table,
@@ -748,6 +749,7 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
 
     rc = cfg.report
     cellset = load_cells(cells_dir)
+    cellset.cells, ablation_cells = split_cells(cellset.cells)  # not the main model: their own section
     images = open_images(images_dir)
     cells = cellset.cells
     problems = list(cellset.problems) + list(images.problems)
@@ -902,6 +904,12 @@ def _build(cfg, cells_dir: Path, images_dir: Path, root: Path, staging: dict, co
         else:
             doc.para("Not available: the matrix has no signal-domain architecture (add e.g. signal_xresnet1d_tiny "
                      "to matrix.architectures).")
+        long_ablation = long_metrics(ablation_cells, ci=rc.ci, n_resamples=rc.bootstrap, seed=rc.seed, min_n=rc.min_n,
+                                     ece_bins=rc.ece_bins, workers=rc.workers, cache_dir=score_cache(cfg))
+        ablation = write_ablation(doc, ablation_cells, long, long_ablation, staging["tables"], staging["figures"],
+                                  cfg.matrix.ablation_label_fraction)
+        if ablation is not None:
+            summary["pretraining_ablation"] = ablation
         doc.heading("All tables and figures", 3)
         doc.para("Every table exists as Markdown, LaTeX and CSV; the long tables also as Parquet and JSON.")
         doc.link_list(_files(staging["tables"], ".md"))

@@ -23,6 +23,14 @@ CNN_FAMILIES = ("efficientnet", "resnet")
 # (timm BEiT backbone) without the MIM weights. They are "vit_*" by name but get HeartBEiT's fine-tuning recipe.
 SAME_SIZE_BASELINES = ("vit_tiny_patch8_112", "vit_tiny_patch8_64", "vit_micro_patch8_64")
 
+
+def same_size_baseline(arch: str) -> str | None:
+    """HeartBEiT's random-init twin (heartbeit_tiny_patch8_64 -> vit_tiny_patch8_64): the same network with
+    zero pretraining steps. None for other architectures and sizes without a twin."""
+    twin = "vit_" + arch.removeprefix("heartbeit_")
+    return twin if arch.startswith("heartbeit_") and twin in SAME_SIZE_BASELINES else None
+
+
 # BEiT-family fine-tuning (HeartBEiT, its same-size random twin, BEiT-B/16): the BEiT reference loader's
 # drop path rate. Other families keep timm's default (0).
 BEIT_FINETUNE_DROP_PATH = 0.1

@@ -16,6 +16,9 @@ one CPU, one GPU, or N ranks under DeepSpeed ZeRO. Outputs in `out_dir`:
     heartbeit-<variant>.safetensors  fp32 backbone, loadable with timm.create_model(..., pretrained=True,
                                    pretrained_cfg_overlay=dict(file=...)) after `import heartbeit.models`
     heartbeit-<variant>.json       config, tokenizer, metrics of the run
+    ablation/heartbeit-<variant>-step<N>.safetensors + .json
+                                   the same backbone export at each `export_at` fraction of the steps (step,
+                                   fraction, sha256 in the json); outside checkpoints/, so rotation keeps them
 """
 from __future__ import annotations
 
@@ -75,6 +78,38 @@ def variant_name(model_name: str) -> str:
 def export_paths(out_dir: Path, model_name: str) -> tuple[Path, Path]:
     stem = f"heartbeit-{variant_name(model_name)}"
     return out_dir / f"{stem}.safetensors", out_dir / f"{stem}.json"
+
+
+ABLATION_DIR = "ablation"  # intermediate exports, beside the final one and outside checkpoints/ (rotation)
+
+
+def ablation_export_paths(out_dir: Path, model_name: str, step: int) -> tuple[Path, Path]:
+    """The intermediate export (and its json) written at optimizer step `step` of the run in `out_dir`."""
+    stem = f"heartbeit-{variant_name(model_name)}-step{int(step)}"
+    return Path(out_dir) / ABLATION_DIR / f"{stem}.safetensors", Path(out_dir) / ABLATION_DIR / f"{stem}.json"
+
+
+def export_steps(export_at: list[float], steps: int) -> dict[int, float]:
+    """{optimizer step: fraction} of the intermediate exports of a run of `steps` steps: the nearest step to
+    each fraction. A fraction that lands on step 0, on the final step or on another's step is an error."""
+    out: dict[int, float] = {}
+    for fraction in sorted(export_at):
+        step = int(math.floor(fraction * steps + 0.5))
+        if not 0 < step < steps or step in out:
+            raise ValueError(f"pretrain.export_at {fraction:g} of {steps} steps is step {step}, which is "
+                             + ("another fraction's step" if step in out else "not strictly inside the run")
+                             + ": use fewer or farther apart fractions, or more steps")
+        out[step] = fraction
+    return out
+
+
+def same_run(config_a: dict, config_b: dict) -> bool:
+    """Do two recorded `pretrain_config`s describe the same training run? `export_at` only says which
+    steps are exported, not what is trained, so it is left out."""
+    def strip(c: dict) -> dict:
+        return {k: v for k, v in c.items() if k != "export_at"}
+
+    return strip(config_a) == strip(config_b)
 
 
 def rng_state() -> dict[str, Any]:
@@ -147,6 +182,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     else:  # a BatchSource: its own count if it has one (InMemoryBatches holds every rank's images)
         train_images = getattr(data, "num_images", None) or (len(data.images) if hasattr(data, "images") else None)
     cfg, schedule = resolve_schedule(cfg, train_images, world_size)
+    intermediate = export_steps(cfg.export_at, cfg.steps)  # from the resolved length; checked before any work
     if cfg.compile:
         model.compile()  # in place: state-dict keys (checkpoints, export) stay those of the plain module
     engine: Engine = build_engine(model, param_groups(model, cfg.weight_decay), cfg)
@@ -205,6 +241,45 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     peak_flops, peak_source = device_peak_flops(device, cfg.precision, cfg.peak_tflops)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext())
     images_per_step = cfg.batch_size * cfg.grad_accum * engine.world_size
+
+    # ---- exports: the final one and those at pretrain.export_at
+    meta = {"model": cfg.model, "img_size": cfg.img_size, "in_chans": 1, "mean": MEAN, "std": STD}
+    run_record = {"vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.config(),
+                  "tokenizer_file": str(tokenizer_file) if tokenizer_file else None,
+                  "pretrain_config": to_dict(given), "resolved_pretrain_config": to_dict(cfg)}
+
+    def write_export(path: Path) -> str | None:
+        """The fp32 backbone as it is now into `path`; the gather is a collective (ZeRO partitions), so
+        every rank calls this. Returns the file's sha256 on rank 0, None on the others."""
+        full = engine.full_state_dict()
+        if not is_main:
+            return None
+        from safetensors.torch import save_file
+
+        from heartbeit.utils.io import atomic_path
+
+        backbone = export_backbone(full, depth=len(model.blocks))
+        with atomic_path(path) as tmp:
+            save_file(backbone, str(tmp), metadata={"heartbeit": json.dumps(meta, sort_keys=True)})
+        log.info("exported %s (%d tensors)", path, len(backbone))
+        return sha256_file(path)
+
+    def export_intermediate(at_step: int) -> None:
+        file, record = ablation_export_paths(out_dir, cfg.model, at_step)
+        sha = write_export(file)
+        if is_main:  # the json last: an export with its json is complete
+            atomic_write_json(record, {**meta, **run_record, "step": at_step, "fraction": intermediate[at_step],
+                                       "steps": cfg.steps, "file": file.name, "sha256": sha,
+                                       "code_version": code_version()})
+
+    if is_main:  # exports of steps this run has already passed cannot be made again: say so now
+        for passed in (s for s in intermediate if s <= step):
+            record = ablation_export_paths(out_dir, cfg.model, passed)[1]
+            info = json.loads(record.read_text()) if record.is_file() else None
+            if info is None or not same_run(info.get("pretrain_config", {}), to_dict(given)):
+                log.warning("pretrain.export_at %g: no export of this run at step %d, which the resumed run has "
+                            "passed; the matrix's pretraining ablation needs it (rerun pretraining from step 0 in "
+                            "a new --out)", intermediate[passed], passed)
 
     def save(at_step: int) -> None:
         engine.save_checkpoint(ckpt_dir, f"step{at_step:08d}", {
@@ -267,6 +342,8 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                          record["loss"], record["mlm_acc"], lr, ips,
                          f"{record['mfu']:.2%}" if record["mfu"] is not None else "n/a")
             window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0, "t0": time.perf_counter()}
+        if step in intermediate:  # before any checkpoint of this step: a resume never skips past it unwritten
+            export_intermediate(step)
         if step % cfg.checkpoint_every == 0 or step == end:
             save(step)
         elif step < end and stop.should_stop(engine):
@@ -291,25 +368,18 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
         return summary
 
     # ---- export: fp32 backbone for fine-tuning (the collective gather runs on every rank)
-    full = engine.full_state_dict()
+    sha = write_export(export_file)
     if is_main:
-        from safetensors.torch import save_file
-
-        from heartbeit.utils.io import atomic_path
-
-        backbone = export_backbone(full, depth=len(model.blocks))
-        meta = {"model": cfg.model, "img_size": cfg.img_size, "in_chans": 1, "mean": MEAN, "std": STD}
-        with atomic_path(export_file) as tmp:
-            save_file(backbone, str(tmp), metadata={"heartbeit": json.dumps(meta, sort_keys=True)})
         summary["export"] = str(export_file)
-        summary["export_sha256"] = sha256_file(export_file)
+        summary["export_sha256"] = sha
+        records = [ablation_export_paths(out_dir, cfg.model, s)[1] for s in sorted(intermediate)]
+        records = [json.loads(r.read_text()) for r in records if r.is_file()]
+        summary["intermediate_exports"] = {str(r["step"]): r["sha256"] for r in records
+                                           if same_run(r["pretrain_config"], to_dict(given))}
         atomic_write_json(export_json, {
-            **meta, "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.config(),
-            "tokenizer_file": str(tokenizer_file) if tokenizer_file else None,
-            "pretrain_config": to_dict(given), "resolved_pretrain_config": to_dict(cfg), "code_version": code_version(), "summary": summary,
+            **meta, **run_record, "code_version": code_version(), "summary": summary,
             "load_with": f"timm.create_model({cfg.model!r}, pretrained=True, "
                          f"pretrained_cfg_overlay=dict(file={export_file.name!r}), num_classes=2)",
         })
-        log.info("exported %s (%d tensors)", export_file, len(backbone))
     engine.barrier()
     return summary
