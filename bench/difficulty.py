@@ -55,7 +55,7 @@ def main() -> int:
 
     common = ["--profile", args.profile, "--workdir", args.workdir,
               "--set", f"matrix.architectures={json.dumps(list(BASELINES))}", "--set", "matrix.fractions=[1.0]",
-              "--set", "matrix.probe_architectures=[]", "--set", f"results_dir={args.workdir}/results"]
+              "--set", "matrix.probe_architectures=[]", "--set", "matrix.ablation_label_fraction=null", "--set", f"results_dir={args.workdir}/results"]
     t0 = time.time()
     for argv in () if args.score_only else (["synth", "--no-progress"], ["ingest", "--no-progress"], ["render", "--no-progress"],
                  ["matrix", "plan"], ["matrix", "run"]):
