@@ -262,8 +262,10 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     """(state, detail) with state in planned | running | done | failed | partial."""
     cells_dir = Path(cells_dir)
     if (cells_dir / cell.cell_id / COMPLETE).is_file():
+        from heartbeit.train.sanity import current_verdicts
+
         try:
-            verdicts = json.loads((cells_dir / cell.cell_id / "cell.json").read_text()).get("sanity", {}).get("verdicts", [])
+            verdicts = current_verdicts(json.loads((cells_dir / cell.cell_id / "cell.json").read_text()).get("sanity", {}))
         except (OSError, json.JSONDecodeError):
             verdicts = ["unreadable cell.json"]
         return "done", ("sanity: " + ", ".join(verdicts)) if verdicts else ""

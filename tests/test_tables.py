@@ -167,12 +167,15 @@ def test_sanity_section_reads_chance_cells_against_their_siblings():
     metas = [meta("a", "resnet18", []), meta("b", "efficientnet_b0", ["not_better_than_chance"]),
              meta("c", "resnet18", ["not_better_than_chance"], draw=1),
              meta("d", "efficientnet_b0", ["not_better_than_chance"], draw=1),
-             meta("e", "vit_micro", ["collapsed", "not_better_than_chance"], fraction=1.0)]
+             meta("e", "vit_micro", ["collapsed", "not_better_than_chance"], fraction=1.0),
+             meta("f", "resnet18", ["one_class"], fraction=1.0)]
     counts, flagged, summary = sanity_tables(metas)
-    assert summary == {"collapsed": 1, "non_finite_loss": 0, "not_better_than_chance": 4, "cells": 5}
+    assert summary == {"collapsed": 1, "one_class": 1, "non_finite_loss": 0, "not_better_than_chance": 4,
+                       "cells": 6}
     reading = dict(zip(zip(flagged["Model"].str.split(" ").str[0], flagged["Draw"], flagged["Fraction"]),
                        flagged["Reading"]))
     assert reading[("efficientnet_b0", 0, "1%")].startswith("suspect training")  # resnet18 learns on the same ECGs
     assert reading[("resnet18", 1, "1%")].startswith("likely the task")  # nobody learns in draw 1
     assert reading[("vit_micro", 0, "100%")].startswith("training defect: constant")
-    assert len(flagged) == 4 and int(counts["Cells"].sum()) == 5
+    assert reading[("resnet18", 0, "100%")].startswith("one class at p = 0.5 but the scores rank")
+    assert len(flagged) == 5 and int(counts["Cells"].sum()) == 6

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from heartbeit.models.families import same_size_baseline
+from heartbeit.train.sanity import current_verdicts
 
 from .cells import Cell
 from .plots import save_png
@@ -149,11 +150,12 @@ def write_ablation(doc, ablation_cells: list[Cell], long_main: pd.DataFrame | No
     if missing:
         doc.para("No 0-step point for " + ", ".join(f"`{m}`" for m in missing) + ": its same-size random-init "
                  "ViT is not in matrix.architectures (or not finished).")
-    flagged = [c.meta for c in ablation_cells if (c.meta.get("sanity") or {}).get("verdicts")]
+    flagged = [(c.meta, current_verdicts(c.meta.get("sanity") or {})) for c in ablation_cells]
+    flagged = [(m, v) for m, v in flagged if v]
     if flagged:
         doc.para(f"Cell sanity: {len(flagged)} of {len(ablation_cells)} ablation cell(s) have a verdict ("
                  + "; ".join(f"{m['task']} step {m['pretrain_step']} draw {m['draw']}: "
-                             + ", ".join(m["sanity"]["verdicts"]) for m in flagged) + "); they are kept.")
+                             + ", ".join(v).replace("_", " ") for m, v in flagged) + "); they are kept.")
     doc.table(table, "Internal-test AUROC vs pretraining steps (tables/ablation_auroc, runs in tables/ablation_long)")
     doc.image(f"figures/{FIGURE}", "AUROC vs pretraining steps: one line per task through the means, x = each run")
     means = runs.groupby(["task", "model", "pretrain_fraction"])["auroc"].mean()

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from heartbeit.train.sanity import VERDICTS, current_verdicts
+
 from .tables import fraction_label, model_label
 
-NOTE = ("Verdicts on the selected weights' validation predictions: *collapsed* = prediction std < 1e-3 or one "
-        "class (at p = 0.5) for every ECG — a training defect; *non-finite loss* = a NaN/inf training loss; "
+NOTE = ("Verdicts on the selected weights' validation predictions: *collapsed* = prediction std < 1e-3, a constant "
+        "prediction — a training defect; *one class* = every ECG on one side of p = 0.5 while the scores vary — a "
+        "threshold property (common at ~10 % prevalence), a defect only with *not better than chance*; "
+        "*non-finite loss* = a NaN/inf training loss; "
         "*not better than chance* = the validation AUROC's 95% DeLong CI includes 0.5 — the cell's training is "
         "suspect when a sibling model on the same ECGs learns, the task (too few labels, a weak signal) when "
         "none does. Cells are reported whatever their verdict.")
@@ -21,7 +25,8 @@ def sanity_frame(metas: list[dict]) -> pd.DataFrame:
         s = m.get("sanity") or {}
         rows.append({"cell_id": m["cell_id"], "task": m["task"], "fraction": float(m["fraction"]),
                      "seed": int(m.get("seed", 0)), "draw": int(m.get("draw", 0)), "arch": m["arch"],
-                     "init": m.get("init", ""), "verdicts": list(s.get("verdicts", ["not recorded"])),
+                     "init": m.get("init", ""),
+                     "verdicts": current_verdicts(s) if "verdicts" in s else ["not recorded"],
                      "val_auroc": s.get("val_auroc"), "val_auroc_low": s.get("val_auroc_low"),
                      "val_auroc_high": s.get("val_auroc_high"), "val_score_std": s.get("val_score_std")})
     return pd.DataFrame(rows)
@@ -30,11 +35,10 @@ def sanity_frame(metas: list[dict]) -> pd.DataFrame:
 def _reading(row, frame: pd.DataFrame) -> str:
     if "non_finite_loss" in row.verdicts:
         return "training defect: non-finite loss"
-    std = row.val_score_std if isinstance(row.val_score_std, (int, float)) else float("nan")
-    if "collapsed" in row.verdicts and not std >= 1e-3:
+    if "collapsed" in row.verdicts:
         return "training defect: constant prediction"
-    if "collapsed" in row.verdicts and "not_better_than_chance" not in row.verdicts:
-        return "one class at p = 0.5 but the scores rank (AUROC CI above 0.5): calibration, not collapse"
+    if "one_class" in row.verdicts and "not_better_than_chance" not in row.verdicts:
+        return "one class at p = 0.5 but the scores rank (AUROC CI above 0.5): threshold, not a defect"
     if "not_better_than_chance" not in row.verdicts:
         return ""
     group = frame[(frame["task"] == row.task) & (frame["fraction"] == row.fraction) & (frame["seed"] == row.seed)
@@ -50,7 +54,7 @@ def sanity_tables(metas: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     frame = sanity_frame(metas)
     if frame.empty:
         return pd.DataFrame(), pd.DataFrame(), {}
-    verdicts = ("collapsed", "non_finite_loss", "not_better_than_chance")
+    verdicts = VERDICTS
     counts = []
     for (arch, init), grp in frame.groupby(["arch", "init"], sort=True):
         row = {"Model": model_label(arch, init), "Cells": len(grp)}

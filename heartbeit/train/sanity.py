@@ -13,7 +13,10 @@ deterministic training stream, so a rerun gives the same statistics.
 
 Verdicts (cell.json "sanity", the report and `heartbeit matrix status`), on the selected weights' validation
 predictions:
-- collapsed: prediction std < 1e-3, or one class (at p = 0.5) for every ECG: a training defect to fix;
+- collapsed: prediction std < 1e-3 -- a constant prediction: a training defect to fix;
+- one_class: every ECG on one side of p = 0.5 while the scores vary -- a property of the threshold, common
+  at low prevalence for a model that ranks but never reaches 0.5 (the demo's tasks at 10 % prevalence), not a
+  defect by itself; with not_better_than_chance it is a model that did not learn;
 - non_finite_loss: a training loss that is NaN or infinite at some validation;
 - not_better_than_chance: the validation AUROC's 95 % DeLong CI (clustered by patient) includes 0.5 (where
   DeLong gives no interval -- a perfect ranking has zero variance -- a one-sided Mann-Whitney test at 2.5 %
@@ -28,7 +31,7 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 COLLAPSE_STD = 1e-3
-VERDICTS = ("collapsed", "non_finite_loss", "not_better_than_chance")
+VERDICTS = ("collapsed", "one_class", "non_finite_loss", "not_better_than_chance")
 
 
 def has_batchnorm(model: torch.nn.Module) -> bool:
@@ -86,8 +89,10 @@ def sanity_verdicts(scores: np.ndarray, labels: np.ndarray, *, nonfinite_steps: 
     finite = scores[np.isfinite(scores)]
     std = float(finite.std()) if len(finite) else float("nan")
     calls = int((finite >= 0.5).sum())
-    if len(finite) == 0 or not std >= COLLAPSE_STD or calls in (0, len(finite)):
+    if len(finite) == 0 or not std >= COLLAPSE_STD:
         verdicts.append("collapsed")
+    elif calls in (0, len(finite)):
+        verdicts.append("one_class")
     if nonfinite_steps or len(finite) < len(scores):
         verdicts.append("non_finite_loss")
     result = auroc(labels, scores, clusters=patients) if len(finite) == len(scores) and len(scores) else None
@@ -104,3 +109,13 @@ def sanity_verdicts(scores: np.ndarray, labels: np.ndarray, *, nonfinite_steps: 
         verdicts.append("not_better_than_chance")
     return {"verdicts": verdicts, "val_auroc": value, "val_auroc_low": low, "val_auroc_high": high,
             "val_score_std": std, "val_positive_calls": calls, "val_n": int(len(scores))}
+
+
+def current_verdicts(sanity: dict) -> list[str]:
+    """A cell's verdicts under today's rules. Cells trained before "one_class" existed recorded such a cell as
+    "collapsed"; their recorded score std tells the two apart exactly, so old cells read the same as new ones."""
+    verdicts = list(sanity.get("verdicts", []))
+    std = sanity.get("val_score_std")
+    if "collapsed" in verdicts and isinstance(std, (int, float)) and std >= COLLAPSE_STD:
+        verdicts[verdicts.index("collapsed")] = "one_class"
+    return verdicts
