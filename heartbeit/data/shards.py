@@ -125,6 +125,26 @@ def decode_image(data: bytes, ext: str) -> np.ndarray:
     raise ValueError(f"unknown image member extension {ext!r}")
 
 
+def draw_batch(signals_mV: np.ndarray, fs: float, cfg, fs_out: float, draw: dict,
+               wave_hz: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The render chain for a batch of equal rate and length [B, 12, n] mV: filter (`preprocess` with the
+    render config `cfg`, to `fs_out`) -> draw (`render_batch` with `draw`, e.g. `render_kwargs(cfg)`) -> the
+    waveform as stored for signal models (int16 uV; None when `wave_hz` is 0). The one chain of the render
+    stage and of the report's synthetic ECGs (heartbeit.eval.territory), so both draw alike."""
+    filtered = preprocess(signals_mV, fs, cfg, fs_out=fs_out)
+    images = render_batch(filtered, fs_out, **draw)
+    waves = wave_for_storage(filtered, fs_out, wave_hz, draw["duration_s"]) if wave_hz else None
+    return images, waves
+
+
+def layout_draw_kwargs(layout: dict, cfg) -> dict:
+    """`render_batch` arguments that draw like a finished render: its geometry from its layout.json (the
+    `layout_record`; the render config may have changed since), the line width (not recorded) from `cfg`."""
+    return dict(size=tuple(layout["image_size"]), layout=layout["layout"], grid=bool(layout.get("grid", False)),
+                mm_per_mv=float(layout.get("mm_per_mv", 10.0)),
+                duration_s=float(layout.get("duration_s", cfg.duration_s)), line_width=cfg.line_width or None)
+
+
 # ---------------------------------------------------------------------------------------------- corpus
 
 
@@ -293,12 +313,11 @@ def render_shard(job: ShardJob, out_dir: str | Path, cfg) -> dict:
         for start in range(0, len(idx), 64):
             part = idx[start:start + 64]
             batch = np.stack([signals[i] for i in part]).astype(np.float32) / 1000.0  # uV -> mV
-            target = float(cfg.resample_hz or fs)
-            filtered = preprocess(batch, fs, cfg, fs_out=target)
-            for i, img in zip(part, render_batch(filtered, target, **kwargs)):
+            drawn, stored = draw_batch(batch, fs, cfg, float(cfg.resample_hz or fs), kwargs, cfg.wave_hz)
+            for i, img in zip(part, drawn):
                 images[i] = img
-            if cfg.wave_hz:
-                for i, wave in zip(part, wave_for_storage(filtered, target, cfg.wave_hz, cfg.duration_s)):
+            if stored is not None:
+                for i, wave in zip(part, stored):
                     waves[i] = wave
     members, wave_members = [], []
     for meta, img, wave in zip(job.samples, images, waves):

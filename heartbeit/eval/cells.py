@@ -111,6 +111,20 @@ def read_cells(cells_dir: str | Path, hold: bool = True) -> list[Cell]:
     return [read_cell(d, hold) for d in finished_cell_dirs(cells_dir)]
 
 
+def first_runs(cells: list[Cell], task: str, fraction: float, by_family: bool = False) -> dict[tuple[str, str], Cell]:
+    """The lowest (seed, draw) cell of each (arch, init) for a task at a fraction: in that order, or with
+    `by_family` in the family table's display order (then by name)."""
+    out: dict[tuple[str, str], Cell] = {}
+    for c in sorted(cells, key=lambda c: (int(c.meta["seed"]), int(c.meta.get("draw", 0)))):
+        m = c.meta
+        if m["task"] == task and float(m["fraction"]) == float(fraction):
+            out.setdefault((m["arch"], m["init"]), c)
+    if not by_family:
+        return out
+    rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[1].meta["arch_family"], 99), kv[0])))
+
+
 def _meta_columns(meta: dict) -> dict:
     row = {k: meta[k] for k in CELL_KEYS}
     row["fraction"] = float(row["fraction"])

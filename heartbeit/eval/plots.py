@@ -47,16 +47,6 @@ def _colours(models: list[tuple[str, str]]) -> dict:
     return {m: palette[i % len(palette)] for i, m in enumerate(models)}
 
 
-def _first_runs(cells: list[Cell], task: str, fraction: float) -> dict[tuple[str, str], Cell]:
-    """The lowest (seed, draw) cell of each model for one task and fraction."""
-    out: dict[tuple[str, str], Cell] = {}
-    for c in sorted(cells, key=lambda c: (int(c.meta["seed"]), int(c.meta.get("draw", 0)))):
-        m = c.meta
-        if m["task"] == task and float(m["fraction"]) == float(fraction):
-            out.setdefault((m["arch"], m["init"]), c)
-    return out
-
-
 def _eval_part(cell: Cell, eval_set: str):
     split = {v: k for k, v in EVAL_SET.items()}[eval_set]
     p = cell.predictions[cell.predictions["split"].astype(str) == split]
@@ -66,7 +56,7 @@ def _eval_part(cell: Cell, eval_set: str):
 def roc_pr_figure(cells: list[Cell], task: str, fraction: float, eval_set: str, path: str | Path,
                   colours: dict | None = None) -> Path | None:
     """ROC (left) and precision-recall (right) curves of every model on one evaluation set."""
-    runs = _first_runs(cells, task, fraction)
+    runs = first_runs(cells, task, fraction)
     models = _model_keys([c.meta for c in runs.values()])
     colours = colours or _colours(models)
     fig = Figure(figsize=(11, 5))
@@ -162,7 +152,7 @@ def reliability_figure(cells: list[Cell], task: str, eval_set: str, path: str | 
     if not mine:
         return None
     fraction = max(float(c.meta["fraction"]) for c in mine) if fraction is None else fraction
-    runs = _first_runs(mine, task, fraction)
+    runs = first_runs(mine, task, fraction)
     models = _model_keys([c.meta for c in runs.values()])
     colours = colours or _colours(models)
     fig = Figure(figsize=(6.5, 6))
