@@ -24,12 +24,11 @@ from typing import Callable, Iterable
 
 from heartbeit import __version__
 from heartbeit.config import MatrixConfig, to_dict
+from heartbeit.config.layout import CELL_RECORD, COMPLETE
 from heartbeit.data.lock import pid_alive
 from heartbeit.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger("heartbeit.matrix")
-
-COMPLETE = "complete.json"
 
 
 @dataclass(frozen=True)
@@ -263,7 +262,7 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     cells_dir = Path(cells_dir)
     if (cells_dir / cell.cell_id / COMPLETE).is_file():
         try:
-            verdicts = json.loads((cells_dir / cell.cell_id / "cell.json").read_text()).get("sanity", {}).get("verdicts", [])
+            verdicts = json.loads((cells_dir / cell.cell_id / CELL_RECORD).read_text()).get("sanity", {}).get("verdicts", [])
         except (OSError, json.JSONDecodeError):
             verdicts = ["unreadable cell.json"]
         return "done", ("sanity: " + ", ".join(verdicts)) if verdicts else ""
@@ -298,7 +297,7 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
     try:
         log.info("cell %d/%d %s (%s)", cell.index, n_cells, cell.cell_id, cell.label)
         summary = train_fn(cell, tmp)
-        atomic_write_json(tmp / "cell.json", {**asdict(cell), **summary})
+        atomic_write_json(tmp / CELL_RECORD, {**asdict(cell), **summary})
         os.replace(tmp, final)
         atomic_write_json(final / COMPLETE, {"cell_id": cell.cell_id, "seconds": round(time.time() - t0, 2),
                                              "version": __version__})

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from heartbeit.config.layout import CELL_RECORD, PREDICTIONS
 from heartbeit.utils.io import atomic_write_text, sha256_file
 
 from .metrics import cell_metrics, subgroup_metrics, validate_predictions
@@ -83,7 +84,7 @@ def read_cell(cell_dir: str | Path, hold: bool = True) -> Cell:
     """One finished cell, its predictions checked; `hold` keeps them in memory, else they are read on use.
     Bad content raises ValueError naming the file (never patient data)."""
     cell_dir = Path(cell_dir)
-    meta_path, pred_path = cell_dir / "cell.json", cell_dir / "predictions.parquet"
+    meta_path, pred_path = cell_dir / CELL_RECORD, cell_dir / PREDICTIONS
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -104,7 +105,7 @@ def finished_cell_dirs(cells_dir: str | Path) -> list[Path]:
     if not cells_dir.is_dir():
         raise FileNotFoundError(f"{cells_dir}: no cells directory (run `heartbeit matrix` first)")
     return sorted(d for d in cells_dir.iterdir()
-                  if d.is_dir() and (d / "cell.json").is_file() and (d / "predictions.parquet").is_file())
+                  if d.is_dir() and (d / CELL_RECORD).is_file() and (d / PREDICTIONS).is_file())
 
 
 def read_cells(cells_dir: str | Path, hold: bool = True) -> list[Cell]:

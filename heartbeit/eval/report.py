@@ -30,6 +30,7 @@ import os
 import shutil
 from pathlib import Path
 
+from heartbeit.config.layout import RunLayout
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, swap_into_place
 
 from .ablation import split_cells
@@ -49,14 +50,14 @@ PARTS = ("tables", "figures", "saliency")
 def score_cache(cfg) -> Path:
     """Where each cell's metric rows are kept between report runs (and written by `report --score-only`
     array tasks): <workdir>/report/scores."""
-    return Path(cfg.workdir) / "report" / "scores"
+    return RunLayout.of(cfg).score_cache
 
 
 def run_report(cfg, cells_dir: str | Path | None = None, images_dir: str | Path | None = None,
                out_dir: str | Path | None = None, command: str = "heartbeit report") -> dict:
     """Build every part and REPORT.md/.html. Returns a summary (also written as report.json)."""
-    cells_dir = Path(cells_dir) if cells_dir else Path(cfg.workdir) / "matrix" / "cells"
-    images_dir = Path(images_dir) if images_dir else Path(cfg.workdir) / "images"
+    cells_dir = Path(cells_dir) if cells_dir else RunLayout.of(cfg).cells
+    images_dir = Path(images_dir) if images_dir else RunLayout.of(cfg).images
     root = Path(out_dir) if out_dir else Path(cfg.results_dir)
     root.mkdir(parents=True, exist_ok=True)
     staging = {part: root / f"{part}.staging-{os.getpid()}" for part in PARTS}

@@ -15,14 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from heartbeit.config.layout import CELL_WEIGHTS as MODEL_FILE, COMPLETE
 from heartbeit.models.families import IMAGE_FAMILIES, arch_family
 
 from .cells import Cell, finished_cell_dirs, read_cell
 
 log = logging.getLogger("heartbeit.report")
-
-COMPLETE = "complete.json"
-MODEL_FILE = "model.safetensors"
 
 
 # --------------------------------------------------------------------------------------------- cells

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from heartbeit.config import PretrainConfig, to_dict
+from heartbeit.config.layout import checkpoint_pointer, checkpoints_dir
 from heartbeit.distributed.engine import Engine, build_engine, latest_tag, world_size_from_env
 from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
 from heartbeit.models.heartbeit import create_mim_model, export_backbone
@@ -152,14 +153,14 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     cfg: PretrainConfig = getattr(cfg, "pretrain", cfg)
     given = cfg  # as configured; `cfg` below is resolved for this job (heartbeit.train.schedule)
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(out_dir)
     export_file, export_json = export_paths(out_dir, cfg.model)
     if export_json.is_file():  # complete for this config: nothing to do, with or without --resume
         done = json.loads(export_json.read_text())
         if done.get("pretrain_config") == to_dict(given):
             log.info("pretraining already complete in %s (same config); skipping", out_dir)
             return done["summary"]
-    if not resume and ckpt_dir.is_dir() and (ckpt_dir / "latest").is_file():
+    if not resume and ckpt_dir.is_dir() and checkpoint_pointer(out_dir).is_file():
         raise FileExistsError(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or use a new --out")
 
     # ---- tokenizer, model, engine
