@@ -58,7 +58,7 @@ def _metrics_with_ci(pred: pd.DataFrame, threshold: float) -> dict:
 def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path | None = None) -> dict:
     """Write the model folder of a finished cell; returns its config.json content."""
     from heartbeit import __version__
-    from heartbeit.data.shards import RENDER_FIELDS
+    from heartbeit.data.render_stage import RENDER_FIELDS
     from heartbeit.eval.threshold import youden_threshold
     from heartbeit.models import zoo
     from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version

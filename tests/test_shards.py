@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from heartbeit.config import RenderConfig
-from heartbeit.data.shards import decode_image, render_corpus
+from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.shard_format import decode_image
 from render_fixtures import make_corpus
 
 

@@ -168,7 +168,7 @@ def _read_members(images: ImageSet, rows: pd.DataFrame, tar_of, exts: tuple[str,
 
 def read_images(images: ImageSet, rows: pd.DataFrame) -> np.ndarray:
     """uint8 [N, H, W] for the manifest rows, in their order, read straight from the shard tars."""
-    from heartbeit.data.shards import decode_image
+    from heartbeit.data.shard_format import decode_image
 
     found = _read_members(images, rows, str, ("png", "npy"), decode_image, "image")
     return np.stack([found[i] for i in range(len(found))]) if found else np.zeros((0, *images.size), np.uint8)
@@ -176,7 +176,7 @@ def read_images(images: ImageSet, rows: pd.DataFrame) -> np.ndarray:
 
 def read_waves(images: ImageSet, rows: pd.DataFrame) -> np.ndarray:
     """float32 mV [N, 12, L] for the manifest rows, in their order, from the shards' waveform siblings."""
-    from heartbeit.data.shards import WAVE_EXT, decode_wave, wave_relpath
+    from heartbeit.data.shard_format import WAVE_EXT, decode_wave, wave_relpath
 
     found = _read_members(images, rows, wave_relpath, (WAVE_EXT,), lambda data, _: decode_wave(data), "waveform")
     return np.stack([found[i] for i in range(len(found))])

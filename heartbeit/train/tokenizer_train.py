@@ -142,7 +142,7 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
 
     from heartbeit.data.corpus import write_shard
     from heartbeit.data.members import read_samples, write_member_index
-    from heartbeit.data.shards import decode_image
+    from heartbeit.data.shard_format import decode_image
     from heartbeit.utils.io import atomic_write_json, sha256_file
 
     images_dir, tokenizer_file = Path(images_dir), Path(tokenizer_file)
