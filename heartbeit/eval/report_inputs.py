@@ -18,7 +18,7 @@ import pandas as pd
 from heartbeit.config.layout import CELL_WEIGHTS as MODEL_FILE, COMPLETE
 from heartbeit.models.families import IMAGE_FAMILIES, arch_family
 
-from .cells import Cell, finished_cell_dirs, read_cell
+from .cells import CellResult, finished_cell_dirs, read_cell
 
 log = logging.getLogger("heartbeit.report")
 
@@ -28,15 +28,15 @@ log = logging.getLogger("heartbeit.report")
 
 @dataclass
 class CellSet:
-    cells: list[Cell] = field(default_factory=list)
+    cells: list[CellResult] = field(default_factory=list)
     dirs: dict[str, Path] = field(default_factory=dict)  # cell_id -> folder
     problems: list[str] = field(default_factory=list)
 
-    def has_model(self, cell: Cell) -> bool:
+    def has_model(self, cell: CellResult) -> bool:
         """Whether the cell kept its selected weights (saliency needs them)."""
         return (self.dirs[str(cell.meta["cell_id"])] / MODEL_FILE).is_file()
 
-    def folder(self, cell: Cell) -> Path:
+    def folder(self, cell: CellResult) -> Path:
         return self.dirs[str(cell.meta["cell_id"])]
 
 
@@ -67,16 +67,16 @@ def load_cells(cells_dir: str | Path) -> CellSet:
     return out
 
 
-def _cells_of(cells: list[Cell], families: tuple[str, ...]) -> list[Cell]:
+def _cells_of(cells: list[CellResult], families: tuple[str, ...]) -> list[CellResult]:
     return [c for c in cells if (c.meta.get("arch_family") or arch_family(c.meta["arch"])) in families]
 
 
-def image_cells(cells: list[Cell]) -> list[Cell]:
+def image_cells(cells: list[CellResult]) -> list[CellResult]:
     """Cells of image models (the signal-domain baseline is read on its waveforms instead)."""
     return _cells_of(cells, IMAGE_FAMILIES)
 
 
-def signal_cells(cells: list[Cell]) -> list[Cell]:
+def signal_cells(cells: list[CellResult]) -> list[CellResult]:
     return _cells_of(cells, ("signal",))
 
 

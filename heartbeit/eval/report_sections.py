@@ -10,7 +10,7 @@ import pandas as pd
 from heartbeit.models.families import FAMILY_ORDER
 
 from .ablation import write_ablation
-from .cells import Cell, long_metrics
+from .cells import CellResult, long_metrics
 from .document import Document, part_files
 from .report_inputs import ImageSet
 from .sanity_report import NOTE as SANITY_NOTE, sanity_tables
@@ -44,7 +44,7 @@ def data_tables(manifest: pd.DataFrame, tasks) -> tuple[pd.DataFrame, pd.DataFra
     return counts, pd.DataFrame(label_rows)
 
 
-def data_section(doc: Document, cfg, cells: list[Cell], images: ImageSet, tables_dir: Path, summary: dict) -> None:
+def data_section(doc: Document, cfg, cells: list[CellResult], images: ImageSet, tables_dir: Path, summary: dict) -> None:
     doc.heading("Data")
     tasks = sorted({c.meta["task"] for c in cells}) or list(cfg.matrix.tasks)
     if images.manifest is not None:
@@ -66,7 +66,7 @@ def data_section(doc: Document, cfg, cells: list[Cell], images: ImageSet, tables
                  f"{float(lay.get('px_per_mv', 0)):.1f} px/mV).")
 
 
-def models_section(doc: Document, cfg, cells: list[Cell], tables_dir: Path, summary: dict) -> None:
+def models_section(doc: Document, cfg, cells: list[CellResult], tables_dir: Path, summary: dict) -> None:
     """Which models, how they were initialised (what truly loaded), the cells' sanity verdicts, and every seed."""
     rc = cfg.report
     doc.heading("Models, initialisation and seeds")
@@ -195,7 +195,7 @@ def comparisons_section(doc: Document, cfg, tables: dict, summary: dict) -> None
                  "to matrix.architectures).")
 
 
-def results_section(doc: Document, cfg, tables: dict, ablation_cells: list[Cell], staging: dict, summary: dict,
+def results_section(doc: Document, cfg, tables: dict, ablation_cells: list[CellResult], staging: dict, summary: dict,
                     cache_dir: Path) -> None:
     """Per task, the comparisons, the pretraining ablation, and the list of every table and figure."""
     rc = cfg.report

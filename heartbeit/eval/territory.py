@@ -19,7 +19,7 @@ from tqdm import tqdm
 from heartbeit.models.families import arch_family
 
 from . import saliency as sal
-from .cells import Cell
+from .cells import CellResult
 from .cells import first_runs
 from .document import Document, part_link, slug
 from .inference import load_cell_model, predict
@@ -70,7 +70,7 @@ def _internal_auroc(long: pd.DataFrame | None) -> dict:
     return dict(zip(part["cell_id"].astype(str), part["auroc"]))
 
 
-def best_stemi_cell(cells: list[Cell], long: pd.DataFrame | None, dirs: dict) -> tuple[Cell | None, str]:
+def best_stemi_cell(cells: list[CellResult], long: pd.DataFrame | None, dirs: dict) -> tuple[CellResult | None, str]:
     """Highest internal-test AUROC among the stemi image models at the largest fraction (first
     seed/draw) that kept their weights; the note says when a better-scoring cell had none."""
     stemi = [c for c in cells if c.meta["task"] == "stemi"]
