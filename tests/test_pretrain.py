@@ -9,7 +9,7 @@ from _mim_data import ecg_images, write_image_shards
 from safetensors.torch import load_file
 
 from heartbeit.config import PretrainConfig, TokenizerConfig, load_config
-from heartbeit.distributed.engine import build_engine
+from heartbeit.distributed.build import build_engine
 from heartbeit.distributed.local import LocalEngine
 from heartbeit.train.batches import InMemoryBatches
 from heartbeit.train.pretrain import lr_at, pretrain

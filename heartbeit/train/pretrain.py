@@ -38,13 +38,14 @@ from tqdm import tqdm
 
 from heartbeit.config import PretrainConfig, to_dict
 from heartbeit.config.layout import checkpoint_pointer, checkpoints_dir
-from heartbeit.distributed.engine import Engine, build_engine, latest_tag, world_size_from_env
+from heartbeit.distributed.build import build_engine, world_size_from_env
+from heartbeit.distributed.engine import Engine, latest_tag
 from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
 from heartbeit.models.heartbeit import create_mim_model, export_backbone
 from heartbeit.models.masking import BlockMaskGenerator
 from heartbeit.models.tokenizer import Tokenizer
 from heartbeit.train.batches import BatchSource, ShardBatches
-from heartbeit.train.flops import device_peak_flops, mim_train_flops_per_image
+from heartbeit.train.flops import device_peak_flops, mfu, mim_train_flops_per_image
 from heartbeit.train.schedule import check_resume, resolve_schedule, train_image_count
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
 
@@ -332,7 +333,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                 "loss": engine.all_reduce_mean(window["loss"] / window["count"]),
                 "mlm_acc": engine.all_reduce_mean(window["correct"] / window["count"]),
                 "lr": lr, "grad_norm": engine.grad_norm(), "images_per_s": ips,
-                "mfu": ips * flops_per_image / (peak_flops * engine.world_size) if peak_flops else None,
+                "mfu": mfu(ips, flops_per_image, peak_flops, engine.world_size),
             }
             if is_main:
                 with open(log_path, "a") as fh:
