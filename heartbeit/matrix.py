@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 from heartbeit import __version__
 from heartbeit.config import MatrixConfig, to_dict
+from heartbeit.config.core import RENAMED_KEYS
 from heartbeit.config.layout import CELL_RECORD, COMPLETE
 from heartbeit.data.lock import pid_alive
 from heartbeit.utils.io import atomic_write_json, sha256_file
@@ -74,6 +75,11 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
                 "num_workers", "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init",
                 "ablation_label_fraction"):
         d.pop(key, None)
+    # Renamed settings enter the id under their old names (heartbeit.config.core.RENAMED_KEYS), so a rename
+    # never changes a finished cell's id.
+    for (section, old), new in RENAMED_KEYS.items():
+        if section == "matrix" and new in d:
+            d[old] = d.pop(new)
     return d
 
 

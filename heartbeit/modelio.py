@@ -79,7 +79,7 @@ def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path |
     mean, std = zoo.normalization(arch)
     config = {
         "format": FORMAT, "heartbeit_version": __version__, "code_version": code_version(),
-        "architecture": arch, "model_kwargs": zoo.classifier_kwargs(arch, 2, cfg.matrix.img_size, finetune=False),
+        "architecture": arch, "model_kwargs": zoo.classifier_kwargs(arch, 2, cfg.matrix.image_size, finetune=False),
         "modality": zoo.input_modality(arch), "image_size": int(cfg.render.image_size), "layout": cfg.render.layout,
         "render": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
                    ((k, getattr(cfg.render, k)) for k in RENDER_FIELDS)},

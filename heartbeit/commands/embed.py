@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained = str(export_paths(layout.pretrain, arch)[0])
     try:
         summary = embed_images(args.images or layout.images, args.out, arch, pretrained_file=pretrained,
-                               model_dir=args.model, img_size=cfg.matrix.img_size, splits=args.split,
+                               model_dir=args.model, img_size=cfg.matrix.image_size, splits=args.split,
                                batch_size=args.batch_size, device=cfg.matrix.device)
     except (ModelDirError, FileNotFoundError, ValueError) as exc:
         print(f"heartbeit embed: {exc}")

@@ -122,7 +122,7 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)  # timm/torch init code may read numpy's global RNG
     model, loaded = zoo.create_classifier(
-        cell.arch, num_classes=2, img_size=mcfg.img_size, in_chans=1,
+        cell.arch, num_classes=2, img_size=mcfg.image_size, in_chans=1,
         pretrained_file=pretrained_file if cell.arch.startswith("heartbeit") else None,
         imagenet_weights_dir=mcfg.imagenet_weights_dir or None,
         # preflight stops a run whose weights folder is unset; here a set folder missing this file stops the cell

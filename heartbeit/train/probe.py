@@ -72,7 +72,7 @@ def linear_probe_cell(cell, mcfg, data, out_dir: Path, pretrained_file: str | No
         raise ValueError(f"{cell.arch}: linear probes are for image backbones")
     torch.manual_seed(cell.seed)
     device = resolve_device(mcfg.device)
-    model, loaded = zoo.create_classifier(cell.arch, num_classes=2, img_size=mcfg.img_size,
+    model, loaded = zoo.create_classifier(cell.arch, num_classes=2, img_size=mcfg.image_size,
                                           pretrained_file=pretrained_file,
                                           imagenet_weights_dir=mcfg.imagenet_weights_dir or None)
     model.to(device)
