@@ -16,9 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
+from heartbeit.models.families import FAMILY_ORDER
 from heartbeit.utils.io import atomic_path
 
-from .cells import CellResult, FAMILY_ORDER
+from .cells import CellResult
 from .metrics import EVAL_SET, auprc_trapezoid, check_binary, ece, reliability_curve
 from .tables import fraction_label, model_label
 

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from heartbeit.models.families import FAMILY_ORDER
 from heartbeit.utils.io import atomic_path, atomic_write_bytes, atomic_write_text
 
-from .cells import CellResult, FAMILY_ORDER, long_metrics, long_subgroups, sort_long
+from .cells import CellResult, long_metrics, long_subgroups, sort_long
 from .metrics import EVAL_SET, aggregate, paired_delong
 
 TABLE_FORMATS = ("md", "tex", "csv")

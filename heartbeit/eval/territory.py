@@ -19,8 +19,7 @@ from tqdm import tqdm
 from heartbeit.models.families import arch_family
 
 from . import saliency as sal
-from .cells import CellResult
-from .cells import first_runs
+from .cells import CellResult, first_runs
 from .document import Document, part_link, slug
 from .inference import load_cell_model, predict
 from .report_inputs import MODEL_FILE, CellSet, ImageSet, image_cells, signal_cells
