@@ -35,9 +35,8 @@ def imports_of(path: Path) -> set[str]:
 def test_one_stage_list_drives_run_cli_and_slurm(tmp_path):
     from heartbeit.cli import COMMANDS
     from heartbeit.commands.run import stages
-    from heartbeit.config.slurm import STAGES
+    from heartbeit.config.slurm import STAGES, SiteConfig
     from heartbeit.slurm_submit import chain_jobs
-    from heartbeit.config.slurm import SiteConfig
 
     assert all(step.argv[0] in COMMANDS for stage in PIPELINE for step in stage.steps)
     assert " -> ".join(STAGE_NAMES) in COMMANDS["run"]

@@ -5,7 +5,6 @@ preemption continues where the last one stopped, and a second run recomputes not
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path

@@ -19,7 +19,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 from heartbeit.models.families import FAMILY_ORDER
 from heartbeit.utils.io import atomic_path
 
-from .cells import CellResult
+from .cells import CellResult, first_runs
 from .metrics import EVAL_SET, auprc_trapezoid, check_binary, ece, reliability_curve
 from .tables import fraction_label, model_label
 
