@@ -143,7 +143,7 @@ def _stage(name: str, work: str, n: int) -> dict:
         mine = [j for i, j in enumerate(jobs) if i % ARRAY_TASKS == 0]
         extra["shards_of_task"] = len(mine)
     elif name in ("render_plan_once", "render_task_new"):
-        from heartbeit.data import render_plan, shards
+        from heartbeit.data import render_plan, render_stage as shards
 
         cfg = render_cfg()
         corpus, out = work / f"corpus-{n}", work / f"images-{n}"

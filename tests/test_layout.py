@@ -95,3 +95,17 @@ def test_distributed_has_no_import_cycle():
         return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start])
 
     assert not [m for m in graph if reaches(m, m)], graph
+
+
+def test_old_module_name_still_imports_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    import pytest
+
+    sys.modules.pop("heartbeit.data.shards", None)
+    with pytest.warns(DeprecationWarning, match="heartbeit.data.render_stage"):
+        old = importlib.import_module("heartbeit.data.shards")
+    from heartbeit.data import render_stage, shard_format
+
+    assert old.render_corpus is render_stage.render_corpus and old.decode_image is shard_format.decode_image
