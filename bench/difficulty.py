@@ -30,11 +30,13 @@ def scores(cells_dir: Path) -> list[dict]:
     from heartbeit.eval.metrics import auroc
 
     rows = []
-    for cell_file in sorted(cells_dir.glob("*/cell.json")):
-        if not cell_file.with_name("complete.json").is_file():
+    from heartbeit.config.layout import CELL_RECORD, COMPLETE, PREDICTIONS
+
+    for cell_file in sorted(cells_dir.glob(f"*/{CELL_RECORD}")):
+        if not cell_file.with_name(COMPLETE).is_file():
             continue
         cell = json.loads(cell_file.read_text())
-        pred = pd.read_parquet(cell_file.with_name("predictions.parquet"))
+        pred = pd.read_parquet(cell_file.with_name(PREDICTIONS))
         for split, group in pred.groupby("split"):
             res = auroc(group["label"].to_numpy(), group["score"].to_numpy(), clusters=group["patient_hash"].to_numpy())
             rows.append({"task": cell["task"], "arch": cell["arch"], "split": split, "n": len(group),
@@ -62,7 +64,9 @@ def main() -> int:
         rc = heartbeit([*argv, *common])
         if rc:
             return rc
-    rows = scores(Path(args.workdir) / "matrix" / "cells")
+    from heartbeit.config.layout import RunLayout
+
+    rows = scores(RunLayout(args.workdir).cells)
     internal = [r for r in rows if r["split"] == "test"]
     verdict = {}
     for task in sorted({r["task"] for r in internal}):

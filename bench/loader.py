@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from heartbeit.config import RenderConfig  # noqa: E402
 from heartbeit.data.corpus import ShardWriter  # noqa: E402
 from heartbeit.data.loader import make_loader  # noqa: E402
-from heartbeit.data.shards import render_corpus  # noqa: E402
+from heartbeit.data.render_stage import render_corpus  # noqa: E402
 from heartbeit.data.synth import simulate_ecg  # noqa: E402
 from heartbeit.utils.io import resolve_workers  # noqa: E402
 

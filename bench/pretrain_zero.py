@@ -2,7 +2,7 @@
 (torchrun) on this machine, at ci scale (heartbeit_micro_patch8_64, 64x64, batch 16 per rank, accumulation 2),
 as ratios against ZeRO stage 0 (the DDP-equivalent baseline) measured in the same run.
 
-Each stage is its own 2-rank job of heartbeit.distributed.selftest (the same engine, checkpoint and export
+Each stage is its own 2-rank job of heartbeit.train.dist_selftest (the same engine, checkpoint and export
 code the pretraining loop uses); step time excludes the first optimizer step. Memory is the peak resident
 set per rank (CPU) or the CUDA allocator peak (GPU), plus its delta over the process before the model was
 built, which is where ZeRO's partitioning shows. Usage:
@@ -34,7 +34,7 @@ def _run_stage(stage: int, out: Path, model: str, batch_size: int, steps: int, p
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(extensions_dir()))}
     metrics = out / f"zero{stage}.json"
     cmd = [str(BIN / "torchrun"), f"--nproc_per_node={nproc}", f"--master_port={port}", "-m",
-           "heartbeit.distributed.selftest", "--model", model, "--zero-stage", str(stage), "--precision", precision,
+           "heartbeit.train.dist_selftest", "--model", model, "--zero-stage", str(stage), "--precision", precision,
            "--steps", str(steps), "--batch-size", str(batch_size), "--grad-accum", "2", "--metrics", str(metrics)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:

@@ -132,7 +132,9 @@ def pretrain_throughput(model: str, size: int, cfg, quick: bool) -> float:
 def planned_work(cells_dir: str, batch: int) -> tuple[dict[str, float], float] | None:
     """From a finished matrix: per image architecture, training images + a third of the evaluated images summed
     over its cells; and the signal models' measured cell seconds (their cost does not depend on the render)."""
-    files = glob.glob(os.path.join(cells_dir, "*", "cell.json"))
+    from heartbeit.config.layout import CELL_RECORD, COMPLETE
+
+    files = glob.glob(os.path.join(cells_dir, "*", CELL_RECORD))
     if not files:
         return None
     images: dict[str, float] = {}
@@ -140,7 +142,7 @@ def planned_work(cells_dir: str, batch: int) -> tuple[dict[str, float], float] |
     for f in files:
         cell = json.loads(Path(f).read_text())
         if cell["arch"].startswith("signal_"):
-            signal_s += json.loads(Path(f).with_name("complete.json").read_text())["seconds"]
+            signal_s += json.loads(Path(f).with_name(COMPLETE).read_text())["seconds"]
             continue
         trained = cell["steps"] * batch
         evaluated = cell["sanity"].get("val_n", 0) * cell["epochs"] * 2  # validation per epoch + the test sets

@@ -113,7 +113,7 @@ def _stage(name: str, work: str, n: int) -> dict:
     # idle process's RSS is the stage's own memory, and no import is timed
     import heartbeit.data.loader  # noqa: F401
     import heartbeit.data.render_plan  # noqa: F401
-    import heartbeit.data.shards  # noqa: F401
+    import heartbeit.data.render_stage  # noqa: F401
     import heartbeit.eval.metrics  # noqa: F401
     import heartbeit.matrix  # noqa: F401
     if name == "idle":
@@ -126,13 +126,13 @@ def _stage(name: str, work: str, n: int) -> dict:
         t0 = time.perf_counter()
         build_manifest(meta, render_cfg())
     elif name == "shard_plan":
-        from heartbeit.data.shards import plan_shards
+        from heartbeit.data.render_stage import plan_shards
 
         man = pd.read_parquet(work / f"manifest-{n}.parquet")
         t0 = time.perf_counter()
         plan_shards(man.drop(columns=["key", "shard"]), SHARD_SIZE, 0)
     elif name == "render_task_old":
-        from heartbeit.data import shards
+        from heartbeit.data import render_stage as shards
         from heartbeit.data.splits import build_manifest
 
         cfg = render_cfg()
@@ -143,7 +143,7 @@ def _stage(name: str, work: str, n: int) -> dict:
         mine = [j for i, j in enumerate(jobs) if i % ARRAY_TASKS == 0]
         extra["shards_of_task"] = len(mine)
     elif name in ("render_plan_once", "render_task_new"):
-        from heartbeit.data import render_plan, shards
+        from heartbeit.data import render_plan, render_stage as shards
 
         cfg = render_cfg()
         corpus, out = work / f"corpus-{n}", work / f"images-{n}"
@@ -250,7 +250,7 @@ def index_corpus_per_ecg(work: Path, n: int = 2000) -> float:
     import io
 
     from heartbeit.data.corpus import write_shard
-    from heartbeit.data.shards import index_corpus
+    from heartbeit.data.render_stage import index_corpus
 
     corpus = work / "walk"
     for i in range(0, n, 1000):
@@ -272,7 +272,7 @@ def loader_subset(work: Path, n: int, fraction: float = 0.01) -> dict:
     from heartbeit.data import members
     from heartbeit.data.corpus import write_shard
     from heartbeit.data.loader import ImageLoader, make_image_dataset
-    from heartbeit.data.shards import encode_image
+    from heartbeit.data.shard_format import encode_image
 
     rng = np.random.default_rng(0)
     images = work / f"loader-{n}"
@@ -359,7 +359,7 @@ def extrapolate(ns: list[int], ts: list[float], target: float) -> float | None:
 
 
 def _prepare(work: Path, n: int) -> None:
-    from heartbeit.data.shards import plan_shards
+    from heartbeit.data.render_stage import plan_shards
     from heartbeit.data.splits import build_manifest
 
     corpus = work / f"corpus-{n}"

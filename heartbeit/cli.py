@@ -6,8 +6,11 @@ been built yet answers with a clear message and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+
+from heartbeit.commands import load_command
+from heartbeit.config.cli_args import add_common_config_args, resolve_config  # noqa: F401  (their home before)
+from heartbeit.config.stages import summary as pipeline_summary
 
 # name -> one-line description (shown even when the stage is not available yet)
 COMMANDS: dict[str, str] = {
@@ -21,40 +24,13 @@ COMMANDS: dict[str, str] = {
     "export": "a finished matrix cell -> a self-contained model folder (weights, config.json, model card)",
     "embed": "frozen backbone features per ECG of the image shards -> Parquet",
     "predict": "score ECG files with an exported model folder (+ metrics with CIs against your labels)",
-    "run": "the whole study end to end for a profile (synth -> ... -> report)",
+    "run": f"the whole study end to end for a profile ({pipeline_summary()})",
     "bench": "performance benchmarks with same-run baselines",
     "slurm": "submit the pipeline as dependent Slurm jobs; status",
     "weights": "local pretrained weights: convert and check the offline ImageNet EfficientNet-Lite0",
 }
 
 NOT_AVAILABLE_EXIT = 3
-
-
-def add_common_config_args(parser: argparse.ArgumentParser) -> None:
-    """--profile / --config / --set, shared by every stage that reads the run configuration."""
-    parser.add_argument("--profile", default="ci", help="profile in configs/: ci, demo, workstation, paper (default ci)")
-    parser.add_argument("--config", default=None, help="extra YAML merged over the profile")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set pretrain.steps=10 (repeatable)")
-    parser.add_argument("--workdir", default=None, help="run directory (default: the profile's workdir)")
-
-
-def resolve_config(args: argparse.Namespace):
-    from heartbeit.config import load_config
-
-    overrides = list(getattr(args, "overrides", []) or [])
-    if getattr(args, "workdir", None):
-        overrides.append(f"workdir={args.workdir}")
-    return load_config(getattr(args, "profile", None), getattr(args, "config", None), overrides)
-
-
-def _load(name: str):
-    try:
-        return importlib.import_module(f"heartbeit.commands.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"heartbeit.commands.{name}":
-            return None
-        raise
 
 
 def build_parser(selected: str | None = None) -> tuple[argparse.ArgumentParser, dict]:
@@ -74,7 +50,7 @@ def build_parser(selected: str | None = None) -> tuple[argparse.ArgumentParser, 
         if name != selected:
             sub.add_parser(name, help=desc, add_help=False)
             continue
-        module = _load(name)
+        module = load_command(name)
         modules[name] = module
         if module is None:
             sub.add_parser(name, help=f"{desc} [not available yet]",

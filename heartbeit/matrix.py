@@ -24,12 +24,12 @@ from typing import Callable, Iterable
 
 from heartbeit import __version__
 from heartbeit.config import MatrixConfig, to_dict
+from heartbeit.config.core import RENAMED_KEYS
+from heartbeit.config.layout import CELL_RECORD, COMPLETE
 from heartbeit.data.lock import pid_alive
 from heartbeit.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger("heartbeit.matrix")
-
-COMPLETE = "complete.json"
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,11 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
                 "num_workers", "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init",
                 "ablation_label_fraction"):
         d.pop(key, None)
+    # Renamed settings enter the id under their old names (heartbeit.config.core.RENAMED_KEYS), so a rename
+    # never changes a finished cell's id.
+    for (section, old), new in RENAMED_KEYS.items():
+        if section == "matrix" and new in d:
+            d[old] = d.pop(new)
     return d
 
 
@@ -265,7 +270,7 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
         from heartbeit.train.sanity import current_verdicts
 
         try:
-            verdicts = current_verdicts(json.loads((cells_dir / cell.cell_id / "cell.json").read_text()).get("sanity", {}))
+            verdicts = current_verdicts(json.loads((cells_dir / cell.cell_id / CELL_RECORD).read_text()).get("sanity", {}))
         except (OSError, json.JSONDecodeError):
             verdicts = ["unreadable cell.json"]
         return "done", ("sanity: " + ", ".join(verdicts)) if verdicts else ""
@@ -300,7 +305,7 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
     try:
         log.info("cell %d/%d %s (%s)", cell.index, n_cells, cell.cell_id, cell.label)
         summary = train_fn(cell, tmp)
-        atomic_write_json(tmp / "cell.json", {**asdict(cell), **summary})
+        atomic_write_json(tmp / CELL_RECORD, {**asdict(cell), **summary})
         os.replace(tmp, final)
         atomic_write_json(final / COMPLETE, {"cell_id": cell.cell_id, "seconds": round(time.time() - t0, 2),
                                              "version": __version__})

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from heartbeit.config.layout import CELL_RECORD, CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
+
 FORMAT = "heartbeit-model/1"
 CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
+WEIGHTS = "model.safetensors"  # in an exported model folder (the same name as in a cell, by choice)
 
 
 class ModelDirError(ValueError):
@@ -56,28 +58,28 @@ def _metrics_with_ci(pred: pd.DataFrame, threshold: float) -> dict:
 def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path | None = None) -> dict:
     """Write the model folder of a finished cell; returns its config.json content."""
     from heartbeit import __version__
-    from heartbeit.data.shards import RENDER_FIELDS
+    from heartbeit.data.render_stage import RENDER_FIELDS
     from heartbeit.eval.threshold import youden_threshold
     from heartbeit.models import zoo
     from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version
 
     cell_dir, out = Path(cell_dir), Path(out)
-    for name in ("cell.json", WEIGHTS, "predictions.parquet"):
+    for name in (CELL_RECORD, CELL_WEIGHTS, PREDICTIONS):
         if not (cell_dir / name).is_file():
             raise ModelDirError(f"{cell_dir}: no {name} - not a finished matrix cell (run it to completion)")
-    if not (cell_dir / "val_scores.parquet").is_file():
+    if not (cell_dir / VAL_SCORES).is_file():
         raise ModelDirError(f"{cell_dir}: no val_scores.parquet (the cell predates export: re-run it to choose "
                             "a threshold on its validation scores)")
-    cell = json.loads((cell_dir / "cell.json").read_text())
+    cell = json.loads((cell_dir / CELL_RECORD).read_text())
     cfg = _run_config(cell_dir, config_file)
     arch, task = cell["arch"], cell["task"]
-    val = pd.read_parquet(cell_dir / "val_scores.parquet")
+    val = pd.read_parquet(cell_dir / VAL_SCORES)
     threshold = youden_threshold(val["label"].to_numpy(), val["score"].to_numpy())
-    pred = pd.read_parquet(cell_dir / "predictions.parquet")
+    pred = pd.read_parquet(cell_dir / PREDICTIONS)
     mean, std = zoo.normalization(arch)
     config = {
         "format": FORMAT, "heartbeit_version": __version__, "code_version": code_version(),
-        "architecture": arch, "model_kwargs": zoo.classifier_kwargs(arch, 2, cfg.matrix.img_size, finetune=False),
+        "architecture": arch, "model_kwargs": zoo.classifier_kwargs(arch, 2, cfg.matrix.image_size, finetune=False),
         "modality": zoo.input_modality(arch), "image_size": int(cfg.render.image_size), "layout": cfg.render.layout,
         "render": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
                    ((k, getattr(cfg.render, k)) for k in RENDER_FIELDS)},
@@ -95,7 +97,7 @@ def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path |
         "metrics": _metrics_with_ci(pred, threshold),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / WEIGHTS).write_bytes((cell_dir / WEIGHTS).read_bytes())
+    (out / WEIGHTS).write_bytes((cell_dir / CELL_WEIGHTS).read_bytes())
     atomic_write_json(out / CONFIG, config)
     atomic_write_text(out / "README.md", model_card(config))
     load_model_dir(out)  # what was written loads (weights fit the declared architecture and size)

@@ -43,7 +43,7 @@ def model_inputs(waves_uV: np.ndarray, config: dict) -> np.ndarray:
     from heartbeit.config import RenderConfig
     from heartbeit.config.core import from_dict
     from heartbeit.data.render import render_batch, render_kwargs
-    from heartbeit.data.shards import wave_for_storage
+    from heartbeit.data.shard_format import wave_for_storage
     from heartbeit.data.signal import preprocess
 
     rcfg = from_dict(RenderConfig, {k: v for k, v in config["render"].items()})

@@ -26,13 +26,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from heartbeit.config.layout import RunLayout
 from heartbeit.config.slurm import STAGES, SiteConfig, StageResources
 from heartbeit.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("heartbeit.slurm")
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "slurm"
-RECORD = "slurm_jobs.json"
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                       "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"})
 
@@ -121,8 +121,8 @@ def pretrain_resume_flag(cfg) -> list[str]:
     pretraining job adds it itself (slurm/pretrain.sh, SLURM_RESTART_COUNT > 0)."""
     from heartbeit.train.pretrain import export_paths
 
-    out = Path(cfg.workdir) / "pretrain"
-    if (out / "checkpoints" / "latest").is_file() and not export_paths(out, cfg.pretrain.model)[1].is_file():
+    layout = RunLayout.of(cfg)
+    if layout.pretrain_latest.is_file() and not export_paths(layout.pretrain, cfg.pretrain.model)[1].is_file():
         return ["--resume"]
     return []
 
@@ -135,11 +135,11 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
     work = Path(cfg.workdir)
     if not work.is_absolute():
         raise ValueError(f"workdir must be absolute for jobs on other nodes, got {work}")
-    logs = work / "slurm" / "logs"
+    logs = RunLayout(work).slurm_logs
     python = site.python or sys.executable
     env = {"HEARTBEIT": f"{python} -m heartbeit", "HEARTBEIT_PYTHON": python}
     if site.setup:
-        env["HEARTBEIT_SITE_SETUP"] = str(work / "slurm" / "site-setup.sh")
+        env["HEARTBEIT_SITE_SETUP"] = str(RunLayout(work).slurm_setup)
     common = [f"--chdir={Path(submit_dir).resolve()}"]
     n_cells = matrix_cell_count(cfg.matrix, cfg.pretrain.export_at)
     if n_cells < 1:
@@ -164,18 +164,18 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
         pretrain_env["HEARTBEIT_RANKS_PER_NODE"] = str(ranks)
     matrix_log = str(logs / "matrix-%A_%a.out")
     parallel = f"%{site.matrix_parallel}" if site.matrix_parallel else ""
-    jobs = [
-        single("prepare", "prepare.sh", [*stage_args]),
-        single("pretrain", "pretrain.sh", [*stage_args, *quiet, *pretrain_resume_flag(cfg)],
-               [f"--nodes={site.nodes}", *layout], pretrain_env),
-        single("plan", "matrix.sh", ["plan", "--expect", str(n_cells), *stage_args]),
-        JobSpec("matrix", str(SCRIPTS_DIR / "matrix.sh"), ["cell", *stage_args],
-                [*common, f"--output={matrix_log}", *_resources(site, "matrix", gpu_defaults(cfg, site, "matrix"))],
-                dict(env),
-                array=f"0-{n_cells - 1}{parallel}", log=matrix_log),
-        single("report", "report.sh", [*stage_args]),
-    ]
-    return jobs[STAGES.index(start):]
+    jobs = {  # one per Slurm job of the stage list (heartbeit.config.stages.SLURM_JOBS)
+        "prepare": single("prepare", "prepare.sh", [*stage_args]),
+        "pretrain": single("pretrain", "pretrain.sh", [*stage_args, *quiet, *pretrain_resume_flag(cfg)],
+                           [f"--nodes={site.nodes}", *layout], pretrain_env),
+        "plan": single("plan", "matrix.sh", ["plan", "--expect", str(n_cells), *stage_args]),
+        "matrix": JobSpec("matrix", str(SCRIPTS_DIR / "matrix.sh"), ["cell", *stage_args],
+                          [*common, f"--output={matrix_log}",
+                           *_resources(site, "matrix", gpu_defaults(cfg, site, "matrix"))],
+                          dict(env), array=f"0-{n_cells - 1}{parallel}", log=matrix_log),
+        "report": single("report", "report.sh", [*stage_args]),
+    }
+    return [jobs[name] for name in STAGES[STAGES.index(start):]]
 
 
 def _sbatch(cmd: list[str], env: dict[str, str]) -> str:
@@ -193,9 +193,9 @@ def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | No
     """sbatch each job with --dependency=afterok on the one before (the first on `after`, if given); write
     and return the record <workdir>/slurm_jobs.json. A failed sbatch cancels the jobs already submitted."""
     work = Path(cfg.workdir)
-    (work / "slurm" / "logs").mkdir(parents=True, exist_ok=True)
+    RunLayout(work).slurm_logs.mkdir(parents=True, exist_ok=True)
     if site.setup:
-        atomic_write_text(work / "slurm" / "site-setup.sh",
+        atomic_write_text(RunLayout(work).slurm_setup,
                           "# written by `heartbeit slurm submit` from the site file; sourced by every job\n"
                           + "\n".join(site.setup) + "\n")
     submitted: list[dict] = []
@@ -216,12 +216,12 @@ def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | No
               "site_file": str(Path(site_file).resolve()) if site_file else None,
               "matrix_cells": matrix_cell_count(cfg.matrix, cfg.pretrain.export_at),
               "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "jobs": submitted}
-    atomic_write_json(work / RECORD, record)
+    atomic_write_json(RunLayout(work).slurm_record, record)
     return record
 
 
 def read_record(workdir: str | Path) -> dict:
-    path = Path(workdir) / RECORD
+    path = RunLayout(workdir).slurm_record
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no submitted chain here (run `heartbeit slurm submit` first)")
     return json.loads(path.read_text())

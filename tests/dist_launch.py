@@ -1,4 +1,4 @@
-"""Helpers for the multi-process tests: start the distributed self-test (heartbeit.distributed.selftest)
+"""Helpers for the multi-process tests: start the distributed self-test (heartbeit.train.dist_selftest)
 under torchrun, the deepspeed launcher or mpirun, with 2 ranks on CPU, and compare exported weights."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from heartbeit.distributed.deepspeed import extensions_dir
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BIN = Path(PY).parent
-ENTRY = "heartbeit.distributed.selftest"
+ENTRY = "heartbeit.train.dist_selftest"
 NPROC = 2
 # Small enough for seconds per run, with gradient accumulation so the boundary logic is exercised.
 JOB_ARGS = ["--steps", "6", "--batch-size", "4", "--grad-accum", "2"]

@@ -61,7 +61,7 @@ def test_resume_is_exact_across_launchers(stage, workdir):
 
 def test_zero3_checkpoint_consolidates_to_gathered_weights(workdir):
     from heartbeit.distributed.checkpoint import consolidate_fp32, latest_tag
-    from heartbeit.distributed.selftest import TinyNet
+    from heartbeit.train.dist_selftest import TinyNet
 
     run_dir = straight_run(3, workdir)
     assert latest_tag(run_dir / "ckpt") == "step00000006"

@@ -49,7 +49,7 @@ def make_data(eval_label_noise: bool, calls: list):
 @pytest.mark.parametrize("arch", ["vit_micro_patch8_64", "resnet10t"])
 def test_selection_never_reads_heldout_labels(tmp_path, arch):
     torch.set_num_threads(1)
-    mcfg = MatrixConfig(architectures=[arch], epochs=3, batch_size=16, img_size=64, precision="fp32")
+    mcfg = MatrixConfig(architectures=[arch], epochs=3, batch_size=16, image_size=64, precision="fp32")
     cell = Cell(0, "x", arch, "stemi", 1.0, 0)
     results = []
     for noise in (False, True):
@@ -72,7 +72,7 @@ def test_selection_never_reads_heldout_labels(tmp_path, arch):
 def test_predictions_written(tmp_path):
     import pandas as pd
 
-    mcfg = MatrixConfig(architectures=["vit_micro_patch8_64"], epochs=1, batch_size=16, img_size=64, precision="fp32")
+    mcfg = MatrixConfig(architectures=["vit_micro_patch8_64"], epochs=1, batch_size=16, image_size=64, precision="fp32")
     cell = Cell(0, "x", "vit_micro_patch8_64", "stemi", 1.0, 0)
     finetune_cell(cell, mcfg, make_data(False, []), tmp_path)
     pred = pd.read_parquet(tmp_path / "predictions.parquet")
@@ -100,7 +100,7 @@ def test_device_setting_resolves_and_is_recorded(tmp_path):
         mp.setattr(torch.cuda, "device_count", lambda: 1)
         with pytest.raises(RuntimeError, match="matrix.device=cuda:3, but this machine has 1 CUDA GPU"):
             resolve_device("cuda:3")
-    mcfg = MatrixConfig(architectures=["resnet10t"], epochs=1, batch_size=16, img_size=64, precision="fp32",
+    mcfg = MatrixConfig(architectures=["resnet10t"], epochs=1, batch_size=16, image_size=64, precision="fp32",
                         device="cpu")
     summary = finetune_cell(Cell(0, "x", "resnet10t", "stemi", 1.0, 0), mcfg, make_data(False, []), tmp_path)
     assert summary["device"] == "cpu"
@@ -121,7 +121,7 @@ def test_batchnorm_reestimation_prevents_eval_mode_collapse(tmp_path):
     torch.set_num_threads(1)
     out = {}
     for batches in (0, 16):
-        mcfg = MatrixConfig(architectures=["efficientnet_b0"], epochs=3, batch_size=16, img_size=64, precision="fp32",
+        mcfg = MatrixConfig(architectures=["efficientnet_b0"], epochs=3, batch_size=16, image_size=64, precision="fp32",
                             bn_recalib_batches=batches, min_steps=30)
         d = tmp_path / f"bn{batches}"
         d.mkdir()

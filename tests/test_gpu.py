@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.gpu,
 def test_matrix_cell_trains_on_the_gpu(tmp_path, arch):
     import pandas as pd
 
-    mcfg = MatrixConfig(architectures=[arch], epochs=3, batch_size=16, img_size=64, precision="bf16", device="auto")
+    mcfg = MatrixConfig(architectures=[arch], epochs=3, batch_size=16, image_size=64, precision="bf16", device="auto")
     summary = finetune_cell(Cell(0, "x", arch, "stemi", 1.0, 0), mcfg, make_data(False, []), tmp_path)
     assert summary["device"] == torch.cuda.get_device_name(0)
     pred = pd.read_parquet(tmp_path / "predictions.parquet")
@@ -43,7 +43,7 @@ def test_pretraining_runs_on_the_gpu_from_pinned_shards(tmp_path):
     write_image_shards(shards, images)
     batch = next(iter(ShardBatches(shards, batch_size=8, pin_memory=True)))
     assert batch.images.is_pinned()
-    cfg = PretrainConfig(model="heartbeit_micro_patch8_64", img_size=64, steps=6, batch_size=8, lr=1e-3,
+    cfg = PretrainConfig(model="heartbeit_micro_patch8_64", image_size=64, steps=6, batch_size=8, lr=1e-3,
                          warmup_steps=2, mask_patches=24, min_mask_block=4, checkpoint_every=3, log_every=3,
                          precision="bf16")
     summary = pretrain(cfg, shards, tokenizer, tmp_path / "pretrain", progress=False)

@@ -11,7 +11,7 @@ import torch
 
 from heartbeit.config import RenderConfig
 from heartbeit.data.loader import epoch_plan, make_image_dataset, make_loader, steps_per_epoch
-from heartbeit.data.shards import render_corpus
+from heartbeit.data.render_stage import render_corpus
 from render_fixtures import make_corpus
 
 
@@ -177,7 +177,7 @@ def test_tar_reader_matches_webdataset_and_decoder(images):
     import webdataset as wds
 
     from heartbeit.data.loader import read_tar_samples
-    from heartbeit.data.shards import decode_image
+    from heartbeit.data.shard_format import decode_image
 
     shard = images / json.loads((images / "index.json").read_text())["splits"]["train"]["shards"][0]["name"]
     ours = list(read_tar_samples(shard))

@@ -10,7 +10,7 @@ import pytest
 from heartbeit.config import RenderConfig
 from heartbeit.data import members
 from heartbeit.data.loader import ImageLoader, epoch_plan, make_image_dataset, make_loader
-from heartbeit.data.shards import render_corpus
+from heartbeit.data.render_stage import render_corpus
 from render_fixtures import make_corpus
 
 

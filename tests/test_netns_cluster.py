@@ -44,7 +44,7 @@ def test_two_node_deepspeed_job_across_namespaces(netns_cluster, tmp_path):
     out = tmp_path / "job"
     out.mkdir()
     env = {**base_env(), "HEARTBEIT_PYTHON": PY, "HEARTBEIT_LAUNCH": "torchrun",
-           "HEARTBEIT_ENTRY": "-m heartbeit.distributed.selftest", "HEARTBEIT_RANKS_PER_NODE": str(RANKS_PER_NODE)}
+           "HEARTBEIT_ENTRY": "-m heartbeit.train.dist_selftest", "HEARTBEIT_RANKS_PER_NODE": str(RANKS_PER_NODE)}
     job = c.sbatch("--nodes=2", "--ntasks-per-node=1", f"--cpus-per-task={RANKS_PER_NODE}", f"--chdir={out}",
                    f"--output={out}/job.out", str(ROOT / "slurm" / "pretrain.sh"), "--zero-stage", "2", *JOB_ARGS,
                    "--out", str(out / "weights.safetensors"), "--metrics", str(out / "metrics.json"),
@@ -66,7 +66,7 @@ def test_two_node_deepspeed_job_across_namespaces(netns_cluster, tmp_path):
     # The same 4 ranks on one host (plain torchrun): the cross-host run must reach the same weights.
     one = tmp_path / "one-host"
     proc = subprocess.run([str(BIN / "torchrun"), f"--nproc_per_node={world}", f"--master_port={free_port()}", "-m",
-                           "heartbeit.distributed.selftest", "--zero-stage", "2", *JOB_ARGS,
+                           "heartbeit.train.dist_selftest", "--zero-stage", "2", *JOB_ARGS,
                            "--out", str(one / "weights.safetensors")], cwd=ROOT, env=base_env(), capture_output=True,
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]

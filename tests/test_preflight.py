@@ -20,7 +20,7 @@ PAPER_BASELINES = ["beit_base_patch16_224", "efficientnet_b4", "resnet152"]
 def test_paper_matrix_is_the_papers():
     cfg = load_config("paper")
     assert cfg.matrix.architectures == ["heartbeit_base_patch16_224", *PAPER_BASELINES, "signal_xresnet1d101"]
-    assert cfg.render.image_size == cfg.pretrain.img_size == cfg.matrix.img_size == 224
+    assert cfg.render.image_size == cfg.pretrain.image_size == cfg.matrix.image_size == 224
     assert not cfg.allow_cpu and not cfg.matrix.allow_random_init
     assert config_problems(cfg) == []
     for profile in ("ci", "demo", "workstation"):
@@ -50,9 +50,9 @@ def test_paper_stops_before_training_without_imagenet_weights(tmp_path):
 
 
 def test_sizes_across_stages_are_checked():
-    problems = config_problems(load_config("paper", overrides=["matrix.img_size=112"]))
-    assert any("matrix.img_size (112) must equal render.image_size (224)" in p for p in problems)
-    problems = config_problems(load_config("paper", overrides=["pretrain.img_size=256", "matrix.img_size=256",
+    problems = config_problems(load_config("paper", overrides=["matrix.image_size=112"]))
+    assert any("matrix.image_size (112) must equal render.image_size (224)" in p for p in problems)
+    problems = config_problems(load_config("paper", overrides=["pretrain.image_size=256", "matrix.image_size=256",
                                                                "render.image_size=256"]))
     assert any("16x16 patch grid but the tokenizer gives 14x14" in p for p in problems)
     problems = config_problems(load_config("ci", overrides=["pretrain.model=heartbeit_tiny_patch8_64"]))

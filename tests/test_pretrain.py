@@ -9,7 +9,7 @@ from _mim_data import ecg_images, write_image_shards
 from safetensors.torch import load_file
 
 from heartbeit.config import PretrainConfig, TokenizerConfig, load_config
-from heartbeit.distributed.engine import build_engine
+from heartbeit.distributed.build import build_engine
 from heartbeit.distributed.local import LocalEngine
 from heartbeit.train.batches import InMemoryBatches
 from heartbeit.train.pretrain import lr_at, pretrain
@@ -67,7 +67,7 @@ def test_ci_profile_run_learns(tmp_path, images, tokenizer):
 
 
 def small_cfg(**kw):
-    base = dict(model="heartbeit_micro_patch8_64", img_size=64, steps=8, batch_size=8, grad_accum=2, lr=2e-3,
+    base = dict(model="heartbeit_micro_patch8_64", image_size=64, steps=8, batch_size=8, grad_accum=2, lr=2e-3,
                 warmup_steps=2, mask_patches=24, min_mask_block=4, checkpoint_every=2, log_every=2,
                 drop_path=0.1, precision="fp32", keep_checkpoints=2)
     base.update(kw)
@@ -142,7 +142,7 @@ def test_distributed_engine_missing_is_a_clear_error(monkeypatch):
 
 def test_grid_mismatch_is_refused(tmp_path, images, tokenizer):
     with pytest.raises(ValueError, match="patch grid"):
-        pretrain(small_cfg(model="heartbeit_tiny_patch8_112", img_size=112), InMemoryBatches(images, 8),
+        pretrain(small_cfg(model="heartbeit_tiny_patch8_112", image_size=112), InMemoryBatches(images, 8),
                  tokenizer, tmp_path, progress=False)
 
 

@@ -29,7 +29,7 @@ def tokenizer(images):
 
 
 def cfg(**kw):
-    base = dict(model=MICRO, img_size=64, steps=8, batch_size=8, grad_accum=1, lr=2e-3, warmup_steps=2,
+    base = dict(model=MICRO, image_size=64, steps=8, batch_size=8, grad_accum=1, lr=2e-3, warmup_steps=2,
                 mask_patches=24, min_mask_block=4, checkpoint_every=3, log_every=2, precision="fp32",
                 keep_checkpoints=1, export_at=[0.25, 0.5])
     base.update(kw)

@@ -4,7 +4,7 @@ import io
 import pandas as pd
 import pytest
 
-from heartbeit.eval.cells import Cell, long_metrics, read_cells
+from heartbeit.eval.cells import CellResult, long_metrics, read_cells
 from heartbeit.eval.synthetic_cells import write_fake_cells
 
 
@@ -35,7 +35,7 @@ def test_long_metrics_same_bytes_for_any_worker_count(cells):
     assert len(one) >= 2 * len(cells)  # internal + external (and per site) per cell
     assert _bytes(one) == _bytes(two)
     # held predictions score the same as streamed ones
-    held = [Cell(c.meta, c.predictions) for c in cells]
+    held = [CellResult(c.meta, c.predictions) for c in cells]
     assert _bytes(long_metrics(held, n_resamples=50)) == _bytes(one)
 
 

@@ -13,7 +13,8 @@ import torch
 from heartbeit.config import MatrixConfig, RenderConfig
 from heartbeit.config.core import ConfigError
 from heartbeit.data.loader import make_loader
-from heartbeit.data.shards import render_corpus, wave_for_storage
+from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.shard_format import wave_for_storage
 from heartbeit.data.signal import preprocess
 from heartbeit.data.splits import fraction_column, training_draw
 from heartbeit.matrix import Cell, plan_cells
@@ -178,7 +179,7 @@ def test_plan_gives_small_fractions_several_draws_and_keeps_ids(tmp_path):
 
 def test_signal_and_image_cells_train_on_the_same_ecgs(images, tmp_path):
     torch.set_num_threads(1)
-    mcfg = MatrixConfig(architectures=["signal_xresnet1d_tiny", "resnet10t"], epochs=1, batch_size=8, img_size=48,
+    mcfg = MatrixConfig(architectures=["signal_xresnet1d_tiny", "resnet10t"], epochs=1, batch_size=8, image_size=48,
                         precision="fp32", num_workers=0, draws=2)
     out = {}
     for arch in ("signal_xresnet1d_tiny", "resnet10t"):

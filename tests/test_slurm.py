@@ -21,7 +21,7 @@ def workdir(tmp_path_factory):
 
 def job_env(cluster, launch: str) -> dict:
     return {**base_env(), **cluster.env, "HEARTBEIT_PYTHON": PY, "HEARTBEIT_LAUNCH": launch,
-            "HEARTBEIT_ENTRY": "-m heartbeit.distributed.selftest"}
+            "HEARTBEIT_ENTRY": "-m heartbeit.train.dist_selftest"}
 
 
 def test_scontrol_expands_nodelists_for_rank_discovery(slurm_cluster, monkeypatch):

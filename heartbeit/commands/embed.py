@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from heartbeit.config.layout import RunLayout
 
 HELP = """Backbone features (the pooled vector a classifier head reads) of every ECG in the image shards, from
 a frozen backbone: the HeartBEiT pretraining export (default), any matrix architecture (--arch, with its
@@ -16,7 +17,7 @@ same features.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from heartbeit.cli import add_common_config_args
+    from heartbeit.config.cli_args import add_common_config_args
 
     parser.add_argument("--out", required=True, help="Parquet file to write")
     parser.add_argument("--images", default=None, help="image shards (default: <workdir>/images)")
@@ -29,20 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.modelio import ModelDirError
     from heartbeit.train.pretrain import export_paths
     from heartbeit.train.probe import embed_images
 
     cfg = resolve_config(args)
-    work = Path(cfg.workdir)
+    layout = RunLayout.of(cfg)
     arch = args.arch or cfg.pretrain.model
     pretrained = args.pretrained
     if pretrained is None and not args.model and arch.startswith("heartbeit_"):
-        pretrained = str(export_paths(work / "pretrain", arch)[0])
+        pretrained = str(export_paths(layout.pretrain, arch)[0])
     try:
-        summary = embed_images(args.images or work / "images", args.out, arch, pretrained_file=pretrained,
-                               model_dir=args.model, img_size=cfg.matrix.img_size, splits=args.split,
+        summary = embed_images(args.images or layout.images, args.out, arch, pretrained_file=pretrained,
+                               model_dir=args.model, img_size=cfg.matrix.image_size, splits=args.split,
                                batch_size=args.batch_size, device=cfg.matrix.device)
     except (ModelDirError, FileNotFoundError, ValueError) as exc:
         print(f"heartbeit embed: {exc}")

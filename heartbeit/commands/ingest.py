@@ -6,6 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+from heartbeit.config.layout import RunLayout
+
 HELP = """Read GE MUSE XML, WFDB (.hea + .dat/.mat, PTB-XL layout) and array files (.npy/.npz/.mat) into a
 de-identified corpus: WebDataset shards (int16 microvolts at ingest.corpus_fs + JSON metadata),
 metadata.parquet, summary.json (counts: accepted, rejected by reason, skipped by reason), and private/
@@ -26,7 +28,7 @@ log = logging.getLogger("heartbeit.ingest")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from heartbeit.cli import add_common_config_args
+    from heartbeit.config.cli_args import add_common_config_args
     from heartbeit.data.ingest import FORMATS
 
     parser.add_argument("inputs", nargs="*", help="files or folders (default: config input_dirs, else <workdir>/synth)")
@@ -70,7 +72,7 @@ def _array_slot(args) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.data.arrays import ArrayDefaults
     from heartbeit.data.deid import KeyFileError
     from heartbeit.data.ingest import format_summary, part_dir, run_ingest
@@ -82,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     icfg = cfg.ingest
-    workdir = Path(cfg.workdir)
-    out = Path(args.out) if args.out else workdir / "corpus"
+    layout = RunLayout.of(cfg)
+    out = Path(args.out) if args.out else layout.corpus
     setup_logging(logging.getLevelName(logging.getLogger("heartbeit").level),
                   log_file=out.parent / "logs" / f"ingest-{out.name}.log")
 
@@ -97,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     inputs = list(args.inputs) or list(cfg.input_dirs)
-    if not inputs and (workdir / "synth").is_dir():
-        inputs = [str(workdir / "synth")]
+    if not inputs and layout.synth.is_dir():
+        inputs = [str(layout.synth)]
     if not inputs:
         print("heartbeit ingest: no inputs (give folders/files, set input_dirs, or run `heartbeit synth` first)")
         return 2
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if labels is None and len(inputs) == 1 and (Path(inputs[0]) / "labels.csv").is_file():
         labels = str(Path(inputs[0]) / "labels.csv")  # the synthetic default ships its labels beside the files
         log.info("using labels %s", labels)
-    key_path = Path(args.key or icfg.key_file or workdir / "secret" / "deid.key")
+    key_path = Path(args.key or icfg.key_file or layout.deid_key)
     if key_path.resolve() == out.resolve() or out.resolve() in key_path.resolve().parents:
         print(f"heartbeit ingest: the key file {key_path} lies inside --out {out}; replacing the corpus "
               f"(--overwrite) would delete it. Keep it outside (default <workdir>/secret/deid.key)")

@@ -6,7 +6,8 @@ import collections
 import os
 from pathlib import Path
 
-from heartbeit.cli import add_common_config_args
+from heartbeit.config.cli_args import add_common_config_args
+from heartbeit.config.layout import RunLayout, matrix_cells, matrix_plan
 
 HELP = """The benchmark matrix: architecture x training fraction x task x seed.
 
@@ -38,7 +39,7 @@ def default_pretrained(cfg) -> Path | None:
                         if a.startswith("heartbeit_")]
     if not pretrained_archs:
         return None
-    return export_paths(Path(cfg.workdir) / "pretrain", pretrained_archs[0])[0]
+    return export_paths(RunLayout.of(cfg).pretrain, pretrained_archs[0])[0]
 
 
 class CellTrainer:
@@ -76,7 +77,7 @@ class CellTrainer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.config import write_resolved
     from heartbeit.matrix import (ablation_archs, cell_status, parse_indices, plan_cells, read_ablation_exports,
                                   read_plan, run_cells, select_cells, write_plan)
@@ -86,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     if args.action != "status":  # plan is a CPU stage; run needs the GPU (unless allow_cpu)
         check_run(cfg, ["plan", "matrix"] if args.action == "run" else ["plan"])
-    work = Path(cfg.workdir)
-    images = Path(args.images) if args.images else work / "images"
-    matrix_dir = Path(args.matrix_dir) if args.matrix_dir else work / "matrix"
+    layout = RunLayout.of(cfg)
+    images = Path(args.images) if args.images else layout.images
+    matrix_dir = Path(args.matrix_dir) if args.matrix_dir else layout.matrix
     pretrained = Path(args.pretrained) if args.pretrained else default_pretrained(cfg)
-    plan_path = matrix_dir / "plan.json"
+    plan_path = matrix_plan(matrix_dir)
 
     if args.action == "plan":
         if pretrained is not None and not pretrained.is_file():
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     cells = read_plan(plan_path)
-    cells_dir = matrix_dir / "cells"
+    cells_dir = matrix_cells(matrix_dir)
     if args.action == "status":
         states, verdicts = collections.Counter(), collections.Counter()
         for c in cells:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from heartbeit.config.layout import RunLayout
+
 HELP = """Score MUSE / WFDB / array files with a model folder from `heartbeit export`. Files pass the same
 ingest as a corpus (quality gates; refused files listed with their reason in PRED.rejects.csv), the model's
 own filters and layout, then batched inference (the GPU when present). PRED.csv: source (path relative to
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.modelio import ModelDirError
     from heartbeit.predict import run_predict
 
-    key_path = Path(args.key or Path(args.workdir) / "secret" / "deid.key")
+    key_path = Path(args.key or RunLayout(args.workdir).deid_key)
     try:
         key = deid.load_or_create_key(key_path)
         summary = run_predict(args.inputs, args.model, args.out, key, labels_csv=args.labels,

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from heartbeit.config.layout import RunLayout
+
 HELP = """HeartBEiT masked image modeling on the train split's ECG images (BEiT recipe: blockwise masking,
 cross-entropy on masked tokens, AdamW + warmup/cosine, layer scale, drop path, gradient clipping).
 
@@ -30,7 +32,7 @@ log = logging.getLogger("heartbeit.pretrain")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from heartbeit.cli import add_common_config_args
+    from heartbeit.config.cli_args import add_common_config_args
 
     parser.add_argument("--images", default=None, help="image shard folder (default: <workdir>/images)")
     parser.add_argument("--tokenizer", default=None,
@@ -44,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.config import write_resolved
     from heartbeit.train.pretrain import pretrain
 
@@ -52,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     check_run(cfg, ["pretrain"])
-    work = Path(cfg.workdir)
-    images = Path(args.images) if args.images else work / "images"
-    tokenizer = Path(args.tokenizer) if args.tokenizer else work / "tokenizer" / "tokenizer.safetensors"
-    out = Path(args.out) if args.out else work / "pretrain"
+    layout = RunLayout.of(cfg)
+    images = Path(args.images) if args.images else layout.images
+    tokenizer = Path(args.tokenizer) if args.tokenizer else layout.tokenizer_file
+    out = Path(args.out) if args.out else layout.pretrain
     summary = pretrain(cfg, images, tokenizer, out, resume=args.resume, progress=not args.no_progress)
     schedule = summary.get("schedule") or {}
     if schedule:  # the steps, accumulation, lr and warmup this job derived (heartbeit.train.schedule)

@@ -6,6 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+from heartbeit.config.layout import RunLayout
+
 HELP = """Filter (0.5-40 Hz zero-phase Butterworth + median baseline removal), render every ECG as a
 grayscale 12-lead image, split by patient and write WebDataset image shards.
 
@@ -23,7 +25,7 @@ log = logging.getLogger("heartbeit.render")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from heartbeit.cli import add_common_config_args
+    from heartbeit.config.cli_args import add_common_config_args
 
     parser.add_argument("--corpus", default=None, help="corpus folder from `heartbeit ingest` (default: <workdir>/corpus)")
     parser.add_argument("--out", default=None, help="image shard folder (default: <workdir>/images)")
@@ -53,17 +55,17 @@ def array_task(task_index: int | None, num_tasks: int | None) -> tuple[int, int]
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.config import write_resolved
-    from heartbeit.data.shards import render_corpus
+    from heartbeit.data.render_stage import render_corpus
     from heartbeit.utils.io import resolve_workers
 
     from heartbeit.config.preflight import raise_problems, site_problems
 
     cfg = resolve_config(args)
-    corpus = Path(args.corpus) if args.corpus else Path(cfg.workdir) / "corpus"
+    corpus = Path(args.corpus) if args.corpus else RunLayout.of(cfg).corpus
     raise_problems(site_problems(cfg, corpus))  # before any image: the held-out sites must exist
-    out = Path(args.out) if args.out else Path(cfg.workdir) / "images"
+    out = Path(args.out) if args.out else RunLayout.of(cfg).images
     task_index, num_tasks = array_task(args.task_index, args.num_tasks)
     workers = resolve_workers(args.workers if args.workers is not None else cfg.render.workers)
     summary = render_corpus(corpus, out, cfg.render, workers=workers, task_index=task_index, num_tasks=num_tasks,

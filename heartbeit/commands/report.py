@@ -6,6 +6,8 @@ import logging
 import shlex
 import sys
 
+from heartbeit.config.layout import RunLayout
+
 HELP = """Turn the benchmark matrix's finished cells and the image shards into the results folder:
 tables/ (AUROC/AUPRC with 95% CIs, paired DeLong tests, calibration, subgroups, data counts, the
 Wasserstein modality distance; Markdown, LaTeX, CSV), figures/ (ROC/PR, performance vs fraction,
@@ -27,7 +29,7 @@ log = logging.getLogger("heartbeit.report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from heartbeit.cli import add_common_config_args
+    from heartbeit.config.cli_args import add_common_config_args
 
     parser.add_argument("--cells", default=None, help="matrix cells folder (default: <workdir>/matrix/cells)")
     parser.add_argument("--images", default=None, help="image shard folder (default: <workdir>/images)")
@@ -56,7 +58,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.eval.report import run_report
 
     cfg = resolve_config(args)
@@ -83,7 +85,7 @@ def _score_only(cfg, args: argparse.Namespace) -> int:
     from heartbeit.eval.report import load_cells, score_cache
 
     task_index, num_tasks = array_task(args.task_index, args.num_tasks)
-    cellset = load_cells(Path(args.cells) if args.cells else Path(cfg.workdir) / "matrix" / "cells")
+    cellset = load_cells(Path(args.cells) if args.cells else RunLayout.of(cfg).cells)
     rc = cfg.report
     n = score_cells(cellset.cells, score_cache(cfg), task_index, num_tasks, workers=rc.workers, ci=rc.ci,
                     n_resamples=rc.bootstrap, seed=rc.seed, min_n=rc.min_n, ece_bins=rc.ece_bins)

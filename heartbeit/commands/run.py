@@ -5,12 +5,13 @@ preemption continues where the last one stopped, and a second run recomputes not
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 
-from heartbeit.cli import add_common_config_args
+from heartbeit.config.cli_args import add_common_config_args, common_argv
+from heartbeit.config.layout import RunLayout
+from heartbeit.config.stages import PIPELINE, STAGE_NAMES
 
 HELP = """Run the whole study for a profile: synth (unless real input_dirs are configured) -> ingest ->
 render -> tokenizer train + encode -> pretrain -> matrix plan + run -> report.
@@ -25,60 +26,48 @@ log = logging.getLogger("heartbeit.run")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", default=None,
-                        choices=("synth", "ingest", "render", "tokenizer", "pretrain", "matrix", "report"),
+                        choices=STAGE_NAMES,
                         help="stop after this stage")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_config_args(parser)
 
 
-def _common(args) -> list[str]:
-    out = ["--profile", args.profile]
-    if args.config:
-        out += ["--config", args.config]
-    for o in args.overrides or []:
-        out += ["--set", o]
-    if args.workdir:
-        out += ["--workdir", args.workdir]
-    return out
-
-
 def stages(cfg, args) -> list[tuple[str, list[list[str]]]]:
-    """(stage, [argv, ...]) in order; each argv is one `heartbeit ...` invocation."""
-    work = Path(cfg.workdir)
-    common = _common(args)
+    """(stage, [argv, ...]) in order (heartbeit.config.stages); each argv is one `heartbeit ...` invocation."""
+    layout = RunLayout.of(cfg)
+    common = common_argv(args)
     quiet = ["--no-progress"] if args.no_progress else []
     out: list[tuple[str, list[list[str]]]] = []
-    if not cfg.input_dirs:
-        if not (work / "synth" / "synth.json").is_file():
-            out.append(("synth", [["synth", *common, *quiet]]))
-        else:
-            out.append(("synth", []))
-    ingest = ["ingest", *common, *quiet]
-    if cfg.labels_csv:
-        ingest += ["--labels", cfg.labels_csv]
-    out.append(("ingest", [ingest]))
-    out.append(("render", [["render", *common, *quiet]]))
-    out.append(("tokenizer", [["tokenizer", "train", *common, *quiet], ["tokenizer", "encode", *common, *quiet]]))
-    pretrain = ["pretrain", *common, *quiet]
-    if (work / "pretrain" / "checkpoints" / "latest").is_file():
-        pretrain.append("--resume")
-    out.append(("pretrain", [pretrain]))
-    out.append(("matrix", [["matrix", "plan", *common], ["matrix", "run", *common]]))
-    out.append(("report", [["report", *common]]))
+    for stage in PIPELINE:
+        if stage.name == "synth" and cfg.input_dirs:  # real data: nothing to synthesise
+            continue
+        invocations = []
+        for step in stage.steps:
+            argv = [*step.argv, *common, *(quiet if step.progress else [])]
+            if step.argv == ("ingest",) and cfg.labels_csv:
+                argv += ["--labels", cfg.labels_csv]
+            if step.argv == ("pretrain",) and layout.pretrain_latest.is_file():
+                argv.append("--resume")
+            invocations.append(argv)
+        if stage.name == "synth" and layout.synth_record.is_file():  # already complete
+            invocations = []
+        out.append((stage.name, invocations))
     return out
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import COMMANDS, _load, main, resolve_config
+    from heartbeit.cli import main
+    from heartbeit.commands import load_command
+    from heartbeit.config.cli_args import resolve_config
+    from heartbeit.config.preflight import check_run
     from heartbeit.utils.io import atomic_write_json, atomic_write_text
 
-    from heartbeit.config.preflight import check_run
-
     cfg = resolve_config(args)
-    work = Path(cfg.workdir)
+    layout = RunLayout.of(cfg)
+    work = layout.root
     planned = stages(cfg, args)
     names = [name for name, _ in planned]
-    check_run(cfg, names[:names.index(args.until) + 1] if args.until else names, corpus_dir=work / "corpus")
+    check_run(cfg, names[:names.index(args.until) + 1] if args.until else names, corpus_dir=layout.corpus)
     work.mkdir(parents=True, exist_ok=True)
     from heartbeit.eval.compute import compute_table, load_average, markdown
 
@@ -88,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     for stage, invocations in planned:
         t0 = time.time()
         for argv in invocations:
-            if _load(argv[0]) is None:
+            if load_command(argv[0]) is None:
                 log.warning("stage %s: `heartbeit %s` is not available in this version; stopping here", stage, argv[0])
-                atomic_write_json(work / "run.json", {"profile": cfg.profile, "stages_s": timings,
+                atomic_write_json(layout.run_record, {"profile": cfg.profile, "stages_s": timings,
                                                       "stopped_at": stage})
                 return 0
             log.info("stage %s: heartbeit %s", stage, " ".join(argv))
@@ -104,13 +93,14 @@ def run(args: argparse.Namespace) -> int:
     timings["total"] = round(time.time() - t_all, 2)
     record = {"profile": cfg.profile, "stages_s": timings, "complete": args.until is None,
               "load_average_before": load_before, "load_average_after": load_average(),
-              "compute": compute_table(cfg, work)}
-    atomic_write_json(work / "run.json", record)
+              "compute": compute_table(cfg, layout)}
+    atomic_write_json(layout.run_record, record)
     if args.until is None:  # the committed record of a whole run: <results_dir>/<profile>_run.json (+ .md)
-        results = Path(cfg.results_dir)
-        atomic_write_json(results / f"{cfg.profile}_run.json", record)
-        atomic_write_text(results / f"{cfg.profile}_run.md", f"# {cfg.profile} run: where the time went\n\n"
-                          + markdown(record))
+        from heartbeit.config.layout import results_run_records
+
+        record_json, record_md = results_run_records(cfg.results_dir, cfg.profile)
+        atomic_write_json(record_json, record)
+        atomic_write_text(record_md, f"# {cfg.profile} run: where the time went\n\n" + markdown(record))
     width = max(len(k) for k in timings)
     print("\n".join(f"  {k:<{width}}  {v:8.1f} s" for k, v in timings.items()))
     print(f"run ({cfg.profile}) complete -> {work}; results in {cfg.results_dir}")

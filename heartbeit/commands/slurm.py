@@ -7,7 +7,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from heartbeit.cli import add_common_config_args
+from heartbeit.config.cli_args import add_common_config_args
+from heartbeit.config.layout import RunLayout
+from heartbeit.config.stages import SLURM_JOBS
 
 HELP = """Submit the study as jobs chained with --dependency=afterok, each running a script in slurm/ that
 calls the same `heartbeit` commands as `heartbeit run`:
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     site.add_argument("--launch", choices=("torchrun", "srun"), default=None, help="how pretraining starts ranks")
     site.add_argument("--matrix-parallel", type=int, default=None, help="at most K matrix cells at once (%%K)")
     parser.add_argument("--from", dest="start", default="prepare",
-                        choices=("prepare", "pretrain", "plan", "matrix", "report"),
+                        choices=SLURM_JOBS,
                         help="submit from this stage on (earlier stages already done)")
     parser.add_argument("--after", default=None, help="make the first job wait (afterok) for this job id")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch commands; submit nothing")
@@ -69,7 +71,7 @@ def site_from_args(args):
 
 
 def _submit(args) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.slurm_submit import chain_jobs, matrix_cell_count, run_args, submit_chain
 
     site = site_from_args(args)
@@ -98,8 +100,10 @@ def _submit(args) -> int:
     for entry in record["jobs"]:
         array = f"  array {entry['array']}" if entry["array"] else ""
         print(f"{entry['stage']:9s} job {entry['job_id']}{array}")
+    layout = RunLayout.of(cfg)
     print(f"{matrix_cell_count(cfg.matrix, cfg.pretrain.export_at)} matrix cells; job ids -> "
-          f"{cfg.workdir}/slurm_jobs.json; logs -> {cfg.workdir}/slurm/logs/")
+          f"{layout.slurm_record}; logs -> {layout.slurm_logs}/")
+
     print(f"follow with: heartbeit slurm status --workdir {shlex.quote(cfg.workdir)}")
     if args.wait:
         from heartbeit.slurm_submit import format_status, wait_chain
@@ -111,7 +115,7 @@ def _submit(args) -> int:
 
 
 def _status(args) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.slurm_submit import chain_status, format_status, read_record, wait_chain
 
     workdir = Path(args.workdir) if args.workdir else Path(resolve_config(args).workdir)

@@ -5,6 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from heartbeit.config.layout import RunLayout
+
 HELP = """Write synthetic 12-lead ECGs with known ground truth as real export files.
 
 Output (DIR): muse/<site>/<accession>.xml, wfdb/<site>/records<fs>/... + ptbxl_database.csv,
@@ -20,7 +22,7 @@ log = logging.getLogger("heartbeit.synth")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from heartbeit.cli import add_common_config_args
+    from heartbeit.config.cli_args import add_common_config_args
 
     parser.add_argument("--out", default=None, help="output folder (default: <workdir>/synth)")
     parser.add_argument("--n", type=int, default=None, help="number of patients (overrides synth.n_patients)")
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "action", None) == "compare":
         return run_compare(args)
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.config import write_resolved
     from heartbeit.data.synth_corpus import write_corpus
     from heartbeit.utils.io import atomic_dir, resolve_workers
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"synth.seed={args.seed}")
     args.overrides = overrides
     cfg = resolve_config(args)  # config errors surface here, before any work
-    out = Path(args.out) if args.out else Path(cfg.workdir) / "synth"
+    out = Path(args.out) if args.out else RunLayout.of(cfg).synth
     if out.exists() and not args.overwrite:
         print(f"heartbeit synth: {out} already exists (use --overwrite to replace it)")
         return 1
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.eval.realism import measure_real, measure_synthetic, write_outputs
 
     if args.n < 1:

@@ -7,6 +7,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from heartbeit.config.layout import RunLayout
+
 HELP = """Train the visual tokenizer on the train split's ECG images (or adopt a local tokenizer file), and
 optionally precompute every image's token grid into the shards.
 
@@ -27,7 +29,7 @@ log = logging.getLogger("heartbeit.tokenizer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from heartbeit.cli import add_common_config_args
+    from heartbeit.config.cli_args import add_common_config_args
 
     parser.add_argument("action", choices=("train", "encode"))
     parser.add_argument("--images", default=None, help="image shard folder (default: <workdir>/images)")
@@ -87,16 +89,16 @@ def _capped(source, max_images: int, batch_size: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
 
     cfg = resolve_config(args)
-    images = Path(args.images) if args.images else Path(cfg.workdir) / "images"
+    images = Path(args.images) if args.images else RunLayout.of(cfg).images
     if args.action == "train":
-        out = Path(args.out) if args.out else Path(cfg.workdir) / "tokenizer"
+        out = Path(args.out) if args.out else RunLayout.of(cfg).tokenizer_dir
         return _train(cfg, images, out, args.local_file or cfg.tokenizer.local_file, not args.no_progress)
     from heartbeit.train.tokenizer_train import encode_shards
 
-    tok_file = Path(args.tokenizer) if args.tokenizer else Path(cfg.workdir) / "tokenizer" / "tokenizer.safetensors"
+    tok_file = Path(args.tokenizer) if args.tokenizer else RunLayout.of(cfg).tokenizer_file
     result = encode_shards(images, tok_file, progress=not args.no_progress)
     print(f"token grids ({result['grid']}x{result['grid']}) in {len(result['shards'])} shards of {images}: "
           f"{result['encoded']} encoded, {result['skipped']} already current")

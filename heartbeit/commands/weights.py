@@ -16,7 +16,7 @@ Example: heartbeit weights lite0 --profile demo"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from heartbeit.cli import add_common_config_args
+    from heartbeit.config.cli_args import add_common_config_args
 
     parser.add_argument("action", choices=("lite0", "check"))
     parser.add_argument("--out", default=None, help="weights folder (default: matrix.imagenet_weights_dir)")
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.cli import resolve_config
+    from heartbeit.config.cli_args import resolve_config
     from heartbeit.eval.natural_check import check_lite0
     from heartbeit.models.weights import LITE0_ARCH, convert_lite0
 

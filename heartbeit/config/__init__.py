@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import ConfigError, deep_merge, dump_yaml, from_dict, load_yaml, parse_override, to_dict
+from .core import ConfigError, deep_merge, dump_yaml, from_dict, load_yaml, parse_override, to_dict, upgrade_renamed
 from .ingest import IngestConfig
 from .matrix import TASKS, MatrixConfig
 from .pretrain import PretrainConfig
@@ -50,12 +50,12 @@ def load_config(profile: str | None = None, config_file: str | Path | None = Non
         path = profile_path(profile)
         if not path.is_file():
             raise ConfigError(f"unknown profile {profile!r}: no {path} (profiles: {', '.join(PROFILES)})")
-        data = deep_merge(data, load_yaml(path))
+        data = deep_merge(data, upgrade_renamed(load_yaml(path), str(path)))
         data.setdefault("profile", profile)
     if config_file:
-        data = deep_merge(data, load_yaml(Path(config_file)))
+        data = deep_merge(data, upgrade_renamed(load_yaml(Path(config_file)), str(config_file)))
     for text in overrides or []:
-        data = deep_merge(data, parse_override(text))
+        data = deep_merge(data, upgrade_renamed(parse_override(text), f"--set {text}"))
     cfg = from_dict(RunConfig, data)
     check_matrix_tasks(cfg)
     # "${workdir}" in a path setting is the run's workdir, so a profile can keep its weights inside the run

@@ -6,6 +6,7 @@ falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 T = TypeVar("T")
+log = logging.getLogger("heartbeit.config")
 
 
 class ConfigError(ValueError):
@@ -124,6 +126,35 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+# Keys renamed inside a section: (section, old name) -> new name. The old name is still read (profiles,
+# --config files, --set, recorded configs) with a deprecation message; setting both is an error.
+RENAMED_KEYS: dict[tuple[str, str], str] = {
+    ("matrix", "img_size"): "image_size",  # one name for the image size in render, pretrain and matrix
+    ("pretrain", "img_size"): "image_size",
+}
+
+
+def upgrade_section(section: str, data: dict, where: str = "", warn: bool = True) -> dict:
+    """One section's mapping with its renamed keys under their new names (a copy)."""
+    out = dict(data)
+    for (sec, old), new in RENAMED_KEYS.items():
+        if sec != section or old not in out:
+            continue
+        if new in out:
+            raise ConfigError(f"{where + ': ' if where else ''}{section}.{old} and {section}.{new} are both set; "
+                              f"{old} is the old name of {new}: keep only {section}.{new}")
+        if warn:
+            log.warning("%s%s.%s is deprecated: use %s.%s (same meaning)", where + ": " if where else "", section,
+                        old, section, new)
+        out[new] = out.pop(old)
+    return out
+
+
+def upgrade_renamed(data: dict, where: str = "") -> dict:
+    """A whole run-config mapping (a profile, a --config file, one --set) with renamed keys upgraded."""
+    return {k: upgrade_section(k, v, where) if isinstance(v, dict) else v for k, v in data.items()}
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
 from .core import ConfigError
@@ -36,7 +37,7 @@ class MatrixConfig:
     min_steps: int = 0  # small CPU profiles: at least this many optimizer steps per cell (paper: 0)
     batch_size: int = 32
     max_lr: float = 1e-3  # OneCycle's peak (the paper: 1e-3); the schedule starts at max_lr / 25
-    img_size: int = 224
+    image_size: int = 224  # px, square; the same key as render.image_size (was img_size: still read, deprecated)
     # "auto": bf16 or fp32 and the memory format per architecture family and device type from the measured
     # table in heartbeit/train/precision.py; "bf16" / "fp32" force one precision. Part of every cell's id.
     precision: str = "auto"
@@ -62,6 +63,12 @@ class MatrixConfig:
     # final export (100 %) and the same-size random ViT (0 %) are the normal cells. null = off. Not part of
     # any cell's id: turning it on adds cells and changes none.
     ablation_label_fraction: float | None = None
+
+    @property
+    def img_size(self) -> int:
+        """The old name of `image_size` (read-only), kept for existing code."""
+        warnings.warn("matrix.img_size is deprecated: use matrix.image_size", DeprecationWarning, stacklevel=2)
+        return self.image_size
 
     def validate(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):

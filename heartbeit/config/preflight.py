@@ -40,26 +40,26 @@ def config_problems(cfg) -> list[str]:
     archs = list(cfg.matrix.architectures)
     # Cells train on the rendered images as they are (no resize), so every image model sees
     # render.image_size; a transformer built for another size fails late in timm's patch embedding.
-    if _image_archs(archs) and cfg.matrix.img_size != cfg.render.image_size:
-        out.append(f"matrix.img_size ({cfg.matrix.img_size}) must equal render.image_size "
+    if _image_archs(archs) and cfg.matrix.image_size != cfg.render.image_size:
+        out.append(f"matrix.image_size ({cfg.matrix.image_size}) must equal render.image_size "
                    f"({cfg.render.image_size}): cells train on the rendered images as they are")
     for arch in (a for a in archs if a.startswith("heartbeit_")):
         if arch != cfg.pretrain.model:
             out.append(f"matrix.architectures has {arch} but pretrain.model is {cfg.pretrain.model}: the matrix "
                        "fine-tunes the pretraining export")
-        elif cfg.pretrain.img_size != cfg.matrix.img_size:
-            out.append(f"pretrain.img_size ({cfg.pretrain.img_size}) must equal matrix.img_size "
-                       f"({cfg.matrix.img_size}) to fine-tune the {arch} export")
+        elif cfg.pretrain.image_size != cfg.matrix.image_size:
+            out.append(f"pretrain.image_size ({cfg.pretrain.image_size}) must equal matrix.image_size "
+                       f"({cfg.matrix.image_size}) to fine-tune the {arch} export")
     # The tokenizer's own view may differ in pixels (112 for a 224 model, as the paper's dVAE), but its
     # token grid must be the model's patch grid.
     p = patch_size(cfg.pretrain.model)
     t = cfg.tokenizer
-    if p and cfg.pretrain.img_size % p:
-        out.append(f"pretrain.img_size ({cfg.pretrain.img_size}) is not a multiple of {cfg.pretrain.model}'s "
+    if p and cfg.pretrain.image_size % p:
+        out.append(f"pretrain.image_size ({cfg.pretrain.image_size}) is not a multiple of {cfg.pretrain.model}'s "
                    f"patch size {p}")
-    elif p and cfg.pretrain.img_size // p != t.input_size // t.patch_size:
-        out.append(f"{cfg.pretrain.model} at pretrain.img_size {cfg.pretrain.img_size} has a "
-                   f"{cfg.pretrain.img_size // p}x{cfg.pretrain.img_size // p} patch grid but the tokenizer "
+    elif p and cfg.pretrain.image_size // p != t.input_size // t.patch_size:
+        out.append(f"{cfg.pretrain.model} at pretrain.image_size {cfg.pretrain.image_size} has a "
+                   f"{cfg.pretrain.image_size // p}x{cfg.pretrain.image_size // p} patch grid but the tokenizer "
                    f"gives {t.input_size // t.patch_size}x{t.input_size // t.patch_size} tokens "
                    "(tokenizer.input_size / tokenizer.patch_size)")
     out += ablation_problems(cfg)

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import ConfigError, from_dict, load_yaml
+from .stages import SLURM_JOBS
 
-STAGES = ("prepare", "pretrain", "plan", "matrix", "report")
+STAGES = SLURM_JOBS  # the chain's jobs, in order (heartbeit.config.stages): prepare, pretrain, plan, matrix, report
 LAUNCHERS = ("torchrun", "srun")
 
 

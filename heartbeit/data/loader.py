@@ -120,7 +120,7 @@ def decode_member(data: bytes, ext: str, out: np.ndarray) -> None:
 
 def decode_wave_into(data: bytes, out: np.ndarray) -> None:
     """A `.wave.npy` member (int16 uV [12, n]) into `out` (float32 mV [12, n])."""
-    from .shards import decode_wave
+    from .shard_format import decode_wave
 
     _fill(out, decode_wave(data), "waveform")
 
@@ -306,7 +306,7 @@ class ImageStream(torch.utils.data.IterableDataset):
         index (shards rendered before it existed) a whole shard is read and filtered as it streams."""
         wanted = self.wanted.get(url)
         if self.modality == "wave":
-            from .shards import wave_relpath
+            from .shard_format import wave_relpath
 
             url = wave_relpath(url)
         tar = self.images_dir / url

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -212,6 +212,22 @@ def read_indexed_samples(tar_path: str | Path, index: dict, positions: list[int]
                                  "again: it rewrites the index of every complete shard)")
             yield from got
             i = j
+
+
+def read_samples(tar_path: str | Path, keys: Iterable[str] | None = None) -> Iterator[dict]:
+    """The samples of a shard in tar order: all of them, or those whose key is in `keys` (through the shard's
+    member index when it has a current one, so only their bytes are read). The shard reader of the
+    tokenizer's encoding and of the report; the loader plans its reads with the same two functions."""
+    if keys is None:
+        yield from read_tar_samples(tar_path)
+        return
+    wanted = set(keys)
+    index = load_member_index(tar_path)
+    if index is not None:
+        positions = sorted(index["position"][k] for k in wanted if k in index["position"])
+        yield from read_indexed_samples(tar_path, index, positions)
+        return
+    yield from (sample for sample in read_tar_samples(tar_path) if sample["__key__"] in wanted)
 
 
 # --------------------------------------------------------------------------------------------- manifest

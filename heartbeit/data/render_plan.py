@@ -59,7 +59,7 @@ def write_plan(corpus_dir: Path, out_dir: Path, cfg, num_tasks: int, source: str
     """Plan the whole stage once; write manifest.parquet, layout.json and plan/. Returns plan.json's dict.
     Identical bytes from any process, so concurrent writers are harmless."""
     from .corpus import read_metadata
-    from .shards import build_jobs, index_corpus, layout_record, plan_shards
+    from .render_stage import build_jobs, index_corpus, layout_record, plan_shards
     from .splits import build_manifest
 
     source = source or source_digest(corpus_dir, cfg)

@@ -14,7 +14,6 @@ below for everything else. `LocalEngine` (local.py) is one process with plain to
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
@@ -61,38 +60,6 @@ def make_adamw(param_groups: Iterable[dict[str, Any]], lr: float, betas: tuple[f
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.AdamW(groups, foreach=device.type != "cpu", **kwargs)
-
-
-def world_size_from_env() -> int:
-    """World size as the launcher set it (torchrun/deepspeed/mpirun/srun); 1 when started plainly."""
-    try:
-        from heartbeit.distributed.env import discover
-    except ImportError:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    return discover().world_size
-
-
-def build_engine(model: torch.nn.Module, param_groups_or_optimizer_factory: ParamGroupsOrFactory, cfg) -> Engine:
-    """LocalEngine for one process at ZeRO stage 0; the DeepSpeed engine otherwise.
-
-    `cfg` is a PretrainConfig (zero_stage, grad_accum, clip_grad, lr, betas, weight_decay, precision).
-    `param_groups_or_optimizer_factory`: parameter groups (dicts with 'params' and 'weight_decay'), from
-    which AdamW is built, or a callable taking an iterable of parameters and returning an optimizer."""
-    world_size = world_size_from_env()
-    if cfg.zero_stage == 0 and world_size == 1:
-        from heartbeit.distributed.local import LocalEngine
-
-        return LocalEngine(model, param_groups_or_optimizer_factory, cfg)
-    try:
-        from heartbeit.distributed.deepspeed import build_deepspeed_engine
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("heartbeit.distributed.deepspeed", "deepspeed"):
-            raise
-        raise RuntimeError(
-            f"ZeRO stage {cfg.zero_stage} with {world_size} rank(s) needs the DeepSpeed engine "
-            f"(heartbeit.distributed.deepspeed and the deepspeed package), which could not be imported: {exc}. "
-            "Run single-process with pretrain.zero_stage=0, or install deepspeed.") from None
-    return build_deepspeed_engine(model, param_groups_or_optimizer_factory, cfg)
 
 
 def latest_tag(ckpt_dir: Path) -> str | None:

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from heartbeit.models.families import same_size_baseline
 from heartbeit.train.sanity import current_verdicts
 
-from .cells import Cell
+from .cells import CellResult
 from .plots import save_png
 from .tables import MISSING, fraction_label, format_ci, write_long, write_table
 
@@ -37,7 +37,7 @@ def is_ablation_cell(meta: dict) -> bool:
     return meta.get("pretrain_step") is not None
 
 
-def split_cells(cells: list[Cell]) -> tuple[list[Cell], list[Cell]]:
+def split_cells(cells: list[CellResult]) -> tuple[list[CellResult], list[CellResult]]:
     """(the benchmark's cells, the pretraining ablation's cells)."""
     return ([c for c in cells if not is_ablation_cell(c.meta)], [c for c in cells if is_ablation_cell(c.meta)])
 
@@ -122,7 +122,7 @@ def ablation_figure(runs: pd.DataFrame, path: str | Path) -> Path:
     return save_png(fig, path)
 
 
-def write_ablation(doc, ablation_cells: list[Cell], long_main: pd.DataFrame | None, long_ablation: pd.DataFrame | None,
+def write_ablation(doc, ablation_cells: list[CellResult], long_main: pd.DataFrame | None, long_ablation: pd.DataFrame | None,
                    tables_dir: Path, figures_dir: Path, configured: float | None) -> dict | None:
     """The report section: table, figure and machine-readable runs. Returns the summary's entry (None when
     the ablation is neither configured nor present)."""

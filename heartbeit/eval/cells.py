@@ -5,7 +5,7 @@ init, ...) and `predictions.parquet` (ecg_uid, patient_hash, site, split, label,
 age_band). Cells without both files are unfinished and skipped (the matrix writes them atomically).
 
 Scale (issue 22): a cell read from disk keeps only its record and its folder; its predictions are read when
-asked for (`Cell.predictions`) and dropped again, so the report's memory is bounded by the cells one step
+asked for (`CellResult.predictions`) and dropped again, so the report's memory is bounded by the cells one step
 works on (one cell, or the two a paired test matches), not by the number of cells. `long_metrics` scores
 cells in `workers` processes; every cell's rows depend only on that cell and the seed, and rows are
 gathered in cell order, so the output is byte-identical for any worker count. With a `cache_dir`, each
@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from heartbeit.config.layout import CELL_RECORD, PREDICTIONS
 from heartbeit.utils.io import atomic_write_text, sha256_file
 
 from .metrics import cell_metrics, subgroup_metrics, validate_predictions
@@ -37,9 +38,10 @@ from heartbeit.models.families import FAMILY_ORDER  # noqa: E402,F401  (display 
 
 
 @dataclass
-class Cell:
-    """A finished cell: its record and its predictions, either held (`Cell(meta, df)`) or read from
-    `path` (its predictions.parquet) each time they are asked for."""
+class CellResult:
+    """A finished cell: its record and its predictions, either held (`CellResult(meta, df)`) or read from
+    `path` (its predictions.parquet) each time they are asked for. (The matrix's planned cell is
+    `heartbeit.matrix.Cell`.)"""
 
     meta: dict
     held: pd.DataFrame | None = None
@@ -48,6 +50,9 @@ class Cell:
     @property
     def predictions(self) -> pd.DataFrame:
         return self.held if self.held is not None else read_predictions(self.path)
+
+
+Cell = CellResult  # its old name, kept for existing imports (it clashed with heartbeit.matrix.Cell)
 
 
 def read_predictions(pred_path: Path) -> pd.DataFrame:
@@ -79,11 +84,11 @@ def _check_predictions_file(pred_path: Path) -> None:
         raise ValueError(f"{pred_path}: {e}") from e
 
 
-def read_cell(cell_dir: str | Path, hold: bool = True) -> Cell:
+def read_cell(cell_dir: str | Path, hold: bool = True) -> CellResult:
     """One finished cell, its predictions checked; `hold` keeps them in memory, else they are read on use.
     Bad content raises ValueError naming the file (never patient data)."""
     cell_dir = Path(cell_dir)
-    meta_path, pred_path = cell_dir / "cell.json", cell_dir / "predictions.parquet"
+    meta_path, pred_path = cell_dir / CELL_RECORD, cell_dir / PREDICTIONS
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -94,9 +99,9 @@ def read_cell(cell_dir: str | Path, hold: bool = True) -> Cell:
     if missing:
         raise ValueError(f"{meta_path}: missing keys {missing}")
     if hold:
-        return Cell(meta, read_predictions(pred_path), pred_path)
+        return CellResult(meta, read_predictions(pred_path), pred_path)
     _check_predictions_file(pred_path)
-    return Cell(meta, None, pred_path)
+    return CellResult(meta, None, pred_path)
 
 
 def finished_cell_dirs(cells_dir: str | Path) -> list[Path]:
@@ -104,11 +109,25 @@ def finished_cell_dirs(cells_dir: str | Path) -> list[Path]:
     if not cells_dir.is_dir():
         raise FileNotFoundError(f"{cells_dir}: no cells directory (run `heartbeit matrix` first)")
     return sorted(d for d in cells_dir.iterdir()
-                  if d.is_dir() and (d / "cell.json").is_file() and (d / "predictions.parquet").is_file())
+                  if d.is_dir() and (d / CELL_RECORD).is_file() and (d / PREDICTIONS).is_file())
 
 
-def read_cells(cells_dir: str | Path, hold: bool = True) -> list[Cell]:
+def read_cells(cells_dir: str | Path, hold: bool = True) -> list[CellResult]:
     return [read_cell(d, hold) for d in finished_cell_dirs(cells_dir)]
+
+
+def first_runs(cells: list[CellResult], task: str, fraction: float, by_family: bool = False) -> dict[tuple[str, str], CellResult]:
+    """The lowest (seed, draw) cell of each (arch, init) for a task at a fraction: in that order, or with
+    `by_family` in the family table's display order (then by name)."""
+    out: dict[tuple[str, str], CellResult] = {}
+    for c in sorted(cells, key=lambda c: (int(c.meta["seed"]), int(c.meta.get("draw", 0)))):
+        m = c.meta
+        if m["task"] == task and float(m["fraction"]) == float(fraction):
+            out.setdefault((m["arch"], m["init"]), c)
+    if not by_family:
+        return out
+    rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[1].meta["arch_family"], 99), kv[0])))
 
 
 def _meta_columns(meta: dict) -> dict:
@@ -132,12 +151,12 @@ def sort_long(df: pd.DataFrame) -> pd.DataFrame:
     return key.sort_values(cols, kind="mergesort").drop(columns="_family").reset_index(drop=True)
 
 
-def _cell_rows(cell: Cell, kw: dict) -> list[dict]:
+def _cell_rows(cell: CellResult, kw: dict) -> list[dict]:
     meta = _meta_columns(cell.meta)
     return [{**meta, **r} for r in cell_metrics(cell.predictions, **kw)]
 
 
-def _cache_file(cell: Cell, kw: dict, cache_dir: Path) -> Path | None:
+def _cache_file(cell: CellResult, kw: dict, cache_dir: Path) -> Path | None:
     if cell.path is None:  # held predictions (tests, synthetic cells): nothing stable to key on
         return None
     key = json.dumps({"version": SCORE_VERSION, "predictions": sha256_file(cell.path), "settings": kw,
@@ -149,7 +168,7 @@ def _json_value(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def _scored(cell: Cell, kw: dict, cache_dir: str | None) -> list[dict]:
+def _scored(cell: CellResult, kw: dict, cache_dir: str | None) -> list[dict]:
     """A cell's rows: from its cache file when present, else computed (and cached). JSON keeps floats
     exactly (repr round-trips; NaN as NaN), so cached and fresh rows give the same bytes downstream."""
     path = _cache_file(cell, kw, Path(cache_dir)) if cache_dir else None
@@ -166,7 +185,7 @@ def _scored_star(args) -> list[dict]:
     return _scored(*args)
 
 
-def _score_all(cells: list[Cell], kw: dict, workers: int, cache_dir: Path | None) -> list[list[dict]]:
+def _score_all(cells: list[CellResult], kw: dict, workers: int, cache_dir: Path | None) -> list[list[dict]]:
     cache = str(cache_dir) if cache_dir else None
     if cache:
         Path(cache).mkdir(parents=True, exist_ok=True)
@@ -186,7 +205,7 @@ def _score_all(cells: list[Cell], kw: dict, workers: int, cache_dir: Path | None
     return out
 
 
-def long_metrics(cells: list[Cell], *, ci: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+def long_metrics(cells: list[CellResult], *, ci: float = 0.95, n_resamples: int = 2000, seed: int = 0,
                  min_n: int = 10, ece_bins: int = 10, workers: int = 1,
                  cache_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per cell x evaluation set with the cell's metadata and every metric, scored in `workers`
@@ -199,7 +218,7 @@ def long_metrics(cells: list[Cell], *, ci: float = 0.95, n_resamples: int = 2000
     return sort_long(pd.DataFrame(rows))
 
 
-def score_cells(cells: list[Cell], cache_dir: str | Path, task_index: int = 0, num_tasks: int = 1, *,
+def score_cells(cells: list[CellResult], cache_dir: str | Path, task_index: int = 0, num_tasks: int = 1, *,
                 workers: int = 1, **kw) -> int:
     """Score cells task_index, task_index + num_tasks, ... into `cache_dir` (one Slurm array task's share
     of the report's cell evaluation). Returns how many cells this task holds."""
@@ -212,7 +231,7 @@ def score_cells(cells: list[Cell], cache_dir: str | Path, task_index: int = 0, n
     return len(mine)
 
 
-def long_subgroups(cells: list[Cell], *, ci: float = 0.95, min_per_class: int = 10, min_n: int = 10) -> pd.DataFrame:
+def long_subgroups(cells: list[CellResult], *, ci: float = 0.95, min_per_class: int = 10, min_n: int = 10) -> pd.DataFrame:
     rows = []
     for cell in cells:  # DeLong only: quick, serial
         meta = _meta_columns(cell.meta)

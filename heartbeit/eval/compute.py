@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from heartbeit.matrix import COMPLETE
+from heartbeit.config.layout import CELL_RECORD, COMPLETE, RunLayout
 
 
 def _pretrain_row(pretrain_dir: Path) -> dict | None:
@@ -31,7 +31,7 @@ def _pretrain_row(pretrain_dir: Path) -> dict | None:
 def _matrix_rows(cells_dir: Path, batch_size: int) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for done in sorted(cells_dir.glob(f"*/{COMPLETE}")):
-        cell_file = done.with_name("cell.json")
+        cell_file = done.with_name(CELL_RECORD)
         if not cell_file.is_file():
             continue
         cell = json.loads(cell_file.read_text())
@@ -55,13 +55,13 @@ def load_average() -> list[float] | None:
         return None
 
 
-def compute_table(cfg, work: Path) -> dict:
+def compute_table(cfg, layout: RunLayout) -> dict:
     """The table for a run folder (only what exists: a run stopped early has fewer rows)."""
     out: dict = {"cpu_count": os.cpu_count(), "matrix_jobs": cfg.matrix.jobs}
-    pre = _pretrain_row(work / "pretrain")
+    pre = _pretrain_row(layout.pretrain)
     if pre:
         out["pretrain"] = pre
-    cells = work / "matrix" / "cells"
+    cells = layout.cells
     if cells.is_dir():
         out["matrix"] = _matrix_rows(cells, cfg.matrix.batch_size)
     return out

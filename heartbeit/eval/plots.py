@@ -16,9 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
+from heartbeit.models.families import FAMILY_ORDER
 from heartbeit.utils.io import atomic_path
 
-from .cells import Cell, FAMILY_ORDER
+from .cells import CellResult, first_runs
 from .metrics import EVAL_SET, auprc_trapezoid, check_binary, ece, reliability_curve
 from .tables import fraction_label, model_label
 
@@ -47,26 +48,16 @@ def _colours(models: list[tuple[str, str]]) -> dict:
     return {m: palette[i % len(palette)] for i, m in enumerate(models)}
 
 
-def _first_runs(cells: list[Cell], task: str, fraction: float) -> dict[tuple[str, str], Cell]:
-    """The lowest (seed, draw) cell of each model for one task and fraction."""
-    out: dict[tuple[str, str], Cell] = {}
-    for c in sorted(cells, key=lambda c: (int(c.meta["seed"]), int(c.meta.get("draw", 0)))):
-        m = c.meta
-        if m["task"] == task and float(m["fraction"]) == float(fraction):
-            out.setdefault((m["arch"], m["init"]), c)
-    return out
-
-
-def _eval_part(cell: Cell, eval_set: str):
+def _eval_part(cell: CellResult, eval_set: str):
     split = {v: k for k, v in EVAL_SET.items()}[eval_set]
     p = cell.predictions[cell.predictions["split"].astype(str) == split]
     return p["label"].to_numpy(), p["score"].to_numpy(dtype=float)
 
 
-def roc_pr_figure(cells: list[Cell], task: str, fraction: float, eval_set: str, path: str | Path,
+def roc_pr_figure(cells: list[CellResult], task: str, fraction: float, eval_set: str, path: str | Path,
                   colours: dict | None = None) -> Path | None:
     """ROC (left) and precision-recall (right) curves of every model on one evaluation set."""
-    runs = _first_runs(cells, task, fraction)
+    runs = first_runs(cells, task, fraction)
     models = _model_keys([c.meta for c in runs.values()])
     colours = colours or _colours(models)
     fig = Figure(figsize=(11, 5))
@@ -154,7 +145,7 @@ def fraction_figure(long: pd.DataFrame, task: str, path: str | Path, metrics=("a
     return save_png(fig, path)
 
 
-def reliability_figure(cells: list[Cell], task: str, eval_set: str, path: str | Path, *, fraction: float | None = None,
+def reliability_figure(cells: list[CellResult], task: str, eval_set: str, path: str | Path, *, fraction: float | None = None,
                        n_bins: int = 10, colours: dict | None = None) -> Path | None:
     """Reliability diagram (observed fraction positive vs mean predicted probability per equal-width
     bin, Wilson 95% intervals) for every model at one training fraction (default the largest)."""
@@ -162,7 +153,7 @@ def reliability_figure(cells: list[Cell], task: str, eval_set: str, path: str | 
     if not mine:
         return None
     fraction = max(float(c.meta["fraction"]) for c in mine) if fraction is None else fraction
-    runs = _first_runs(mine, task, fraction)
+    runs = first_runs(mine, task, fraction)
     models = _model_keys([c.meta for c in runs.values()])
     colours = colours or _colours(models)
     fig = Figure(figsize=(6.5, 6))
@@ -191,7 +182,7 @@ def reliability_figure(cells: list[Cell], task: str, eval_set: str, path: str | 
     return save_png(fig, path)
 
 
-def write_all_figures(cells: list[Cell], long: pd.DataFrame, out_dir: str | Path, *, n_bins: int = 10) -> list[Path]:
+def write_all_figures(cells: list[CellResult], long: pd.DataFrame, out_dir: str | Path, *, n_bins: int = 10) -> list[Path]:
     """Every figure of the report: per task a fraction plot; per task x fraction x evaluation set the
     ROC/PR curves; per task x evaluation set a reliability diagram at the largest fraction."""
     out_dir = Path(out_dir)

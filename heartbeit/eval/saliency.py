@@ -39,18 +39,12 @@ import torch
 
 from heartbeit.data.render import LeadBox
 
-
-from heartbeit.models.families import IMAGE_FAMILIES, arch_family  # noqa: E402  (the one family table)
 METHODS = ("gradcam", "fullgrad")
 TIME_BIN_S = 0.5
 RHYTHM_SUFFIX = " rhythm"
 
 
 # --------------------------------------------------------------------------------------------- models
-
-
-def family_of(arch: str) -> str:
-    return arch_family(arch)
 
 
 def is_token_model(model: torch.nn.Module) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from heartbeit.config.layout import CELL_RECORD, PREDICTIONS
 from heartbeit.utils.io import atomic_path, atomic_write_json
 
 DEFAULT_ARCHS = {"heartbeit_micro": "heartbeit", "vit_micro": "vit", "efficientnet_b0": "efficientnet",
@@ -72,10 +73,10 @@ def write_fake_cells(cells_dir: str | Path, *, archs: dict[str, str] | None = No
                         d.mkdir(parents=True, exist_ok=True)
                         preds = make_predictions(task, family, fraction, seed, draw, n_test=n_test,
                                                  n_external=n_external, arch=arch)
-                        with atomic_path(d / "predictions.parquet") as tmp:
+                        with atomic_path(d / PREDICTIONS) as tmp:
                             preds.to_parquet(tmp, index=False)
                         n_train = int(round(2000 * fraction))
-                        atomic_write_json(d / "cell.json", {
+                        atomic_write_json(d / CELL_RECORD, {
                             "cell_id": cell_id, "arch": arch, "arch_family": family, "fraction": fraction,
                             "task": task, "seed": seed, "draw": draw, "init": "pretrained" if family == "heartbeit"
                             else "imagenet" if family != "signal" else "random", "profile": "synthetic",

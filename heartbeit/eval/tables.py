@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from heartbeit.models.families import FAMILY_ORDER
 from heartbeit.utils.io import atomic_path, atomic_write_bytes, atomic_write_text
 
-from .cells import Cell, FAMILY_ORDER, long_metrics, long_subgroups, sort_long
+from .cells import CellResult, long_metrics, long_subgroups, sort_long
 from .metrics import EVAL_SET, aggregate, paired_delong
 
 TABLE_FORMATS = ("md", "tex", "csv")
@@ -224,16 +225,16 @@ def with_holm(paired: pd.DataFrame) -> pd.DataFrame:
     return paired
 
 
-def _matched_runs(cells: list[Cell]) -> list[list[Cell]]:
+def _matched_runs(cells: list[CellResult]) -> list[list[CellResult]]:
     """Cells grouped by (task, fraction, seed, draw): the runs trained on the same ECGs, in key order."""
-    by_key: dict[tuple, list[Cell]] = {}
+    by_key: dict[tuple, list[CellResult]] = {}
     for c in cells:
         m = c.meta
         by_key.setdefault((m["task"], float(m["fraction"]), int(m["seed"]), int(m.get("draw", 0))), []).append(c)
     return [group for _, group in sorted(by_key.items())]
 
 
-def paired_comparisons(cells: list[Cell], *, reference_family: str = "heartbeit", reference_init: str = "pretrained",
+def paired_comparisons(cells: list[CellResult], *, reference_family: str = "heartbeit", reference_init: str = "pretrained",
                        ci: float = 0.95, min_n: int = 10) -> pd.DataFrame:
     """Paired DeLong tests of each reference model (family `reference_family`, init `reference_init`)
     against every other model trained on the same task, fraction, seed and draw, scored on the same ECGs
@@ -250,7 +251,7 @@ def paired_comparisons(cells: list[Cell], *, reference_family: str = "heartbeit"
     return with_holm(sort_long(df)) if not df.empty else df
 
 
-def image_vs_signal_comparisons(cells: list[Cell], *, signal_family: str = "signal", ci: float = 0.95,
+def image_vs_signal_comparisons(cells: list[CellResult], *, signal_family: str = "signal", ci: float = 0.95,
                                 min_n: int = 10) -> pd.DataFrame:
     """Paired DeLong tests of every image model (reference) against the signal-domain model(s) trained on
     the same task, fraction, seed and draw -- the same training ECGs, drawn as a picture or kept as a
@@ -299,7 +300,7 @@ def robustness_table(paired: pd.DataFrame, *, alpha: float = 0.05, digits: int =
     return pd.DataFrame(rows)
 
 
-def _paired_rows(ref: Cell, other: Cell, *, ci: float, min_n: int) -> list[dict]:
+def _paired_rows(ref: CellResult, other: CellResult, *, ci: float, min_n: int) -> list[dict]:
     rows = []
     cols = ["ecg_uid", "split", "patient_hash", "label", "score"]
     merged = ref.predictions[cols].merge(other.predictions[["ecg_uid", "split", "label", "score"]],
@@ -408,7 +409,7 @@ CI_NOTE = ("Cells: mean over seeds/draws of the estimate [mean of the 95% CI bou
            "(clustered by patient when patients repeat), AUPRC CI stratified patient bootstrap.")
 
 
-def write_all_tables(cells: list[Cell], out_dir: str | Path, *, ci: float = 0.95, n_resamples: int = 2000,
+def write_all_tables(cells: list[CellResult], out_dir: str | Path, *, ci: float = 0.95, n_resamples: int = 2000,
                      seed: int = 0, min_n: int = 10, min_per_class: int = 10, ece_bins: int = 10,
                      long: pd.DataFrame | None = None) -> dict:
     """Every table of the report into `out_dir`. Returns {"long": df, "paired": df, "subgroups": df,

@@ -101,3 +101,54 @@ def write_wasserstein(distances: pd.DataFrame, out_dir) -> list:
                          note="intensity_w1: grayscale-intensity distributions (scipy); patch_sliced_w2: "
                               "sliced Wasserstein on non-overlapping patches (POT). mean ± sd over sampled pairs.")
     return files
+
+
+# ------------------------------------------------------------------------------------- the report's part
+
+
+def wasserstein_part(images, cfg, out_dir) -> tuple[pd.DataFrame | None, str]:
+    """The report's modality-distance table from ECG images sampled from the shards (`images`, a
+    heartbeit.eval.report_inputs.ImageSet) vs natural images: (display table or None, the note saying
+    what was compared, or why nothing was)."""
+    from .natural_images import load_image_dir, sample_image_patches
+    from .report_inputs import pick_rows, read_images
+
+    rc = cfg.report
+    if rc.wasserstein_images == 0 or rc.wasserstein_pairs == 0:
+        return None, "Wasserstein table switched off (report.wasserstein_images / wasserstein_pairs = 0)"
+    if not images.usable:
+        return None, "no usable image shards: no Wasserstein table"
+    h, w = images.size
+    if h != w:
+        return None, f"images are {h}x{w}; the natural-image crops are square: no Wasserstein table"
+    m = images.manifest
+    rows = pick_rows(m, m["split"].notna(), rc.wasserstein_images, rc.seed, "wasserstein")
+    if len(rows) < 2:
+        return None, "fewer than 2 rendered ECG images: no Wasserstein table"
+    ecg = read_images(images, rows).astype(np.float32) / 255.0
+    if rc.natural_images_dir:
+        natural = load_image_dir(rc.natural_images_dir, h, limit=len(ecg))
+        source = f"images in `{rc.natural_images_dir}`"
+    else:
+        natural = sample_image_patches(len(ecg), h, seed=rc.seed)
+        source = "random crops of scikit-learn's bundled photographs (china.jpg, flower.jpg)"
+    if len(natural) < 2:
+        return None, "fewer than 2 natural images: no Wasserstein table"
+    dist = modality_distances(ecg, natural, n_pairs=rc.wasserstein_pairs, seed=rc.seed, patch=rc.wasserstein_patch)
+    write_wasserstein(dist, out_dir)
+    return wasserstein_table(dist), (f"{len(ecg)} ECG images sampled from the shards vs {len(natural)} natural images "
+                                     f"({source}), {h}x{w} grayscale; {rc.wasserstein_pairs} pairs per type; "
+                                     f"patches {rc.wasserstein_patch}x{rc.wasserstein_patch}.")
+
+
+def wasserstein_section(doc, images, cfg, out_dir, summary: dict, problems: list[str]) -> None:
+    doc.heading("Modality distance: ECG images vs natural images")
+    table, note = wasserstein_part(images, cfg, out_dir)
+    if table is not None:
+        doc.para(note)
+        doc.table(table, "Average pairwise Wasserstein distance (mean ± sd over pairs); across / max within > 1 "
+                         "= a modality gap")
+        summary["wasserstein"] = table.to_dict(orient="records")
+    else:
+        problems.append(note)
+        doc.para(note)

@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from heartbeit.config import MatrixConfig
+from heartbeit.config.layout import CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
 from heartbeit.models import zoo
 from heartbeit.models.families import arch_family, uses_heartbeit_recipe
 from heartbeit.train.precision import Numerics, device_type_of, numerics_for
@@ -121,7 +122,7 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)  # timm/torch init code may read numpy's global RNG
     model, loaded = zoo.create_classifier(
-        cell.arch, num_classes=2, img_size=mcfg.img_size, in_chans=1,
+        cell.arch, num_classes=2, img_size=mcfg.image_size, in_chans=1,
         pretrained_file=pretrained_file if cell.arch.startswith("heartbeit") else None,
         imagenet_weights_dir=mcfg.imagenet_weights_dir or None,
         # preflight stops a run whose weights folder is unset; here a set folder missing this file stops the cell
@@ -199,14 +200,14 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
         model.load_state_dict(best[2])
     # The selected weights, for saliency and reuse (safetensors: loading them never unpickles).
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(out_dir / "model.safetensors"))
+              str(out_dir / CELL_WEIGHTS))
 
     # Selection is over: score the held-out sets once with the selected weights.
     scores, labels, metas, _ = _score(model, data.evaluation(), inputs, autocast, device)
     pred = pd.DataFrame(metas)
     pred["label"] = labels.astype(np.int64)
     pred["score"] = scores.astype(np.float64)
-    pred.to_parquet(out_dir / "predictions.parquet", index=False)
+    pred.to_parquet(out_dir / PREDICTIONS, index=False)
     with open(out_dir / "curves.jsonl", "w") as fh:
         for row in curves:
             fh.write(json.dumps(row) + "\n")
@@ -214,7 +215,7 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     # The selected epoch's validation scores (labels and scores only): `heartbeit export` picks the model's
     # decision threshold on them (Youden's J), never on the held-out sets.
     pd.DataFrame({"label": np.asarray(v_labels, dtype=np.int64), "score": np.asarray(v_scores, dtype=np.float64)}
-                 ).to_parquet(out_dir / "val_scores.parquet", index=False)
+                 ).to_parquet(out_dir / VAL_SCORES, index=False)
     return {
         "arch_family": arch_family(cell.arch), "init": loaded.kind, "weights": loaded.to_json(),
         "n_train": data.n_train, "n_train_pos": data.n_train_pos, "selected_epoch": best[1],

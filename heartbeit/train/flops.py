@@ -86,3 +86,9 @@ def device_peak_flops(device: torch.device, precision: str, override_tflops: flo
                 return tflops * 1e12, f"table:{key}"
         return 0.0, f"unknown GPU {name!r} (set pretrain.peak_tflops)"
     return cpu_peak_flops(precision), "cpu-estimate"
+
+
+def mfu(images_per_s: float, flops_per_image: float, peak_flops: float, world_size: int) -> float | None:
+    """Model FLOPs utilisation: the model FLOP/s achieved over every rank's peak (None without a known peak).
+    The one formula of pretraining's log and of the distributed self-test's summary."""
+    return images_per_s * flops_per_image / (peak_flops * world_size) if peak_flops else None

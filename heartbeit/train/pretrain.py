@@ -37,13 +37,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from heartbeit.config import PretrainConfig, to_dict
-from heartbeit.distributed.engine import Engine, build_engine, latest_tag, world_size_from_env
+from heartbeit.config.core import upgrade_section
+from heartbeit.config.layout import checkpoint_pointer, checkpoints_dir
+from heartbeit.distributed.build import build_engine, world_size_from_env
+from heartbeit.distributed.engine import Engine, latest_tag
 from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
 from heartbeit.models.heartbeit import create_mim_model, export_backbone
 from heartbeit.models.masking import BlockMaskGenerator
 from heartbeit.models.tokenizer import Tokenizer
 from heartbeit.train.batches import BatchSource, ShardBatches
-from heartbeit.train.flops import device_peak_flops, mim_train_flops_per_image
+from heartbeit.train.flops import device_peak_flops, mfu, mim_train_flops_per_image
 from heartbeit.train.schedule import check_resume, resolve_schedule, train_image_count
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
 
@@ -105,9 +108,10 @@ def export_steps(export_at: list[float], steps: int) -> dict[int, float]:
 
 def same_run(config_a: dict, config_b: dict) -> bool:
     """Do two recorded `pretrain_config`s describe the same training run? `export_at` only says which
-    steps are exported, not what is trained, so it is left out."""
+    steps are exported, not what is trained, so it is left out; a record written before a key was renamed
+    compares under the new name."""
     def strip(c: dict) -> dict:
-        return {k: v for k, v in c.items() if k != "export_at"}
+        return {k: v for k, v in upgrade_section("pretrain", c, warn=False).items() if k != "export_at"}
 
     return strip(config_a) == strip(config_b)
 
@@ -152,14 +156,14 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     cfg: PretrainConfig = getattr(cfg, "pretrain", cfg)
     given = cfg  # as configured; `cfg` below is resolved for this job (heartbeit.train.schedule)
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(out_dir)
     export_file, export_json = export_paths(out_dir, cfg.model)
     if export_json.is_file():  # complete for this config: nothing to do, with or without --resume
         done = json.loads(export_json.read_text())
-        if done.get("pretrain_config") == to_dict(given):
+        if upgrade_section("pretrain", done.get("pretrain_config") or {}, warn=False) == to_dict(given):
             log.info("pretraining already complete in %s (same config); skipping", out_dir)
             return done["summary"]
-    if not resume and ckpt_dir.is_dir() and (ckpt_dir / "latest").is_file():
+    if not resume and ckpt_dir.is_dir() and checkpoint_pointer(out_dir).is_file():
         raise FileExistsError(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or use a new --out")
 
     # ---- tokenizer, model, engine
@@ -169,10 +173,10 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
         tokenizer = Tokenizer.load(tokenizer_file)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = create_mim_model(cfg.model, tokenizer.vocab_size, drop_path_rate=cfg.drop_path,
-                             layer_scale_init=cfg.layer_scale_init, img_size=cfg.img_size)
+                             layer_scale_init=cfg.layer_scale_init, img_size=cfg.image_size)
     grid = model.grid_size
     if grid != (tokenizer.grid_size, tokenizer.grid_size):
-        raise ValueError(f"{cfg.model} at {cfg.img_size} px has a {grid[0]}x{grid[1]} patch grid but the tokenizer "
+        raise ValueError(f"{cfg.model} at {cfg.image_size} px has a {grid[0]}x{grid[1]} patch grid but the tokenizer "
                          f"gives {tokenizer.grid_size}x{tokenizer.grid_size} tokens (input_size / patch_size)")
     # steps / accumulation / lr / warmup for this corpus and world size (ci, demo: their explicit values);
     # resolved before the engine exists because DeepSpeed fixes its accumulation at initialisation
@@ -237,13 +241,15 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
         atomic_write_bytes(log_path, kept.encode())
 
     # ---- FLOPs for MFU (model only, counted once per configuration)
-    flops_per_image = mim_train_flops_per_image(cfg.model, cfg.img_size, tokenizer.vocab_size, cfg.mask_patches)
+    flops_per_image = mim_train_flops_per_image(cfg.model, cfg.image_size, tokenizer.vocab_size, cfg.mask_patches)
     peak_flops, peak_source = device_peak_flops(device, cfg.precision, cfg.peak_tflops)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext())
     images_per_step = cfg.batch_size * cfg.grad_accum * engine.world_size
 
     # ---- exports: the final one and those at pretrain.export_at
-    meta = {"model": cfg.model, "img_size": cfg.img_size, "in_chans": 1, "mean": MEAN, "std": STD}
+    # "img_size" stays the key in the export's metadata (timm's argument name): the export's bytes, whose sha256
+    # enters HeartBEiT cell ids, must not change with the config's key name
+    meta = {"model": cfg.model, "img_size": cfg.image_size, "in_chans": 1, "mean": MEAN, "std": STD}
     run_record = {"vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.config(),
                   "tokenizer_file": str(tokenizer_file) if tokenizer_file else None,
                   "pretrain_config": to_dict(given), "resolved_pretrain_config": to_dict(cfg)}
@@ -304,8 +310,8 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
             else:
                 tokens = tokenizer.encode(images).to(device)
             x = images.float().div_(255.0)
-            if x.shape[-1] != cfg.img_size or x.shape[-2] != cfg.img_size:
-                x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bilinear", antialias=True)
+            if x.shape[-1] != cfg.image_size or x.shape[-2] != cfg.image_size:
+                x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", antialias=True)
             x = (x - MEAN) / STD
             # the mask of an image depends only on its position in the run: (step, micro, rank, index)
             first = ((step * cfg.grad_accum + micro) * engine.world_size + engine.rank) * cfg.batch_size
@@ -331,7 +337,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                 "loss": engine.all_reduce_mean(window["loss"] / window["count"]),
                 "mlm_acc": engine.all_reduce_mean(window["correct"] / window["count"]),
                 "lr": lr, "grad_norm": engine.grad_norm(), "images_per_s": ips,
-                "mfu": ips * flops_per_image / (peak_flops * engine.world_size) if peak_flops else None,
+                "mfu": mfu(ips, flops_per_image, peak_flops, engine.world_size),
             }
             if is_main:
                 with open(log_path, "a") as fh:

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from heartbeit.config.layout import CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
+
 PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried on validation (scikit-learn's C)
 
 
@@ -70,7 +72,7 @@ def linear_probe_cell(cell, mcfg, data, out_dir: Path, pretrained_file: str | No
         raise ValueError(f"{cell.arch}: linear probes are for image backbones")
     torch.manual_seed(cell.seed)
     device = resolve_device(mcfg.device)
-    model, loaded = zoo.create_classifier(cell.arch, num_classes=2, img_size=mcfg.img_size,
+    model, loaded = zoo.create_classifier(cell.arch, num_classes=2, img_size=mcfg.image_size,
                                           pretrained_file=pretrained_file,
                                           imagenet_weights_dir=mcfg.imagenet_weights_dir or None)
     model.to(device)
@@ -91,9 +93,9 @@ def linear_probe_cell(cell, mcfg, data, out_dir: Path, pretrained_file: str | No
     crit, c, clf, v_scores = best
     fold_into_head(model, cell.arch, clf.coef_[0], float(clf.intercept_[0]), mu, sigma)
     out_dir = Path(out_dir)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out_dir / CELL_WEIGHTS))
     pd.DataFrame({"label": np.asarray(yva if yva is not None else [], dtype=np.int64),
-                  "score": np.asarray(v_scores, dtype=np.float64)}).to_parquet(out_dir / "val_scores.parquet", index=False)
+                  "score": np.asarray(v_scores, dtype=np.float64)}).to_parquet(out_dir / VAL_SCORES, index=False)
     model.eval()
     scores, labels, metas = [], [], []
     with torch.no_grad():
@@ -106,7 +108,7 @@ def linear_probe_cell(cell, mcfg, data, out_dir: Path, pretrained_file: str | No
     pred = pd.DataFrame(metas)
     pred["label"] = (np.concatenate(labels) if labels else np.zeros(0)).astype(np.int64)
     pred["score"] = (np.concatenate(scores) if scores else np.zeros(0)).astype(np.float64)
-    pred.to_parquet(out_dir / "predictions.parquet", index=False)
+    pred.to_parquet(out_dir / PREDICTIONS, index=False)
     (out_dir / "curves.jsonl").write_text("")
     return {
         "arch_family": arch_family(cell.arch), "init": f"{loaded.kind}, linear probe", "kind": "probe",

@@ -138,12 +138,11 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
     plan digest is unchanged, so `heartbeit render` still sees the shard as complete). A shard whose sidecar
     already names this tokenizer is skipped, so an interrupted run resumes. IMAGES/tokens.json, written
     last, tells pretraining which tokenizer the grids came from."""
-    import tarfile
     from pathlib import Path
 
     from heartbeit.data.corpus import write_shard
-    from heartbeit.data.members import write_member_index
-    from heartbeit.data.shards import decode_image
+    from heartbeit.data.members import read_samples, write_member_index
+    from heartbeit.data.shard_format import decode_image
     from heartbeit.utils.io import atomic_write_json, sha256_file
 
     images_dir, tokenizer_file = Path(images_dir), Path(tokenizer_file)
@@ -164,10 +163,10 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
             entry.update(sha256=side["sha256"], bytes=side["bytes"])
             skipped += 1
             continue
-        try:
-            with tarfile.open(tar_path, "r") as tar:
-                members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-        except (tarfile.TarError, OSError) as exc:
+        try:  # the shards' own reader (heartbeit.data.members); samples back to their member names
+            members = {f"{s['__key__']}.{name}": data for s in read_samples(tar_path)
+                       for name, data in s.items() if not name.startswith("__")}
+        except (OSError, ValueError) as exc:
             raise ValueError(f"{tar_path}: unreadable shard ({exc})") from None
         members = {n: b for n, b in members.items() if not n.endswith(".tokens.npy")}
         keys = sorted(n[: -len(ext) - 1] for n in members if n.endswith(f".{ext}"))

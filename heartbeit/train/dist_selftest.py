@@ -2,14 +2,17 @@
 (launcher discovery -> DeepSpeed ZeRO engine -> per-rank data -> checkpoints -> fp32 export), on a tiny
 model and deterministic synthetic data, so every launcher and ZeRO stage can be checked in seconds.
 
-    torchrun --nproc_per_node 2 -m heartbeit.distributed.selftest --zero-stage 2 --steps 8 --out w.safetensors
-    deepspeed --num_gpus 2 --module heartbeit.distributed.selftest ...     (CPU: DeepSpeed picks gloo)
-    mpirun -np 2 python -m heartbeit.distributed.selftest ...
-    sbatch slurm/pretrain.sh  with HEARTBEIT_ENTRY="-m heartbeit.distributed.selftest"
+    torchrun --nproc_per_node 2 -m heartbeit.train.dist_selftest --zero-stage 2 --steps 8 --out w.safetensors
+    deepspeed --num_gpus 2 --module heartbeit.train.dist_selftest ...     (CPU: DeepSpeed picks gloo)
+    mpirun -np 2 python -m heartbeit.train.dist_selftest ...
+    sbatch slurm/pretrain.sh  with HEARTBEIT_ENTRY="-m heartbeit.train.dist_selftest"
 
 Exact resume: the run's client state holds the step, the micro-step (= data position: rank r's k-th
 micro-batch is global batch k * world + r), the torch RNG (dropout) and the rank's numpy Generator (input
 masking), so N straight steps and N/2 + restart + N/2 produce the same weights.
+
+It sits in train/, not distributed/, because it builds HeartBEiT models and counts their FLOPs: distributed/
+imports neither models/ nor train/.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-log = logging.getLogger("heartbeit.distributed.selftest")
+log = logging.getLogger("heartbeit.train.dist_selftest")
 
 IN_DIM, HIDDEN, OUT_DIM = 16, 32, 8
 
@@ -116,17 +119,16 @@ def make_config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .deepspeed import build_deepspeed_engine, prepare_deepspeed
-    from .env import discover
-    from .observe import Throughput, setup_rank_logging
-    from .preempt import StopRequest, mark_checkpointed
+    from heartbeit.distributed.deepspeed import build_deepspeed_engine, prepare_deepspeed
+    from heartbeit.distributed.env import discover
+    from heartbeit.distributed.observe import peak_memory_bytes, setup_rank_logging
+    from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
+    from heartbeit.train.throughput import Throughput
 
     denv = discover()
     setup_rank_logging(args.log_dir, denv.rank)
     stop = StopRequest()
     cfg = make_config(args)
-
-    from .observe import peak_memory_bytes
 
     prepare_deepspeed()
     # host memory of the interpreter, torch and DeepSpeed before the model exists (GPU memory starts at 0)
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if not stopped_early and args.out:
         full = engine.full_state_dict()  # collective
         if rank == 0:
-            from .checkpoint import save_safetensors
+            from heartbeit.distributed.checkpoint import save_safetensors
 
             save_safetensors(full, args.out, metadata={"zero_stage": cfg.zero_stage, "steps": step})
     if rank == 0:
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
             atomic_write_json(args.metrics, summary)
     engine.barrier()
-    from .env import destroy
+    from heartbeit.distributed.env import destroy
 
     destroy()
     return 0
