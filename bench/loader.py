@@ -99,7 +99,7 @@ _PNGS: list[bytes] = []  # inherited by the forked decode processes
 
 
 def _decode_share(share: tuple[int, int]) -> int:
-    import imagecodecs  # what heartbeit.data.loader.decode_png_into calls
+    import imagecodecs  # what heartbeit.data.shard_format.decode_png_into calls
 
     for data in _PNGS[share[0]:share[1]]:
         imagecodecs.png_decode(data)

@@ -197,16 +197,16 @@ def _stage(name: str, work: str, n: int) -> dict:
         extra["manifest_reads"] = reads[0] if old else members._manifest.cache_info().misses
         extra["subset"] = len(subset)
     elif name in ("cell_eval_old", "cell_eval_new"):
-        from heartbeit.eval import metrics
+        from heartbeit.eval import cell_scoring
 
         preds = pd.read_parquet(work / f"predictions-{n}.parquet")
         if name == "cell_eval_old":
             import _bootstrap_v1
 
-            metrics.bootstrap_distribution = _bootstrap_v1.bootstrap_distribution
+            cell_scoring.bootstrap_distribution = _bootstrap_v1.bootstrap_distribution
         resamples = int(os.environ["SCALE_RESAMPLES"])
         t0 = time.perf_counter()
-        rows = metrics.cell_metrics(preds, n_resamples=resamples, seed=0)
+        rows = cell_scoring.cell_metrics(preds, n_resamples=resamples, seed=0)
         extra["ci"] = [[r["auprc_trapz_low"], r["auprc_trapz_high"], r["auprc_ap_low"], r["auprc_ap_high"]]
                        for r in rows]
     elif name in ("bootstrap_old", "bootstrap_new"):

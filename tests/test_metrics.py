@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import auc, average_precision_score, brier_score_loss, precision_recall_curve, roc_auc_score
 
+from heartbeit.eval import cell_scoring as CS
 from heartbeit.eval import metrics as M
 from heartbeit.eval.synthetic_cells import make_predictions
 
@@ -182,7 +183,7 @@ def test_aggregate():
 
 def test_cell_metrics_rows():
     preds = make_predictions("stemi", "heartbeit", 0.1, seed=0)
-    rows = M.cell_metrics(preds, n_resamples=200)
+    rows = CS.cell_metrics(preds, n_resamples=200)
     keys = [(r["split"], r["site"]) for r in rows]
     assert keys == [("external", "all"), ("test", "all"), ("test", "site_a"), ("test", "site_b")]
     internal = rows[1]
@@ -194,26 +195,26 @@ def test_cell_metrics_rows():
     for k in ("auroc", "auprc_ap", "auprc_trapz"):
         assert internal[f"{k}_low"] < internal[k] < internal[f"{k}_high"]
     assert 0 < internal["brier"] < 1 and 0 <= internal["ece"] < 1 and internal["reasons"] == ""
-    assert M.cell_metrics(preds, n_resamples=200) == rows  # deterministic
+    assert CS.cell_metrics(preds, n_resamples=200) == rows  # deterministic
 
 
 def test_cell_metrics_degenerate_set_and_bad_columns():
     preds = make_predictions("stemi", "resnet", 1.0, seed=0)
     preds.loc[preds["split"] == "external", "label"] = 0
-    ext = M.cell_metrics(preds, n_resamples=50)[0]
+    ext = CS.cell_metrics(preds, n_resamples=50)[0]
     assert ext["split"] == "external" and math.isnan(ext["auroc"]) and math.isnan(ext["auprc_trapz"])
     assert "one_class" in ext["reasons"] and math.isfinite(ext["brier"])
     with pytest.raises(ValueError, match="lack columns"):
-        M.cell_metrics(preds.drop(columns=["score"]))
+        CS.cell_metrics(preds.drop(columns=["score"]))
     with pytest.raises(ValueError, match="unknown split"):
-        M.cell_metrics(preds.assign(split="train"))
+        CS.cell_metrics(preds.assign(split="train"))
 
 
 def test_subgroup_metrics_flags_small_groups():
     preds = make_predictions("hcm", "vit", 1.0, seed=0, n_test=120, n_external=60)
-    rows = M.subgroup_metrics(preds, min_per_class=10)
+    rows = CS.subgroup_metrics(preds, min_per_class=10)
     assert {r["subgroup"] for r in rows} == {"site", "sex", "age_band"}
     for r in rows:
         assert r["too_small"] == (r["n_pos"] < 10 or r["n_neg"] < 10)
     assert any(r["too_small"] for r in rows) and any(not r["too_small"] for r in rows)
-    assert not any(r["subgroup"] == "sex" for r in M.subgroup_metrics(preds.drop(columns=["sex"])))
+    assert not any(r["subgroup"] == "sex" for r in CS.subgroup_metrics(preds.drop(columns=["sex"])))

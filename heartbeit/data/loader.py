@@ -58,7 +58,6 @@ from concurrent.futures import wait
 from pathlib import Path
 from typing import Iterator
 
-import imagecodecs
 import numpy as np
 import orjson
 import torch
@@ -66,12 +65,11 @@ import webdataset as wds
 
 from heartbeit.config.matrix import TASKS
 
-from PIL import Image
-
 from . import members
 from .dealing import (assigned, batches_per_worker, deals_samples, epoch_plan, epoch_shards,  # noqa: F401
                       filtered_manifest, read_index, shard_counts, shard_names, shard_totals, slot_reads,
                       steps_per_epoch, wanted_keys)
+from .shard_format import MODALITIES, decode_member, decode_wave_into, member_shape
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -84,60 +82,6 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
 def read_tar_samples(path: str | Path) -> Iterator[dict]:
     """Every sample of a shard in tar order (heartbeit.data.members.parse_samples)."""
     return members.read_tar_samples(path)
-
-
-def decode_png_into(data: bytes, out: np.ndarray) -> None:
-    """Decode a greyscale PNG member into `out` (uint8 [H, W]) with libpng (imagecodecs), which holds no GIL
-    while it works, so decode threads run in parallel: two threads decode 1.9x one, where PIL (its PNG
-    chunks are parsed in Python under the GIL) reaches 1.4x; on one core libpng is 1.4x PIL too
-    (bench/loader.py)."""
-    try:
-        pixels = imagecodecs.png_decode(data)
-    except RuntimeError as exc:  # imagecodecs.PngError: truncated or corrupt PNG data
-        raise ValueError(f"unreadable PNG ({type(exc).__name__}: {exc})"[:300]) from None
-    if pixels.ndim == 3:  # a grey+alpha or colour PNG (not what `heartbeit render` writes): luminance
-        pixels = np.asarray(Image.fromarray(pixels).convert("L"))
-    if pixels.dtype != np.uint8:
-        raise ValueError(f"{pixels.dtype} PNG; image shards hold 8-bit greyscale")
-    _fill(out, pixels, "image")
-
-
-def _fill(out: np.ndarray, value: np.ndarray, what: str) -> None:
-    if value.shape != out.shape:
-        raise ValueError(f"{what} is {value.shape}, the first {what} of its batch is {out.shape}")
-    out[...] = value
-
-
-def decode_member(data: bytes, ext: str, out: np.ndarray) -> None:
-    """An image member (`png`, or `npy` uint8 [H, W]) into `out`; ValueError names the problem."""
-    if ext == "png":
-        decode_png_into(data, out)
-    elif ext == "npy":
-        _fill(out, np.load(io.BytesIO(data), allow_pickle=False), "image")
-    else:
-        raise ValueError(f"unknown image member extension {ext!r}")
-
-
-def decode_wave_into(data: bytes, out: np.ndarray) -> None:
-    """A `.wave.npy` member (int16 uV [12, n]) into `out` (float32 mV [12, n])."""
-    from .shard_format import decode_wave
-
-    _fill(out, decode_wave(data), "waveform")
-
-
-MODALITIES = ("image", "wave")
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def member_shape(data: bytes, ext: str) -> tuple[int, int]:
-    """(H, W) of an image member; a PNG's from its IHDR chunk (the first chunk, by the PNG standard)."""
-    if ext == "png":
-        if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
-            raise ValueError("unreadable PNG (no PNG signature and IHDR chunk at its start)")
-        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    return tuple(np.load(io.BytesIO(data), allow_pickle=False).shape)
 
 
 def _batch_array(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

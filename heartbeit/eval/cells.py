@@ -28,7 +28,7 @@ from tqdm import tqdm
 from heartbeit.config.layout import CELL_RECORD, PREDICTIONS
 from heartbeit.utils.io import atomic_write_text, sha256_file
 
-from .metrics import cell_metrics, subgroup_metrics, validate_predictions
+from .cell_scoring import cell_metrics, subgroup_metrics, validate_predictions
 
 log = logging.getLogger("heartbeit.eval")
 

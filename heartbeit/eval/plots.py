@@ -20,7 +20,8 @@ from heartbeit.models.families import FAMILY_ORDER
 from heartbeit.utils.io import atomic_path
 
 from .cells import CellResult, first_runs
-from .metrics import EVAL_SET, auprc_trapezoid, check_binary, ece, reliability_curve
+from .cell_scoring import EVAL_SET
+from .metrics import auprc_trapezoid, check_binary, ece, reliability_curve
 from .tables import fraction_label, model_label
 
 log = logging.getLogger("heartbeit.eval")

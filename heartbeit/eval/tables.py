@@ -23,7 +23,8 @@ from heartbeit.models.families import FAMILY_ORDER
 from heartbeit.utils.io import atomic_path, atomic_write_bytes, atomic_write_text
 
 from .cells import CellResult, long_metrics, long_subgroups, sort_long
-from .metrics import EVAL_SET, aggregate, paired_delong
+from .cell_scoring import EVAL_SET
+from .metrics import aggregate, paired_delong
 
 TABLE_FORMATS = ("md", "tex", "csv")
 MISSING = "–"  # shown where a number is undefined; the long table carries the reason
