@@ -9,7 +9,7 @@ from sklearn.metrics import auc, average_precision_score, brier_score_loss, prec
 
 from heartbeit.eval import cell_scoring as CS
 from heartbeit.eval import metrics as M
-from heartbeit.eval.synthetic_cells import make_predictions
+from synthetic_cells import make_predictions
 
 
 def synthetic(n=2000, prevalence=0.2, shift=1.0, seed=0, decimals=None):

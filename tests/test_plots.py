@@ -7,7 +7,7 @@ from PIL import Image
 
 from heartbeit.eval.cells import long_metrics, read_cells
 from heartbeit.eval.plots import fraction_figure, reliability_figure, roc_pr_figure, write_all_figures
-from heartbeit.eval.synthetic_cells import write_fake_cells
+from synthetic_cells import write_fake_cells
 
 ARCHS = {"heartbeit_micro": "heartbeit", "resnet18": "resnet", "resnet1d": "signal"}
 

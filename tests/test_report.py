@@ -16,7 +16,7 @@ from heartbeit.data.render_stage import layout_record
 from heartbeit.data.shard_format import encode_image, encode_wave, wave_for_storage
 from heartbeit.data.signal import preprocess
 from heartbeit.data.synth import simulate_ecg
-from heartbeit.eval.synthetic_cells import write_fake_cells
+from synthetic_cells import write_fake_cells
 from heartbeit.utils.io import atomic_write_json
 
 SIZE = 64

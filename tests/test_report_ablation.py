@@ -10,7 +10,7 @@ import pandas as pd
 from heartbeit.config import load_config
 from heartbeit.eval.ablation import ablation_runs, ablation_table, split_cells
 from heartbeit.eval.cells import long_metrics, read_cells
-from heartbeit.eval.synthetic_cells import make_predictions, write_fake_cells
+from synthetic_cells import make_predictions, write_fake_cells
 from heartbeit.utils.io import atomic_write_json
 
 HB, TWIN = "heartbeit_micro_patch8_64", "vit_micro_patch8_64"

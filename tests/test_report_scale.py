@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from heartbeit.eval.cells import CellResult, long_metrics, read_cells
-from heartbeit.eval.synthetic_cells import write_fake_cells
+from synthetic_cells import write_fake_cells
 
 
 @pytest.fixture(scope="module")

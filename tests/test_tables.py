@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from heartbeit.eval.cells import long_metrics, read_cell, read_cells
-from heartbeit.eval.synthetic_cells import write_fake_cells
+from synthetic_cells import write_fake_cells
 from heartbeit.eval.tables import format_ci, fraction_table, paired_comparisons, write_all_tables, write_table
 
 ARCHS = {"heartbeit_micro": "heartbeit", "vit_micro": "vit", "resnet18": "resnet", "resnet1d": "signal"}
