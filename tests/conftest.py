@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that need ../shared/fixtures skip with a reason when it is absent."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -18,3 +19,12 @@ def ecg_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip(f"real ECG fixtures not present at {SHARED_FIXTURES} (they live in ../shared beside the checkout)")
     return SHARED_FIXTURES
+
+
+@pytest.fixture
+def images_dir(tmp_path):
+    """A stand-in image folder for matrix planning (an index naming one shard; no tar is read)."""
+    d = tmp_path / "images"
+    d.mkdir()
+    (d / "index.json").write_text(json.dumps({"shards": ["a"]}))
+    return d

@@ -18,14 +18,6 @@ MICRO = "heartbeit_micro_patch8_64"
 EXPORTS = [AblationExport(15, 0.5, "a" * 64), AblationExport(8, 0.25, "b" * 64)]
 
 
-@pytest.fixture
-def images_dir(tmp_path):
-    d = tmp_path / "images"
-    d.mkdir()
-    (d / "index.json").write_text(json.dumps({"shards": ["a"]}))
-    return d
-
-
 def small_cfg(**kw):
     base = dict(architectures=[MICRO, "vit_micro_patch8_64", "resnet18"], fractions=[0.01, 0.1, 1.0],
                 tasks=["stemi", "hcm"], seeds=[0, 1], draws=3, draws_below=0.25)

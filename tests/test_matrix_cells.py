@@ -8,14 +8,6 @@ from heartbeit.config import MatrixConfig
 from heartbeit.matrix import cell_status, parse_indices, plan_cells, read_plan, run_cells, select_cells, write_plan
 
 
-@pytest.fixture
-def images_dir(tmp_path):
-    d = tmp_path / "images"
-    d.mkdir()
-    (d / "index.json").write_text(json.dumps({"shards": ["a"]}))
-    return d
-
-
 def small_cfg(**kw):
     base = dict(architectures=["heartbeit_micro_patch8_64", "resnet18"], fractions=[0.1, 1.0],
                 tasks=["stemi", "hcm"], seeds=[0])
