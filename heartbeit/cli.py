@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "bench": "performance benchmarks with same-run baselines",
     "slurm": "submit the pipeline as dependent Slurm jobs; status",
     "weights": "local pretrained weights: convert and check the offline ImageNet EfficientNet-Lite0",
+    "results": "a run's results against the committed ones (compare), or promote a run to them",
 }
 
 NOT_AVAILABLE_EXIT = 3

@@ -1,8 +1,9 @@
 """The benchmark matrix: cells = (architecture, task, fraction, seed, draw), stable ids, completion records.
 
 A cell's id hashes its resolved fine-tuning config, the image manifest's hash, the pretrained export's
-hash (HeartBEiT cells) and the package version — not the git revision, so an unrelated commit does not
-invalidate finished cells; bump the version to force a recompute.
+hash (HeartBEiT cells), the package version and the fine-tuning recipe version
+(models.families.FINETUNE_RECIPE_VERSION) — not the git revision, so an unrelated commit does not
+invalidate finished cells; a change that alters what a cell computes bumps the recipe version.
 
 A cell runs in `cells/.tmp-<id>-<pid>/`, which is renamed to `cells/<id>/`; `complete.json` is written
 last. A directory without `complete.json` is partial and is redone; a failure leaves
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from heartbeit import __version__
+from heartbeit.models.families import FINETUNE_RECIPE_VERSION
 from heartbeit.config import MatrixConfig, to_dict
 from heartbeit.config.core import RENAMED_KEYS
 from heartbeit.config.layout import CELL_RECORD, COMPLETE
@@ -199,7 +201,7 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                             "arch": arch, "task": task, "fraction": fraction, "seed": seed, "draw": draw,
                             "finetune": base, "data": data_sha,
                             "pretrained": pre_sha if is_pretrained_arch(arch) else "",
-                            "version": __version__,
+                            "version": __version__, "recipe": FINETUNE_RECIPE_VERSION,
                             "precision": numerics.precision, "channels_last": numerics.channels_last,
                             "imagenet": imagenet_sha,
                         }
@@ -218,6 +220,7 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                         key = {"arch": arch, "task": task, "fraction": fraction, "seed": seed, "draw": draw,
                                "finetune": base, "data": data_sha, "pretrained": export.sha256,
                                "pretrain_step": export.step, "version": __version__,
+                               "recipe": FINETUNE_RECIPE_VERSION,
                                "precision": numerics.precision, "channels_last": numerics.channels_last,
                                "imagenet": ""}
                         cells.append(Cell(len(cells), _cell_id(key), arch, task, float(fraction), int(seed), draw,

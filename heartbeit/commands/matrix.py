@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from heartbeit.config.cli_args import add_common_config_args
-from heartbeit.config.layout import RunLayout, matrix_cells, matrix_plan
+from heartbeit.config.layout import RunLayout, matrix_cells, matrix_plan, matrix_recipes
 
 HELP = """The benchmark matrix: architecture x training fraction x task x seed.
 
@@ -30,6 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--array-index", type=int, default=None,
                         help="run the cell at this index (a Slurm array task id)")
     add_common_config_args(parser)
+
+
+def write_recipes(mcfg, path: Path) -> None:
+    """Every planned architecture's fine-tuning recipe (optimizer, parameter groups, layer decay, head init,
+    drop path, recipe version: families.recipe_of), beside the resolved config, as YAML."""
+    import yaml
+
+    from heartbeit.models.families import recipe_of
+    from heartbeit.utils.io import atomic_write_text
+
+    archs = list(dict.fromkeys([*mcfg.architectures, *mcfg.probe_architectures]))
+    atomic_write_text(path, yaml.safe_dump({"recipes": {a: recipe_of(a, mcfg.layer_decay) for a in archs}},
+                                           sort_keys=False))
 
 
 def default_pretrained(cfg) -> Path | None:
@@ -107,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         cells = plan_cells(cfg.matrix, images, pretrained, exports)
         write_plan(cells, plan_path)
         write_resolved(cfg, matrix_dir)
+        write_recipes(cfg.matrix, matrix_recipes(matrix_dir))
         for c in cells:
             print(f"{c.index:4d}  {c.cell_id}  {c.label}")
         print(f"{len(cells)} cells -> {plan_path}  (Slurm: sbatch --array=0-{len(cells) - 1}%K slurm/matrix.sh)")

@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
         if args.until == stage:
             break
     timings["total"] = round(time.time() - t_all, 2)
-    record = {"profile": cfg.profile, "stages_s": timings, "complete": args.until is None,
+    from heartbeit.utils.machine import machine_record
+
+    record = {"profile": cfg.profile, "stages_s": timings, "complete": args.until is None, "machine": machine_record(),
               "load_average_before": load_before, "load_average_after": load_average(),
               "compute": compute_table(cfg, layout)}
     atomic_write_json(layout.run_record, record)
@@ -104,4 +106,13 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(k) for k in timings)
     print("\n".join(f"  {k:<{width}}  {v:8.1f} s" for k, v in timings.items()))
     print(f"run ({cfg.profile}) complete -> {work}; results in {cfg.results_dir}")
+    if args.until is None and cfg.reference_results and Path(cfg.reference_results).is_dir():
+        from heartbeit.commands.results import compare_and_write
+
+        try:  # the run never overwrites the committed results: it says how far it is from them
+            compare_and_write(Path(cfg.results_dir), Path(cfg.reference_results), cfg.report.seed_spread_file)
+            print(f"promote with: heartbeit results promote --profile {cfg.profile}"
+                  + (f" --workdir {args.workdir}" if args.workdir else ""))
+        except (OSError, ValueError) as exc:
+            log.warning("comparison with %s skipped: %s", cfg.reference_results, exc)
     return 0

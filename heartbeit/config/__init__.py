@@ -23,7 +23,11 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 class RunConfig:
     profile: str = "ci"
     workdir: str = "runs/ci"  # every stage writes under here
-    results_dir: str = "results"  # tables, figures, REPORT.md
+    results_dir: str = "results"  # tables, figures, REPORT.md ("${workdir}" = the run's workdir)
+    # The committed results a whole run is compared with at its end (`heartbeit results compare`: per model,
+    # max |ΔAUROC| against the measured seed spread); `heartbeit results promote` copies the run's results
+    # there. Empty = no comparison. Must differ from results_dir, so a run never overwrites what it checks.
+    reference_results: str = ""
     input_dirs: list[str] = field(default_factory=list)  # real data; empty = synthetic default
     labels_csv: str = ""
     # false (paper, workstation): the GPU stages (pretrain, matrix run) refuse to start on a machine without
@@ -60,6 +64,10 @@ def load_config(profile: str | None = None, config_file: str | Path | None = Non
     check_matrix_tasks(cfg)
     # "${workdir}" in a path setting is the run's workdir, so a profile can keep its weights inside the run
     cfg.matrix.imagenet_weights_dir = cfg.matrix.imagenet_weights_dir.replace("${workdir}", cfg.workdir)
+    cfg.results_dir = cfg.results_dir.replace("${workdir}", cfg.workdir)
+    if cfg.reference_results and Path(cfg.reference_results).resolve() == Path(cfg.results_dir).resolve():
+        raise ConfigError(f"reference_results: {cfg.reference_results} is results_dir itself; a run would "
+                          "overwrite the results it is compared with")
     return cfg
 
 

@@ -7,7 +7,8 @@
       images/                   image shards, manifest.parquet, layout.json   heartbeit render
       tokenizer/tokenizer.safetensors                                          heartbeit tokenizer train
       pretrain/                 checkpoints/latest, heartbeit-<variant>.safetensors export
-      matrix/plan.json, matrix/cells/<cell_id>/{cell.json, predictions.parquet, model.safetensors,
+      matrix/plan.json, recipes.yaml (each architecture's fine-tuning recipe), config.resolved.yaml,
+      matrix/cells/<cell_id>/{cell.json, predictions.parquet, model.safetensors,
                                                 val_scores.parquet, complete.json (written last)}
       report/scores/            each cell's cached metric rows                 heartbeit report
       slurm/logs/, slurm_jobs.json                                             heartbeit slurm submit
@@ -136,3 +137,8 @@ def matrix_cells(matrix_dir: str | Path) -> Path:
 
 def matrix_plan(matrix_dir: str | Path) -> Path:
     return Path(matrix_dir) / "plan.json"
+
+
+def matrix_recipes(matrix_dir: str | Path) -> Path:
+    """Every planned architecture's fine-tuning recipe, beside the plan and the resolved config."""
+    return Path(matrix_dir) / "recipes.yaml"

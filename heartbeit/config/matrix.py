@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .core import ConfigError
 from .tasks import PAPER_TASKS, TASK_NAME
 
+SELECTION_RULES = ("val_loss", "val_auroc", "last")
 TASKS = PAPER_TASKS  # the defaults; your own tasks are declared in render.tasks (heartbeit/config/tasks.py)
 
 
@@ -37,6 +38,14 @@ class MatrixConfig:
     min_steps: int = 0  # small CPU profiles: at least this many optimizer steps per cell (paper: 0)
     batch_size: int = 32
     max_lr: float = 1e-3  # OneCycle's peak (the paper: 1e-3); the schedule starts at max_lr / 25
+    # Layer-wise lr decay of the AdamW recipe (HeartBEiT and its same-size random ViT; BEiT's fine-tuning
+    # recipe, heartbeit/train/param_groups.py): block i of L gets max_lr x layer_decay ** (L - i), the
+    # embeddings layer_decay ** (L + 1), the head max_lr. 1.0 = off. The paper's baselines (Adam) ignore it.
+    layer_decay: float = 1.0
+    # Which validation round's weights a cell keeps (docs/selection.md): "val_loss" (lowest validation
+    # cross-entropy: every validation ECG counts), "val_auroc" (highest validation AUROC: rests on the few
+    # validation positives), "last" (no selection: the end of the schedule).
+    selection: str = "val_loss"
     image_size: int = 224  # px, square; the same key as render.image_size (was img_size: still read, deprecated)
     # "auto": bf16 or fp32 and the memory format per architecture family and device type from the measured
     # table in heartbeit/train/precision.py; "bf16" / "fp32" force one precision. Part of every cell's id.
@@ -73,6 +82,10 @@ class MatrixConfig:
     def validate(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be in (0, 1] (1 = off), got {self.layer_decay}")
+        if self.selection not in SELECTION_RULES:
+            raise ConfigError(f"selection must be one of {', '.join(SELECTION_RULES)}, got {self.selection!r}")
         if self.bn_recalib_batches < 0:
             raise ConfigError(f"bn_recalib_batches must be >= 0, got {self.bn_recalib_batches}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

@@ -187,6 +187,9 @@ def check_run(cfg, stages: list[str], corpus_dir: str | Path | None = None) -> N
         problems += site_problems(cfg, corpus_dir)
     if "matrix" in stages or "plan" in stages:
         problems += weight_problems(cfg.matrix)
+    if "report" in stages and cfg.report.seed_spread_file and not Path(cfg.report.seed_spread_file).is_file():
+        problems.append(f"report.seed_spread_file: {cfg.report.seed_spread_file} does not exist (bench/seed_spread.py "
+                        "writes it; empty = no training-noise marks)")
     for stage in stages:
         problems += device_problems(cfg, stage)
     raise_problems(problems, external_site_warnings(cfg))

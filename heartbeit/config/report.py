@@ -28,6 +28,9 @@ class ReportConfig:
     wasserstein_images: int = 100  # ECG images sampled from the shards (and as many natural patches)
     wasserstein_patch: int = 16
     natural_images_dir: str = ""  # empty = crops of scikit-learn's bundled photographs
+    # The measured AUROC spread over training seeds (bench/seed_spread.py's record): paired differences no
+    # larger than it are marked "within training noise" whatever their p-value. Empty = not marked.
+    seed_spread_file: str = ""
 
     def validate(self) -> None:
         if not 0 < self.ci < 1:

@@ -105,8 +105,12 @@ def _build(cfg, cells_dir: Path, images_dir: Path, staging: dict, command: str) 
         log.info("tables from %d cells", len(cells))
         long = long_metrics(cells, ci=rc.ci, n_resamples=rc.bootstrap, seed=rc.seed, min_n=rc.min_n,
                             ece_bins=rc.ece_bins, workers=rc.workers, cache_dir=score_cache(cfg))
+        spread = load_seed_spread(rc.seed_spread_file) if rc.seed_spread_file else None
+        if spread:
+            summary["seed_spread_file"] = rc.seed_spread_file
         tables = write_all_tables(cells, staging["tables"], ci=rc.ci, n_resamples=rc.bootstrap, seed=rc.seed,
-                                  min_n=rc.min_n, min_per_class=rc.min_per_class, ece_bins=rc.ece_bins, long=long)
+                                  min_n=rc.min_n, min_per_class=rc.min_per_class, ece_bins=rc.ece_bins, long=long,
+                                  seed_spread=spread)
         write_all_figures(cells, tables["long"], staging["figures"], n_bins=rc.ece_bins)
     data_section(doc, cfg, cells, images, staging["tables"], summary)
     models_section(doc, cfg, cells, staging["tables"], summary)

@@ -25,6 +25,7 @@ from heartbeit.utils.io import atomic_path, atomic_write_bytes, atomic_write_tex
 from .cells import CellResult, long_metrics, long_subgroups, sort_long
 from .cell_scoring import EVAL_SET
 from .metrics import aggregate, paired_delong
+from .training_noise import mark_paired
 
 TABLE_FORMATS = ("md", "tex", "csv")
 MISSING = "–"  # shown where a number is undefined; the long table carries the reason
@@ -290,6 +291,10 @@ def robustness_table(paired: pd.DataFrame, *, alpha: float = 0.05, digits: int =
             verdict = f"significant in {int((p[ok] < alpha).sum())}/{len(runs)} runs only"
         else:
             verdict = "not significant in any run"
+        noise = runs["within_training_noise"] if "within_training_noise" in runs else pd.Series(dtype=object)
+        if noise.notna().any() and bool(noise.dropna().astype(bool).all()):
+            # |Δ| below the measured seed spread in every run: the test cannot tell it from training noise
+            verdict += "; within training noise"
         task, eval_set, fraction, ref, ref_init, arch, init = key
         rows.append({"Task": task, "Set": eval_set, "Fraction": fraction_label(fraction), "Reference": ref,
                      "Baseline": model_label(arch, init), "Runs": len(runs),
@@ -356,6 +361,9 @@ def paired_table(paired: pd.DataFrame, task: str, eval_set: str, *, alpha: float
                 else:
                     row[fraction_label(f)] = (f"{d:+.{digits}f} (max p{format_p(p.max())}, "
                                               f"{int((p < alpha).sum())}/{len(runs)} p<{alpha:g})")
+                noise = runs["within_training_noise"] if "within_training_noise" in runs else pd.Series(dtype=object)
+                if _finite(d) and noise.notna().any() and bool(noise.dropna().astype(bool).all()):
+                    row[fraction_label(f)] += " ≈ training noise"
             rows.append(row)
     return pd.DataFrame(rows, columns=["Reference", "Baseline", "Init"] + [fraction_label(f) for f in fractions])
 
@@ -412,9 +420,12 @@ CI_NOTE = ("Cells: mean over seeds/draws of the estimate [mean of the 95% CI bou
 
 def write_all_tables(cells: list[CellResult], out_dir: str | Path, *, ci: float = 0.95, n_resamples: int = 2000,
                      seed: int = 0, min_n: int = 10, min_per_class: int = 10, ece_bins: int = 10,
-                     long: pd.DataFrame | None = None) -> dict:
+                     long: pd.DataFrame | None = None,
+                     seed_spread: dict[tuple[str, str], float] | None = None) -> dict:
     """Every table of the report into `out_dir`. Returns {"long": df, "paired": df, "subgroups": df,
-    "files": [paths], "signal": df}. Pass a precomputed `long` to avoid rescoring."""
+    "files": [paths], "signal": df}. Pass a precomputed `long` to avoid rescoring. With `seed_spread`
+    (eval/training_noise.py) every paired difference no larger than the measured seed spread of the two
+    models is marked "within training noise", whatever its p-value."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if long is None:
@@ -438,11 +449,15 @@ def write_all_tables(cells: list[CellResult], out_dir: str | Path, *, ci: float 
                                      title=f"AUROC across seeds and training draws — {where}",
                                      note="mean ± sd (min–max, k runs)")
     paired = paired_comparisons(cells, ci=ci, min_n=min_n)
+    if seed_spread:
+        paired = mark_paired(paired, seed_spread)
     files += _write_paired(paired, out_dir, "paired", "ΔAUROC (reference − baseline), paired DeLong",
                            "Same ECGs and same seed/draw; p two-sided, Holm-adjusted over every test in this table "
                            "(all baselines, fractions, seeds and draws); raw p in paired_long.",
                            "Do the paired differences survive repeated seeds and training draws?")
     signal = image_vs_signal_comparisons(cells, ci=ci, min_n=min_n)
+    if seed_spread:
+        signal = mark_paired(signal, seed_spread)
     files += _write_paired(signal, out_dir, "image_vs_signal", "ΔAUROC (image model − signal model), paired DeLong",
                            "Same training ECGs (same fraction, seed and draw) drawn as an image or kept as the "
                            "filtered waveform; same test ECGs; p two-sided, Holm-adjusted over every test in this "

@@ -18,6 +18,7 @@ averaged over the three channels for a 1-channel input.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -25,8 +26,8 @@ import torch
 import heartbeit.models.heartbeit as _registry  # noqa: F401  (registers heartbeit_* / vit_* sizes with timm)
 import heartbeit.models.signal1d as _signal_registry  # noqa: F401  (registers signal_xresnet1d_* with timm)
 
-from .families import BEIT_FINETUNE_DROP_PATH, SAME_SIZE_BASELINES, TRANSFORMER_FAMILIES, arch_family, is_beit_family, \
-    takes_imagenet_weights
+from .families import BEIT_FINETUNE_DROP_PATH, SAME_SIZE_BASELINES, TRANSFORMER_FAMILIES, arch_family, head_init, \
+    is_beit_family, takes_imagenet_weights
 from .weights import LoadRecord, WeightLoadError, create_with_weights, ensure_imagenet_file
 
 SIGNAL_PREFIX = "signal_"  # waveform models: input [B, 12, L] in mV instead of an image
@@ -57,17 +58,56 @@ def classifier_kwargs(arch: str, num_classes: int = 2, img_size: int = 224, in_c
     return kwargs
 
 
-def reset_new_head(model: torch.nn.Module, arch: str) -> None:
-    """Give a new classifier head an init that does not depend on the class count. timm's EfficientNet
-    ("goog") init draws the head uniformly in +-1/sqrt(num_classes): +-0.03 for ImageNet's 1000 classes but
-    +-0.71 for our 2, so the first logits are huge and saturated and a from-scratch EfficientNet barely moves
-    in a short fine-tune (demo: test AUROC 0.69 on HCM where ResNet-18 reaches 0.999). PyTorch's default
-    Linear init (+-1/sqrt(fan_in), as ResNet's head has) is used instead. Other families keep theirs."""
-    if arch_family(arch) != "efficientnet":
-        return
+def classifier_head(model: torch.nn.Module) -> torch.nn.Linear:
+    """The final Linear layer of a classifier's head (timm's get_classifier(); the signal model's head is a
+    Sequential ending in one)."""
     head = model.get_classifier()
-    if isinstance(head, torch.nn.Linear):
+    if isinstance(head, torch.nn.Sequential):
+        head = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    if not isinstance(head, torch.nn.Linear):
+        raise TypeError(f"classifier head is {type(head).__name__}, not a Linear layer")
+    return head
+
+
+def prior_logit(prevalence: float, n: int | None = None) -> float:
+    """logit(p), with p kept off 0 and 1 (by half an example when the count is known) so that a fraction
+    without positives still gets a finite bias."""
+    eps = 0.5 / n if n else 1e-3
+    p = min(max(float(prevalence), eps), 1.0 - eps)
+    return math.log(p / (1.0 - p))
+
+
+@torch.no_grad()
+def init_new_head(model: torch.nn.Module, arch: str, prevalence: float | None = None,
+                  n_train: int | None = None) -> dict:
+    """Start a new classifier head where it can learn (families.HEAD_INIT): weights by the family's rule,
+    bias at the training prevalence's log-odds (two logits: b1 - b0 = logit(p)); without a prevalence the
+    bias is zero. Returns the head's statistics for cell.json."""
+    head = classifier_head(model)
+    rule, std = head_init(arch)
+    if rule == "trunc_normal":
+        torch.nn.init.trunc_normal_(head.weight, std=std, a=-2 * std, b=2 * std)
+    else:
         head.reset_parameters()
+    head.bias.zero_()
+    gap = 0.0
+    if prevalence is not None:
+        if head.out_features != 2:
+            raise ValueError(f"a prevalence bias needs a two-logit head, not {head.out_features} outputs")
+        gap = prior_logit(prevalence, n_train)
+        head.bias.copy_(torch.tensor([-gap / 2, gap / 2], dtype=head.bias.dtype))
+    return head_statistics(model) | {"rule": rule, "std": std, "prevalence": prevalence, "prior_logit": gap}
+
+
+@torch.no_grad()
+def head_statistics(model: torch.nn.Module) -> dict:
+    """What a classifier head holds now: weight std and max |w|, the bias, and b1 - b0 for two logits."""
+    head = classifier_head(model)
+    w, b = head.weight.detach().float(), head.bias.detach().float()
+    return {"weight_std": round(float(w.std()), 6), "weight_absmax": round(float(w.abs().max()), 6),
+            "bias": [round(float(v), 6) for v in b],
+            "bias_gap": round(float(b[1] - b[0]), 6) if b.numel() == 2 else None,
+            "in_features": head.in_features, "out_features": head.out_features}
 
 
 def build_classifier(arch: str, num_classes: int = 2, img_size: int = 224) -> torch.nn.Module:
@@ -79,10 +119,12 @@ def build_classifier(arch: str, num_classes: int = 2, img_size: int = 224) -> to
 
 def create_classifier(arch: str, num_classes: int = 2, img_size: int = 224, in_chans: int = 1,
                       pretrained_file: str | None = None, imagenet_weights_dir: str | None = None,
-                      allow_random_init: bool = True) -> tuple[torch.nn.Module, LoadRecord]:
+                      allow_random_init: bool = True, prevalence: float | None = None,
+                      n_train: int | None = None) -> tuple[torch.nn.Module, LoadRecord]:
     """(model, what truly loaded) for one matrix architecture. Weights load strictly (weights.py): a file that
     does not fit its architecture is an error, never a silent random init. `allow_random_init=False` makes
-    a missing ImageNet file an error too (the paper profile's baselines need their weights)."""
+    a missing ImageNet file an error too (the paper profile's baselines need their weights). The new head
+    starts by the family's rule with its bias at `prevalence`'s log-odds (init_new_head)."""
     import timm
 
     if not timm.is_model(arch):
@@ -94,18 +136,20 @@ def create_classifier(arch: str, num_classes: int = 2, img_size: int = 224, in_c
                              f"counterpart is the vit_* baseline of the same size")
         if not Path(pretrained_file).is_file():
             raise FileNotFoundError(f"HeartBEiT export not found: {pretrained_file}")
-        return create_with_weights(arch, pretrained_file, "pretrained", **kwargs)
+        model, record = create_with_weights(arch, pretrained_file, "pretrained", **kwargs)
+        init_new_head(model, arch, prevalence, n_train)
+        return model, record
     takes_imagenet = takes_imagenet_weights(arch)
     weights = ensure_imagenet_file(arch, imagenet_weights_dir) if imagenet_weights_dir and takes_imagenet else None
     if weights is not None:
         model, record = create_with_weights(arch, weights, "imagenet", **kwargs)
-        reset_new_head(model, arch)
+        init_new_head(model, arch, prevalence, n_train)
         return model, record
     if takes_imagenet and not allow_random_init:
         raise WeightLoadError(f"{arch}: no ImageNet weights in {imagenet_weights_dir or '(matrix.imagenet_weights_dir unset)'}"
                               " and matrix.allow_random_init is false")
     model = timm.create_model(arch, pretrained=False, **kwargs)
-    reset_new_head(model, arch)
+    init_new_head(model, arch, prevalence, n_train)
     return model, LoadRecord(kind="random", tensors_in_model=len(model.state_dict()))
 
 

@@ -29,8 +29,10 @@ from sklearn.metrics import roc_auc_score
 from heartbeit.config import MatrixConfig
 from heartbeit.config.layout import CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
 from heartbeit.models import zoo
-from heartbeit.models.families import arch_family, uses_heartbeit_recipe
+from heartbeit.models.families import ADAMW_WEIGHT_DECAY, FINETUNE_RECIPE_VERSION, arch_family, head_init, uses_heartbeit_recipe
+from heartbeit.train.param_groups import describe_groups, group_peak_lrs, param_groups
 from heartbeit.train.precision import Numerics, device_type_of, numerics_for
+from heartbeit.utils.machine import machine_record
 from heartbeit.train.sanity import has_batchnorm, recalibrate_batchnorm, sanity_verdicts
 
 log = logging.getLogger("heartbeit.finetune")
@@ -95,11 +97,18 @@ def _score(model, batches: Iterable[Batch], inputs, autocast,
     return s, y, metas, loss_sum / max(1, len(y))
 
 
-def _val_criterion(scores: np.ndarray, labels: np.ndarray, loss: float) -> float:
-    """Higher is better: validation AUROC, or minus the loss when AUROC is undefined (one class)."""
-    if len(np.unique(labels)) == 2 and np.isfinite(scores).all():
+def _val_criterion(rule: str, scores: np.ndarray, labels: np.ndarray, loss: float) -> float:
+    """Higher is better (matrix.selection): minus the validation loss ("val_loss"); the validation AUROC, or
+    minus the loss when it is undefined ("val_auroc"); for "last" every round beats the one before."""
+    if rule == "val_auroc" and len(np.unique(labels)) == 2 and np.isfinite(scores).all():
         return float(roc_auc_score(labels, scores))
-    return -loss
+    if rule == "last":
+        return 0.0
+    return -loss if math.isfinite(loss) else -math.inf
+
+
+def _better(rule: str, crit: float, best: float) -> bool:
+    return crit >= best if rule == "last" else crit > best
 
 
 def cell_numerics(cell, mcfg: MatrixConfig) -> Numerics:
@@ -109,24 +118,39 @@ def cell_numerics(cell, mcfg: MatrixConfig) -> Numerics:
     return numerics_for(cell.arch, device_type_of(mcfg.device), mcfg.precision)
 
 
-def make_optimizer(arch: str, params, max_lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (torch defaults: weight decay 0.01) for HeartBEiT and its same-size random twin, Adam for the
-    paper's baselines. The starting lr is OneCycle's (max_lr / 25); one fused kernel on a GPU."""
+def optimizer_groups(arch: str, model: torch.nn.Module, layer_decay: float = 1.0) -> list[dict]:
+    """The parameter groups of a cell's optimizer (families.py): the AdamW recipe (HeartBEiT and its
+    same-size random twin) groups as BEiT does -- no weight decay on biases, norms, position tables, layer
+    scale and tokens, layer-wise lr decay -- the paper's baselines (Adam) have one group without decay."""
+    if uses_heartbeit_recipe(arch):
+        return param_groups(model, ADAMW_WEIGHT_DECAY, layer_decay)
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
+
+
+def make_optimizer(arch: str, groups: list[dict], max_lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW for HeartBEiT and its same-size random twin, Adam for the paper's baselines, over
+    `optimizer_groups`. The starting lr is OneCycle's (max_lr / 25); one fused kernel on a GPU."""
     opt_cls = torch.optim.AdamW if uses_heartbeit_recipe(arch) else torch.optim.Adam
-    return opt_cls(params, lr=max_lr, **({"fused": True} if device.type == "cuda" else {}))
+    return opt_cls(groups, lr=max_lr, **({"fused": True} if device.type == "cuda" else {}))
 
 
 def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
-                  pretrained_file: str | None = None) -> dict:
+                  pretrained_file: str | None = None, round_hook: Callable | None = None) -> dict:
     out_dir = Path(out_dir)
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)  # timm/torch init code may read numpy's global RNG
+    # the new head starts at the training prevalence's log-odds (families.HEAD_INIT)
     model, loaded = zoo.create_classifier(
         cell.arch, num_classes=2, img_size=mcfg.image_size, in_chans=1,
         pretrained_file=pretrained_file if cell.arch.startswith("heartbeit") else None,
         imagenet_weights_dir=mcfg.imagenet_weights_dir or None,
         # preflight stops a run whose weights folder is unset; here a set folder missing this file stops the cell
-        allow_random_init=mcfg.allow_random_init or not mcfg.imagenet_weights_dir)
+        allow_random_init=mcfg.allow_random_init or not mcfg.imagenet_weights_dir,
+        prevalence=data.n_train_pos / data.n_train, n_train=data.n_train)
+    rule, std = head_init(cell.arch)
+    head = {"rule": rule, "std": std, "prevalence": round(data.n_train_pos / data.n_train, 6),
+            "prior_logit": round(zoo.prior_logit(data.n_train_pos / data.n_train, data.n_train), 6),
+            **zoo.head_statistics(model)}
     mean, std = zoo.normalization(cell.arch)
     device = resolve_device(mcfg.device)
     numerics = cell_numerics(cell, mcfg)
@@ -146,14 +170,16 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     def recalibrate(epoch: int) -> int:
         return recalibrate_batchnorm(model, (inputs(b) for b in data.train(epoch)), mcfg.bn_recalib_batches, autocast)
 
-    optimizer = make_optimizer(cell.arch, model.parameters(), mcfg.max_lr, device)
+    groups = optimizer_groups(cell.arch, model, mcfg.layer_decay)
+    optimizer = make_optimizer(cell.arch, groups, mcfg.max_lr, device)
     # Fixed epochs as in the paper; `min_steps` (0 in the paper profile) lets a 1 % cell of a small CPU
     # profile take enough optimizer steps to learn at all. Validation runs `epochs` times, evenly spaced
     # over the schedule, so a "round" is an epoch whenever min_steps does not apply.
     steps_per_epoch = max(1, math.ceil(data.n_train / mcfg.batch_size))
     total_steps = max(mcfg.epochs * steps_per_epoch, mcfg.min_steps)
     validate_at = {round(total_steps * (r + 1) / mcfg.epochs): r for r in range(mcfg.epochs)}
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=mcfg.max_lr, total_steps=total_steps)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=group_peak_lrs(groups, mcfg.max_lr),
+                                                    total_steps=total_steps)
 
     best = (-math.inf, -1, None, None)  # (criterion, round, state_dict, (val scores, val labels))
     curves = []
@@ -180,12 +206,16 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
                 nonfinite_steps += 0 if math.isfinite(train_loss) else 1
                 recalibrated = recalibrate(epoch)
                 v_scores, v_labels, v_metas, v_loss = _score(model, data.val(), inputs, autocast, device)
-                crit = _val_criterion(v_scores, v_labels, v_loss)
+                crit = _val_criterion(mcfg.selection, v_scores, v_labels, v_loss)
+                v_auroc = _val_criterion("val_auroc", v_scores, v_labels, v_loss)
                 curves.append({"round": validate_at[step], "epoch": epoch, "step": step,
                                "train_loss": train_loss, "val_loss": v_loss, "val_criterion": crit,
+                               "val_auroc": v_auroc if 0 <= v_auroc <= 1 else None,
                                "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 3),
                                "images": seen, "bn_recalibration_batches": recalibrated})
-                if crit > best[0] or best[2] is None:  # kept in host memory: a GPU holds one copy of the weights
+                if round_hook is not None:  # offline diagnostics only (bench/selection.py); never in the matrix
+                    round_hook(validate_at[step], lambda batches: _score(model, batches, inputs, autocast, device))
+                if _better(mcfg.selection, crit, best[0]) or best[2] is None:  # kept in host memory: a GPU holds one copy of the weights
                     best = (crit, validate_at[step], {k: v.detach().to("cpu", copy=True)
                                                       for k, v in model.state_dict().items()},
                             (v_scores, v_labels, [m.get("patient_hash") for m in v_metas]))
@@ -219,11 +249,16 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     return {
         "arch_family": arch_family(cell.arch), "init": loaded.kind, "weights": loaded.to_json(),
         "n_train": data.n_train, "n_train_pos": data.n_train_pos, "selected_epoch": best[1],
-        "val_criterion": best[0], "train_seconds": round(time.time() - t_start, 2), "epochs": mcfg.epochs,
+        "val_criterion": best[0], "recipe": FINETUNE_RECIPE_VERSION, "selection": mcfg.selection, "head_init": head,
+        "optimizer": {"name": type(optimizer).__name__, "layer_decay": mcfg.layer_decay if uses_heartbeit_recipe(cell.arch) else None,
+                      "groups": describe_groups(groups)},
+        "train_seconds": round(time.time() - t_start, 2), "epochs": mcfg.epochs,
         "steps": total_steps, "precision": numerics.precision, "channels_last": numerics.channels_last,
         "bn_recalibration_batches": mcfg.bn_recalib_batches if has_batchnorm(model) else 0,
         "sanity": sanity_verdicts(v_scores, v_labels, nonfinite_steps=nonfinite_steps, patients=v_patients),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "machine": {k: v for k, v in machine_record().items() if k in ("cpu_model", "isa_flags", "torch_cpu_capability",
+                                                                        "isa_pins")},
     }
 
 

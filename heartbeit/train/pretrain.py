@@ -47,6 +47,7 @@ from heartbeit.models.masking import BlockMaskGenerator
 from heartbeit.models.tokenizer import Tokenizer
 from heartbeit.train.batches import BatchSource, ShardBatches
 from heartbeit.train.flops import device_peak_flops, mfu, mim_train_flops_per_image
+from heartbeit.train.param_groups import param_groups
 from heartbeit.train.schedule import check_resume, resolve_schedule, train_image_count
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
 
@@ -61,17 +62,6 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norms, position tables, cls and mask tokens."""
-    skip = set(model.no_weight_decay())
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def variant_name(model_name: str) -> str:
