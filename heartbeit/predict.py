@@ -136,7 +136,8 @@ def run_predict(inputs: list[str], model_dir: str | Path, out: str | Path, key: 
     _write_private(out, pred.to_csv(index=False))
     _write_private(sibling(out, ".rejects.csv"), pd.DataFrame(rejects, columns=["source", "reason", "detail"]).to_csv(index=False))
     summary = {"n_inputs": len(files) + len(listing.rejects), "n_scored": len(accepted), "n_rejected": len(rejects),
-               "task": task, "threshold": threshold, "device": str(dev), "skipped": dict(listing.skipped), **normalised}
+               "task": task, "threshold": threshold, "device": str(dev), "skipped": dict(listing.skipped)}
+    summary.update(normalised)
     if labels is not None:
         summary["metrics"] = _score_labels(accepted, scores, config, task, threshold)
         _write_private(sibling(out, ".metrics.json"), json.dumps(summary["metrics"], indent=2, default=float))
