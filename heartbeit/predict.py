@@ -4,7 +4,8 @@ Files go through the same ingest as the corpus (listing, format detection, quali
 corpus rate and length: heartbeit.data.ingest.process_file under the model's own ingest settings), then
 the model's own filters and layout, then batched inference (the GPU when there is one). Outputs:
 - PRED.csv: one row per accepted ECG: `source` (path relative to its input root), `ecg_uid`, `p_<task>`,
-  `<task>_pred` (1 when p >= the model's threshold);
+  `<task>_pred` (1 when p >= the model's threshold); amplitude-normalised files (heartbeit.data.amplitude)
+  are refused, or, where the model's ingest.amplitude_normalised is `accept`, scored and flagged in a column;
 - PRED.rejects.csv: `source`, `reason`, `detail` per refused file;
 - with --labels: PRED.metrics.json (AUROC/AUPRC and sensitivity/specificity/PPV/NPV at the threshold with
   95 % CIs on the scored ECGs that have a label);
@@ -63,6 +64,7 @@ def run_predict(inputs: list[str], model_dir: str | Path, out: str | Path, key: 
 
     from heartbeit.config import IngestConfig
     from heartbeit.config.core import from_dict
+    from heartbeit.data.amplitude import mark_predictions
     from heartbeit.data.arrays import ArrayDefaults
     from heartbeit.data.header_labels import HeaderLabelMap
     from heartbeit.data.ingest import Context, _init_worker, _worker_died, process_file
@@ -130,10 +132,12 @@ def run_predict(inputs: list[str], model_dir: str | Path, out: str | Path, key: 
     out = Path(out)
     pred = pd.DataFrame({"source": [a[0] for a in accepted], "ecg_uid": [a[1]["ecg_uid"] for a in accepted],
                          f"p_{task}": scores, f"{task}_pred": (scores >= threshold).astype(np.int64)})
+    normalised = mark_predictions(pred, [a[1] for a in accepted], rejects, icfg)  # per file: column or reject
     _write_private(out, pred.to_csv(index=False))
     _write_private(sibling(out, ".rejects.csv"), pd.DataFrame(rejects, columns=["source", "reason", "detail"]).to_csv(index=False))
     summary = {"n_inputs": len(files) + len(listing.rejects), "n_scored": len(accepted), "n_rejected": len(rejects),
                "task": task, "threshold": threshold, "device": str(dev), "skipped": dict(listing.skipped)}
+    summary.update(normalised)
     if labels is not None:
         summary["metrics"] = _score_labels(accepted, scores, config, task, threshold)
         _write_private(sibling(out, ".metrics.json"), json.dumps(summary["metrics"], indent=2, default=float))

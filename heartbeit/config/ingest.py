@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .core import ConfigError
 
 LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+AMPLITUDE_POLICIES = ("reject", "accept")  # ingest.amplitude_normalised (heartbeit/data/amplitude.py)
 
 
 @dataclass
@@ -70,6 +71,15 @@ class IngestConfig:
     scaled_median_ptp_mv: float = 2.0
     scaled_noise_mv: float = 0.05
     max_abs_mv: float = 32.0  # int16 microvolt storage limit
+    # Amplitude-normalised recordings (heartbeit/data/amplitude.py, docs/real-data.md): every lead rescaled on
+    # its own (e.g. to 1 mV peak-to-peak, each header gain = that lead's ADC range) is not in millivolts.
+    # reject: refused with reason amplitude_normalised; accept: kept with the metadata column
+    # amplitude_normalised = true and a warning in the ingest summary. Signs: the 8 independent leads' peak-to-
+    # peak or standard deviation equal within equal_amplitude_tol (real ECGs: >= 17 % apart), or the limb
+    # leads off Einthoven's law by more than einthoven_tol (real: <= 1.9 %) in a way rescaled weights fit.
+    amplitude_normalised: str = "reject"
+    equal_amplitude_tol: float = 0.05
+    einthoven_tol: float = 0.05
     # arrays without a sidecar (CLI flags --fs/--units/--leads fill these)
     array_fs: float = 0.0
     array_units: str = "mV"
@@ -115,5 +125,12 @@ class IngestConfig:
         problems = validate_map(self.dx_codes, self.dx_patterns, RESERVED_COLUMNS)
         if problems:
             raise ConfigError("; ".join(problems))
+        if self.amplitude_normalised not in AMPLITUDE_POLICIES:
+            raise ConfigError(f"amplitude_normalised must be one of {', '.join(AMPLITUDE_POLICIES)}, "
+                              f"got {self.amplitude_normalised!r}")
+        if not 0 <= self.equal_amplitude_tol <= 0.5:
+            raise ConfigError(f"equal_amplitude_tol must be in [0, 0.5], got {self.equal_amplitude_tol!r}")
+        if not 0 < self.einthoven_tol < 1:
+            raise ConfigError(f"einthoven_tol must be in (0, 1), got {self.einthoven_tol!r}")
         if self.lock_wait_s < 0:
             raise ConfigError("lock_wait_s must be >= 0")

@@ -37,6 +37,7 @@ from heartbeit.config import IngestConfig
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, sha256_file
 
 from . import deid
+from .amplitude import FLAG_COLUMN, check_amplitude_normalised, flagged_count, warning_text
 from .arrays import ArrayDefaults, read_array, sniff_array
 from .corpus import SHARD_DIR, ShardWriter
 from .header_labels import HeaderLabelMap
@@ -176,6 +177,7 @@ def process_file(item: InputFile, ctx: Context | None = None):
         check_signals(record.signals, record.fs, item.rel, ctx.cfg)
         wave = to_corpus(record.signals, record.fs, ctx.cfg, item.rel)
         check_plausible_ecg(wave, ctx.cfg.corpus_fs, item.rel, ctx.cfg)
+        normalised = check_amplitude_normalised(record.signals, item.rel, ctx.cfg)  # raises unless accepted
         # A PTB-XL record's labels come from its SCP statements only: its ecg_id / patient_id are small
         # integers that a hospital label file's accession / MRN keys could match by accident.
         labels = {t: math.nan for t in ctx.label_columns}
@@ -194,6 +196,8 @@ def process_file(item: InputFile, ctx: Context | None = None):
         row = deid.deidentify(record.meta, labels, uid, ctx.key, ctx.cfg.date_policy, ctx.cfg.date_shift_max_days)
         row.update(format=fmt, fs=float(ctx.cfg.corpus_fs), n_samples=int(wave.shape[1]),
                    source_fs=float(record.fs))
+        if ctx.cfg.amplitude_normalised == "accept":  # the column exists only where such records may be kept
+            row[FLAG_COLUMN] = normalised
         return ("ok", row, wave, {"site_text": site_text, "label_matched": matched})
     except IngestError as exc:
         return ("reject", item.rel, fmt, exc.reason.value, exc.detail)
@@ -401,6 +405,8 @@ def _run_locked(inputs, out: Path, cfg: IngestConfig, key, labels_csv, label_key
         if matched[0] == 0 and files:
             log.warning("labels CSV: no record matched any of its %d rows on %r; every label is missing",
                         len(labels), label_key)
+    if flagged_count(rows):
+        log.warning("ingest: %s", warning_text(flagged_count(rows), "metadata.parquet"))
     summary = _finish(tmp, out, rows, rejects, len(files) + len(listing_rejects), cfg, fingerprint, run_cfg, extra_manifest,
                       sources if array_task is not None else None, site_codes, accounting)
     log.info("ingested %d files in %.1f s (%.1f files/s, %d workers)", len(todo), elapsed,

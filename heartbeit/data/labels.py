@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .amplitude import FLAG_COLUMN
 from .reasons import IngestError, Reason
 
 TASK_COLUMNS = ("lvef", "lvef_le40", "hcm", "stemi")
@@ -22,7 +23,7 @@ LVEF_RANGE = (1.0, 95.0)
 # Corpus metadata columns no label may be named after (heartbeit.data.publish writes them).
 RESERVED_COLUMNS = {"ecg_uid", "patient_hash", "site", "format", "device", "fs", "source_fs", "n_samples", "sex",
                     "age", "age_band", "year", "shard", "acquisition_date", "strat_fold", "split", "record",
-                    "patient_id", "mrn", "accession", "ecg_id", "source", "labels"}
+                    "patient_id", "mrn", "accession", "ecg_id", "source", "labels", FLAG_COLUMN}
 
 
 def corpus_label_columns(cfg) -> tuple[str, ...]:

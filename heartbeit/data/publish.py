@@ -18,6 +18,7 @@ import pandas as pd
 from heartbeit.config import IngestConfig, dump_yaml
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, sha256_file, swap_into_place
 
+from .amplitude import FLAG_COLUMN, flagged_count, warning_text
 from .corpus import SHARD_DIR, list_shards
 from .labels import TASK_COLUMNS, corpus_label_columns
 
@@ -53,8 +54,10 @@ def _rows_frame(rows: list[dict]) -> pd.DataFrame:
         str_cols.append("acquisition_date")
     for col in str_cols:
         df[col] = df[col].fillna("").astype(str)
+    if FLAG_COLUMN in df.columns:  # a flag, true or false (a part corpus without the column leaves NaN)
+        df[FLAG_COLUMN] = df[FLAG_COLUMN].fillna(False).astype(bool)
     for col in df.columns:
-        if col not in str_cols:
+        if col not in str_cols and col != FLAG_COLUMN:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["n_samples"] = df["n_samples"].astype("int64")
     return df.sort_values(["shard", "ecg_uid"], kind="stable").reset_index(drop=True)
@@ -82,6 +85,7 @@ def _summary(rows: list[dict], rejects: list[dict], n_inputs: int, cfg: IngestCo
         "skipped": dict(sorted(accounting.get("skipped", {}).items())),
         "n_companions": int(accounting.get("companions", 0)),
         "labels_csv": accounting.get("labels_csv", {}),
+        FLAG_COLUMN: flagged_count(rows),  # accepted under ingest.amplitude_normalised: accept
     }
 
 
@@ -99,6 +103,8 @@ def format_summary(summary: dict) -> str:
     own = {k: v for k, v in summary.get("labelled", {}).items() if k not in TASK_COLUMNS and v}
     if own:  # your own label columns (ingest.label_columns, the header map) that some record has
         lines.append("  labelled (own columns): " + ", ".join(f"{k} {v}" for k, v in own.items()))
+    if summary.get(FLAG_COLUMN):
+        lines.append(f"  WARNING: {warning_text(summary[FLAG_COLUMN], 'metadata.parquet')}")
     lab = summary.get("labels_csv") or {}
     if lab:
         lines.append(f"  labels CSV: {lab.get('matched', 0)} records matched a row, "
