@@ -52,9 +52,10 @@ def _where(path: Path) -> Path:
 
 
 def check_outputs(out: str | Path, inputs: list[str], protected: list[str | Path], saliency: str | None,
-                  overwrite: bool) -> dict[str, Path]:
-    """The output paths, or PredictError naming the first that may not be written (see the module doc)."""
-    paths = output_paths(out)
+                  overwrite: bool, siblings: bool = True) -> dict[str, Path]:
+    """The output paths (`out` alone unless `siblings`), or PredictError naming the first that may not be
+    written (see the module doc)."""
+    paths = output_paths(out) if siblings else {"pred": Path(out)}
     roots = [Path(i).resolve() for i in inputs]
     kept = [Path(p).resolve() for p in protected if p]
     for name, path in paths.items():

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # the same rules as predict's --out: never a link, a folder, an existing file without --overwrite, or
         # a place inside the image shards or the model folder
-        check_outputs(args.out, [str(images)], [args.model, pretrained], None, args.overwrite)
+        check_outputs(args.out, [str(images)], [args.model, pretrained], None, args.overwrite, siblings=False)
         summary = embed_images(images, args.out, arch, pretrained_file=pretrained,
                                model_dir=args.model, img_size=cfg.matrix.image_size, splits=args.split,
                                batch_size=args.batch_size, device=cfg.matrix.device)
