@@ -117,12 +117,17 @@ def _no_repeats(pairs: list) -> dict:
     return out
 
 
-def _depth(value: Any, level: int = 1) -> int:
-    if isinstance(value, dict):
-        return max([level, *(_depth(v, level + 1) for v in value.values())])
-    if isinstance(value, list):
-        return max([level, *(_depth(v, level + 1) for v in value)])
-    return level
+def _depth(value: Any) -> int:
+    """Nesting depth, without recursion (a value nested just below the interpreter's limit must not raise)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, dict):
+            stack.extend((v, level + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, level + 1) for v in node)
+    return deepest
 
 
 def parse_json(data: bytes, what: str, allow_nan: bool = False) -> Any:
@@ -235,6 +240,10 @@ def _check_render(render, image_size: int, chk: _Check) -> None:
     for name, lo, hi in (("duration_s", 1.0, 60.0), ("resample_hz", 0, 2000), ("wave_hz", 0, 2000),
                          ("line_width", 0.0, 16.0), ("filter_order", 1, 12), ("baseline_fs", 0.0, 1000.0)):
         chk.num(getattr(rcfg, name), f"render.{name}", lo, hi)
+    if 0 < rcfg.resample_hz < 50:
+        chk.fail("render.resample_hz", f"{rcfg.resample_hz} Hz: 0 (the corpus rate) or at least 50 Hz")
+    if 0 < rcfg.baseline_fs < 10:
+        chk.fail("render.baseline_fs", f"{rcfg.baseline_fs:g} Hz: 0 (full rate) or at least 10 Hz")
     for i, w in enumerate(rcfg.median_windows_s):
         chk.num(w, f"render.median_windows_s[{i}]", 0.0, 5.0, lo_open=True)
     lo, hi = rcfg.bandpass_hz
@@ -278,7 +287,7 @@ def validate_config(config, where: str) -> dict:
     if not isinstance(config, dict):
         chk.fail("", f"expected an object, got {_kind(config)}")
     fmt = config.get("format")
-    if fmt in OLD_FORMATS:
+    if isinstance(fmt, str) and fmt in OLD_FORMATS:
         raise ModelDirError(f"{where}: written by an earlier `heartbeit export` ({fmt}: {OLD_FORMATS[fmt]}); this "
                             f"heartbeit reads {FORMAT}: re-export the cell (heartbeit export CELL_DIR --out DIR "
                             "--overwrite)")
@@ -301,6 +310,9 @@ def validate_config(config, where: str) -> dict:
     if config["render"]["layout"] != config["layout"]:
         chk.fail("render.layout", "differs from layout")
     _check_ingest(config["ingest"], chk)
+    rate = config["render"]["resample_hz"] or config["ingest"]["corpus_fs"]
+    if config["render"]["bandpass_hz"][0] >= rate / 2:
+        chk.fail("render.bandpass_hz", f"low edge at or above the Nyquist frequency of {rate} Hz")
     norm = chk.obj(config["normalization"], "normalization", ("mean", "std", "input"))
     mean, std = zoo.normalization(arch)
     for name, expected in (("mean", mean), ("std", std)):
@@ -446,7 +458,7 @@ def read_safetensors(path: Path, folder: Path) -> dict:
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise ModelDirError(f"{label}: malformed header entry")
         shape, offsets = entry["shape"], entry["data_offsets"]
-        if entry["dtype"] not in DTYPES or not isinstance(shape, list) or len(shape) > 8 or not all(
+        if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES or not isinstance(shape, list) or len(shape) > 8 or not all(
                 isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 40 for d in shape):
             raise ModelDirError(f"{label}: unsupported dtype or shape")
         if (not isinstance(offsets, list) or len(offsets) != 2

@@ -107,6 +107,7 @@ FILE_CASES = {
     "truncated": (_raw(b'{"format": "heartbeit-model/2", "arch'), "not valid JSON"),
     "an array": (_raw(b"[1, 2, 3]"), "top level: expected an object"),
     "deeply nested": (_raw(b"[" * 100_000 + b"]" * 100_000), "nested deeper|not valid JSON"),
+    "nested near the recursion limit": (_raw(b"[" * 950 + b"]" * 950), "nested deeper"),
     "NaN literal": (_raw(b'{"format": NaN}'), "NaN is not JSON"),
     "repeated key": (_raw(b'{"format": "a", "format": "heartbeit-model/2"}'), "appears twice"),
     "huge integer": (_raw(b'{"image_size": ' + b"9" * 5000 + b"}"), "not valid JSON"),
@@ -166,6 +167,10 @@ SCHEMA_CASES = {
     "suppression off": (_set("suppression.min_count", 0), "suppression.min_count"),
     "a site as a split": (_set("metrics.external:Hospital_X", {}), "not a field"),
     "profile names a patient": (_set("cell.profile", "MRN5510223"), "cell.profile"),
+    "format as an object": (_set("format", {"v": 2}), "not a heartbeit model folder format"),
+    "resample to 1 Hz": (_set("render.resample_hz", 1), "render.resample_hz"),
+    "baseline at 1e-9 Hz": (_set("render.baseline_fs", 1e-9), "render.baseline_fs"),
+    "band-pass above Nyquist": (_set("render.bandpass_hz", [200.0, 300.0]), "render.bandpass_hz"),
     "reason text with counts": (_set("metrics.test.auroc.reason", "one_class: n_pos=3"), "reason: expected a reason"),
 }
 
@@ -367,6 +372,11 @@ def test_labels_must_be_zero_or_one_and_a_named_column(capsys, study, ecgs, tmp_
     line = one_line_refusal(*predict(capsys, study, ecgs, tmp_path, "--labels", str(csv), "--label-column", "hcm",
                                      "--overwrite")[::2], "predict")
     assert "no column 'hcm'" in line
+    fifo = tmp_path / "labels.fifo"
+    os.mkfifo(fifo)  # reading it would block forever
+    line = one_line_refusal(*predict(capsys, study, ecgs, tmp_path, "--labels", str(fifo), "--overwrite")[::2],
+                            "predict")
+    assert "not a regular file" in line
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     line = one_line_refusal(*predict(capsys, study, ecgs, tmp_path, "--labels", str(empty), "--overwrite")[::2],
@@ -506,16 +516,56 @@ def _mutant(rng: np.random.Generator):
     return choices[int(rng.integers(len(choices)))]
 
 
+NUMBERS = [0, 1, 2, 3, 9, 16, 17, 49, 50, 100, 511, 512, 513, 1000, 2000, 2001, 0.001, 0.5, 59.9, 60, 1e-9, -0.0]
+
+
+def _shapes_input(checked: dict, good: dict) -> bool:
+    """Whether an accepted mutation changed what turns an ECG into the model's input."""
+    return checked["render"] != good["render"] or any(
+        checked["ingest"][k] != good["ingest"][k] for k in ("corpus_fs", "duration_s"))
+
+
+def test_every_field_swapped_for_every_kind_of_value(folder):
+    """Systematically: each key of config.json (at any depth) replaced by each of a few values of every
+    kind - refused with a ModelDirError, or accepted with an input pipeline that runs."""
+    from heartbeit.predict import model_inputs
+
+    good = json.loads((folder / "config.json").read_text())
+    outcomes = {"refused": 0, "accepted": 0}
+    for path in [p for p in _paths(good) if p and not isinstance(p[-1], int)]:
+        for value in (None, "x", -1, 1e-9, 3, 1e308, [1.0, 2.0]):
+            cfg = json.loads(json.dumps(good))
+            node = cfg
+            for p in path[:-1]:
+                node = node[p]
+            node[path[-1]] = value
+            (folder / "config.json").write_text(json.dumps(cfg))
+            try:
+                checked = read_model_config(folder)
+            except ModelDirError:
+                outcomes["refused"] += 1
+                continue
+            outcomes["accepted"] += 1
+            icfg = effective_ingest(checked)
+            if _shapes_input(checked, good):
+                wave = np.zeros((1, 12, int(icfg.corpus_fs * icfg.duration_s)), np.int16)
+                assert np.isfinite(model_inputs(wave, checked).astype(np.float32)).all(), path
+    assert outcomes["refused"] > 4 * outcomes["accepted"] > 0, outcomes
+
+
 def test_fuzzed_model_folder_json_is_refused_or_valid(folder):
-    """300 seeded mutations of config.json (a value replaced, a key dropped or added, bytes flipped): each is
-    a ModelDirError or a config the schema accepts whose bounds hold - never another exception."""
+    """400 seeded mutations of config.json (a value replaced by another type or an extreme number, a key
+    dropped or added, bytes flipped): each is a ModelDirError, or a config the schema accepts whose bounds
+    hold and whose input pipeline turns ECGs into finite model inputs - never another exception."""
+    from heartbeit.predict import model_inputs
+
     rng = np.random.default_rng(31)
     good = json.loads((folder / "config.json").read_text())
     paths = [p for p in _paths(good) if p]
     accepted = 0
-    for i in range(300):
+    for i in range(400):
         cfg = json.loads(json.dumps(good))
-        kind = i % 4
+        kind = i % 5
         if kind == 3:  # bytes flipped
             raw = bytearray(json.dumps(good).encode())
             for _ in range(int(rng.integers(1, 4))):
@@ -528,6 +578,8 @@ def test_fuzzed_model_folder_json_is_refused_or_valid(folder):
                 parent = parent[p]
             if kind == 0:
                 parent[path[-1]] = _mutant(rng)
+            elif kind == 4:
+                parent[path[-1]] = NUMBERS[int(rng.integers(len(NUMBERS)))]
             elif kind == 1 and isinstance(parent, dict):
                 del parent[path[-1]]
             elif isinstance(parent, dict):
@@ -542,6 +594,10 @@ def test_fuzzed_model_folder_json_is_refused_or_valid(folder):
         assert 16 <= checked["image_size"] <= MAX_IMAGE_SIZE
         icfg = effective_ingest(checked)
         assert icfg.max_xml_elements <= IngestConfig().max_xml_elements and icfg.max_file_mb <= 256
+        if _shapes_input(checked, good):
+            n = int(icfg.corpus_fs * icfg.duration_s)
+            x = model_inputs(np.random.default_rng(i).normal(0, 300, (1, 12, n)).astype(np.int16), checked)
+            assert np.isfinite(x.astype(np.float32)).all()
     (folder / "config.json").write_text(json.dumps(good))
-    assert 0 < accepted < 150  # benign mutations (a threshold within range) pass; most are refused
+    assert 0 < accepted < 200, accepted  # benign mutations (a threshold within range) pass; most are refused
     load_model_dir(folder)

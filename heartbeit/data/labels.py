@@ -10,6 +10,8 @@ and the row is counted (`LabelTable.conflicting_rows`, reported in summary.json 
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -73,6 +75,12 @@ def _number(value: str, path: Path, column: str, row: int) -> float:
 def read_table(path: str | Path, key: str) -> pd.DataFrame:
     """The labels CSV as text cells, with its key column checked (ingest and predict read it alike)."""
     path = Path(path)
+    try:  # a FIFO or device would block the reader forever: only a regular file is read
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as exc:
+        raise LabelError(f"{path.name}: cannot read labels CSV ({type(exc).__name__})") from None
+    if not regular:
+        raise LabelError(f"{path.name}: the labels CSV is not a regular file")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
