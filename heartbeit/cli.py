@@ -6,9 +6,10 @@ been built yet answers with a clear message and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from heartbeit.commands import load_command
+from heartbeit.commands import BUG_EXIT, describe_os_error, fail, load_command
 from heartbeit.config.cli_args import add_common_config_args, resolve_config  # noqa: F401  (their home before)
 from heartbeit.config.stages import summary as pipeline_summary
 
@@ -44,7 +45,8 @@ def build_parser(selected: str | None = None) -> tuple[argparse.ArgumentParser, 
         description="HeartBEiT Bench: ECG ingest, rendering, MIM pretraining and the benchmark matrix.",
     )
     parser.add_argument("--version", action="version", version=f"heartbeit {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="DEBUG (also the traceback of an unexpected error), INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", metavar="<stage>")
     modules = {}
     for name, desc in COMMANDS.items():
@@ -89,17 +91,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"heartbeit {args.command}: not available yet in this version", file=sys.stderr)
         return NOT_AVAILABLE_EXIT
     setup_logging(args.log_level)
+    # The boundary: every failure is one line on stderr with the documented exit code (commands/__init__.py).
     try:
         return int(module.run(args) or 0)
     except ConfigError as exc:
-        print(f"heartbeit {args.command}: config error: {exc}", file=sys.stderr)
-        return 2
+        return fail(args.command, f"config error: {exc}")
     except FileNotFoundError as exc:
-        print(f"heartbeit {args.command}: missing file: {exc}", file=sys.stderr)
-        return 2
+        return fail(args.command, f"missing file: {exc}")
+    except OSError as exc:
+        return fail(args.command, describe_os_error(exc, getattr(args, "inputs", None)))
     except KeyboardInterrupt:
         print(f"heartbeit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback only when asked for
+        logging.getLogger("heartbeit.cli").debug("unexpected error", exc_info=True)
+        print(f"heartbeit {args.command}: unexpected error ({type(exc).__name__}); run `heartbeit --log-level "
+              f"DEBUG {args.command} ...` to see the traceback", file=sys.stderr)
+        return BUG_EXIT
 
 
 if __name__ == "__main__":

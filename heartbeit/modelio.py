@@ -1,35 +1,43 @@
-"""A trained cell as a self-contained model folder (`heartbeit export`), and loading one back (`predict`).
+"""A trained cell as a self-contained model folder (`heartbeit export`), and loading one back (`predict`,
+`embed --model`). What the folder may hold, and how it is read, is heartbeit.modelschema's one schema.
 
     MODEL_DIR/
-      model.safetensors   the cell's selected weights (safetensors: loading never unpickles)
-      config.json         architecture and its timm arguments, the input pipeline (ingest gates, corpus
-                          rate, render layout/filters/size), normalisation, the task and the meaning of
-                          each output, the decision threshold (Youden's J on the validation split), versions
-      README.md           the model card: training data, metrics with 95 % CIs, intended use, limits
+      model.safetensors   the cell's selected weights, re-saved from the model they loaded into (the
+                          architecture's tensor names; safetensors metadata {"format": "pt"} only)
+      config.json         the architecture and image size, the input pipeline (ingest gates, corpus rate,
+                          render layout/filters), normalisation, the task and the meaning of each output, the
+                          decision threshold (Youden's J on the validation split), the cell's training facts,
+                          metrics with 95 % CIs, versions - every key on modelschema's allow-list
+      README.md           the model card (heartbeit.modelcard), rendered from config.json alone
 
-Load it in Python exactly as the card shows (`timm.create_model(config["architecture"], **config["model_kwargs"])`
-after `import heartbeit.models.zoo`, then `load_state_dict(safetensors.torch.load_file(...))`).
-A folder written by another heartbeit version or another folder format, one without config.json, or whose
-weights do not fit its declared architecture/image size is refused with a `ModelDirError` that says which."""
+Publishable by construction: config.json is built field by field from validated values (nothing of the
+cell record or the run config is copied wholesale: no key path, no site map, no site names, no paths),
+counts below k (`report.export_min_count`, default 10; `--min-count`) are withheld (modelschema), and the
+result passes the reader's own schema before anything is written. The folder is written into a temporary
+folder beside the target and renamed into place; an existing target is replaced whole only with
+`overwrite` and only when it is a model folder.
+
+Loading never trusts the folder: config.json is validated before use, the model is built by our code from
+the validated architecture and image size (its tensor shapes are compared with the weights' on the meta
+device first, so a crafted folder cannot make us allocate more than its weights file holds), and the
+weights are read as bounded safetensors."""
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict
+import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from heartbeit.config.layout import CELL_RECORD, CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
+from heartbeit.modelschema import (CARD, CONFIG, FILES, FORMAT, INPUT_NOTE, MAX_CONFIG_BYTES, SPLITS, THRESHOLD_METHOD,
+                                   WEIGHTS, WEIGHTS_METADATA, ModelDirError, _Check, check_architecture, class_counts,
+                                   decision_of, ingest_fields, outputs_of, parse_json, publish_metrics, read_bounded,
+                                   read_safetensors, validate_config)
+from heartbeit.utils.text import safe_text
 
-FORMAT = "heartbeit-model/1"
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"  # in an exported model folder (the same name as in a cell, by choice)
-
-
-class ModelDirError(ValueError):
-    """A model folder that cannot be used; the message says why."""
+__all__ = ["FORMAT", "CONFIG", "WEIGHTS", "ModelDirError", "export_cell", "load_model_dir", "read_model_config",
+           "model_from_tensors", "positive_labels"]
 
 
 def _run_config(cell_dir: Path, config_file: str | Path | None):
@@ -46,22 +54,53 @@ def _task_definition(cfg, task: str) -> dict:
     return {"column": spec.column, "positive": spec.positive} if spec else {"column": task, "positive": "== 1"}
 
 
-def _metrics_with_ci(pred: pd.DataFrame, threshold: float) -> dict:
-    from heartbeit.eval.threshold import threshold_metrics
+def _check_target(cell_dir: Path, out: Path, overwrite: bool) -> None:
+    """Refuse a target that is a link, a file, an existing folder (without `overwrite`, or one that is not a
+    model folder), inside a cell folder, or a folder holding the cell."""
+    if out.is_symlink():
+        raise ModelDirError(f"--out {out}: is a symbolic link; name the model folder itself")
+    if out.exists():
+        if not out.is_dir():
+            raise ModelDirError(f"--out {out}: exists and is not a folder")
+        if not overwrite:
+            raise ModelDirError(f"--out {out}: exists; pass --overwrite to replace it whole")
+        others = sorted(p.name for p in out.iterdir() if p.name not in FILES)
+        if others:
+            raise ModelDirError(f"--out {out}: holds files a model folder does not ({len(others)}, e.g. "
+                                f"{safe_text(others[0], 60)!r}); --overwrite replaces model folders only")
+    target, cell = out.resolve(), cell_dir.resolve()
+    if target == cell or cell in target.parents or target in cell.parents:
+        raise ModelDirError(f"--out {out}: inside the cell folder or holding it; write the model elsewhere")
+    for folder in target.parents:
+        if (folder / CELL_RECORD).is_file():
+            raise ModelDirError(f"--out {out}: inside a matrix cell folder; write the model elsewhere")
 
-    out = {}
-    for split, part in pred.groupby("split", sort=True):
-        out[str(split)] = threshold_metrics(part["label"].to_numpy(), part["score"].to_numpy(), threshold)
-    return out
+
+def _profile(cfg) -> str:
+    from heartbeit.config import PROFILES
+
+    return cfg.profile if cfg.profile in PROFILES else "custom"
 
 
-def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path | None = None) -> dict:
-    """Write the model folder of a finished cell; returns its config.json content."""
+def _int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ModelDirError(f"cell.json {name}: expected an integer")
+    return int(value)
+
+
+def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path | None = None, *,
+                overwrite: bool = False, min_count: int | None = None) -> dict:
+    """Write the model folder of a finished cell (see the module docstring); returns its config.json."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
     from heartbeit import __version__
     from heartbeit.data.render_stage import RENDER_FIELDS
-    from heartbeit.eval.threshold import youden_threshold
+    from heartbeit.eval.threshold import threshold_metrics, youden_threshold
+    from heartbeit.modelcard import model_card
     from heartbeit.models import zoo
-    from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version
+    from heartbeit.utils.io import atomic_dir, atomic_write_text, code_version
 
     cell_dir, out = Path(cell_dir), Path(out)
     for name in (CELL_RECORD, CELL_WEIGHTS, PREDICTIONS):
@@ -70,138 +109,116 @@ def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path |
     if not (cell_dir / VAL_SCORES).is_file():
         raise ModelDirError(f"{cell_dir}: no val_scores.parquet (the cell predates export: re-run it to choose "
                             "a threshold on its validation scores)")
-    cell = json.loads((cell_dir / CELL_RECORD).read_text())
+    _check_target(cell_dir, out, overwrite)
+    cell = parse_json(read_bounded(cell_dir / CELL_RECORD, MAX_CONFIG_BYTES, cell_dir), f"{cell_dir}: {CELL_RECORD}",
+                      allow_nan=True)
+    if not isinstance(cell, dict):
+        raise ModelDirError(f"{cell_dir}: {CELL_RECORD} is not an object")
     cfg = _run_config(cell_dir, config_file)
-    arch, task = cell["arch"], cell["task"]
+    k = int(min_count if min_count is not None else cfg.report.export_min_count)
+    arch, task = cell.get("arch"), cell.get("task")
+    check_architecture(arch, zoo.input_modality(arch) if isinstance(arch, str) else None, _Check(f"{cell_dir}: cell"))
     val = pd.read_parquet(cell_dir / VAL_SCORES)
-    threshold = youden_threshold(val["label"].to_numpy(), val["score"].to_numpy())
+    try:
+        threshold = youden_threshold(val["label"].to_numpy(), val["score"].to_numpy())
+    except ValueError as exc:
+        raise ModelDirError(f"{cell_dir}: {exc}") from None
     pred = pd.read_parquet(cell_dir / PREDICTIONS)
+    size = int(cfg.render.image_size)
+    state = model_from_tensors(arch, size, read_safetensors(cell_dir / CELL_WEIGHTS, cell_dir),
+                               f"{cell_dir}: {CELL_WEIGHTS}").state_dict()
     mean, std = zoo.normalization(arch)
+    modality = zoo.input_modality(arch)
+    n_val, n_val_pos, _ = class_counts(len(val), int(val["label"].sum()), k)
+    n_train, n_train_pos, _ = class_counts(_int(cell.get("n_train"), "n_train"),
+                                           _int(cell.get("n_train_pos"), "n_train_pos"), k)
+    metrics = {}
+    for split, part in pred.groupby("split", sort=True):
+        if split not in SPLITS:  # the split names of the image shards; never a site name
+            raise ModelDirError(f"{cell_dir}: predictions hold split {safe_text(split, 40)!r}, not one of {SPLITS}")
+        metrics[str(split)] = publish_metrics(
+            threshold_metrics(part["label"].to_numpy(), part["score"].to_numpy(), threshold), k)
     config = {
         "format": FORMAT, "heartbeit_version": __version__, "code_version": code_version(),
-        "architecture": arch, "model_kwargs": zoo.classifier_kwargs(arch, 2, cfg.matrix.image_size, finetune=False),
-        "modality": zoo.input_modality(arch), "image_size": int(cfg.render.image_size), "layout": cfg.render.layout,
-        "render": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
-                   ((k, getattr(cfg.render, k)) for k in RENDER_FIELDS)},
-        "ingest": asdict(cfg.ingest) | {"key_file": ""},  # the quality gates and corpus rate; never a key path
-        "normalization": {"mean": mean, "std": std,
-                          "input": "uint8 image / 255" if zoo.input_modality(arch) == "image" else "waveform in mV"},
-        "tasks": [task], "task_definitions": {task: _task_definition(cfg, task)},
-        "outputs": [{"index": 0, "meaning": f"not {task} (softmax probability)"},
-                    {"index": 1, "name": f"p_{task}", "meaning": f"probability of {task} (softmax)"}],
-        "threshold": {"value": threshold, "method": "Youden's J on the validation split of the selected epoch",
-                      "n_val": int(len(val)), "n_val_pos": int(val["label"].sum()),
-                      "decision": f"{task}_pred = 1 when p_{task} >= value"},
-        "cell": {k: cell.get(k) for k in ("cell_id", "fraction", "seed", "draw", "selected_epoch", "n_train",
-                                          "n_train_pos", "init", "epochs", "profile")},
-        "metrics": _metrics_with_ci(pred, threshold),
+        "architecture": arch, "modality": modality, "image_size": size, "layout": cfg.render.layout,
+        "render": {f: (list(v) if isinstance(v, tuple) else v) for f, v in
+                   ((f, getattr(cfg.render, f)) for f in RENDER_FIELDS)},
+        "ingest": {f: v for f, v in asdict(cfg.ingest).items() if f in ingest_fields()},
+        "normalization": {"mean": mean, "std": std, "input": INPUT_NOTE[modality]},
+        "tasks": [task], "task_definitions": {task: _task_definition(cfg, task)} if isinstance(task, str) else {},
+        "outputs": outputs_of(str(task)),
+        "threshold": {"value": threshold, "method": THRESHOLD_METHOD, "n_val": n_val, "n_val_pos": n_val_pos,
+                      "decision": decision_of(str(task))},
+        "cell": {"cell_id": cell.get("cell_id"), "kind": cell.get("kind", "finetune"),
+                 "fraction": cell.get("fraction"), "seed": cell.get("seed"), "draw": cell.get("draw"),
+                 "selected_epoch": cell.get("selected_epoch"), "n_train": n_train, "n_train_pos": n_train_pos,
+                 "init": cell.get("init"), "epochs": cell.get("epochs"), "profile": _profile(cfg)},
+        "metrics": metrics,
+        "suppression": {"min_count": k},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / WEIGHTS).write_bytes((cell_dir / CELL_WEIGHTS).read_bytes())
-    atomic_write_json(out / CONFIG, config)
-    atomic_write_text(out / "README.md", model_card(config))
-    load_model_dir(out)  # what was written loads (weights fit the declared architecture and size)
+    validate_config(config, f"{out} (export of {cell_dir})")  # what the reader would refuse is never written
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        save_file({n: t.detach().cpu().contiguous() for n, t in state.items()}, str(tmp / WEIGHTS),
+                  metadata=dict(WEIGHTS_METADATA))
+        atomic_write_text(tmp / CONFIG, json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n")
+        atomic_write_text(tmp / CARD, model_card(config))
+        os.chmod(tmp / WEIGHTS, os.stat(tmp / CONFIG).st_mode & 0o777)  # one mode for the folder's files
+        load_model_dir(tmp)  # what was written loads (weights fit the declared architecture and size)
     return config
 
 
-def _fmt(m: dict) -> str:
-    if not math.isfinite(m["value"]):
-        return f"n/a ({m['reason']})"
-    ci = f" ({m['low']:.3f}-{m['high']:.3f})" if math.isfinite(m["low"]) else f" ({m['reason']})"
-    return f"{m['value']:.3f}{ci}"
+def read_model_config(model_dir: str | Path) -> dict:
+    """config.json of a model folder, read with bounds and checked against the folder format."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelDirError(f"{safe_text(model_dir)}: not a folder (a model folder from `heartbeit export`)")
+    raw = read_bounded(model_dir / CONFIG, MAX_CONFIG_BYTES, model_dir)
+    return validate_config(parse_json(raw, f"{safe_text(model_dir)}: {CONFIG}"), safe_text(model_dir))
 
 
-def model_card(config: dict) -> str:
-    task, cell, thr = config["tasks"][0], config["cell"], config["threshold"]
-    td = config["task_definitions"][task]
-    lines = [f"# {config['architecture']} — {task}", "",
-             f"A binary ECG-image classifier for **{task}** (label column `{td['column']}`, positive when "
-             f"`{td['column']} {td['positive']}`), trained with HeartBEiT Bench {config['heartbeit_version']} "
-             f"({config['code_version']}).", "",
-             "## Load", "", "```python", "import json, safetensors.torch, timm",
-             "import heartbeit.models.zoo  # registers heartbeit_* / vit_* sizes and signal models with timm",
-             "cfg = json.load(open('MODEL_DIR/config.json'))",
-             "model = timm.create_model(cfg['architecture'], pretrained=False, **cfg['model_kwargs'])",
-             "model.load_state_dict(safetensors.torch.load_file('MODEL_DIR/model.safetensors'))",
-             "model.eval()  # input: (image/255 - mean) / std, 1 channel; output 1 after softmax = p", "```", "",
-             "Or score files directly: `heartbeit predict INPUT... --model MODEL_DIR --out PRED.csv [--labels CSV]`.", "",
-             "## Input", "",
-             f"12-lead ECGs through heartbeit's ingest gates, resampled to {config['ingest']['corpus_fs']} Hz, "
-             f"{config['ingest']['duration_s']:g} s, filtered {config['render']['bandpass_hz']} Hz, drawn in the "
-             f"`{config['layout']}` layout at {config['image_size']} px; normalisation mean "
-             f"{config['normalization']['mean']:.3f}, std {config['normalization']['std']:.3f}.", "",
-             "## Outputs", ""]
-    lines += [f"- output {o['index']}: {o['meaning']}" for o in config["outputs"]]
-    lines += ["", f"Decision threshold {thr['value']:.4f} ({thr['method']}; {thr['n_val']} ECGs, "
-              f"{thr['n_val_pos']} positive).", "",
-              "## Training data", "",
-              f"{cell.get('n_train')} training ECGs ({cell.get('n_train_pos')} positive) at training fraction "
-              f"{cell.get('fraction')}, seed {cell.get('seed')}, draw {cell.get('draw')}, initialisation "
-              f"{cell.get('init')}, epoch {cell.get('selected_epoch')} of {cell.get('epochs')} selected on "
-              f"validation (profile {cell.get('profile')}).", "",
-              "## Metrics (95 % CIs: AUROC DeLong, AUPRC bootstrap, rates Wilson)", "",
-              "| set | n | AUROC | AUPRC | sensitivity | specificity | PPV | NPV |", "|---|---|---|---|---|---|---|---|"]
-    for split, m in config["metrics"].items():
-        lines.append(f"| {split} | {m['counts']['n']} | " + " | ".join(
-            _fmt(m[k]) for k in ("auroc", "auprc", "sensitivity", "specificity", "ppv", "npv")) + " |")
-    lines += ["", "## Intended use", "",
-              "Research: benchmarking and external validation on your own labelled ECGs inside your secure "
-              "environment. Not a medical device; not for diagnosis or treatment decisions.", "",
-              "## Limits", "",
-              "- Scores are calibrated only to the training population; the threshold was chosen on its "
-              "validation split and shifts with prevalence, device and site.",
-              "- Inputs that fail the ingest gates are refused, not scored; other acquisition settings, paced "
-              "or paediatric ECGs may be out of distribution.",
-              "- Small validation/test sets give wide intervals (see the table); re-validate before any use.", ""]
-    return "\n".join(lines)
+def model_from_tensors(arch: str, image_size: int, tensors: dict, where: str):
+    """The classifier `arch` at `image_size` (built by our code: zoo.build_classifier) holding `tensors`,
+    in eval mode. Names, shapes and kinds are compared on the meta device before anything is allocated."""
+    import torch
+
+    from heartbeit.models import zoo
+
+    with torch.device("meta"):
+        skeleton = zoo.build_classifier(arch, 2, image_size)
+    expected = {n: t for n, t in skeleton.state_dict().items()}
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        example = safe_text((missing or extra)[0], 60)
+        raise ModelDirError(f"{where}: the weights do not fit {arch} ({len(missing)} tensors missing, "
+                            f"{len(extra)} unexpected, e.g. {example!r})")
+    for name, ref in expected.items():
+        t = tensors[name]
+        if tuple(t.shape) != tuple(ref.shape):
+            hint = (f"; image size mismatch? {arch} at {image_size} px" if zoo.is_transformer(arch) else "")
+            raise ModelDirError(f"{where}: tensor {safe_text(name, 60)!r} has shape {tuple(t.shape)}, {arch} "
+                                f"needs {tuple(ref.shape)}{hint}")
+        if t.dtype.is_floating_point != ref.dtype.is_floating_point:
+            raise ModelDirError(f"{where}: tensor {safe_text(name, 60)!r} has dtype {t.dtype}, {arch} needs {ref.dtype}")
+        if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            raise ModelDirError(f"{where}: tensor {safe_text(name, 60)!r} holds NaN or infinite values")
+    model = zoo.build_classifier(arch, 2, image_size)
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()
 
 
 def load_model_dir(model_dir: str | Path, device: str = "cpu"):
-    """(model in eval mode, config dict); ModelDirError for another version, a missing config or weights
-    that do not fit the declared architecture / image size."""
-    import timm
+    """(model in eval mode on `device`, validated config dict); ModelDirError says what is wrong."""
     import torch
-    from safetensors.torch import load_file
-
-    from heartbeit import __version__
-    from heartbeit.models import zoo  # noqa: F401 - registers the suite's architectures with timm
 
     model_dir = Path(model_dir)
-    cfg_path = model_dir / CONFIG
-    if not cfg_path.is_file():
-        raise ModelDirError(f"{model_dir}: no {CONFIG} - not a model folder (make one with `heartbeit export`)")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelDirError(f"{cfg_path}: not readable JSON ({type(exc).__name__})") from None
-    if config.get("format") != FORMAT:
-        raise ModelDirError(f"{model_dir}: folder format {config.get('format')!r}, this heartbeit reads {FORMAT!r}")
-    if config.get("heartbeit_version") != __version__:
-        raise ModelDirError(f"{model_dir}: exported by heartbeit {config.get('heartbeit_version')!r}, this is "
-                            f"{__version__}; re-export the cell with this version")
-    kwargs = dict(config.get("model_kwargs") or {})
-    if "img_size" in kwargs and kwargs["img_size"] != config.get("image_size"):
-        raise ModelDirError(f"{model_dir}: image size mismatch: the model takes {kwargs['img_size']} px, the "
-                            f"input pipeline renders {config.get('image_size')} px")
-    if not (model_dir / WEIGHTS).is_file():
-        raise ModelDirError(f"{model_dir}: no {WEIGHTS}")
-    arch = config.get("architecture", "")
-    if not timm.is_model(arch):
-        raise ModelDirError(f"{model_dir}: unknown architecture {arch!r}")
-    model = timm.create_model(arch, pretrained=False, **kwargs)
-    state = load_file(str(model_dir / WEIGHTS))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        shapes = "size mismatch" in str(exc)
-        raise ModelDirError(f"{model_dir}: the weights do not fit {arch} as declared"
-                            + (f" (tensor shapes differ: image size mismatch? declared {kwargs.get('img_size', config.get('image_size'))} px)"
-                               if shapes else " (missing or unexpected tensors)")) from None
-    model.eval()
+    config = read_model_config(model_dir)
+    tensors = read_safetensors(model_dir / WEIGHTS, model_dir)
+    model = model_from_tensors(config["architecture"], config["image_size"], tensors,
+                               f"{safe_text(model_dir)}: {WEIGHTS}")
     return model.to(torch.device(device)), config
 
 
-def positive_labels(values: pd.Series, definition: dict) -> np.ndarray:
+def positive_labels(values: pd.Series, definition: dict):
     """0/1/NaN for a task from its label column (config.tasks.TaskSpec: one home for the rule)."""
     from heartbeit.config.tasks import TaskSpec
 

@@ -174,8 +174,10 @@ def _model_dir(tmp_path: Path, ingest: IngestConfig) -> Path:
     from heartbeit import __version__
     from heartbeit.config import RenderConfig
     from heartbeit.data.render_stage import RENDER_FIELDS
-    from heartbeit.modelio import FORMAT
+    from heartbeit.modelschema import (FORMAT, INPUT_NOTE, THRESHOLD_METHOD, decision_of, ingest_fields, outputs_of,
+                                       validate_config)
     from heartbeit.models import zoo
+    from heartbeit.utils.io import code_version
 
     arch = "vit_micro_patch8_64"
     kwargs = zoo.classifier_kwargs(arch, 2, 64, finetune=False)
@@ -183,12 +185,20 @@ def _model_dir(tmp_path: Path, ingest: IngestConfig) -> Path:
     out = tmp_path / "model"
     out.mkdir()
     save_file(timm.create_model(arch, pretrained=False, **kwargs).state_dict(), str(out / "model.safetensors"))
-    config = {"format": FORMAT, "heartbeit_version": __version__, "architecture": arch, "model_kwargs": kwargs,
-              "modality": "image", "image_size": 64, "layout": render.layout,
+    config = {"format": FORMAT, "heartbeit_version": __version__, "code_version": code_version(),
+              "architecture": arch, "modality": "image", "image_size": 64, "layout": render.layout,
               "render": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
                          ((k, getattr(render, k)) for k in RENDER_FIELDS)},
-              "ingest": asdict(ingest), "normalization": {"mean": 0.5, "std": 0.5}, "tasks": ["lvh"],
-              "task_definitions": {"lvh": {"column": "lvh", "positive": "== 1"}}, "threshold": {"value": 0.5}}
+              "ingest": {k: v for k, v in json.loads(json.dumps(asdict(ingest))).items() if k in ingest_fields()},
+              "normalization": {"mean": 0.5, "std": 0.5, "input": INPUT_NOTE["image"]}, "tasks": ["lvh"],
+              "task_definitions": {"lvh": {"column": "lvh", "positive": "== 1"}}, "outputs": outputs_of("lvh"),
+              "threshold": {"value": 0.5, "method": THRESHOLD_METHOD, "n_val": "< 10", "n_val_pos": "< 10",
+                            "decision": decision_of("lvh")},
+              "cell": {"cell_id": "0123456789abcdef", "kind": "finetune", "fraction": 1.0, "seed": 0, "draw": 0,
+                       "selected_epoch": 0, "n_train": "< 10", "n_train_pos": "< 10", "init": "random", "epochs": 1,
+                       "profile": "ci"},
+              "metrics": {}, "suppression": {"min_count": 10}}
+    validate_config(config, str(out))  # the folder `heartbeit export` would write (format 2's schema)
     (out / "config.json").write_text(json.dumps(config))
     return out
 

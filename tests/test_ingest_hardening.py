@@ -143,7 +143,7 @@ def test_two_concurrent_ingests_into_one_folder(tmp_path):
     rcs = sorted(p.returncode for p in procs)
     assert rcs in ([0, 0], [0, 2]), [p.stdout + p.stderr for p in procs]
     if rcs == [0, 2]:
-        assert any("being written by another run" in p.stdout for p in procs)
+        assert any("being written by another run" in p.stderr for p in procs)
     meta = read_metadata(out)
     assert len(meta) == 12 and meta.ecg_uid.is_unique
     assert set(meta.shard) == {p.name for p in list_shards(out)}  # every listed shard exists, none extra
@@ -200,7 +200,7 @@ def test_key_creation_leaves_an_existing_folder_alone_and_key_inside_out_is_refu
     write_npz(inputs, "a", ecg(7))
     proc = cli("ingest", str(inputs), "--out", str(tmp_path / "c"), "--key", str(tmp_path / "c" / "k.key"),
                "--no-progress")
-    assert proc.returncode == 2 and "inside --out" in proc.stdout
+    assert proc.returncode == 2 and "inside --out" in proc.stderr
 
 
 # ---- every path accounted for ------------------------------------------------------------------------------
@@ -448,7 +448,7 @@ def test_real_data_refuses_the_public_key_and_mixing_is_refused(small_synth, tmp
     key.write_bytes(deid.PUBLIC_SYNTH_KEY + b"\n")
     key.chmod(0o600)
     proc = cli("ingest", str(real), "--out", str(tmp_path / "c2"), "--key", str(key), "--no-progress")
-    assert proc.returncode == 2 and "synthetic" in proc.stdout
+    assert proc.returncode == 2 and "synthetic" in proc.stderr
     with pytest.raises(deid.KeyFileError, match="mix"):
         run_ingest([small_synth, real], tmp_path / "c3", CFG, tmp_path / "k" / "deid.key", progress=False)
     # a real file dropped into a synthetic folder makes that folder real: the private key, not the public one

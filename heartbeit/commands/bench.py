@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         records = benchsuite.run_suite(names, quick=args.quick, out_dir=_default_out(args), bench_dir=bench_dir,
                                        timeout_s=args.timeout)
     except ValueError as exc:
-        print(f"heartbeit bench: {exc}")
-        return 2
+        from heartbeit.commands import fail
+
+        return fail("bench", exc)
     return 0 if all(r["status"] == "ok" for r in records) else 1

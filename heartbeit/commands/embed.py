@@ -16,22 +16,32 @@ same features.
 """
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from heartbeit.config.cli_args import add_common_config_args
 
-    parser.add_argument("--out", required=True, help="Parquet file to write")
+    parser.add_argument("--out", required=True, help="Parquet file to write (atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never a link or folder)")
     parser.add_argument("--images", default=None, help="image shards (default: <workdir>/images)")
     parser.add_argument("--arch", default=None, help="backbone (default: the profile's pretraining model)")
     parser.add_argument("--pretrained", default=None, help="HeartBEiT export (default: <workdir>/pretrain/...)")
     parser.add_argument("--model", default=None, help="an exported model folder instead")
     parser.add_argument("--split", action="append", default=None, help="only these splits (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=_positive, default=64)
     add_common_config_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from heartbeit.commands import fail
     from heartbeit.config.cli_args import resolve_config
     from heartbeit.modelio import ModelDirError
+    from heartbeit.predict_io import PredictError, check_outputs
     from heartbeit.train.pretrain import export_paths
     from heartbeit.train.probe import embed_images
 
@@ -41,12 +51,15 @@ def run(args: argparse.Namespace) -> int:
     pretrained = args.pretrained
     if pretrained is None and not args.model and arch.startswith("heartbeit_"):
         pretrained = str(export_paths(layout.pretrain, arch)[0])
+    images = args.images or layout.images
     try:
-        summary = embed_images(args.images or layout.images, args.out, arch, pretrained_file=pretrained,
+        # the same rules as predict's --out: never a link, a folder, an existing file without --overwrite, or
+        # a place inside the image shards or the model folder
+        check_outputs(args.out, [str(images)], [args.model, pretrained], None, args.overwrite, siblings=False)
+        summary = embed_images(images, args.out, arch, pretrained_file=pretrained,
                                model_dir=args.model, img_size=cfg.matrix.image_size, splits=args.split,
                                batch_size=args.batch_size, device=cfg.matrix.device)
-    except (ModelDirError, FileNotFoundError, ValueError) as exc:
-        print(f"heartbeit embed: {exc}")
-        return 2
+    except (ModelDirError, PredictError, FileNotFoundError, ValueError) as exc:
+        return fail("embed", exc)
     print(f"embed: {summary['ecgs']} ECGs x {summary['features']} features ({summary['arch']}) -> {args.out}")
     return 0

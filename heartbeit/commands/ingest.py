@@ -72,11 +72,13 @@ def _array_slot(args) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from heartbeit.commands import describe_os_error, fail
     from heartbeit.config.cli_args import resolve_config
     from heartbeit.data.arrays import ArrayDefaults
     from heartbeit.data.deid import KeyFileError
     from heartbeit.data.ingest import format_summary, part_dir, run_ingest
     from heartbeit.data.labels import LabelError
+    from heartbeit.data.listing import SiteLabelError, check_site_label
     from heartbeit.data.lock import LockBusy
     from heartbeit.data.merge import merge_parts
     from heartbeit.utils.io import resolve_workers
@@ -86,15 +88,17 @@ def run(args: argparse.Namespace) -> int:
     icfg = cfg.ingest
     layout = RunLayout.of(cfg)
     out = Path(args.out) if args.out else layout.corpus
-    setup_logging(logging.getLevelName(logging.getLogger("heartbeit").level),
-                  log_file=out.parent / "logs" / f"ingest-{out.name}.log")
+    try:
+        setup_logging(logging.getLevelName(logging.getLogger("heartbeit").level),
+                      log_file=out.parent / "logs" / f"ingest-{out.name}.log")
+    except OSError as exc:  # a read-only or full disk shows here first
+        return fail("ingest", f"cannot write the log beside --out: {describe_os_error(exc)}")
 
     if args.merge:
         try:
             summary = merge_parts(out, icfg, run_cfg=cfg, overwrite=args.overwrite)
         except (LockBusy, FileExistsError, RuntimeError, FileNotFoundError) as exc:
-            print(f"heartbeit ingest --merge: {exc}")
-            return 2
+            return fail("ingest --merge", exc)
         print(_text(summary, format_summary))
         return 0
 
@@ -102,26 +106,27 @@ def run(args: argparse.Namespace) -> int:
     if not inputs and layout.synth.is_dir():
         inputs = [str(layout.synth)]
     if not inputs:
-        print("heartbeit ingest: no inputs (give folders/files, set input_dirs, or run `heartbeit synth` first)")
-        return 2
+        return fail("ingest", "no inputs (give folders/files, set input_dirs, or run `heartbeit synth` first)")
     sites = args.site
     if sites is not None:
         if len(sites) != len(inputs):
-            print(f"heartbeit ingest: --site given {len(sites)} times for {len(inputs)} inputs (one per input)")
-            return 2
+            return fail("ingest", f"--site given {len(sites)} times for {len(inputs)} inputs (one per input)")
         bad = [s for s in sites if not s or not all(c.isalnum() or c in "_-." for c in s)]
         if bad:
-            print(f"heartbeit ingest: --site {bad[0]!r}: use letters, digits, '_', '-' or '.'")
-            return 2
+            return fail("ingest", f"--site {bad[0]!r}: use letters, digits, '_', '-' or '.'")
+        try:
+            for i, s in enumerate(sites):
+                check_site_label(s, f"--site of input {i + 1}")
+        except SiteLabelError as exc:
+            return fail("ingest", exc)
     labels = args.labels or cfg.labels_csv or None
     if labels is None and len(inputs) == 1 and (Path(inputs[0]) / "labels.csv").is_file():
         labels = str(Path(inputs[0]) / "labels.csv")  # the synthetic default ships its labels beside the files
         log.info("using labels %s", labels)
     key_path = Path(args.key or icfg.key_file or layout.deid_key)
     if key_path.resolve() == out.resolve() or out.resolve() in key_path.resolve().parents:
-        print(f"heartbeit ingest: the key file {key_path} lies inside --out {out}; replacing the corpus "
-              f"(--overwrite) would delete it. Keep it outside (default <workdir>/secret/deid.key)")
-        return 2
+        return fail("ingest", f"the key file {key_path} lies inside --out {out}; replacing the corpus "
+                              "(--overwrite) would delete it. Keep it outside (default <workdir>/secret/deid.key)")
     defaults = ArrayDefaults(
         fs=args.fs if args.fs is not None else icfg.array_fs,
         units=args.units or icfg.array_units,
@@ -130,17 +135,38 @@ def run(args: argparse.Namespace) -> int:
     slot = _array_slot(args)
     target = part_dir(out, slot[0]) if slot else out
     workers = resolve_workers(args.workers if args.workers is not None else icfg.workers)
+    _print_sites(inputs, sites)
     try:  # the key file is read (or created) only for real data: synthetic input uses the public key
         summary = run_ingest(inputs, target, icfg, key_path, labels_csv=labels, label_key=args.label_key,
                              fmt=args.format, array_defaults=defaults, workers=workers, run_cfg=cfg,
                              array_task=slot, overwrite=args.overwrite, progress=not args.no_progress,
                              sites=sites)
-    except (LabelError, FileExistsError, KeyFileError, LockBusy, FileNotFoundError) as exc:
-        print(f"heartbeit ingest: {exc}")
-        return 2
+    except (LabelError, FileExistsError, KeyFileError, LockBusy, FileNotFoundError, SiteLabelError) as exc:
+        return fail("ingest", exc)
+    except OSError as exc:  # a full or read-only disk: nothing is published; the partial folder resumes
+        return fail("ingest", f"cannot write the corpus: {describe_os_error(exc, inputs)}; nothing was published, "
+                              "and a rerun resumes from the last finished shard")
     print(_text(summary, format_summary))
     print(f"corpus: {target}")
     return 0
+
+
+def _print_sites(inputs: list[str], sites: list[str] | None) -> None:
+    """Every site label from outside the files, before the run (labels from inside the files - MUSE
+    SiteName, a sidecar's site - are ingest.site_map labels or keyed pseudonyms, listed in the summary)."""
+    from heartbeit.data.listing import SYNTH_MARKER, root_label
+    from heartbeit.utils.text import safe_text
+
+    for i, typed in enumerate(inputs):
+        if sites:
+            text = f"{sites[i]} (--site)"
+        elif (Path(typed) / SYNTH_MARKER).is_file():
+            text = "the sites its synth.json declares (heartbeit synth output)"
+        else:
+            label = root_label(typed)
+            text = (f"{safe_text(label, 80)} (its folder name as typed)" if label else
+                    "a keyed pseudonym site-<hex> (a file or '.' names no folder; name it with --site NAME)")
+        print(f"site of input {i + 1}: {text}")
 
 
 def _text(summary: dict, fmt) -> str:

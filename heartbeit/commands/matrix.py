@@ -6,6 +6,7 @@ import collections
 import os
 from pathlib import Path
 
+from heartbeit.commands import fail
 from heartbeit.config.cli_args import add_common_config_args
 from heartbeit.config.layout import RunLayout, matrix_cells, matrix_plan, matrix_recipes
 
@@ -108,15 +109,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "plan":
         if pretrained is not None and not pretrained.is_file():
-            print(f"heartbeit matrix: no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
-            return 2
+            return fail("matrix", f"no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
         exports = []
         if ablation_archs(cfg.matrix) and pretrained is not None:  # the pretraining ablation's exports
             try:
                 exports = read_ablation_exports(pretrained, cfg.pretrain.model, cfg.pretrain.export_at)
             except (OSError, ValueError) as exc:
-                print(f"heartbeit matrix: matrix.ablation_label_fraction: {exc}")
-                return 2
+                return fail("matrix", f"matrix.ablation_label_fraction: {exc}")
         cells = plan_cells(cfg.matrix, images, pretrained, exports)
         write_plan(cells, plan_path)
         write_resolved(cfg, matrix_dir)
@@ -152,8 +151,7 @@ def run(args: argparse.Namespace) -> int:
         indices = [int(os.environ["SLURM_ARRAY_TASK_ID"])]
     selected = select_cells(cells, indices)
     if pretrained is not None and any(c.arch.startswith("heartbeit_") for c in selected) and not pretrained.is_file():
-        print(f"heartbeit matrix: no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
-        return 2
+        return fail("matrix", f"no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
 
     trainer = CellTrainer(images, cfg, str(pretrained) if pretrained else None)
     counts = run_cells(selected, cells_dir, trainer, jobs=cfg.matrix.jobs,

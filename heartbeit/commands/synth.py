@@ -5,6 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from heartbeit.commands import fail
 from heartbeit.config.layout import RunLayout
 
 HELP = """Write synthetic 12-lead ECGs with known ground truth as real export files.
@@ -61,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)  # config errors surface here, before any work
     out = Path(args.out) if args.out else RunLayout.of(cfg).synth
     if out.exists() and not args.overwrite:
-        print(f"heartbeit synth: {out} already exists (use --overwrite to replace it)")
-        return 1
+        return fail("synth", f"{out} already exists (use --overwrite to replace it)")
     workers = resolve_workers(args.workers if args.workers is not None else cfg.synth.workers)
     with atomic_dir(out, overwrite=args.overwrite) as tmp:
         summary = write_corpus(cfg.synth, tmp, workers=workers, progress=not args.no_progress)
@@ -77,15 +77,13 @@ def run_compare(args: argparse.Namespace) -> int:
     from heartbeit.eval.realism import measure_real, measure_synthetic, write_outputs
 
     if args.n < 1:
-        print("heartbeit synth compare: --n must be >= 1")
-        return 2
+        return fail("synth compare", "--n must be >= 1")
     if args.seed is not None:
         args.overrides = [*(args.overrides or []), f"synth.seed={args.seed}"]
     cfg = resolve_config(args)  # config errors surface here, before any work
     real, skipped = measure_real(args.real, cfg.render)
     if real.empty:
-        print(f"heartbeit synth compare: no readable real ECG under the given folders (skipped: {dict(skipped)})")
-        return 1
+        return fail("synth compare", f"no readable real ECG under the given folders (skipped: {dict(skipped)})")
     log.info("measured %d real ECGs (%d skipped); drawing %d synthetic ECGs", len(real), sum(skipped.values()), args.n)
     synthetic = measure_synthetic(cfg.synth, args.n, cfg.render)
     summary = write_outputs(args.out, real, synthetic, skipped, {

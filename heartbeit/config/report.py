@@ -13,6 +13,9 @@ class ReportConfig:
     seed: int = 0  # bootstrap, sampling of ECGs for saliency / Wasserstein, synthetic STEMI ECGs
     min_n: int = 10  # fewer ECGs than this: metric is NaN with a reason
     min_per_class: int = 10  # subgroups with fewer positives or negatives are flagged "too small"
+    # `heartbeit export`: counts below this are published as "< k" in a model folder (config.json, card), and
+    # a count, rate or AUROC that would give one away is withheld (heartbeit/modelschema.py)
+    export_min_count: int = 10
     ece_bins: int = 10
     workers: int = 1  # processes scoring cells (the output is the same bytes for any count)
     # saliency
@@ -35,7 +38,7 @@ class ReportConfig:
     def validate(self) -> None:
         if not 0 < self.ci < 1:
             raise ConfigError(f"report.ci must be in (0, 1), got {self.ci}")
-        for name in ("bootstrap", "min_n", "min_per_class", "ece_bins", "saliency_batch", "wasserstein_patch",
+        for name in ("bootstrap", "min_n", "min_per_class", "export_min_count", "ece_bins", "saliency_batch", "wasserstein_patch",
                      "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"report.{name} must be >= 1, got {getattr(self, name)}")
@@ -43,6 +46,8 @@ class ReportConfig:
                      "wasserstein_images"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"report.{name} must be >= 0, got {getattr(self, name)}")
+        if self.export_min_count > 1000:
+            raise ConfigError(f"report.export_min_count must be <= 1000, got {self.export_min_count}")
         if self.wasserstein_images == 1:
             raise ConfigError("report.wasserstein_images must be 0 (off) or >= 2 (pairs need two images)")
         if self.saliency_split not in ("train", "val", "test", "external"):

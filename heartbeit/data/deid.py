@@ -31,6 +31,7 @@ import math
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 
 from .labels import TASK_COLUMNS
@@ -65,7 +66,10 @@ def load_or_create_key(path: str | Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")
-    mode = path.stat().st_mode & 0o777
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(f"key file {path} is not a regular file (a folder?); give the key file itself")
+    mode = st.st_mode & 0o777
     if mode & 0o077:
         raise KeyFileError(f"key file {path} is readable by others (mode {mode:o}); chmod 600 it")
     key = path.read_bytes().strip()

@@ -41,7 +41,7 @@ from .amplitude import FLAG_COLUMN, check_amplitude_normalised, flagged_count, w
 from .arrays import ArrayDefaults, read_array, sniff_array
 from .corpus import SHARD_DIR, ShardWriter
 from .header_labels import HeaderLabelMap
-from .labels import LabelTable, corpus_label_columns, join_labels, label_row, load_labels
+from .labels import LabelTable, corpus_label_columns, join_labels, key_value, label_row, load_labels
 from .listing import InputFile, Listing, list_inputs, slice_inputs  # noqa: F401 - re-exported for callers
 from .lock import DirLock
 from .muse import looks_like_utf16_xml, parse_muse
@@ -167,8 +167,8 @@ def _root_site(item: InputFile, meta: dict) -> tuple[str, bool]:
 
 def process_file(item: InputFile, ctx: Context | None = None):
     """-> ("ok", row, int16 [12, n], private) or ("reject", rel, format, reason, detail). Never raises.
-    `private` carries what only private/ may hold: the free text behind a site pseudonym, and whether the
-    labels CSV had a row for this record."""
+    `private` carries what only private/ (or predict's in-memory label join) may hold: the free text behind a
+    site pseudonym, whether the labels CSV had a row for this record, and the record's label-key value."""
     ctx = ctx or _CTX
     fmt = "unknown"
     try:
@@ -190,15 +190,23 @@ def process_file(item: InputFile, ctx: Context | None = None):
                 labels[task] = value
         matched = "scp_codes" not in record.meta and label_row(record.meta, ctx.labels, ctx.label_key) is not None
         uid = deid.ecg_uid(ctx.key, hashlib.sha256(wave.tobytes()).digest() + str(wave.shape).encode())
-        site, site_text = deid.resolve_site(record.meta.get("site", ""), *_root_site(item, record.meta), ctx.key,
+        fallback, declared = _root_site(item, record.meta)
+        root_text = None
+        if not fallback:  # a root that names no folder of its own (a file, '.'): a keyed pseudonym of its path
+            root_text = f"input root {item.root}"
+            fallback = deid.site_code(ctx.key, root_text)
+        site, site_text = deid.resolve_site(record.meta.get("site", ""), fallback, declared, ctx.key,
                                             ctx.site_map or {})
+        if root_text and site == fallback:
+            site_text = root_text
         record.meta["site"] = site
         row = deid.deidentify(record.meta, labels, uid, ctx.key, ctx.cfg.date_policy, ctx.cfg.date_shift_max_days)
         row.update(format=fmt, fs=float(ctx.cfg.corpus_fs), n_samples=int(wave.shape[1]),
                    source_fs=float(record.fs))
         if ctx.cfg.amplitude_normalised == "accept":  # the column exists only where such records may be kept
             row[FLAG_COLUMN] = normalised
-        return ("ok", row, wave, {"site_text": site_text, "label_matched": matched})
+        return ("ok", row, wave, {"site_text": site_text, "label_matched": matched,
+                                  "label_key_value": key_value(record.meta, ctx.label_key)})
     except IngestError as exc:
         return ("reject", item.rel, fmt, exc.reason.value, exc.detail)
     except (MemoryError, RecursionError) as exc:

@@ -10,6 +10,8 @@ and the row is counted (`LabelTable.conflicting_rows`, reported in summary.json 
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -71,17 +73,32 @@ def _number(value: str, path: Path, column: str, row: int) -> float:
     return x
 
 
-def load_labels(path: str | Path, key: str, extra_columns: tuple[str, ...] | list[str] = ()) -> LabelTable:
-    """{key value: {lvef, lvef_le40, hcm, stemi, *extra_columns}} with NaN for missing."""
+def read_table(path: str | Path, key: str) -> pd.DataFrame:
+    """The labels CSV as text cells, with its key column checked (ingest and predict read it alike)."""
     path = Path(path)
+    try:  # a FIFO or device would block the reader forever: only a regular file is read
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as exc:
+        raise LabelError(f"{path.name}: cannot read labels CSV ({type(exc).__name__})") from None
+    if not regular:
+        raise LabelError(f"{path.name}: the labels CSV is not a regular file")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise LabelError(f"{path.name}: the labels CSV is empty (no header row)") from None
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise LabelError(f"{path.name}: cannot read labels CSV ({type(exc).__name__})") from None
     if key not in df.columns:
         known = [c for c in df.columns if c in (key, *TASK_COLUMNS, "mrn", "accession", "ecg_id", "patient_id")]
         raise LabelError(f"{path.name}: no key column {key!r} in the header row (recognised columns: "
                          f"{', '.join(known) or 'none - is the first row a header?'})")
+    return df
+
+
+def load_labels(path: str | Path, key: str, extra_columns: tuple[str, ...] | list[str] = ()) -> LabelTable:
+    """{key value: {lvef, lvef_le40, hcm, stemi, *extra_columns}} with NaN for missing."""
+    path = Path(path)
+    df = read_table(path, key)
     absent = [c for c in extra_columns if c not in df.columns]
     if absent:
         raise LabelError(f"{path.name}: no column {absent[0]!r}, which ingest.label_columns declares")
@@ -122,14 +139,21 @@ def load_labels(path: str | Path, key: str, extra_columns: tuple[str, ...] | lis
     return out
 
 
+def key_value(meta: dict, key: str) -> str | None:
+    """The value a record is joined to the labels CSV on (an identifier: it never leaves the worker but for
+    an in-memory join)."""
+    value = meta.get(key)  # "record": the file stem every reader sets (ingest.read_record)
+    if value is None and key == "mrn":
+        value = meta.get("patient_id")
+    return str(value).strip() if value is not None else None
+
+
 def label_row(meta: dict, table: dict[str, dict[str, float]] | None, key: str) -> dict[str, float] | None:
     """The labels CSV row of one record, or None (no table, no key, no row)."""
     if not table:
         return None
-    value = meta.get(key)  # "record": the file stem every reader sets (ingest.read_record)
-    if value is None and key == "mrn":
-        value = meta.get("patient_id")
-    return table.get(str(value).strip()) if value is not None else None
+    value = key_value(meta, key)
+    return table.get(value) if value is not None else None
 
 
 def join_labels(meta: dict, table: dict[str, dict[str, float]] | None, key: str) -> dict[str, float]:
@@ -138,5 +162,5 @@ def join_labels(meta: dict, table: dict[str, dict[str, float]] | None, key: str)
     return dict(row) if row is not None else {c: math.nan for c in TASK_COLUMNS}
 
 
-__all__ = ["load_labels", "join_labels", "label_row", "LabelTable", "LabelError", "TASK_COLUMNS", "RESERVED_COLUMNS",
+__all__ = ["load_labels", "read_table", "key_value", "join_labels", "label_row", "LabelTable", "LabelError", "TASK_COLUMNS", "RESERVED_COLUMNS",
            "corpus_label_columns", "IngestError", "Reason"]

@@ -16,8 +16,13 @@ Symbolic links to regular files are inputs. Names that are not valid UTF-8 are k
 and shown with backslash escapes in the private ledger.
 
 Sites: each root carries a label - the root's own name as the user typed it, or `--site NAME` (which also
-wins over site text inside the files) - never a name found below it. A root written by `heartbeit synth` declares itself (synth.json lists every input it wrote
-with its size and site); its files take their declared sites and the public synthetic key."""
+wins over site text inside the files) - never a name found below it. A root that names no folder of its own
+(a single file, `.`, `..`, `/`) gets no label here: ingest gives its files a keyed pseudonym `site-<8 hex>`
+of the resolved root (the path behind it kept in private/site_codes.json), so a parent folder named after a
+patient never becomes a site. A label that reaches an output must be printable text of one script
+(heartbeit.utils.text.site_label_problem): a root named with control characters or look-alike letters is
+refused with a pointer to --site. A root written by `heartbeit synth` declares itself (synth.json lists every
+input it wrote with its size and site); its files take their declared sites and the public synthetic key."""
 from __future__ import annotations
 
 import json
@@ -72,14 +77,18 @@ def printable(rel: str) -> str:
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def root_label(typed: str | Path) -> str:
-    """The site label of an input root: its own name as typed ('data/hosp_a/' -> 'hosp_a')."""
+class SiteLabelError(ValueError):
+    """A site label that may not reach an output; the message says why and points at --site."""
+
+
+def root_label(typed: str | Path) -> str | None:
+    """The site label of an input root: its own name as typed ('data/hosp_a/' -> 'hosp_a'); None when the
+    path names no folder of its own (a file, '.', '..', '/'): such a root gets a keyed pseudonym."""
     norm = os.path.normpath(str(typed))
     path = Path(norm)
-    if path.is_file():
-        path = path.parent
-    name = path.name if path.name not in ("", ".", "..") else path.resolve().name
-    return name or "input"
+    if path.is_file() or path.name in ("", ".", ".."):
+        return None
+    return path.name
 
 
 def skip_reason(name: str, suffix: str) -> str | None:
@@ -151,9 +160,20 @@ def _walk(root: Path, listing: Listing, prefix: str) -> list[tuple[Path, str]]:
     return found
 
 
-def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Listing:
+def check_site_label(label: str, where: str) -> None:
+    from heartbeit.utils.text import safe_text, site_label_problem
+
+    problem = site_label_problem(label)
+    if problem:
+        raise SiteLabelError(f"{where}: site label {safe_text(label, 80)!r} cannot be used: {problem}; name the "
+                             "site with --site NAME (letters, digits, '_', '-', '.')")
+
+
+def list_inputs(inputs: list[str | Path], sites: list[str] | None = None, check_sites: bool = True) -> Listing:
     """Every path under the inputs, in a deterministic order (sorted relative paths, roots as given).
-    `sites` (one per input, "" = default) overrides the root labels."""
+    `sites` (one per input, "" = default) overrides the root labels; "" in InputFile.site means a root
+    that names no folder (ingest makes the pseudonym). `check_sites`: refuse labels that may not reach an
+    output (SiteLabelError); predict, whose outputs carry no site, passes False."""
     listing = Listing()
     roots = [(typed, Path(typed).resolve()) for typed in inputs]
     for typed, root in roots:
@@ -162,7 +182,9 @@ def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Lis
     prefix_roots = len(roots) > 1
     for i, (typed, root) in enumerate(roots):
         given = bool(sites and sites[i])
-        label = sites[i] if given else root_label(typed)
+        label = sites[i] if given else (root_label(typed) or "")
+        if check_sites and label:
+            check_site_label(label, f"input {i + 1}" + ("" if given else " (its folder name as typed)"))
         if root.is_file():
             rel = printable(root.name if not prefix_roots else f"{root.parent.name}/{root.name}")
             listing.files.append(InputFile(str(root), rel, label, str(root.parent), site_given=given))
@@ -196,6 +218,8 @@ def list_inputs(inputs: list[str | Path], sites: list[str] | None = None) -> Lis
             for f, r in candidates)
         for f, rel in candidates:
             site = str(synth[rel[len(prefix):]].get("site") or label) if declared and not given else label
+            if check_sites and declared and not given and site:
+                check_site_label(site, f"input {i + 1} (a site its synth.json declares)")
             listing.files.append(InputFile(str(f), rel, site, str(root), declared, given))
     return listing
 

@@ -181,6 +181,8 @@ def _decode_lead(lead: Element, name: str, label: str) -> tuple[bytes, float, in
     if n_samples >= 0 and n_samples * 2 != len(raw):
         raise IngestError(Reason.BYTE_COUNT,
                           f"{name}: lead {label} decodes to {len(raw) // 2} samples, header says {n_samples}")
+    if not raw:  # checked before the CRC, which an empty lead can only fail: the reason is the emptiness
+        raise IngestError(Reason.TOO_SHORT, f"{name}: lead {label} holds no samples")
     crc = _text(lead, "LeadDataCRC32")
     if crc is not None:
         try:

@@ -143,6 +143,12 @@ def embed_images(images_dir: str | Path, out: str | Path, arch: str, *, pretrain
     if zoo.is_signal_arch(arch):
         raise ValueError(f"{arch}: embed takes image backbones")
     index = read_index(images_dir)
+    if model_dir and (config["image_size"], config["layout"]) != (index.get("image_size"), index.get("layout")):
+        raise ValueError(f"{model_dir}: the model reads {config['layout']} images at {config['image_size']} px, "
+                         f"{images_dir} holds {index.get('layout')} at {index.get('image_size')} px")
+    unknown = sorted(set(splits or []) - set(index["splits"]))
+    if unknown:
+        raise ValueError(f"{images_dir}: no split {unknown[0]!r} (splits: {', '.join(sorted(index['splits']))})")
     frames = []
     for split in (splits or sorted(index["splits"])):
         loader = make_loader(images_dir, split, batch_size, 0, train=False)
@@ -154,7 +160,8 @@ def embed_images(images_dir: str | Path, out: str | Path, arch: str, *, pretrain
         df.insert(2, "site", [m.get("site") for m in metas])
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out, index=False)
+    from heartbeit.utils.io import atomic_path
+
+    with atomic_path(out) as tmp:  # never a half-written file at `out`
+        table.to_parquet(tmp, index=False)
     return {"ecgs": int(len(table)), "features": int(table.shape[1] - 3), "arch": arch}

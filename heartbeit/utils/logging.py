@@ -7,6 +7,14 @@ import sys
 from pathlib import Path
 
 
+class _FileHandler(logging.FileHandler):
+    """A log file that fails quietly: on a full or read-only disk every log line would otherwise print a
+    traceback; the console handler still shows the line, and the command reports the disk error once."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 def get_logger(name: str = "heartbeit") -> logging.Logger:
     return logging.getLogger(name)
 
@@ -24,7 +32,7 @@ def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> lo
         root.addHandler(h)
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file)
+        fh = _FileHandler(log_file)
         fh.setFormatter(fmt)
         root.addHandler(fh)
     return root
