@@ -55,8 +55,10 @@ def main() -> int:
             info = json.loads((cell.parent / "cell.json").read_text())
             pred = pd.read_parquet(cell)
             internal = pred[pred["split"] == "test"]
+            val = pd.read_parquet(cell.parent / "val_scores.parquet")
             rows.append({"multiplier": m, "epochs": mcfg.epochs * m, "steps": info.get("steps"),
-                         "seconds": round(time.time() - t0, 1),
+                         "seconds": round(time.time() - t0, 1), "val_score_std": round(float(val["score"].std()), 4),
+                         "val_share_below_half": round(float((val["score"] < 0.5).mean()), 4),
                          "auroc_internal": round(float(roc_auc_score(internal["label"], internal["score"])), 4)})
             print(rows[-1])
     atomic_write_json(args.json, {"arch": args.arch, "task": args.task, "fraction": args.fraction,

@@ -41,6 +41,7 @@ from .report_inputs import COMPLETE, MODEL_FILE, CellSet, ImageSet, load_cells, 
 from .report_saliency import SaliencyResult, saliency_part, saliency_section
 from .report_sections import data_section, models_section, results_section
 from .territory import TerritoryResult, territory_part, territory_section
+from .training_noise import load_seed_spread
 
 log = logging.getLogger("heartbeit.report")
 

@@ -175,6 +175,14 @@ def comparisons_section(doc: Document, cfg, tables: dict, summary: dict) -> None
                  f"{cfg.matrix.draws} independent draw(s) of their patients). A difference 'holds in every run' "
                  "when every run gives a Holm-adjusted p < 0.05 with the same sign; the fraction plots' bars show the "
                  "same spread.")
+        if "within_training_noise" in tables["paired"]:
+            noisy = int(tables["paired"]["within_training_noise"].fillna(False).astype(bool).sum())
+            summary["within_training_noise"] = noisy
+            doc.para(f"Training noise: the AUROC spread over training seeds was measured once per model and task "
+                     f"(`{cfg.report.seed_spread_file}`, 100 % of the labels). {noisy} paired difference(s) are no "
+                     "larger than the two models' spread and are marked 'within training noise' (≈ in the tables) "
+                     "whatever their p-value: the paired DeLong test sees the test set's sampling noise, not the "
+                     "noise of training.")
         holds = robust[robust["Verdict"] == "holds in every run"]
         summary["robust_differences"] = int(len(holds))
         doc.table(robust, "HeartBEiT vs each baseline across seeds and training draws")
