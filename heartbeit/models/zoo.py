@@ -82,7 +82,7 @@ def init_new_head(model: torch.nn.Module, arch: str, prevalence: float | None = 
                   n_train: int | None = None) -> dict:
     """Start a new classifier head where it can learn (families.HEAD_INIT): weights by the family's rule,
     bias at the training prevalence's log-odds (two logits: b1 - b0 = logit(p)); without a prevalence the
-    bias is zero. Returns the head's statistics for cell.json."""
+    bias is zero. Returns the rule applied."""
     head = classifier_head(model)
     rule, std = head_init(arch)
     if rule == "trunc_normal":
@@ -96,7 +96,8 @@ def init_new_head(model: torch.nn.Module, arch: str, prevalence: float | None = 
             raise ValueError(f"a prevalence bias needs a two-logit head, not {head.out_features} outputs")
         gap = prior_logit(prevalence, n_train)
         head.bias.copy_(torch.tensor([-gap / 2, gap / 2], dtype=head.bias.dtype))
-    return head_statistics(model) | {"rule": rule, "std": std, "prevalence": prevalence, "prior_logit": gap}
+    # (statistics of the result: head_statistics; not read here, so a model on the meta device initialises too)
+    return {"rule": rule, "std": std, "prevalence": prevalence, "prior_logit": gap}
 
 
 @torch.no_grad()

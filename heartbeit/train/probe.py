@@ -87,7 +87,8 @@ def linear_probe_cell(cell, mcfg, data, out_dir: Path, pretrained_file: str | No
             raise ValueError(f"task {cell.task}: the probe's training subset holds one class only")
         clf = LogisticRegression(C=c, max_iter=2000).fit((xtr - mu) / sigma, ytr)
         s = clf.predict_proba((xva - mu) / sigma)[:, 1] if len(xva) else np.zeros(0)
-        crit = _val_criterion(s, yva if yva is not None else np.zeros(0), 0.0) if len(xva) else 0.0
+        # the probe picks its regularisation C on validation AUROC (matrix.selection picks training rounds)
+        crit = _val_criterion("val_auroc", s, yva if yva is not None else np.zeros(0), 0.0) if len(xva) else 0.0
         if crit > best[0]:
             best = (crit, c, clf, s)
     crit, c, clf, v_scores = best
