@@ -221,7 +221,10 @@ def compile_targets(models: tuple[str, ...], device: torch.device, quick: bool) 
 
 
 def run(quick: bool) -> dict:
-    tiny = os.environ.get("HEARTBEIT_BENCH_TINY") == "1"
+    from heartbeit.benchsuite import smoke
+
+    # tiny: one micro classifier for two steps (unit tests); smoke: the same plus the MIM step (suite test)
+    tiny = os.environ.get("HEARTBEIT_BENCH_TINY") == "1" or smoke()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     paper = (not quick or device.type == "cuda") and not tiny
     if paper:
@@ -254,7 +257,7 @@ def run(quick: bool) -> dict:
                  "peak_tflops": {p: round(v[0] / 1e12, 2) for p, v in peaks.items()},
                  "peak_source": peaks["bf16"][1], "fused_attention": timm.layers.use_fused_attn(), "models": {}}
 
-    jobs = [(arch, None) for arch in models] + ([("mim", mim)] if not tiny else [])
+    jobs = [(arch, None) for arch in models] + ([("mim", mim)] if not tiny or smoke() else [])
     # one-time costs (thread pools, oneDNN/cuBLAS handles, allocator) must not land on the first model timed
     time_steps(classifier_step(models[0], img, batch, device, "fp32", False, False), warmup, 0, device)
     from heartbeit.train.flops import mim_train_flops_per_image
