@@ -334,9 +334,14 @@ def _mode(record: dict) -> str:
 
 def summary_markdown(records: list[dict]) -> str:
     lines = ["# Benchmark summary", ""]
-    machines = {(r["machine"].get("cpu_model"), r["machine"].get("cores"), r["machine"].get("gpu")) for r in records}
-    for cpu, cores, gpu in sorted(machines, key=str):
-        lines.append(f"Machine: {cpu}, {cores} cores" + (f", GPU {gpu}" if gpu else ", no GPU"))
+    def machine_of(r: dict) -> tuple:
+        m = r["machine"]
+        return m.get("cpu_model"), m.get("cores"), m.get("gpu"), m.get("torch_cpu_capability")
+
+    for cpu, cores, gpu, isa in sorted({machine_of(r) for r in records}, key=str):
+        names = ", ".join(r["name"] for r in records if machine_of(r) == (cpu, cores, gpu, isa))
+        lines.append(f"Machine: {cpu}, {cores} cores" + (f" (torch dispatch {isa})" if isa else "")
+                     + (f", GPU {gpu}" if gpu else ", no GPU") + f": {names}")
     busy = [r["name"] for r in records if is_busy(r["machine"])]
     if busy:
         lines.append(f"NOTE: the machine was busy with other work (1-min load above 1.5 x cores) when these ran, "
