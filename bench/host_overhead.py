@@ -88,7 +88,9 @@ class StandInModel(nn.Module):
 
 
 class ReadyBatches:
-    """A BatchSource cycling through batches prepared in advance (the loader's work, overlapped)."""
+    """A BatchSource cycling through batches prepared in advance (the loader's work, overlapped). With
+    `masks` set (pretrain() sets its MaskSampler, as on the loader) the batches carry their masks, drawn
+    before the first batch is handed out, as the loader's workers would have drawn them."""
 
     def __init__(self, n_distinct: int, seed: int = 0):
         from heartbeit.train.batches import ImageBatch
@@ -100,6 +102,7 @@ class ReadyBatches:
                         for _ in range(n_distinct)]
         self.num_images = BATCH * n_distinct
         self.i = 0
+        self.masks = None
 
     def state_dict(self) -> dict:
         return {"epoch": self.i // len(self.batches), "batch": self.i}
@@ -108,6 +111,11 @@ class ReadyBatches:
         self.i = int(state["batch"])
 
     def __iter__(self):
+        if self.masks is not None:
+            from dataclasses import replace
+
+            self.batches = [replace(b, mask_index=torch.from_numpy(
+                self.masks([f"{j}-{i}" for i in range(BATCH)], 0)["mask_index"])) for j, b in enumerate(self.batches)]
         while True:
             batch = self.batches[self.i % len(self.batches)]
             self.i += 1
