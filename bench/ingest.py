@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heartbeit.benchsuite import smoke  # noqa: E402
 from heartbeit.config import IngestConfig  # noqa: E402
 from heartbeit.data.arrays import ArrayDefaults  # noqa: E402
 from heartbeit.data.ingest import Context, InputFile, process_file, run_ingest  # noqa: E402
@@ -104,6 +105,8 @@ def _rate(fn, paths: list[Path], repeat: int) -> float:
 def run(quick: bool) -> dict:
     n_patients = 60 if quick else 400
     repeat = 5
+    if smoke():
+        n_patients, repeat = 30, 1
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = _make_inputs(Path(tmp), n_patients)
         muse = sorted(root.glob("muse/**/*.xml"))

@@ -148,7 +148,11 @@ def overlap_ratio(with_step: float, alone: float, step_s: float) -> float:
 def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
     import multiprocessing
 
+    from heartbeit.benchsuite import smoke
+
     rendered, copies = (200, 20) if quick else (1000, 20)
+    if smoke():  # a few shards of 64 px images: enough for every worker count
+        rendered, copies, size, repeats = 40, 4, 64, 1
     cores = resolve_workers(0)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         tmp = Path(tmp)

@@ -17,6 +17,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from heartbeit.benchsuite import smoke
 from heartbeit.eval.metrics import auroc, bootstrap_distribution, percentile_interval
 
 N_RESAMPLES = 1000
@@ -50,6 +51,8 @@ def _loop_bootstrap(y, s, seed: int = 0):
 
 def run(quick: bool) -> dict:
     sizes = (10_000, 30_000) if quick else (10_000, 100_000)
+    if smoke():
+        sizes = (2_000,)
     results = {"n_resamples": N_RESAMPLES, "sizes": {}}
     print(f"{'n':>8} {'DeLong s':>9} {'loop bootstrap s':>17} {'vector bootstrap s':>19} "
           f"{'loop/DeLong':>12} {'loop/vector':>12} {'max |bound diff|':>17}")

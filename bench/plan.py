@@ -35,10 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# dense bf16 tensor-core peak (TFLOPS) and NVLink bandwidth per GPU per direction (GB/s)
-GPUS = {"a100": {"name": "A100", "peak_tflops": 312.0, "nvlink_gbs": 300.0},
-        "h100": {"name": "H100", "peak_tflops": 989.0, "nvlink_gbs": 450.0},
-        "h200": {"name": "H200", "peak_tflops": 989.0, "nvlink_gbs": 450.0}}
+# the GPU SKU (its dense bf16 peak: heartbeit.train.flops.GPU_SKUS) and NVLink bandwidth per GPU per direction (GB/s)
+GPUS = {"a100": {"name": "A100 80GB", "nvlink_gbs": 300.0},
+        "h100": {"name": "H100 SXM", "nvlink_gbs": 450.0},
+        "h200": {"name": "H200 SXM", "nvlink_gbs": 450.0}}
 PAPER_MIM = ("heartbeit_base_patch16_224", 224, 8192, 75)  # model, px, vocabulary, masked patches
 FACTS_GFLOPS_PER_IMAGE = 108.0  # BEiT-B/16 MIM training with precomputed tokens (FACTS.md)
 FACTS_PARAMS = 91.6e6  # BEiT-B/16 backbone + 8192-way lm head
@@ -105,8 +105,16 @@ def _model_counts() -> tuple[float, float, str]:
         return FACTS_GFLOPS_PER_IMAGE * 1e9, FACTS_PARAMS, f"FACTS.md (counting failed: {type(exc).__name__})"
 
 
+def gpu_row(key: str) -> dict:
+    from heartbeit.train.flops import gpu_sku
+
+    return {**GPUS[key], "peak_tflops": gpu_sku(GPUS[key]["name"]).bf16_tflops}
+
+
 def gather_inputs(inp: PlanInputs, from_dir: Path) -> PlanInputs:
-    gpu = GPUS[inp.gpu]
+    from heartbeit.train.flops import gpu_sku_of
+
+    gpu = gpu_row(inp.gpu)
     recs = _records(from_dir)
     src = inp.sources
     if not inp.train_flops_per_image or not inp.params:
@@ -117,7 +125,8 @@ def gather_inputs(inp: PlanInputs, from_dir: Path) -> PlanInputs:
     for rec in recs.get("train_step", []):
         fig = rec["figures"]
         row = fig.get("models", {}).get(label)
-        if row and gpu["name"] in str(fig.get("device", "")) and row.get("best_variant"):
+        sku = gpu_sku_of(str(fig.get("device", "")))  # the exact SKU: an H100 PCIe does not stand in for an SXM
+        if row and sku is not None and sku.sku == gpu["name"] and row.get("best_variant"):
             best = row["variants"][row["best_variant"]]
             measured.append((best["images_per_s"], row["best_variant"], fig.get("batch_size"), rec))
     if not inp.gpu_images_per_s:
@@ -229,7 +238,7 @@ def plan(inp: PlanInputs) -> dict:
         "render_core_hours": inp.ecgs / inp.render_images_per_s_per_core / 3600,
     }
     return {"inputs": {k: v for k, v in asdict(inp).items() if k != "sources"}, "sources": inp.sources,
-            "gpu": GPUS[inp.gpu], "scenarios": scenarios, "offline_preprocessing": offline,
+            "gpu": gpu_row(inp.gpu), "scenarios": scenarios, "offline_preprocessing": offline,
             "loader_cores_per_node": one["loader_cores_per_node"],
             "hospital_scale": hospital_scale(inp, Path(inp.sources.get("_from_dir", "results/bench")))}
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def _run_stage(stage: int, out: Path, model: str, batch_size: int, steps: int, precision: str, nproc: int) -> dict:
@@ -38,16 +39,27 @@ def _run_stage(stage: int, out: Path, model: str, batch_size: int, steps: int, p
            "--steps", str(steps), "--batch-size", str(batch_size), "--grad-accum", "2", "--metrics", str(metrics)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
+        # Rank 0 writes the metrics after every step and the collective summary. A rank that then aborts in
+        # the process group's teardown (gloo, "terminate called without an active exception": once in 8
+        # smoke runs on a loaded 2-core machine) spoils no figure; the record says it happened.
+        if metrics.is_file() and TEARDOWN_ABORT in proc.stderr:
+            print(f"ZeRO {stage}: a rank aborted at exit after the run was measured (kept, marked)", flush=True)
+            return {**json.loads(metrics.read_text()), "teardown_abort": True}
         raise RuntimeError(f"ZeRO {stage} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(metrics.read_text())
 
 
 def run(quick: bool, model: str = "heartbeit_micro_patch8_64", batch_size: int = 16, precision: str = "fp32",
         nproc: int = 2) -> dict:
+    from heartbeit.benchsuite import smoke
+
     steps = 6 if quick else 20
+    stages = (0, 1, 2, 3)
+    if smoke():  # the baseline and the other end: each stage is a 2-rank DeepSpeed job
+        steps, stages = 2, (0, 3)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-zero-") as tmp:
-        for stage in (0, 1, 2, 3):
+        for stage in stages:
             rows[stage] = _run_stage(stage, Path(tmp), model, batch_size, steps, precision, nproc)
     base = rows[0]
     table = []
@@ -68,8 +80,9 @@ def run(quick: bool, model: str = "heartbeit_micro_patch8_64", batch_size: int =
     headline = {"metric": f"ZeRO-3 step time, s ({nproc} ranks; ratio = ZeRO-3 / ZeRO-0)", "value": z3["step_time_s"],
                 "baseline": base["step_time_s"], "baseline_name": "ZeRO-0, same run", "ratio": z3["step_time_vs_zero0"]}
     return {"headline": headline, "benchmark": "pretrain_zero", "model": model, "precision": precision, "ranks": nproc,
+            "teardown_aborts": [s for s, m in rows.items() if m.get("teardown_abort")],
             "batch_size_per_rank": batch_size, "grad_accum": 2, "steps": steps, "memory_kind": base["memory_kind"],
-            "host": socket.gethostname(), "cpus": len(os.sched_getaffinity(0)), "rows": table,
+            "cpus": len(os.sched_getaffinity(0)), "rows": table,
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
 
 

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from heartbeit.benchsuite import smoke  # noqa: E402
 from heartbeit.data.render import MatplotlibRenderer, render, render_batch  # noqa: E402
 from heartbeit.data.shard_format import encode_image  # noqa: E402
 from heartbeit.data.signal import preprocess  # noqa: E402
@@ -40,6 +41,8 @@ def _rate(fn, items, min_time: float) -> float:
 def run(quick: bool, size: int = 224, fs: float = 500.0) -> dict:
     n_ecgs = 16 if quick else 64
     min_time = 1.0 if quick else 4.0
+    if smoke():
+        n_ecgs, min_time = 2, 0.0
     raw = np.stack([simulate_ecg(seed, fs=fs, noise_mv=0.02, wander_mv=0.2, stemi_territory=("anterior" if seed % 4 == 0 else None))
                     for seed in range(n_ecgs)])
     ecgs = list(preprocess(raw, fs))

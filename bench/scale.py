@@ -24,13 +24,16 @@ imported the same modules is given as `idle_rss_mb`):
                   filtering (the loader without an index), and whether the batches are identical
 
 Quick (CI): <= 3x10^4 rows / predictions. Full (by hand, recorded): planning to 10^6 rows, predictions to
-10^6; figures at 8.5x10^6 rows are extrapolated from the fitted exponent (marked "extrapolated").
+10^6; figures at 8.5x10^6 rows are extrapolated from the fitted exponent (marked "extrapolated"). Smoke
+(HEARTBEIT_BENCH_SMOKE=1, tests): every stage at a few thousand rows, measured in this process (its figures say
+nothing; it shows that every stage still runs on the current code).
 
     PYTHONPATH=. .venv/bin/python bench/scale.py [--quick] [--json OUT]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -49,6 +52,10 @@ import pandas as pd  # noqa: E402
 PAPER_ECGS = 8.5e6
 ARRAY_TASKS = 100
 SHARD_SIZE = 1000
+# the stages run() measures: planning ones on the synthetic manifests, evaluation ones on prediction sets
+PLANNING_STAGES = ("splits", "shard_plan", "render_task_old", "render_plan_once", "render_task_new", "matrix_plan",
+                   "loader_plan_old", "loader_plan_new")
+EVAL_STAGES = ("cell_eval_old", "cell_eval_new")
 
 
 # ------------------------------------------------------------------------------------------- synthetic
@@ -105,9 +112,16 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _stage(name: str, work: str, n: int) -> dict:
-    """Run in a fresh process: one measurement. Returns seconds, peak RSS (MB) and figures."""
-    work = Path(work)
+def _stage(name: str, work: str, n: int, resamples: int = 0) -> dict:
+    """Run in a fresh process: one measurement. Returns seconds, peak RSS (MB) and figures. The baselines'
+    patches are undone on return, so that smoke mode can run every stage in one process."""
+    with contextlib.ExitStack() as patches:
+        return _measure_stage(name, Path(work), n, resamples, patches)
+
+
+def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: contextlib.ExitStack) -> dict:
+    from unittest import mock
+
     extra: dict = {}
     # every stage imports the same modules first (torch comes with the loader), so that peak RSS minus the
     # idle process's RSS is the stage's own memory, and no import is timed
@@ -151,7 +165,8 @@ def _stage(name: str, work: str, n: int) -> dict:
             meta = pd.read_parquet(corpus / "metadata.parquet")
             locations = synthetic_locations(meta)
             del meta
-            shards.index_corpus = lambda _dir: locations  # the tar walk is measured apart (index_corpus_per_ecg)
+            # the tar walk is measured apart (index_corpus_per_ecg)
+            patches.enter_context(mock.patch.object(shards, "index_corpus", lambda _dir: locations))
             t0 = time.perf_counter()
             render_plan.write_plan(corpus, out, cfg, ARRAY_TASKS)
         else:
@@ -185,10 +200,10 @@ def _stage(name: str, work: str, n: int) -> dict:
                 reads[0] += 1
                 return pd.read_parquet(Path(images_dir) / "manifest.parquet")
 
-            members.read_manifest = uncached
+            patches.enter_context(mock.patch.object(members, "read_manifest", uncached))
         t0 = time.perf_counter()
         man = members.read_manifest(images)
-        subset = frozenset(man.loc[(man["split"] == "train") & training_draw(man, 0.01, 1, 0)
+        subset = frozenset(man.loc[(man["split"] == "train") & training_draw(man, "stemi", 0.01, 1, 0)
                                    & man["stemi"].notna(), "ecg_uid"].astype(str))
         for epoch in range(2):
             if not old:
@@ -203,8 +218,8 @@ def _stage(name: str, work: str, n: int) -> dict:
         if name == "cell_eval_old":
             import _bootstrap_v1
 
-            cell_scoring.bootstrap_distribution = _bootstrap_v1.bootstrap_distribution
-        resamples = int(os.environ["SCALE_RESAMPLES"])
+            patches.enter_context(mock.patch.object(cell_scoring, "bootstrap_distribution",
+                                                    _bootstrap_v1.bootstrap_distribution))
         t0 = time.perf_counter()
         rows = cell_scoring.cell_metrics(preds, n_resamples=resamples, seed=0)
         extra["ci"] = [[r["auprc_trapz_low"], r["auprc_trapz_high"], r["auprc_ap_low"], r["auprc_ap_high"]]
@@ -220,7 +235,6 @@ def _stage(name: str, work: str, n: int) -> dict:
             import _bootstrap_v1
 
             fn = _bootstrap_v1.bootstrap_distribution
-        resamples = int(os.environ["SCALE_RESAMPLES"])
         t0 = time.perf_counter()
         reps = fn(y, s, metrics=("ap", "trapz"), n_resamples=resamples, seed=0, clusters=patients)
         extra["ci"] = [list(metrics.percentile_interval(reps[k])[:2]) for k in ("trapz", "ap")]
@@ -231,9 +245,13 @@ def _stage(name: str, work: str, n: int) -> dict:
 
 def measure(name: str, work: Path, n: int, resamples: int = 0) -> dict:
     """One stage in a fresh interpreter (`bench/scale.py --stage`; a file path, so it works however this
-    module was loaded, e.g. by `heartbeit bench`)."""
+    module was loaded, e.g. by `heartbeit bench`); in this process in smoke mode."""
     import subprocess
 
+    from heartbeit.benchsuite import smoke
+
+    if smoke():
+        return _stage(name, str(work), n, resamples)
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "SCALE_RESAMPLES": str(resamples), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
@@ -432,10 +450,17 @@ def summarise(out: dict) -> dict:
 
 
 def run(quick: bool) -> dict:
+    from heartbeit.benchsuite import smoke
+
     sizes = [10_000, 30_000] if quick else [100_000, 300_000, 1_000_000]
     pred_sizes = [10_000, 30_000] if quick else [10_000, 100_000, 1_000_000]
     resamples = 200 if quick else 2000
-    out: dict = {"mode": "quick" if quick else "full", "array_tasks": ARRAY_TASKS, "shard_size": SHARD_SIZE,
+    walk_n, subset_n = (2000, 5_000) if quick else (20_000, 50_000)
+    mode = "quick" if quick else "full"
+    if smoke():  # quick's stages (no 10^6 bootstrap) at the smallest sizes that deal whole shards
+        quick = True
+        sizes, pred_sizes, resamples, walk_n, subset_n, mode = [4000, 6000], [1000, 2000], 20, 200, 1000, "smoke"
+    out: dict = {"mode": mode, "array_tasks": ARRAY_TASKS, "shard_size": SHARD_SIZE,
                  "resamples": resamples, "paper_ecgs": PAPER_ECGS}
     with tempfile.TemporaryDirectory(prefix="heartbeit-scale-") as tmp:
         work = Path(tmp)
@@ -445,15 +470,14 @@ def run(quick: bool) -> dict:
             if n in pred_sizes:
                 synthetic_predictions(n).to_parquet(work / f"predictions-{n}.parquet", index=False)
         out["idle_rss_mb"] = measure("idle", work, 0)["rss_mb"]
-        walk = index_corpus_per_ecg(work, 2000 if quick else 20_000)
+        walk = index_corpus_per_ecg(work, walk_n)
         out["index_corpus_s_per_ecg"] = walk
         stages = {}
-        for name in ("splits", "shard_plan", "render_task_old", "render_plan_once", "render_task_new",
-                     "matrix_plan", "loader_plan_old", "loader_plan_new"):
+        for name in PLANNING_STAGES:
             stages[name] = _series(name, work, sizes)
-        for name in ("cell_eval_old", "cell_eval_new"):
+        for name in EVAL_STAGES:
             stages[name] = _series(name, work, pred_sizes, resamples=resamples)
-        out["loader_subset_1pct"] = loader_subset(work, 5_000 if quick else 50_000)
+        out["loader_subset_1pct"] = loader_subset(work, subset_n)
         print(f"  loader 1 % cell: {out['loader_subset_1pct']['indexed_share_of_split_bytes']:.2%} of the "
               f"split's bytes read, {out['loader_subset_1pct']['subset_read_speedup']:.1f}x quicker, batches "
               f"identical: {out['loader_subset_1pct']['batches_identical']}", flush=True)
@@ -477,7 +501,8 @@ def main() -> int:
                    "stages again (comma-separated) and replace them in that file")
     args = p.parse_args()
     if args.stage:
-        Path(args.json).write_text(json.dumps(_stage(args.stage, args.work, args.n), default=float))
+        result = _stage(args.stage, args.work, args.n, int(os.environ.get("SCALE_RESAMPLES", "0")))
+        Path(args.json).write_text(json.dumps(result, default=float))
         return 0
     if args.stages:
         figures = json.loads(Path(args.json).read_text())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heartbeit.benchsuite import smoke  # noqa: E402
 from heartbeit.config import SynthConfig  # noqa: E402
 from heartbeit.data.synth import simulate_ecg  # noqa: E402
 from heartbeit.data.synth_corpus import write_corpus  # noqa: E402
@@ -27,6 +28,8 @@ def _time_corpus(cfg: SynthConfig, workers: int) -> tuple[int, float]:
 def run(quick: bool) -> dict:
     n_patients = 40 if quick else 400
     n_sim = 100 if quick else 1000
+    if smoke():
+        n_patients, n_sim = 4, 3
     cores = resolve_workers(0)
     start = time.perf_counter()
     for seed in range(n_sim):
@@ -34,7 +37,7 @@ def run(quick: bool) -> dict:
     sim_rate = n_sim / (time.perf_counter() - start)
 
     cfg = SynthConfig(n_patients=n_patients, seed=0)
-    _time_corpus(SynthConfig(n_patients=8, seed=1), 1)  # warm-up: lazy imports (wfdb, pandas), page cache
+    _time_corpus(SynthConfig(n_patients=2 if smoke() else 8, seed=1), 1)  # warm-up: lazy imports (wfdb, pandas), page cache
     ecgs, t1 = _time_corpus(cfg, 1)
     _, tn = _time_corpus(cfg, cores)
     return {

@@ -158,11 +158,15 @@ def classifier_step(arch: str, img_size: int, batch: int, device: torch.device, 
 def mim_step(name: str, vocab: int, num_masked: int, min_block: int, img_size: int, batch: int,
              device: torch.device, precision: str, compile_: bool, math_attention: bool = False,
              online_tokenizer: bool = False):
-    """One pretraining step as heartbeit.train.pretrain runs it: masked patches -> mask token, lm head on the
-    masked positions, cross-entropy against token ids: precomputed (tokens stored in the shards), or with
-    online_tokenizer the tokenizer encodes the batch inside the step (what precomputing saves)."""
+    """One pretraining micro-batch through the pretraining loop's own step (heartbeit.train.mim.MimStep:
+    preprocessing, masked patches -> mask token, lm head on the gathered masked positions, cross-entropy,
+    device-side loss sums) with AdamW; tokens precomputed (stored in the shards), or with online_tokenizer
+    encoded inside the step (what precomputing saves). Masks: index tensors, as the loader's workers draw them."""
+    from types import SimpleNamespace
+
     from heartbeit.models.heartbeit import create_mim_model
-    from heartbeit.models.masking import BlockMaskGenerator
+    from heartbeit.models.masking import MaskSampler
+    from heartbeit.train.mim import MimStep
 
     torch.manual_seed(0)
     model = create_mim_model(name, vocab, img_size=img_size).to(device).train()
@@ -170,27 +174,22 @@ def mim_step(name: str, vocab: int, num_masked: int, min_block: int, img_size: i
         _math_attention(model)
     grid = model.grid_size
     gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(batch, 1, img_size, img_size, generator=gen).to(device)
-    mask = BlockMaskGenerator(grid, num_masked, min_block=min_block, seed=0).batch(range(batch)).to(device)
-    targets = torch.randint(0, vocab, (batch * num_masked,), generator=gen).to(device)
-    tokenizer = _random_tokenizer(vocab, img_size, model.patch_embed.patch_size[0], device) if online_tokenizer else None
     images = torch.randint(0, 256, (batch, 1, img_size, img_size), generator=gen, dtype=torch.uint8).to(device)
+    masks = MaskSampler(grid, num_masked, min_block=min_block, seed=0)
+    mask_index = torch.from_numpy(masks([str(i) for i in range(batch)], 0)["mask_index"]).to(device)
+    tokens = torch.randint(0, vocab, (batch, grid[0] * grid[1]), generator=gen).to(device)
+    tokenizer = _random_tokenizer(vocab, img_size, model.patch_embed.patch_size[0], device) if online_tokenizer else None
     opt = _optimizer(model, device)
-    fwd = torch.compile(model) if compile_ else model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
-    def step():
-        nonlocal targets
-        if tokenizer is not None:
-            targets = tokenizer.encode(images).flatten(1)[mask]
-        with autocast:
-            logits = fwd(x, mask)
-        loss = F.cross_entropy(logits.float(), targets)
-        loss.backward()
+    def optimizer_step() -> bool:
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return True
 
-    return step
+    engine = SimpleNamespace(model=torch.compile(model) if compile_ else model, device=device,
+                             backward=lambda loss: loss.backward(), step=optimizer_step)
+    step = MimStep(engine, precision, img_size, tokenizer)
+    return lambda: step(images, None if online_tokenizer else tokens, mask_index)
 
 
 def variants(arch: str, device: torch.device, compile_this: bool, quick: bool = True) -> list[tuple[str, str, bool, bool]]:
@@ -221,7 +220,10 @@ def compile_targets(models: tuple[str, ...], device: torch.device, quick: bool) 
 
 
 def run(quick: bool) -> dict:
-    tiny = os.environ.get("HEARTBEIT_BENCH_TINY") == "1"
+    from heartbeit.benchsuite import smoke
+
+    # tiny: one micro classifier for two steps (unit tests); smoke: the same plus the MIM step (suite test)
+    tiny = os.environ.get("HEARTBEIT_BENCH_TINY") == "1" or smoke()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     paper = (not quick or device.type == "cuda") and not tiny
     if paper:
@@ -254,7 +256,7 @@ def run(quick: bool) -> dict:
                  "peak_tflops": {p: round(v[0] / 1e12, 2) for p, v in peaks.items()},
                  "peak_source": peaks["bf16"][1], "fused_attention": timm.layers.use_fused_attn(), "models": {}}
 
-    jobs = [(arch, None) for arch in models] + ([("mim", mim)] if not tiny else [])
+    jobs = [(arch, None) for arch in models] + ([("mim", mim)] if not tiny or smoke() else [])
     # one-time costs (thread pools, oneDNN/cuBLAS handles, allocator) must not land on the first model timed
     time_steps(classifier_step(models[0], img, batch, device, "fp32", False, False), warmup, 0, device)
     from heartbeit.train.flops import mim_train_flops_per_image

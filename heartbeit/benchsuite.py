@@ -44,6 +44,13 @@ RECORD_KIND = "heartbeit-bench-record"
 ORDER = ("synth", "ingest", "render", "loader", "metrics", "scale", "train_step", "pretrain_zero", "e2e")
 RATIO_KEY = re.compile(r"ratio|speedup|_vs_|_over_|share")
 VERSION_PACKAGES = ("torch", "timm", "deepspeed", "numpy", "scipy", "scikit-learn", "webdataset", "pillow")
+# Smoke mode: every benchmark at the smallest sizes that still run all of its code paths. Its figures say
+# nothing; the test suite runs the whole quick list this way so that a benchmark cannot silently rot.
+SMOKE_ENV = "HEARTBEIT_BENCH_SMOKE"
+
+
+def smoke() -> bool:
+    return os.environ.get(SMOKE_ENV) == "1"
 
 
 # ---------------------------------------------------------------------------------------------- discovery
@@ -82,15 +89,13 @@ def discover(bench_dir: Path = BENCH_DIR) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- environment
 def machine_info() -> dict[str, Any]:
-    # no host name: it can identify a site; the CPU/GPU model is what matters
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu_model": platform.processor()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine a record's figures came from: CPU model, vector ISA and torch's dispatch (utils.machine),
+    cores this process may use, memory, load, GPUs. No host name: it can identify a site."""
+    from heartbeit.utils.machine import machine_record
+
+    rec = machine_record()
+    info: dict[str, Any] = {"platform": platform.platform(),
+                            **{k: rec[k] for k in ("cpu_model", "isa_flags", "torch_cpu_capability", "isa_pins")}}
     try:
         info["cores"] = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -276,7 +281,8 @@ def run_suite(names: list[str] | None = None, quick: bool = True, out_dir: str |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     common = {"kind": RECORD_KIND, "machine": machine_info(), "versions": versions(),
-              "command": command or invocation(), "git_revision": git_revision(), "quick": quick}
+              "command": command or invocation(), "git_revision": git_revision(), "quick": quick,
+              "smoke": {**os.environ, **(env or {})}.get(SMOKE_ENV) == "1"}
     timeout_s = timeout_s or (1800.0 if quick else 3 * 3600.0)  # quick on a GPU compiles the paper models
     records = []
     for name in todo:
@@ -322,11 +328,20 @@ def is_busy(machine: dict) -> bool:
     return bool(loads) and max(loads) > 1.5 * (machine.get("cores") or 1)
 
 
+def _mode(record: dict) -> str:
+    return "smoke" if record.get("smoke") else "quick" if record.get("quick") else "full"
+
+
 def summary_markdown(records: list[dict]) -> str:
     lines = ["# Benchmark summary", ""]
-    machines = {(r["machine"].get("cpu_model"), r["machine"].get("cores"), r["machine"].get("gpu")) for r in records}
-    for cpu, cores, gpu in sorted(machines, key=str):
-        lines.append(f"Machine: {cpu}, {cores} cores" + (f", GPU {gpu}" if gpu else ", no GPU"))
+    def machine_of(r: dict) -> tuple:
+        m = r["machine"]
+        return m.get("cpu_model"), m.get("cores"), m.get("gpu"), m.get("torch_cpu_capability")
+
+    for cpu, cores, gpu, isa in sorted({machine_of(r) for r in records}, key=str):
+        names = ", ".join(r["name"] for r in records if machine_of(r) == (cpu, cores, gpu, isa))
+        lines.append(f"Machine: {cpu}, {cores} cores" + (f" (torch dispatch {isa})" if isa else "")
+                     + (f", GPU {gpu}" if gpu else ", no GPU") + f": {names}")
     busy = [r["name"] for r in records if is_busy(r["machine"])]
     if busy:
         lines.append(f"NOTE: the machine was busy with other work (1-min load above 1.5 x cores) when these ran, "
@@ -339,7 +354,7 @@ def summary_markdown(records: list[dict]) -> str:
         base_txt = _fmt(base) + (f" ({h['baseline_name']})" if h.get("baseline_name") else "")
         status = r["status"] if r["status"] == "ok" else f"FAILED: {(r.get('error') or '').splitlines()[0][:80]}"
         lines.append(f"| {r['name']} | {status} | {h.get('metric', '-')} | {_fmt(h.get('value'))} | {base_txt} | "
-                     f"{_fmt(h.get('ratio'))} | {'quick' if r.get('quick') else 'full'} | {_fmt(r.get('wall_s'))} | "
+                     f"{_fmt(h.get('ratio'))} | {_mode(r)} | {_fmt(r.get('wall_s'))} | "
                      f"{r.get('date', '-')[:16]} | {_short_rev(r.get('git_revision'))} | `{r.get('command', '-')}` |")
     lines += ["", "All ratios (same-run baselines):", ""]
     for r in records:

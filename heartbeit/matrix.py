@@ -161,6 +161,13 @@ def read_ablation_exports(pretrained_file: str | Path, model: str, export_at: li
     return out
 
 
+def _key_device(key: dict, device_type: str) -> None:
+    """A GPU cell's id names its device type: cuDNN autotuning (train.precision.cudnn_autotune) makes its
+    result differ from a CPU cell's beyond precision. CPU cells keep the ids they always had."""
+    if device_type != "cpu":
+        key["device"] = device_type
+
+
 def _cell_id(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -207,6 +214,7 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                         }
                         if kind != "finetune":  # fine-tuning cells keep the ids they always had
                             key["kind"] = kind
+                        _key_device(key, device_type)
                         cells.append(Cell(len(cells), _cell_id(key), arch, task, float(fraction), int(seed), draw,
                                           numerics.precision, numerics.channels_last, kind))
     exports = sorted(ablation, key=lambda e: e.step)
@@ -223,6 +231,7 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                                "recipe": FINETUNE_RECIPE_VERSION,
                                "precision": numerics.precision, "channels_last": numerics.channels_last,
                                "imagenet": ""}
+                        _key_device(key, device_type)
                         cells.append(Cell(len(cells), _cell_id(key), arch, task, float(fraction), int(seed), draw,
                                           numerics.precision, numerics.channels_last, "finetune", export.step,
                                           export.fraction, export.sha256))

@@ -86,7 +86,10 @@ class CellTrainer:
 
             summary = linear_probe_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained)
         else:
-            summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained)
+            from heartbeit.train.precision import cudnn_autotune, device_type_of
+
+            with cudnn_autotune(cell.arch, device_type_of(self.cfg.matrix.device)):
+                summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained)
         return {**summary, "profile": self.cfg.profile}
 
 

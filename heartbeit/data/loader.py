@@ -183,8 +183,10 @@ class ImageStream(torch.utils.data.IterableDataset):
                  epoch: int = 0, seed: int = 0, shuffle: bool = True, with_tokens: bool = False,
                  batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
                  rank: int | None = None, world_size: int | None = None, with_meta: bool = True,
-                 modality: str = "image", subset: frozenset | None = None, decode_threads: int = 1):
+                 modality: str = "image", subset: frozenset | None = None, decode_threads: int = 1,
+                 batch_extras=None):
         self.images_dir = Path(images_dir)
+        self.batch_extras = batch_extras  # (ecg_uids, epoch) -> {name: array}, per batch in the worker (MIM masks)
         if decode_threads < 1:
             raise ValueError(f"decode_threads must be >= 1, got {decode_threads}")
         self.decode_threads = int(decode_threads)
@@ -322,6 +324,8 @@ class ImageStream(torch.utils.data.IterableDataset):
         if self.with_tokens:
             out["tokens"] = np.stack([np.load(io.BytesIO(raw["tokens.npy"]), allow_pickle=False)
                                       for raw, _ in items]).astype(np.int64)
+        if self.batch_extras is not None:
+            out.update(self.batch_extras(out["ecg_uid"], self.epoch))
         return out, _BatchDecode(decode, n)
 
     @staticmethod
@@ -463,7 +467,7 @@ def make_image_dataset(images_dir: str | Path, split: str, fraction: float | Non
                        batch_size: int = 32, drop_last: bool = False, shuffle_buffer: int = 1000,
                        rank: int | None = None, world_size: int | None = None,
                        with_meta: bool = True, modality: str = "image",
-                       subset: frozenset | None = None, decode_threads: int = 1) -> ImageStream:
+                       subset: frozenset | None = None, decode_threads: int = 1, batch_extras=None) -> ImageStream:
     """The streaming dataset of one split (batches assembled in the worker; see module docstring).
     `with_meta=False` leaves out each sample's metadata dict (`batch["meta"]`): training needs only images,
     labels and ecg_uid, and the dicts are the one part of a batch pickled between processes.
@@ -473,7 +477,7 @@ def make_image_dataset(images_dir: str | Path, split: str, fraction: float | Non
     if fraction is not None and split != "train":
         raise ValueError(f"fractions subset the train split; got split={split!r} with fraction={fraction}")
     return ImageStream(images_dir, split, fraction, task, epoch, seed, shuffle, with_tokens, batch_size, drop_last,
-                       shuffle_buffer, rank, world_size, with_meta, modality, subset, decode_threads)
+                       shuffle_buffer, rank, world_size, with_meta, modality, subset, decode_threads, batch_extras)
 
 
 def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_workers: int = 0,
@@ -481,7 +485,7 @@ def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_wo
                 epoch: int = 0, seed: int = 0, with_tokens: bool = False, shuffle_buffer: int = 1000,
                 rank: int | None = None, world_size: int | None = None, pin_memory: bool = False,
                 multiprocessing_context: str | None = None, with_meta: bool = True,
-                modality: str = "image", decode_threads: int = 1) -> ImageLoader:
+                modality: str = "image", decode_threads: int = 1, batch_extras=None) -> ImageLoader:
     """Training (train=True, default for split 'train'): shuffled, full batches only, every rank stops
     after the same number of steps. Evaluation: in order, partial last batches, every sample once.
     `multiprocessing_context` ("fork", "spawn", "forkserver") starts the DataLoader workers; None keeps
@@ -491,6 +495,6 @@ def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_wo
     ds = make_image_dataset(images_dir, split, fraction, task, epoch, seed, shuffle=train, with_tokens=with_tokens,
                             batch_size=batch_size, drop_last=train, shuffle_buffer=shuffle_buffer, rank=rank,
                             world_size=world_size, with_meta=with_meta, modality=modality,
-                            decode_threads=decode_threads)
+                            decode_threads=decode_threads, batch_extras=batch_extras)
     return ImageLoader(ds, num_workers=num_workers, equalize=train, pin_memory=pin_memory,
                        multiprocessing_context=multiprocessing_context)

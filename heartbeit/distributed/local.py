@@ -42,7 +42,7 @@ class LocalEngine:
         self.clip_grad = float(cfg.clip_grad or 0.0)
         self.keep_checkpoints = int(getattr(cfg, "keep_checkpoints", 0) or 0)
         self._micro = 0
-        self._grad_norm: float | None = None
+        self._grad_norm: Tensor | None = None  # on the device; read by grad_norm() (a sync) at log steps
 
     # ------------------------------------------------------------------ training
     def backward(self, loss: Tensor) -> None:
@@ -58,7 +58,7 @@ class LocalEngine:
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])) if params \
                 else torch.zeros(())
-        self._grad_norm = float(norm)
+        self._grad_norm = norm.detach()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return True
@@ -68,7 +68,7 @@ class LocalEngine:
             group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def grad_norm(self) -> float | None:
-        return self._grad_norm
+        return None if self._grad_norm is None else float(self._grad_norm)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, ckpt_dir: Path, tag: str, client_state: dict) -> None:

@@ -65,15 +65,24 @@ class HeartBEiT(Beit):
             names.add("mask_token")
         return names
 
-    def forward_features_mim(self, x: torch.Tensor, bool_mask: torch.Tensor) -> torch.Tensor:
-        """Patch tokens [B, N, D] after the blocks and the final norm, masked patches replaced by the mask token."""
+    def forward_features_mim(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [B, N, D] after the blocks and the final norm, masked patches replaced by the mask token.
+        `mask`: the masked positions as indices int64 [B, n_masked] (models.masking.MaskSampler), or a
+        boolean [B, N] mask."""
         if self.vocab_size <= 0:
             raise RuntimeError("this HeartBEiT has no MIM head (vocab_size=0); build it with create_mim_model()")
         x = self.patch_embed(x)
         batch, n_patches, _ = x.shape
-        if bool_mask.shape != (batch, n_patches):
-            raise ValueError(f"mask shape {tuple(bool_mask.shape)} does not match [batch, patches] = {(batch, n_patches)}")
-        w = bool_mask.unsqueeze(-1).to(x.dtype)
+        if mask.dtype == torch.bool:
+            if mask.shape != (batch, n_patches):
+                raise ValueError(f"mask shape {tuple(mask.shape)} does not match [batch, patches] = {(batch, n_patches)}")
+            w = mask.unsqueeze(-1).to(x.dtype)
+        else:
+            if mask.dim() != 2 or mask.shape[0] != batch:
+                raise ValueError(f"mask indices shape {tuple(mask.shape)} is not [batch = {batch}, n_masked]")
+            # the same 0/1 weights as a boolean mask, from the indices (a scatter: no host sync)
+            w = torch.zeros(batch, n_patches, 1, dtype=x.dtype, device=x.device).scatter_(
+                1, mask.unsqueeze(-1), 1.0)
         x = x * (1.0 - w) + self.mask_token.to(x.dtype) * w
         x = torch.cat((self.cls_token.expand(batch, -1, -1).to(x.dtype), x), dim=1)
         if self.pos_embed is not None:
@@ -85,16 +94,21 @@ class HeartBEiT(Beit):
         x = self.norm(x)  # Identity under mean pooling; fc_norm is the final norm (see module docstring)
         return self.fc_norm(x[:, self.num_prefix_tokens:])
 
-    def forward_mim(self, x: torch.Tensor, bool_mask: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits [n_masked, vocab] for the masked positions (row-major over batch, then patches)."""
-        tokens = self.forward_features_mim(x, bool_mask)
-        return self.lm_head(tokens[bool_mask])
+    def forward_mim(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits [n_masked, vocab] for the masked positions (row-major over batch, then patches).
+        With index masks the masked tokens are gathered (fixed shape, no host sync); a boolean mask indexes,
+        which makes the host wait for the device (kept for callers that have one)."""
+        tokens = self.forward_features_mim(x, mask)
+        if mask.dtype == torch.bool:
+            return self.lm_head(tokens[mask])
+        picked = tokens.gather(1, mask.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        return self.lm_head(picked.reshape(-1, tokens.shape[-1]))
 
-    def forward(self, x: torch.Tensor, bool_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Classification logits (timm Beit), or MIM logits when a mask is given. Routing MIM through
         forward() lets a wrapper that hooks __call__ (DDP, DeepSpeed ZeRO-3 gathering) see the MIM pass."""
-        if bool_mask is not None:
-            return self.forward_mim(x, bool_mask)
+        if mask is not None:
+            return self.forward_mim(x, mask)
         return super().forward(x)
 
 

@@ -160,7 +160,8 @@ class KMeansTokenizer(Tokenizer):
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 1, H, W] -> float32 [B, g*g, patch*patch] blurred patch pixels (row-major grid)."""
         device = self.centroids.device if self.centroids is not None else images.device
-        x = _blur(to_unit_float(images.to(device), self.input_size), self.blur_sigma)
+        # non-blocking: a no-op when the step has the batch on the device already, else queued (issue 30)
+        x = _blur(to_unit_float(images.to(device, non_blocking=True), self.input_size), self.blur_sigma)
         p = self.patch_size
         return F.unfold(x, kernel_size=p, stride=p).transpose(1, 2).contiguous()
 
@@ -338,7 +339,7 @@ class VQVAETokenizer(nn.Module, Tokenizer):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         g = self.grid_size
-        images = images.to(self.quantizer.codebook.device)
+        images = images.to(self.quantizer.codebook.device, non_blocking=True)  # as in KMeansTokenizer.patches
         z = self._encode_latents(to_unit_float(images, self.input_size))
         return self.quantizer.nearest(z).view(images.shape[0], g, g)
 

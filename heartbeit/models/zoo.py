@@ -104,11 +104,13 @@ def init_new_head(model: torch.nn.Module, arch: str, prevalence: float | None = 
 def head_statistics(model: torch.nn.Module) -> dict:
     """What a classifier head holds now: weight std and max |w|, the bias, and b1 - b0 for two logits."""
     head = classifier_head(model)
+    shape = {"in_features": head.in_features, "out_features": head.out_features}
+    if head.weight.is_meta:  # a model built on the meta device (FLOP counting) holds no values
+        return {"weight_std": None, "weight_absmax": None, "bias": None, "bias_gap": None, **shape}
     w, b = head.weight.detach().float(), head.bias.detach().float()
     return {"weight_std": round(float(w.std()), 6), "weight_absmax": round(float(w.abs().max()), 6),
             "bias": [round(float(v), 6) for v in b],
-            "bias_gap": round(float(b[1] - b[0]), 6) if b.numel() == 2 else None,
-            "in_features": head.in_features, "out_features": head.out_features}
+            "bias_gap": round(float(b[1] - b[0]), 6) if b.numel() == 2 else None, **shape}
 
 
 def build_classifier(arch: str, num_classes: int = 2, img_size: int = 224) -> torch.nn.Module:

@@ -10,6 +10,11 @@ Epoch e visits the data in an order that is a pure function of (seed, e); the po
 `state_dict()`, so a resumed run reads exactly the batches an uninterrupted one would have read.
 InMemoryBatches: position (epoch, batches consumed); rank r of w takes every w-th sample of the epoch's
 order. ShardBatches: heartbeit.data.loader's own exact-resume state; the loader deals shards to ranks.
+
+With `masks` set (a models.masking.MaskSampler; pretraining sets it), every batch carries its MIM masks as
+`mask_index` int64 [B, n_masked], drawn for (epoch, sample key): ShardBatches draws them in the loader's
+worker processes as each batch is assembled (key: the ECG's uid), InMemoryBatches as it slices a batch
+(key: the image's index in the array).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ log = logging.getLogger("heartbeit.train")
 class ImageBatch:
     images: torch.Tensor  # uint8 [B, 1, H, W]
     tokens: torch.Tensor | None = None  # precomputed token grids, integer [B, g, g]
+    mask_index: torch.Tensor | None = None  # MIM masks: masked patch positions, int64 [B, n_masked]
 
 
 class BatchSource(Protocol):
@@ -52,6 +58,7 @@ class InMemoryBatches:
             raise ValueError(f"{len(self.images)} images are fewer than one batch of {batch_size} x {world_size} ranks")
         self.epoch = 0
         self.batch = 0
+        self.masks = None  # a MaskSampler: batches carry mask_index
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch}
@@ -64,9 +71,12 @@ class InMemoryBatches:
             order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.images))
             mine = order[self.rank::self.world_size]
             while self.batch < self.batches_per_epoch:
-                idx = torch.from_numpy(mine[self.batch * self.batch_size:(self.batch + 1) * self.batch_size])
+                rows = mine[self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
+                idx = torch.from_numpy(rows)
                 self.batch += 1
-                yield ImageBatch(self.images[idx], None if self.tokens is None else self.tokens[idx])
+                masks = None if self.masks is None else torch.from_numpy(
+                    self.masks([str(i) for i in rows], self.epoch)["mask_index"])
+                yield ImageBatch(self.images[idx], None if self.tokens is None else self.tokens[idx], masks)
             self.epoch, self.batch = self.epoch + 1, 0
 
 
@@ -87,7 +97,7 @@ class ShardBatches:
 
     def __init__(self, images_dir: str | Path, batch_size: int, seed: int = 0, split: str = "train",
                  with_tokens: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 decode_threads: int = 1, pin_memory: bool = False):
+                 decode_threads: int = 1, pin_memory: bool = False, masks=None):
         if not loader_available():
             raise RuntimeError("heartbeit.data.loader is not available in this version; cannot read image shards")
         from heartbeit.data.loader import make_loader
@@ -98,9 +108,19 @@ class ShardBatches:
                                     "(run `heartbeit render`)")
         self.loader = make_loader(self.images_dir, split, batch_size=batch_size, num_workers=num_workers,
                                   train=True, seed=seed, with_tokens=with_tokens, rank=rank, world_size=world_size,
-                                  with_meta=False, decode_threads=decode_threads, pin_memory=pin_memory)
+                                  with_meta=False, decode_threads=decode_threads, pin_memory=pin_memory,
+                                  batch_extras=masks)  # drawn in the workers, with the batch
+        self.masks = masks
         if len(self.loader) == 0:
             raise RuntimeError(f"{self.images_dir / split}: fewer than one batch of {batch_size} images per rank")
+
+    @property
+    def masks(self):
+        return self.loader.dataset.batch_extras
+
+    @masks.setter
+    def masks(self, sampler) -> None:  # takes effect from the next epoch's (or iterator's) workers on
+        self.loader.dataset.batch_extras = sampler
 
     def state_dict(self) -> dict[str, Any]:
         return self.loader.state_dict()
@@ -111,7 +131,7 @@ class ShardBatches:
     def __iter__(self) -> Iterator[ImageBatch]:
         while True:
             for batch in self.loader:
-                yield ImageBatch(batch["image"], batch.get("tokens"))
+                yield ImageBatch(batch["image"], batch.get("tokens"), batch.get("mask_index"))
             self.loader.set_epoch(self.loader.state_dict()["epoch"] + 1)
 
 

@@ -66,14 +66,14 @@ MIM_VOCAB = 64
 
 def mim_batch(seed: int, micro_step: int, rank: int, world: int, batch_size: int, chans: int, img_size: int,
               patch: int, mask_rng: np.random.Generator):
-    """Images, a ~40% patch mask (from the rank's numpy stream, like BEiT's masking) and target tokens."""
+    """uint8 images, their token grids and 40 % of each image's patches masked (index masks [B, n_masked],
+    ascending, from the rank's numpy stream), as pretraining's batches carry them."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + micro_step * world + rank)
     n = (img_size // patch) ** 2
-    x = torch.randn(batch_size, chans, img_size, img_size, generator=g)
+    images = torch.randint(0, 256, (batch_size, chans, img_size, img_size), generator=g, dtype=torch.uint8)
     tokens = torch.randint(0, MIM_VOCAB, (batch_size, n), generator=g)
-    mask = torch.from_numpy(mask_rng.random((batch_size, n)) < 0.4)
-    mask[:, 0] = True  # at least one masked patch per image
-    return x, mask, tokens[mask]
+    order = np.argsort(mask_rng.random((batch_size, n)), axis=1)[:, :max(1, int(0.4 * n))]
+    return images, tokens, torch.from_numpy(np.sort(order, axis=1))
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int, min_lr: float) -> float:
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from heartbeit.distributed.env import discover
     from heartbeit.distributed.observe import peak_memory_bytes, setup_rank_logging
     from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
+    from heartbeit.train.mim import MimStep
     from heartbeit.train.throughput import Throughput
 
     denv = discover()
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mask_rng": mask_rng.bit_generator.state, "launcher": denv.launcher, "lr": engine.get_lr()}
 
     weights = teacher(args.seed)
+    mim_step = None if args.model == "tiny" else MimStep(engine, cfg.precision, img_size)
     first_step = step
     flops_per_image = None
     if args.model != "tiny":
@@ -188,17 +190,17 @@ def main(argv: list[str] | None = None) -> int:
                 x, y = batch(args.seed, micro_step, rank, world, args.batch_size, weights)
                 x[torch.from_numpy(mask_rng.random(x.shape) < 0.1)] = 0.0  # "masking": a per-rank numpy stream
                 loss = nn.functional.mse_loss(engine.model(x.to(engine.device)), y.to(engine.device))
-            else:
-                x, mask, target = mim_batch(args.seed, micro_step, rank, world, args.batch_size, chans, img_size,
-                                            patch, mask_rng)
-                logits = engine.model(x.to(engine.device), mask.to(engine.device))
-                loss = nn.functional.cross_entropy(logits.float(), target.to(engine.device))
-            engine.backward(loss)
-            stepped = engine.step()
+                engine.backward(loss)
+                stepped = engine.step()
+                window_loss += float(loss.detach()) / cfg.grad_accum
+            else:  # the pretraining loop's own MIM step (train/mim.py)
+                stepped = mim_step(*mim_batch(args.seed, micro_step, rank, world, args.batch_size, chans,
+                                              img_size, patch, mask_rng))
             micro_step += 1
-            window_loss += float(loss.detach()) / cfg.grad_accum
             meter.add(args.batch_size)
         assert stepped, "the accumulation window must end on an optimizer step"
+        if mim_step is not None:
+            window_loss = mim_step.read()[0]  # the self-test reports every step's loss
         step += 1
         if step == first_step + 1 and step < args.steps:
             meter.start()  # the first step allocates buffers and partitions: time from the second on

@@ -5,21 +5,88 @@ the meta device (no memory, no compute). Training counts 3x the forward (backwar
 convention of PaLM/nanoGPT MFU. Only the model is counted: a tokenizer running on the fly is overhead that
 lowers MFU, as it should.
 
-Peaks: dense bf16 tensor-core numbers from a table for GPUs (A100 312, H100/H200 989 TFLOPS; fp32 runs
-use the same table, so fp32 MFU on a GPU reads low), an explicit `pretrain.peak_tflops` wins over everything,
-and on a CPU the peak is an estimate from cores x clock x FLOPs per cycle (AVX-512: 64 fp32/cycle/core;
-AMX bf16: 1024/cycle/core; AVX2: 32).
+Peaks: dense bf16 tensor-core numbers per GPU SKU, matched on the exact CUDA device name (`GPU_SKUS`; fp32
+runs use the same table, so fp32 MFU on a GPU reads low; a MIG slice gets its share of the SMs; a GPU not in
+the table has no peak and says so), an explicit `pretrain.peak_tflops` wins over everything, and on a CPU the
+peak is an estimate from cores x clock x FLOPs per cycle (AVX-512: 64 fp32/cycle/core; AMX bf16:
+1024/cycle/core; AVX2: 32).
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-GPU_PEAK_TFLOPS_BF16 = {"H200": 989.0, "H100": 989.0, "GH200": 989.0, "A100": 312.0, "A800": 312.0,
-                        "L40S": 362.0, "A10G": 125.0, "L4": 121.0, "V100": 125.0}
+
+# Dense bf16 tensor-core peaks (TFLOPS, no sparsity) per GPU SKU, keyed by the exact CUDA device names
+# (torch.cuda.get_device_name) each SKU reports, with its streaming-multiprocessor count: a MIG slice
+# ("<name> MIG 1g.10gb") is that share of the SMs, hence of the peak. Matching is exact, never by substring
+# (an "L40" is not an "L4", an H100 PCIe is not an H100 SXM); a name not listed has no peak and says so.
+# Peaks: NVIDIA data sheets (A100 312; H100/H200/H800 SXM 989, PCIe 756, NVL 835; L4 121; L40S 362; L40 181).
+@dataclass(frozen=True)
+class GpuSku:
+    sku: str
+    bf16_tflops: float
+    sms: int  # streaming multiprocessors of the whole GPU
+    names: tuple[str, ...]
+
+
+GPU_SKUS: tuple[GpuSku, ...] = (
+    GpuSku("A100 40GB", 312.0, 108, ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB")),
+    GpuSku("A100 80GB", 312.0, 108, ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe")),
+    GpuSku("A800 80GB", 312.0, 108, ("NVIDIA A800-SXM4-80GB", "NVIDIA A800 80GB PCIe")),
+    GpuSku("H100 SXM", 989.0, 132, ("NVIDIA H100 80GB HBM3",)),
+    GpuSku("H100 PCIe", 756.0, 114, ("NVIDIA H100 PCIe",)),
+    GpuSku("H100 NVL", 835.0, 132, ("NVIDIA H100 NVL",)),
+    GpuSku("H200 SXM", 989.0, 132, ("NVIDIA H200",)),
+    GpuSku("H200 NVL", 835.0, 132, ("NVIDIA H200 NVL",)),
+    GpuSku("H800 SXM", 989.0, 132, ("NVIDIA H800",)),
+    GpuSku("H800 PCIe", 756.0, 114, ("NVIDIA H800 PCIe",)),
+    GpuSku("GH200", 989.0, 132, ("NVIDIA GH200 480GB",)),
+    GpuSku("L4", 121.0, 58, ("NVIDIA L4",)),
+    GpuSku("L40S", 362.0, 142, ("NVIDIA L40S",)),
+    GpuSku("L40", 181.0, 142, ("NVIDIA L40",)),
+)
+MIG_SLICES = 7  # compute slices of a whole A100/H100/H200 (a "3g" instance holds 3 of them)
+_MIG = re.compile(r"^(?P<base>.+) MIG (?:(?P<ci>\d+)c\.)?(?P<g>\d+)g\.\d+gb$", re.IGNORECASE)
+_BY_NAME = {name.upper(): sku for sku in GPU_SKUS for name in sku.names}
+
+
+def gpu_sku(sku: str) -> GpuSku:
+    """A table row by its SKU name (e.g. "H100 SXM"), for figures that assume a GPU (bench/plan.py)."""
+    for row in GPU_SKUS:
+        if row.sku == sku:
+            return row
+    raise KeyError(f"no GPU SKU {sku!r} in heartbeit.train.flops.GPU_SKUS")
+
+
+def gpu_sku_of(name: str) -> GpuSku | None:
+    """The SKU of a whole GPU's exact device name (None for a MIG slice or a GPU not in the table)."""
+    return _BY_NAME.get(" ".join(name.split()).upper())
+
+
+def gpu_peak_flops(name: str, sm_count: int | None = None) -> tuple[float, str]:
+    """(dense bf16 peak FLOP/s, where it came from) for a CUDA device name; a MIG slice ("... MIG 3g.40gb")
+    gets the share of its SMs (`sm_count`, from the device's properties) or, without it, of the 7 slices.
+    An unknown name gives 0 and a source that says so: MFU is then not reported rather than wrong."""
+    name = " ".join(name.split())
+    mig = _MIG.match(name)
+    sku = _BY_NAME.get((mig["base"] if mig else name).upper())
+    if sku is None:
+        return 0.0, f"unknown GPU {name!r}: not in heartbeit.train.flops.GPU_SKUS (set pretrain.peak_tflops)"
+    if mig is None:
+        return sku.bf16_tflops * 1e12, f"table:{sku.sku}"
+    profile = name[mig.end("base") + len(" MIG "):]
+    if sm_count:
+        share, how = min(1.0, sm_count / sku.sms), f"{sm_count}/{sku.sms} SMs"
+    else:
+        slices = int(mig["ci"] or mig["g"])
+        share, how = slices / MIG_SLICES, f"{slices}/{MIG_SLICES} slices"
+    return sku.bf16_tflops * 1e12 * share, f"table:{sku.sku} MIG {profile} ({how})"
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,11 +147,8 @@ def device_peak_flops(device: torch.device, precision: str, override_tflops: flo
     if override_tflops and override_tflops > 0:
         return override_tflops * 1e12, "config"
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, tflops in GPU_PEAK_TFLOPS_BF16.items():
-            if key in name:
-                return tflops * 1e12, f"table:{key}"
-        return 0.0, f"unknown GPU {name!r} (set pretrain.peak_tflops)"
+        return gpu_peak_flops(torch.cuda.get_device_name(device),
+                              torch.cuda.get_device_properties(device).multi_processor_count)
     return cpu_peak_flops(precision), "cpu-estimate"
 
 

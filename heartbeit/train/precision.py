@@ -12,11 +12,16 @@ results/bench/train_step.json, 2-core AMD EPYC, 2026-12-01), speed of one traini
   signal_xresnet1d_tiny (12 x 2,500 samples, batch 64, same machine, 2026-12-05): bf16 1.41x -> bf16.
 On this CPU bf16 autocast makes depthwise-convolution networks (EfficientNet) slower, so they train in fp32.
 CUDA rows: bf16 autocast everywhere (tensor cores), channels-last for CNNs (cuDNN's NHWC kernels); not yet
-measured on a GPU here (issue 23), the standard setting on A100/H100.
+measured on a GPU here (issue 23), the standard setting on A100/H100. CNN cells on CUDA also let cuDNN
+time its convolution algorithms once per input shape (`cudnn.benchmark`; a cell's images all have one size,
+so the search is paid once): the fastest algorithm can differ between runs, so GPU runs are reproducible
+within a tolerance, not bit-identical (docs/gpu-performance.md). A CPU run never changes it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 from heartbeit.models.families import arch_family
 
@@ -27,6 +32,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 class Numerics:
     precision: str  # "bf16" (autocast) | "fp32"
     channels_last: bool
+    cudnn_benchmark: bool = False  # CUDA only: cuDNN picks its algorithms by timing them (fixed-size inputs)
 
 
 # (device type, family) -> Numerics; "*" is any other family on that device type.
@@ -38,8 +44,8 @@ TABLE: dict[tuple[str, str], Numerics] = {
     ("cpu", "resnet"): Numerics("bf16", True),
     ("cpu", "signal"): Numerics("bf16", False),
     ("cpu", "*"): Numerics("fp32", False),
-    ("cuda", "efficientnet"): Numerics("bf16", True),
-    ("cuda", "resnet"): Numerics("bf16", True),
+    ("cuda", "efficientnet"): Numerics("bf16", True, cudnn_benchmark=True),
+    ("cuda", "resnet"): Numerics("bf16", True, cudnn_benchmark=True),
     ("cuda", "*"): Numerics("bf16", False),
 }
 
@@ -59,4 +65,20 @@ def numerics_for(arch: str, device_type: str, precision: str = "auto") -> Numeri
         raise ValueError(f"matrix.precision must be one of {PRECISIONS}, got {precision!r}")
     family = arch_family(arch)
     row = TABLE.get((device_type, family)) or TABLE[(device_type, "*")]
-    return row if precision == "auto" else Numerics(precision, row.channels_last)
+    return row if precision == "auto" else replace(row, precision=precision)
+
+
+@contextmanager
+def cudnn_autotune(arch: str, device_type: str) -> Iterator[bool]:
+    """`torch.backends.cudnn.benchmark` as the table says for this cell while it trains (on for CNNs on
+    CUDA, off otherwise, so one cell's setting never leaks into the next in the same worker process);
+    restored afterwards. Yields whether it is on."""
+    import torch
+
+    on = device_type == "cuda" and numerics_for(arch, device_type).cudnn_benchmark
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield on
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -3,10 +3,15 @@
     pretrain(cfg, images_dir_or_batches, tokenizer, out_dir, resume=False) -> summary dict
 
 One optimizer step = `grad_accum` micro batches of `batch_size` images per rank. For each image: blockwise-
-mask `mask_patches` of the patch grid (seeded by the image's position in the run, not by any global RNG),
-replace their embeddings with the mask token, and predict the tokenizer's code of every masked patch
-(cross-entropy on the masked positions only). The learning rate is a pure function of the global step
-(linear warmup, cosine to min_lr), so a resumed run follows the same schedule.
+mask `mask_patches` of the patch grid (drawn in the loader's workers, seeded by the run's seed, the epoch and
+the image's key: models.masking.MaskSampler), replace their embeddings with the mask token, and predict the
+tokenizer's code of every masked patch (cross-entropy on the masked positions only: train/mim.py, the one
+MIM step). The learning rate is a pure function of the global step (linear warmup, cosine to min_lr), so a
+resumed run follows the same schedule.
+
+The host never waits for the device between log steps (issue 30): the step makes no sync, the loss and
+accuracy are summed on the device and read every `log_every` steps, and the stop request (a collective
+under DeepSpeed) is checked on those steps too, so a pre-limit signal is acted on within `log_every` steps.
 
 Everything about distribution lives behind `engine` (heartbeit.distributed.engine): the same file runs on
 one CPU, one GPU, or N ranks under DeepSpeed ZeRO. Outputs in `out_dir`:
@@ -27,13 +32,11 @@ import logging
 import math
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from heartbeit.config import PretrainConfig, to_dict
@@ -43,18 +46,16 @@ from heartbeit.distributed.build import build_engine, world_size_from_env
 from heartbeit.distributed.engine import Engine, latest_tag
 from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
 from heartbeit.models.heartbeit import create_mim_model, export_backbone
-from heartbeit.models.masking import BlockMaskGenerator
+from heartbeit.models.masking import MaskSampler
 from heartbeit.models.tokenizer import Tokenizer
 from heartbeit.train.batches import BatchSource, ShardBatches
 from heartbeit.train.flops import device_peak_flops, mfu, mim_train_flops_per_image
+from heartbeit.train.mim import MEAN, STD, MimStep  # noqa: F401 (MEAN/STD: the export's normalisation)
 from heartbeit.train.param_groups import param_groups
 from heartbeit.train.schedule import check_resume, resolve_schedule, train_image_count
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
 
 log = logging.getLogger("heartbeit.pretrain")
-
-MEAN = STD = 0.5  # HeartBEiT's image normalisation (Vaid et al.), also in the timm pretrained_cfg
-
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     """Linear warmup to cfg.lr over warmup_steps, then cosine decay to min_lr at cfg.steps."""
@@ -197,7 +198,8 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     random.seed(cfg.seed + engine.rank)
     np.random.seed(cfg.seed + engine.rank)
 
-    # ---- data: shards (through heartbeit.data.loader) or any BatchSource
+    # ---- data: shards (through heartbeit.data.loader) or any BatchSource; the masks come with the batches
+    masks = MaskSampler(grid, cfg.mask_patches, min_block=cfg.min_mask_block, seed=cfg.seed)
     if isinstance(data, (str, Path)):
         images_dir = Path(data)
         use_shard_tokens = cfg.tokens == "shards" or (
@@ -205,11 +207,15 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
         source: BatchSource = ShardBatches(images_dir, cfg.batch_size, seed=cfg.seed, with_tokens=use_shard_tokens,
                                            rank=engine.rank, world_size=engine.world_size,
                                            num_workers=cfg.num_workers, decode_threads=cfg.decode_threads,
-                                           pin_memory=device.type == "cuda")  # non-blocking copies need it
+                                           pin_memory=device.type == "cuda",  # non-blocking copies need it
+                                           masks=masks)
         log.info("token grids: %s", "precomputed in the shards" if use_shard_tokens else "computed on the fly")
     else:
         source = data
-    masks = BlockMaskGenerator(grid, cfg.mask_patches, min_block=cfg.min_mask_block, seed=cfg.seed)
+        if not hasattr(source, "masks"):
+            raise TypeError(f"{type(source).__name__}: pretraining needs a BatchSource that draws the masks "
+                            "(a `masks` attribute, as InMemoryBatches and ShardBatches have)")
+        source.masks = masks
 
     # ---- resume
     step = 0
@@ -233,7 +239,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     # ---- FLOPs for MFU (model only, counted once per configuration)
     flops_per_image = mim_train_flops_per_image(cfg.model, cfg.image_size, tokenizer.vocab_size, cfg.mask_patches)
     peak_flops, peak_source = device_peak_flops(device, cfg.precision, cfg.peak_tflops)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext())
+    mim_step = MimStep(engine, cfg.precision, cfg.image_size, tokenizer)
     images_per_step = cfg.batch_size * cfg.grad_accum * engine.world_size
 
     # ---- exports: the final one and those at pretrain.export_at
@@ -288,44 +294,25 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     engine.model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not (progress and is_main),
                dynamic_ncols=True)
-    window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0, "t0": time.perf_counter()}
+    window = {"steps": 0, "t0": time.perf_counter()}
     while step < end:
         lr = lr_at(step, cfg)
         engine.set_lr(lr)
-        for micro in range(cfg.grad_accum):
+        for _ in range(cfg.grad_accum):
             batch = next(stream)
-            images = batch.images.to(device, non_blocking=True)
-            if batch.tokens is not None:
-                tokens = batch.tokens.to(device, non_blocking=True).long()
-            else:
-                tokens = tokenizer.encode(images).to(device)
-            x = images.float().div_(255.0)
-            if x.shape[-1] != cfg.image_size or x.shape[-2] != cfg.image_size:
-                x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", antialias=True)
-            x = (x - MEAN) / STD
-            # the mask of an image depends only on its position in the run: (step, micro, rank, index)
-            first = ((step * cfg.grad_accum + micro) * engine.world_size + engine.rank) * cfg.batch_size
-            mask = masks.batch(range(first, first + len(images))).to(device)
-            targets = tokens.flatten(1)[mask]
-            with autocast:
-                logits = engine.model(x, mask)
-            loss = F.cross_entropy(logits.float(), targets)
-            engine.backward(loss)
-            engine.step()
-            window["loss"] += loss.item() * targets.numel()
-            window["correct"] += (logits.argmax(-1) == targets).sum().item()
-            window["count"] += targets.numel()
+            mim_step(batch.images, batch.tokens, batch.mask_index)
         step += 1
         window["steps"] += 1
         bar.update(1)
 
-        if step % cfg.log_every == 0 or step == 1 or step == end:
+        log_step = step % cfg.log_every == 0 or step == 1 or step == end
+        if log_step:  # the only place the loop reads the device
             elapsed = time.perf_counter() - window["t0"]
             ips = window["steps"] * images_per_step / max(elapsed, 1e-9)
+            loss, acc, _ = mim_step.read()
             record = {
                 "step": step, "epoch": source.state_dict().get("epoch"),
-                "loss": engine.all_reduce_mean(window["loss"] / window["count"]),
-                "mlm_acc": engine.all_reduce_mean(window["correct"] / window["count"]),
+                "loss": engine.all_reduce_mean(loss), "mlm_acc": engine.all_reduce_mean(acc),
                 "lr": lr, "grad_norm": engine.grad_norm(), "images_per_s": ips,
                 "mfu": mfu(ips, flops_per_image, peak_flops, engine.world_size),
             }
@@ -337,12 +324,12 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                 log.info("step %d/%d loss %.4f acc %.3f lr %.2e %.1f img/s MFU %s", step, cfg.steps,
                          record["loss"], record["mlm_acc"], lr, ips,
                          f"{record['mfu']:.2%}" if record["mfu"] is not None else "n/a")
-            window = {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0, "t0": time.perf_counter()}
+            window = {"steps": 0, "t0": time.perf_counter()}
         if step in intermediate:  # before any checkpoint of this step: a resume never skips past it unwritten
             export_intermediate(step)
         if step % cfg.checkpoint_every == 0 or step == end:
             save(step)
-        elif step < end and stop.should_stop(engine):
+        elif step < end and log_step and stop.should_stop(engine):
             save(step)
             mark_checkpointed()
             log.warning("stopped at step %d with a checkpoint; rerun with --resume to continue", step)
