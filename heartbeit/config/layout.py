@@ -9,6 +9,7 @@
       pretrain/                 checkpoints/latest, heartbeit-<variant>.safetensors export
       matrix/plan.json, matrix/cells/<cell_id>/{cell.json, predictions.parquet, model.safetensors,
                                                 val_scores.parquet, complete.json (written last)}
+      matrix/cells/.resume/<cell_id>/checkpoint.pt   a running cell's mid-cell checkpoint (deleted when it completes)
       report/scores/            each cell's cached metric rows                 heartbeit report
       slurm/logs/, slurm_jobs.json                                             heartbeit slurm submit
       run.json                  stage timings                                  heartbeit run
@@ -132,6 +133,12 @@ def checkpoint_pointer(pretrain_dir: str | Path) -> Path:
 def matrix_cells(matrix_dir: str | Path) -> Path:
     """The cells folder of a matrix folder (a `--matrix-dir` other than the run's)."""
     return Path(matrix_dir) / "cells"
+
+
+def cell_resume_dir(cells_dir: str | Path, cell_id: str) -> Path:
+    """A cell's mid-cell checkpoint folder (heartbeit.train.cell_checkpoint): outside the cell's temporary
+    folder, which a rerun discards, and removed once the cell is complete."""
+    return Path(cells_dir) / ".resume" / cell_id
 
 
 def matrix_plan(matrix_dir: str | Path) -> Path:
