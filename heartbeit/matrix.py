@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 from heartbeit import __version__
 from heartbeit.config import MatrixConfig, to_dict
 from heartbeit.config.core import RENAMED_KEYS
-from heartbeit.config.layout import CELL_RECORD, COMPLETE, cell_resume_dir
+from heartbeit.config.layout import CELL_CHECKPOINT_PROGRESS, CELL_RECORD, COMPLETE, cell_resume_dir
 from heartbeit.data.lock import pid_alive
 from heartbeit.distributed.preempt import Stopped, mark_checkpointed, stop_file_present
 from heartbeit.utils.io import atomic_write_json, sha256_file
@@ -285,12 +285,25 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
         if info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", 0))):
             return "partial", f"interrupted ({where}); rerun to redo it"
         return "running", where
+    resume = resume_note(cells_dir, cell.cell_id)
     failed = cells_dir / ".failed" / f"{cell.cell_id}.json"
     if failed.is_file():
-        return "failed", json.loads(failed.read_text()).get("reason", "")
+        return "failed", "; ".join(filter(None, [json.loads(failed.read_text()).get("reason", ""), resume]))
+    if resume:
+        return "partial", resume
     if (cells_dir / cell.cell_id).exists():
         return "partial", "no completion record"
     return "planned", ""
+
+
+def resume_note(cells_dir: str | Path, cell_id: str) -> str:
+    """'mid-cell checkpoint at step N (saved ...); a rerun resumes there', or '' without one."""
+    progress = cell_resume_dir(cells_dir, cell_id) / CELL_CHECKPOINT_PROGRESS
+    try:
+        info = json.loads(progress.read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""
+    return f"mid-cell checkpoint at step {info.get('step')} (saved {info.get('saved')}); a rerun resumes there"
 
 
 def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict], n_cells: int) -> str:

@@ -244,17 +244,47 @@ def _parse_scontrol(text: str) -> list[dict[str, str]]:
 
 
 def job_rows(job_id: str) -> list[dict[str, str]]:
-    """`scontrol show job -o JOB` as dicts (an array: one per task, pending tasks may share one row). An
-    empty list when slurmctld no longer knows the job (older than MinJobAge)."""
+    """`scontrol show job -o JOB` as dicts (an array: one per task, pending tasks may share one row). Once
+    slurmctld has forgotten the job (older than MinJobAge, 300 s by default), the accounting record
+    (`sacct`) in the same keys; an empty list when neither knows it."""
     try:
         proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise SlurmError("scontrol not found: run this where the Slurm client commands are installed") from None
     if proc.returncode != 0:
         if "Invalid job id" in proc.stderr:
-            return []
+            return sacct_rows(job_id)
         raise SlurmError(f"scontrol show job {job_id} failed ({proc.returncode}): {proc.stderr.strip()}")
     return _parse_scontrol(proc.stdout)
+
+
+SACCT_FIELDS = ("JobID", "State", "ExitCode", "Reason", "Elapsed")
+
+
+def sacct_rows(job_id: str) -> list[dict[str, str]]:
+    """The job's allocations from Slurm accounting, as scontrol's keys (JobId, ArrayTaskId, JobState,
+    ExitCode, Reason, RunTime) plus Source=sacct; [] without accounting (no sacct, storage disabled)."""
+    try:
+        proc = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "--format=" + ",".join(SACCT_FIELDS)],
+                              capture_output=True, text=True, timeout=60)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return []
+    if proc.returncode != 0:
+        log.debug("sacct -j %s: %s", job_id, proc.stderr.strip())
+        return []
+    rows = []
+    for line in proc.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) != len(SACCT_FIELDS):
+            continue
+        f = dict(zip(SACCT_FIELDS, parts))
+        base, _, task = f["JobID"].partition("_")
+        row = {"JobId": base, "JobState": (f["State"].split() or ["UNKNOWN"])[0], "ExitCode": f["ExitCode"] or "0:0",
+               "Reason": f["Reason"] or "None", "RunTime": f["Elapsed"], "Source": "sacct"}
+        if task:
+            row["ArrayTaskId"] = task.strip("[]")
+        rows.append(row)
+    return rows
 
 
 def _task_count(row: dict[str, str]) -> int:
@@ -280,7 +310,12 @@ def summarise(entry: dict, rows: list[dict[str, str]]) -> dict:
         states[row.get("JobState", "UNKNOWN")] = states.get(row.get("JobState", "UNKNOWN"), 0) + _task_count(row)
     reasons = sorted({r.get("Reason", "None") for r in rows} - {"None"})
     bad_exits = sorted({r.get("ExitCode", "0:0") for r in rows} - {"0:0"})
-    return {"stage": entry["stage"], "job_id": entry["job_id"], "states": states or {"GONE": 1},
+    tasks = {r["ArrayTaskId"]: r.get("JobState", "UNKNOWN") + (f" exit {r['ExitCode']}" if r.get("ExitCode", "0:0")
+                                                               != "0:0" else "")
+             for r in rows if r.get("ArrayTaskId", "").isdigit()}
+    return {"stage": entry["stage"], "job_id": entry["job_id"], "states": states or {"GONE": 1}, "tasks": tasks,
+            "source": "sacct" if rows and all(r.get("Source") == "sacct" for r in rows) else
+            ("scontrol" if rows else ""),
             "reason": ",".join(reasons), "exit_codes": bad_exits,
             "restarts": max((int(r.get("Restarts", "0") or 0) for r in rows), default=0),
             "run_time": max((r.get("RunTime", "") for r in rows), default=""),
@@ -317,10 +352,52 @@ def format_status(status: list[dict]) -> str:
         if s["restarts"]:
             detail.append(f"restarts {s['restarts']}")
         if s["states"] == {"GONE": 1}:
-            detail.append("no longer known to slurmctld (see the job's log)")
+            detail.append("known neither to slurmctld nor to accounting (see the job's log)")
+        elif s.get("source") == "sacct":
+            detail.append("from accounting (sacct)")
         lines.append(f"{s['stage']:9s} {s['job_id']:>8s}  {state:28s} {s['run_time']:>10s}  {'; '.join(detail)}")
     return "\n".join(lines)
 
 
-__all__ = ["JobSpec", "SlurmError", "chain_jobs", "submit_chain", "read_record", "job_rows", "chain_status",
+# Slurm states of an array task that ended without its cell (the cell's own record says why)
+UNFINISHED_TASK_STATES = ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "PREEMPTED", "BOOT_FAIL",
+                          "DEADLINE")
+
+
+def cell_states(record: dict, status: list[dict]) -> tuple[dict[str, int], list[dict]]:
+    """(cell counts by state, the cells that need attention): every plan cell not done whose own record
+    says failed or partial (e.g. a mid-cell checkpoint to resume), or whose array task ended in one of
+    UNFINISHED_TASK_STATES -- each with its label, state, the cell's reason and the task's Slurm state."""
+    from heartbeit.matrix import cell_status, read_plan
+
+    layout = RunLayout(record["workdir"])
+    if not layout.plan.is_file():
+        return {}, []
+    tasks = next((s.get("tasks", {}) for s in status if s["stage"] == "matrix"), {})
+    counts: dict[str, int] = {}
+    attention = []
+    for cell in read_plan(layout.plan):
+        state, detail = cell_status(layout.cells, cell)
+        counts[state] = counts.get(state, 0) + 1
+        slurm = tasks.get(str(cell.index), "")
+        if state in ("failed", "partial") or (state != "done" and slurm.split(" ")[0] in UNFINISHED_TASK_STATES):
+            attention.append({"index": cell.index, "cell_id": cell.cell_id, "label": cell.label, "state": state,
+                              "detail": detail, "slurm": slurm})
+    return counts, attention
+
+
+def format_cells(counts: dict[str, int], attention: list[dict]) -> str:
+    if not counts:
+        return "matrix cells: no plan yet"
+    lines = ["matrix cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
+    for c in attention:
+        slurm = f" [Slurm {c['slurm']}]" if c["slurm"] else ""
+        lines.append(f"  cell {c['index']:4d} {c['label']}: {c['state']}{slurm}" + (f": {c['detail']}" if c["detail"] else ""))
+    if attention:
+        lines.append("resubmit the unfinished cells with `heartbeit slurm submit --from matrix ...` (done cells are "
+                     "skipped, checkpointed ones resume)")
+    return "\n".join(lines)
+
+
+__all__ = ["cell_states", "format_cells", "sacct_rows", "JobSpec", "SlurmError", "chain_jobs", "submit_chain", "read_record", "job_rows", "chain_status",
            "wait_chain", "format_status", "matrix_cell_count", "run_args", "summarise"]

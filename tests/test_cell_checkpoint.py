@@ -15,7 +15,7 @@ from heartbeit.config import MatrixConfig, RenderConfig
 from heartbeit.config.core import ConfigError
 from heartbeit.config.layout import CELL_WEIGHTS, PREDICTIONS, VAL_SCORES, cell_resume_dir
 from heartbeit.data.render_stage import render_corpus
-from heartbeit.matrix import Cell, _finetune_fingerprint, run_cells
+from heartbeit.matrix import Cell, _finetune_fingerprint, cell_status, run_cells
 from heartbeit.train.cell_checkpoint import CHECKPOINT, decode, encode
 from heartbeit.train.finetune import CellData, cell_data_from_shards, finetune_cell
 from render_fixtures import make_corpus
@@ -103,6 +103,8 @@ def test_a_stopped_or_crashed_cell_resumes_to_byte_identical_predictions(images,
     assert not (cells / ".failed" / f"{cell.cell_id}.json").exists() and not (cells / cell.cell_id).exists()
     state = torch.load(resume / CHECKPOINT, weights_only=True)
     assert (state["position"]["epoch"], state["position"]["batches"]) == (1, 3)
+    state_, detail = cell_status(cells, cell)
+    assert state_ == "partial" and f"mid-cell checkpoint at step {per_epoch + 3}" in detail
     assert decode(state["loop"])["step"] == per_epoch + 3
 
     counts = run_cells([cell], cells, train_fn())
@@ -120,6 +122,8 @@ def test_a_stopped_or_crashed_cell_resumes_to_byte_identical_predictions(images,
     assert run_cells([cell], cells2, train_fn("crash", every_step))["failed"] == 1
     state = torch.load(resume / CHECKPOINT, weights_only=True)
     assert decode(state["loop"])["step"] == per_epoch + 2  # the last step before the crash
+    state_, detail = cell_status(cells2, cell)
+    assert state_ == "failed" and "simulated crash" in detail and f"checkpoint at step {per_epoch + 2}" in detail
     assert run_cells([cell], cells2, train_fn(config=every_step))["ran"] == 1
     assert outputs(cells2 / cell.cell_id) == expected and not resume.exists()
 

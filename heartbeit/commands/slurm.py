@@ -116,16 +116,19 @@ def _submit(args) -> int:
 
 def _status(args) -> int:
     from heartbeit.config.cli_args import resolve_config
-    from heartbeit.slurm_submit import chain_status, format_status, read_record, wait_chain
+    from heartbeit.slurm_submit import cell_states, chain_status, format_cells, format_status, read_record, wait_chain
 
     workdir = Path(args.workdir) if args.workdir else Path(resolve_config(args).workdir)
     record = read_record(workdir)
     status = wait_chain(record, args.timeout) if args.wait else chain_status(record)
+    counts, attention = cell_states(record, status)
     if args.json:
-        print(json.dumps({"workdir": record["workdir"], "jobs": status}, indent=2))
+        print(json.dumps({"workdir": record["workdir"], "jobs": status, "cells": counts, "cells_attention": attention},
+                         indent=2))
     else:
         print(f"{record['profile']} chain submitted {record['submitted']} ({record['matrix_cells']} matrix cells)")
         print(format_status(status))
+        print(format_cells(counts, attention))
     if args.wait:
         return 0 if all(s["ok"] for s in status) else 1
     return 0

@@ -9,7 +9,8 @@
       pretrain/                 checkpoints/latest, heartbeit-<variant>.safetensors export
       matrix/plan.json, matrix/cells/<cell_id>/{cell.json, predictions.parquet, model.safetensors,
                                                 val_scores.parquet, complete.json (written last)}
-      matrix/cells/.resume/<cell_id>/checkpoint.pt   a running cell's mid-cell checkpoint (deleted when it completes)
+      matrix/cells/.resume/<cell_id>/checkpoint.pt, checkpoint.json
+                                a running cell's mid-cell checkpoint (deleted when the cell completes)
       report/scores/            each cell's cached metric rows                 heartbeit report
       slurm/logs/, slurm_jobs.json                                             heartbeit slurm submit
       run.json                  stage timings                                  heartbeit run
@@ -27,6 +28,9 @@ PREDICTIONS = "predictions.parquet"  # one row per scored ECG
 CELL_WEIGHTS = "model.safetensors"  # the selected epoch's weights
 VAL_SCORES = "val_scores.parquet"  # the selected epoch's validation scores (an export's threshold)
 COMPLETE = "complete.json"  # written last: its presence means the cell is finished
+# the files of a running cell's mid-cell checkpoint folder (cells/.resume/<cell_id>/, `cell_resume_dir`)
+CELL_CHECKPOINT = "checkpoint.pt"  # model, optimizer, scheduler, RNGs, loader position, loop and selection state
+CELL_CHECKPOINT_PROGRESS = "checkpoint.json"  # {step, saved}: for status, without loading the checkpoint
 
 
 class RunLayout:

@@ -34,13 +34,13 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from heartbeit.config.layout import CELL_CHECKPOINT as CHECKPOINT, CELL_CHECKPOINT_PROGRESS as PROGRESS
 from heartbeit.distributed.preempt import StopRequest, Stopped, mark_checkpointed
 from heartbeit.train.rng import rng_state, set_rng_state
-from heartbeit.utils.io import atomic_path
+from heartbeit.utils.io import atomic_path, atomic_write_json
 
 log = logging.getLogger("heartbeit.finetune")
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 
 
@@ -192,6 +192,7 @@ class CellCheckpoint:
                  "position": position, "loop": encode(loop)}
         with atomic_path(self.file) as tmp:
             torch.save(state, tmp)
+        atomic_write_json(self.folder / PROGRESS, {"step": loop["step"], "saved": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self.saves += 1
         self.last_save = self.clock()
         log.info("cell %s: checkpoint at step %d written in %.2f s", self.cell_id, loop["step"],
