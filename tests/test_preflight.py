@@ -40,13 +40,60 @@ def test_paper_stops_before_training_without_imagenet_weights(tmp_path):
     for arch in PAPER_BASELINES[:2]:
         (weights / f"{arch}.safetensors").write_bytes(b"x")
     with pytest.raises(ConfigError) as err:
-        check_run(cfg, ["plan"])
+        check_run(cfg, ["plan"], load_weights=False)  # (placeholder files: whether they load is the next test's)
     assert "resnet152.safetensors" in str(err.value) and "efficientnet_b4.safetensors" not in str(err.value)
     (weights / "resnet152").mkdir()
     (weights / "resnet152" / "model.safetensors").write_bytes(b"x")
-    check_run(cfg, ["plan"])
+    check_run(cfg, ["plan"], load_weights=False)
     check_run(load_config("paper", overrides=["matrix.allow_random_init=true", "allow_cpu=true"]), ["plan"])
     check_run(load_config("paper"), ["synth", "ingest", "render", "tokenizer"])  # not before the matrix
+
+
+def test_imagenet_files_are_loaded_into_their_models_before_training(tmp_path):
+    """Each file goes through the cell's own loading (weights.py: .pth read with weights_only, the RGB stem
+    folded to one channel, the 1000-class head dropped): a file that does not fit is named up front."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from heartbeit.config import MatrixConfig
+    from heartbeit.config.preflight import weight_problems
+
+    weights = tmp_path / "imagenet"
+    weights.mkdir()
+    mcfg = MatrixConfig(architectures=["resnet18"], imagenet_weights_dir=str(weights), image_size=64)
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), weights / "resnet18.pth")  # RGB, 1000
+    assert weight_problems(mcfg) == []
+    (weights / "resnet18.pth").unlink()
+    save_file(timm.create_model("resnet34", pretrained=False).state_dict(), str(weights / "resnet18.safetensors"))
+    (problem,) = weight_problems(mcfg)
+    assert "matrix.imagenet_weights_dir: resnet18.safetensors does not" in problem and "resnet18" in problem
+    assert weight_problems(mcfg, load=False) == []  # only presence
+
+
+def test_no_gpu_names_the_real_reason(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(preflight, "gpu_available", lambda: False)
+    cfg = load_config("paper", overrides=["matrix.allow_random_init=true"])
+    proc = tmp_path / "version"
+    proc.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build\n")
+    assert preflight.driver_version(proc) == "535.104.05" and preflight.driver_version(tmp_path / "none") is None
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(preflight, "driver_version", lambda: "535.104.05")
+    with pytest.raises(ConfigError, match=r"built for CUDA 13.0, driver 535.104.05: driver 535.104.05 is older than "
+                                          r"the R580 this torch build's CUDA 13.0 needs"):
+        check_run(cfg, ["matrix"])
+    monkeypatch.setattr(preflight, "driver_version", lambda: None)
+    with pytest.raises(ConfigError, match="no NVIDIA driver on this node"):
+        check_run(cfg, ["pretrain"])
+    monkeypatch.setattr(preflight, "driver_version", lambda: "580.65.06")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES='' hides every GPU"):
+        check_run(cfg, ["pretrain"])
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ConfigError, match="this torch build has no CUDA"):
+        check_run(cfg, ["pretrain"])
 
 
 def test_sizes_across_stages_are_checked():

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     if args.action != "status":  # plan is a CPU stage; run needs the GPU (unless allow_cpu)
-        check_run(cfg, ["plan", "matrix"] if args.action == "run" else ["plan"])
+        # a cell loads its ImageNet file strictly itself; the plan (and `heartbeit run`) loads every file once
+        check_run(cfg, ["plan", "matrix"] if args.action == "run" else ["plan"], load_weights=args.action == "plan")
     layout = RunLayout.of(cfg)
     images = Path(args.images) if args.images else layout.images
     matrix_dir = Path(args.matrix_dir) if args.matrix_dir else layout.matrix
