@@ -1,8 +1,14 @@
 """The whole study as dependent Slurm jobs: prepare -> pretrain -> plan -> matrix array -> report.
 
     jobs = chain_jobs(cfg, site, run_args, submit_dir)     # what would be submitted (JobSpec list)
-    record = submit_chain(jobs, cfg, site_file)             # sbatch each, --dependency=afterok on the last
+    record = submit_chain(jobs, cfg, site_file)             # sbatch each, after the job(s) it depends on
     rows = job_rows(job_id)                                 # `scontrol show job -o` as dicts
+
+Each job waits for the one before it (`afterok`, with --kill-on-invalid-dep=yes: a failed stage cancels the
+rest), except the report: it waits for the plan job to succeed and for the matrix array to *end*, whatever
+became of its cells (`afterok:<plan>,afterany:<matrix>`), so a failed or timed-out cell never silently
+cancels the study's report; the report opens with the cells that did not finish, and `heartbeit slurm
+status` names them with their reasons. Resubmitting from the matrix reruns just those cells.
 
 Every job runs a readable script in slurm/ (its #SBATCH lines are the defaults; the site file's settings
 become sbatch options that override them) and that script runs the same `heartbeit` commands as the local
@@ -37,6 +43,9 @@ TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"
                       "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"})
 
 
+AFTER = "after"  # the key of an outside job id (`--after`) in JobSpec.command's ids
+
+
 class SlurmError(RuntimeError):
     """sbatch/scontrol failed or is missing; the message carries Slurm's own words."""
 
@@ -50,9 +59,13 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)  # exported to the job (sbatch --export=ALL default)
     array: str = ""  # e.g. "0-59%8"
     log: str = ""  # the job's output file pattern
+    # (afterok | afterany, stage) pairs this job waits for; AFTER names a job given from outside (--after)
+    after: list[tuple[str, str]] = field(default_factory=list)
 
-    def command(self, dependency: str | None = None) -> list[str]:
-        dep = [f"--dependency=afterok:{dependency}", "--kill-on-invalid-dep=yes"] if dependency else []
+    def command(self, ids: dict[str, str] | None = None) -> list[str]:
+        """The sbatch command; `ids` maps stage names (and AFTER) to submitted job ids."""
+        deps = [f"{kind}:{(ids or {})[stage]}" for kind, stage in self.after if stage in (ids or {})]
+        dep = [f"--dependency={','.join(deps)}", "--kill-on-invalid-dep=yes"] if deps else []
         array = [f"--array={self.array}"] if self.array else []
         return ["sbatch", "--parsable", *self.sbatch_args, *array, *dep, self.script, *self.script_args]
 
@@ -175,7 +188,13 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
                           dict(env), array=f"0-{n_cells - 1}{parallel}", log=matrix_log),
         "report": single("report", "report.sh", [*stage_args]),
     }
-    return [jobs[name] for name in STAGES[STAGES.index(start):]]
+    chosen = [jobs[name] for name in STAGES[STAGES.index(start):]]
+    for previous, job in zip([None, *chosen], chosen):
+        job.after = [("afterok", previous.stage if previous else AFTER)]
+    if jobs["report"] in chosen:  # the report runs once the matrix has ended, however its cells ended
+        jobs["report"].after = [("afterok", "plan"), ("afterany", "matrix")] if start != "report" else \
+            [("afterok", AFTER)]
+    return chosen
 
 
 def _sbatch(cmd: list[str], env: dict[str, str]) -> str:
@@ -190,7 +209,7 @@ def _sbatch(cmd: list[str], env: dict[str, str]) -> str:
 
 def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | None = None,
                  after: str | None = None) -> dict:
-    """sbatch each job with --dependency=afterok on the one before (the first on `after`, if given); write
+    """sbatch each job after the job(s) it depends on (JobSpec.after; the first on `after`, if given); write
     and return the record <workdir>/slurm_jobs.json. A failed sbatch cancels the jobs already submitted."""
     work = Path(cfg.workdir)
     RunLayout(work).slurm_logs.mkdir(parents=True, exist_ok=True)
@@ -199,15 +218,15 @@ def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | No
                           "# written by `heartbeit slurm submit` from the site file; sourced by every job\n"
                           + "\n".join(site.setup) + "\n")
     submitted: list[dict] = []
-    previous = after
+    ids = {AFTER: after} if after else {}
     try:
         for job in jobs:
-            cmd = job.command(previous)
+            cmd = job.command(ids)
             job_id = _sbatch(cmd, job.env)
             log.info("%s: job %s", job.stage, job_id)
             submitted.append({"stage": job.stage, "job_id": job_id, "array": job.array, "log": job.log,
                               "command": cmd})
-            previous = job_id
+            ids[job.stage] = job_id
     except SlurmError:
         for done in submitted:
             subprocess.run(["scancel", done["job_id"]], capture_output=True, timeout=60)

@@ -93,6 +93,8 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
         assert "--account=lab" in block and "--qos=high" in block and "--mail-type=FAIL" in block
         assert f"--workdir {tmp_path / 'w'}" in block and "HEARTBEIT_SITE_SETUP=" in block
         assert ("--dependency=afterok:" in block) == (stage != "prepare")
+    # the report runs once the matrix array has ended, whatever became of its cells (issue 29)
+    assert "'--dependency=afterok:<plan job id>,afterany:<matrix job id>'" in blocks["report"]
     assert "--partition=cpu" in blocks["prepare"] and "--cpus-per-task=16" in blocks["prepare"]
     assert "--partition=gpu" in blocks["pretrain"] and "--nodes=2" in blocks["pretrain"]
     assert "--gpus-per-node=8" in blocks["pretrain"]  # the flag overrides the site file's 4
@@ -168,8 +170,9 @@ def test_submit_runs_the_whole_study_to_a_results_table(chain):
         assert s["ok"] and s["states"] == ({"COMPLETED": 3} if s["stage"] == "matrix" else {"COMPLETED": 1}), s
     jobs = chain["record"]["jobs"]
     ids = [j["job_id"] for j in jobs]
-    for previous, job in zip(ids, jobs[1:]):  # each job waited for the one before
+    for previous, job in zip(ids, jobs[1:-1]):  # each job waited for the one before
         assert f"--dependency=afterok:{previous}" in job["command"]
+    assert f"--dependency=afterok:{ids[2]},afterany:{ids[3]}" in jobs[-1]["command"]  # plan ok, matrix ended
     assert jobs[3]["array"] == "0-2%2"
     plan = json.loads((work / "matrix" / "plan.json").read_text())["cells"]
     assert len(plan) == 3 and [c["pretrain_step"] for c in plan] == [None, None, 2]  # 50 % of 4 steps

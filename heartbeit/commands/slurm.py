@@ -11,8 +11,9 @@ from heartbeit.config.cli_args import add_common_config_args
 from heartbeit.config.layout import RunLayout
 from heartbeit.config.stages import SLURM_JOBS
 
-HELP = """Submit the study as jobs chained with --dependency=afterok, each running a script in slurm/ that
-calls the same `heartbeit` commands as `heartbeit run`:
+HELP = """Submit the study as dependent jobs (each after the one before succeeded; the report after the matrix
+array has ended, however its cells ended), each running a script in slurm/ that calls the same
+`heartbeit` commands as `heartbeit run`:
 
   prepare   slurm/prepare.sh    synth (unless real input_dirs), ingest, render, tokenizer train + encode
   pretrain  slurm/pretrain.sh   multi-node (torchrun per node or srun per rank), --requeue, checkpoints on
@@ -90,11 +91,13 @@ def _submit(args) -> int:
     else:
         raise_problems(problems)
     if args.dry_run:
-        previous = args.after
+        from heartbeit.slurm_submit import AFTER
+
+        ids = {AFTER: args.after} if args.after else {}
         for job in jobs:
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(job.env.items()))
-            print(f"# {job.stage}\n{env} \\\n  {shlex.join(job.command(previous))}")
-            previous = f"<{job.stage} job id>"
+            print(f"# {job.stage}\n{env} \\\n  {shlex.join(job.command(ids))}")
+            ids[job.stage] = f"<{job.stage} job id>"
         return 0
     record = submit_chain(jobs, cfg, site, args.site, after=args.after)
     for entry in record["jobs"]:
