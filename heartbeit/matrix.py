@@ -134,6 +134,27 @@ def ablation_cell_count(mcfg: MatrixConfig, n_exports: int) -> int:
     return len(mcfg.tasks) * n_exports * len(ablation_archs(mcfg)) * len(mcfg.seeds) * draws
 
 
+def cell_specs(mcfg: MatrixConfig, n_exports: int = 0) -> list[tuple[str, str, float, str]]:
+    """(arch, task, fraction, kind) of every cell `plan_cells` plans, in its order, from the config alone
+    (with `n_exports` intermediate pretraining exports): what a Slurm chain is sized and timed by before any
+    image exists (tests/test_slurm_chain.py checks it against the real plan)."""
+    out: list[tuple[str, str, float, str]] = []
+    for task in mcfg.tasks:
+        for fraction in mcfg.fractions:
+            repeat = len(mcfg.seeds) * len(draws_of(mcfg, fraction))
+            for arch, kind in [(a, "finetune") for a in mcfg.architectures] + \
+                    [(a, "probe") for a in mcfg.probe_architectures]:
+                out += [(arch, task, float(fraction), kind)] * repeat
+    if ablation_archs(mcfg):
+        fraction = float(mcfg.ablation_label_fraction)
+        repeat = len(mcfg.seeds) * len(draws_of(mcfg, fraction))
+        for task in mcfg.tasks:
+            for _ in range(n_exports):
+                for arch in ablation_archs(mcfg):
+                    out += [(arch, task, fraction, "finetune")] * repeat
+    return out
+
+
 def read_ablation_exports(pretrained_file: str | Path, model: str, export_at: list[float]) -> list[AblationExport]:
     """The intermediate exports of the run that wrote `pretrained_file` (the final export), one per
     `export_at` fraction, ordered by step. Missing, foreign (another run's) or altered files raise

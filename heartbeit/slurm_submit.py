@@ -59,11 +59,27 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)  # exported to the job (sbatch --export=ALL default)
     array: str = ""  # e.g. "0-59%8"
     log: str = ""  # the job's output file pattern
-    # (afterok | afterany, stage) pairs this job waits for; AFTER names a job given from outside (--after)
+    # (afterok | afterany, job name) pairs this job waits for; AFTER names a job given from outside (--after)
     after: list[tuple[str, str]] = field(default_factory=list)
+    name: str = ""  # the stage, or "matrix#k" for part k of a matrix split by expected duration
+    estimate_s: float = 0.0  # the cost model's estimate (heartbeit/cost.py) of the longest task
+    gpus: int = 0  # GPUs per task (for GPU-hours)
+
+    def __post_init__(self):
+        self.name = self.name or self.stage
+
+    @property
+    def task_indices(self) -> list[int]:
+        """The array's task indices ('0-2,5%4' -> [0, 1, 2, 5])."""
+        out: list[int] = []
+        for part in self.array.split("%")[0].split(","):
+            if part:
+                lo, _, hi = part.partition("-")
+                out.extend(range(int(lo), int(hi or lo) + 1))
+        return out
 
     def command(self, ids: dict[str, str] | None = None) -> list[str]:
-        """The sbatch command; `ids` maps stage names (and AFTER) to submitted job ids."""
+        """The sbatch command; `ids` maps job names (and AFTER) to submitted job ids."""
         deps = [f"{kind}:{(ids or {})[stage]}" for kind, stage in self.after if stage in (ids or {})]
         dep = [f"--dependency={','.join(deps)}", "--kill-on-invalid-dep=yes"] if deps else []
         array = [f"--array={self.array}"] if self.array else []
@@ -92,10 +108,13 @@ def run_args(profile: str, config: str | None, overrides: list[str], workdir: st
 
 def gpu_defaults(cfg, site: SiteConfig, stage: str) -> StageResources:
     """What a GPU stage asks for when the site file leaves it unset, for a profile that needs a GPU
-    (`allow_cpu: false`): GPUs (1 per node; the site sets more), CPUs for every rank's loader workers plus
-    the rank itself, and host memory for them. CPU profiles and CPU stages keep the scripts' #SBATCH lines."""
+    (`allow_cpu: false`): GPUs (1 per node; the site sets more), CPUs for each rank and the loader cores that
+    decode its GPU's images at the measured decode rate (heartbeit/cost.py `cpus_per_rank`), and host memory
+    for its loader processes. CPU profiles and CPU stages keep the scripts' #SBATCH lines."""
     if cfg.allow_cpu or stage not in ("pretrain", "matrix"):
         return StageResources()
+    from heartbeit.cost import cpus_per_rank
+
     own = site.stage(stage)
     gpus = own.gpus_per_node or 1
     if stage == "pretrain":
@@ -105,17 +124,20 @@ def gpu_defaults(cfg, site: SiteConfig, stage: str) -> StageResources:
     else:
         ranks = per_task = 1  # one cell per array task
         workers = cfg.matrix.num_workers
-    # a rank's process and its loader workers; 8 GB per rank + 2 GB per worker of host memory
-    return StageResources(gpus_per_node=gpus, cpus_per_task=per_task * (workers + 1),
+    # 8 GB per rank + 2 GB per loader worker of host memory
+    return StageResources(gpus_per_node=gpus, cpus_per_task=per_task * cpus_per_rank(cfg, site, stage)[0],
                           mem=f"{ranks * (8 + 2 * workers)}G")
 
 
-def _resources(site: SiteConfig, stage: str, fallback: StageResources | None = None) -> list[str]:
+def _resources(cfg, site: SiteConfig, stage: str, fallback: StageResources) -> list[str]:
+    """The site's resources of a stage over `fallback` (GPU defaults, the cost model's time limit). A CPU
+    profile (allow_cpu) never inherits a GPU request: only GPUs set for that very stage (its section of the
+    site file, --gpus-per-node) are asked for, not the `defaults` section's nor the GPU profiles' default."""
     r = site.stage(stage)
-    if fallback is not None:
-        r = StageResources(time=r.time, partition=r.partition, sbatch_args=r.sbatch_args,
-                           cpus_per_task=r.cpus_per_task or fallback.cpus_per_task, mem=r.mem or fallback.mem,
-                           gpus_per_node=r.gpus_per_node or fallback.gpus_per_node)
+    gpus = getattr(site, stage).gpus_per_node if cfg.allow_cpu else r.gpus_per_node or fallback.gpus_per_node
+    r = StageResources(time=r.time or fallback.time, partition=r.partition, sbatch_args=r.sbatch_args,
+                       cpus_per_task=r.cpus_per_task or fallback.cpus_per_task, mem=r.mem or fallback.mem,
+                       gpus_per_node=gpus)
     out = []
     partition = r.partition or site.partition
     for flag, value in (("--partition", partition), ("--account", site.account), ("--qos", site.qos),
@@ -127,6 +149,12 @@ def _resources(site: SiteConfig, stage: str, fallback: StageResources | None = N
     if r.gpus_per_node:
         out.append(f"--gpus-per-node={r.gpus_per_node}")
     return [*out, *site.sbatch_args, *r.sbatch_args]
+
+
+def pretrain_world(cfg, site: SiteConfig) -> tuple[int, int]:
+    """(nodes, ranks per node) of the pretraining job this site file asks for."""
+    gpus = 0 if cfg.allow_cpu else (site.stage("pretrain").gpus_per_node or 1)
+    return site.nodes, site.ranks_per_node or gpus or 1
 
 
 def pretrain_resume_flag(cfg) -> list[str]:
@@ -141,8 +169,10 @@ def pretrain_resume_flag(cfg) -> list[str]:
 
 
 def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | Path,
-               start: str = "prepare") -> list[JobSpec]:
-    """The jobs of the study from stage `start` on, in dependency order. `cfg.workdir` must be absolute."""
+               start: str = "prepare", est=None, allow_fewer_gpus: bool = False) -> list[JobSpec]:
+    """The jobs of the study from stage `start` on, in dependency order, each with the cost model's time
+    limit where the site file sets none (`est`: heartbeit.cost.estimate_study's, computed if None). `cfg.workdir`
+    must be absolute."""
     if start not in STAGES:
         raise ValueError(f"unknown stage {start!r}; stages: {list(STAGES)}")
     work = Path(cfg.workdir)
@@ -158,11 +188,24 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
     if n_cells < 1:
         raise ValueError("the matrix has no cells (architectures, fractions, tasks and seeds must be non-empty)")
 
+    from heartbeit.cost import estimate_study, index_ranges, split_by_duration, time_limit  # noqa: F401
+
+    nodes, per_node = pretrain_world(cfg, site)
+    est = est or estimate_study(cfg, site, nodes * per_node)
+
+    def resources(stage: str, seconds: float) -> tuple[list[str], int]:
+        fallback = gpu_defaults(cfg, site, stage)
+        fallback.time = time_limit(seconds, site)[0]
+        args = _resources(cfg, site, stage, fallback)
+        gpus = next((int(a.split("=")[1]) for a in args if a.startswith("--gpus-per-node=")), 0)
+        return args, gpus
+
     def single(stage: str, script: str, args: list[str], extra: list[str] = (), job_env: dict | None = None):
         out = str(logs / f"{stage}-%j.out")
-        return JobSpec(stage, str(SCRIPTS_DIR / script), args,
-                       [*common, f"--output={out}", *_resources(site, stage, gpu_defaults(cfg, site, stage)),
-                        *extra], {**env, **(job_env or {})}, log=out)
+        res, gpus = resources(stage, est.jobs[stage])
+        return JobSpec(stage, str(SCRIPTS_DIR / script), args, [*common, f"--output={out}", *res, *extra],
+                       {**env, **(job_env or {})}, log=out, estimate_s=est.jobs[stage],
+                       gpus=gpus * (nodes if stage == "pretrain" else 1))
 
     quiet = ["--no-progress"]
     ranks = site.ranks_per_node or gpu_defaults(cfg, site, "pretrain").gpus_per_node
@@ -177,23 +220,37 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
         pretrain_env["HEARTBEIT_RANKS_PER_NODE"] = str(ranks)
     matrix_log = str(logs / "matrix-%A_%a.out")
     parallel = f"%{site.matrix_parallel}" if site.matrix_parallel else ""
+    if len(est.cells) != n_cells:
+        raise RuntimeError(f"cost model: {len(est.cells)} cells, plan: {n_cells}")  # one enumeration, two counts
+    parts = split_by_duration(est.cells, site)  # one array per duration class, each with its own --time
+    matrix_jobs = []
+    for k, (indices, longest) in enumerate(parts):
+        res, gpus = resources("matrix", longest)
+        matrix_jobs.append(JobSpec("matrix", str(SCRIPTS_DIR / "matrix.sh"), ["cell", *stage_args],
+                                   [*common, f"--output={matrix_log}", *res], dict(env),
+                                   array=index_ranges(indices) + parallel, log=matrix_log,
+                                   name="matrix" if len(parts) == 1 else f"matrix#{k}", estimate_s=longest,
+                                   gpus=gpus))
     jobs = {  # one per Slurm job of the stage list (heartbeit.config.stages.SLURM_JOBS)
         "prepare": single("prepare", "prepare.sh", [*stage_args]),
-        "pretrain": single("pretrain", "pretrain.sh", [*stage_args, *quiet, *pretrain_resume_flag(cfg)],
+        "pretrain": single("pretrain", "pretrain.sh", [*stage_args, *quiet, *pretrain_resume_flag(cfg),
+                                                       *(["--allow-fewer-gpus"] if allow_fewer_gpus else [])],
                            [f"--nodes={site.nodes}", *layout], pretrain_env),
         "plan": single("plan", "matrix.sh", ["plan", "--expect", str(n_cells), *stage_args]),
-        "matrix": JobSpec("matrix", str(SCRIPTS_DIR / "matrix.sh"), ["cell", *stage_args],
-                          [*common, f"--output={matrix_log}",
-                           *_resources(site, "matrix", gpu_defaults(cfg, site, "matrix"))],
-                          dict(env), array=f"0-{n_cells - 1}{parallel}", log=matrix_log),
         "report": single("report", "report.sh", [*stage_args]),
     }
-    chosen = [jobs[name] for name in STAGES[STAGES.index(start):]]
-    for previous, job in zip([None, *chosen], chosen):
-        job.after = [("afterok", previous.stage if previous else AFTER)]
-    if jobs["report"] in chosen:  # the report runs once the matrix has ended, however its cells ended
-        jobs["report"].after = [("afterok", "plan"), ("afterany", "matrix")] if start != "report" else \
-            [("afterok", AFTER)]
+    chosen = [j for name in STAGES[STAGES.index(start):]
+              for j in (matrix_jobs if name == "matrix" else [jobs[name]])]
+    previous = AFTER
+    for job in chosen:
+        job.after = [("afterok", previous)]
+        if job.stage != "matrix" or job is matrix_jobs[-1]:
+            previous = job.name
+        if job.stage == "matrix" and start != "matrix":
+            job.after = [("afterok", "plan")]  # every part of the matrix waits for the plan
+    if start in ("prepare", "pretrain", "plan", "matrix"):  # the report: once every matrix part has ended, however
+        jobs["report"].after = ([("afterok", "plan")] if start != "matrix" else [("afterok", AFTER)]) + \
+            [("afterany", j.name) for j in matrix_jobs]  # its cells ended
     return chosen
 
 
@@ -224,9 +281,9 @@ def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | No
             cmd = job.command(ids)
             job_id = _sbatch(cmd, job.env)
             log.info("%s: job %s", job.stage, job_id)
-            submitted.append({"stage": job.stage, "job_id": job_id, "array": job.array, "log": job.log,
-                              "command": cmd})
-            ids[job.stage] = job_id
+            submitted.append({"stage": job.stage, "name": job.name, "job_id": job_id, "array": job.array,
+                              "log": job.log, "command": cmd})
+            ids[job.name] = job_id
     except SlurmError:
         for done in submitted:
             subprocess.run(["scancel", done["job_id"]], capture_output=True, timeout=60)
@@ -392,7 +449,7 @@ def cell_states(record: dict, status: list[dict]) -> tuple[dict[str, int], list[
     layout = RunLayout(record["workdir"])
     if not layout.plan.is_file():
         return {}, []
-    tasks = next((s.get("tasks", {}) for s in status if s["stage"] == "matrix"), {})
+    tasks = {i: t for s in status if s["stage"] == "matrix" for i, t in s.get("tasks", {}).items()}
     counts: dict[str, int] = {}
     attention = []
     for cell in read_plan(layout.plan):

@@ -64,7 +64,7 @@ def heartbeit(*args: str, env: dict | None = None, timeout: float = 300) -> subp
 def test_cell_count_from_config_matches_the_plan(tmp_path):
     """The array is sized from the config before any image exists; it must equal the real plan's length."""
     from heartbeit.config import load_config
-    from heartbeit.matrix import AblationExport, plan_cells
+    from heartbeit.matrix import AblationExport, cell_specs, plan_cells
     from heartbeit.slurm_submit import matrix_cell_count
 
     (tmp_path / "index.json").write_text("{}")
@@ -74,8 +74,10 @@ def test_cell_count_from_config_matches_the_plan(tmp_path):
         # the pretraining ablation's cells too: one per intermediate export (pretrain.export_at)
         exports = [AblationExport(i + 1, f, "0" * 64) for i, f in enumerate(cfg.pretrain.export_at)]
         assert exports and cfg.matrix.ablation_label_fraction is not None, profile
-        assert matrix_cell_count(cfg.matrix, cfg.pretrain.export_at) == \
-            len(plan_cells(cfg.matrix, tmp_path, None, exports)) > matrix_cell_count(cfg.matrix) > 0
+        plan = plan_cells(cfg.matrix, tmp_path, None, exports)
+        assert matrix_cell_count(cfg.matrix, cfg.pretrain.export_at) == len(plan) > matrix_cell_count(cfg.matrix) > 0
+        # and each cell's architecture, task, fraction and kind, which its time limit is estimated from
+        assert cell_specs(cfg.matrix, len(exports)) == [(c.arch, c.task, c.fraction, c.kind) for c in plan]
 
 
 def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
@@ -86,7 +88,10 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
                     "prepare: {partition: cpu, cpus_per_task: 16}\npretrain: {gpus_per_node: 4, time: '2-00:00:00'}\n")
     out = heartbeit("slurm", "submit", "--profile", "ci", "--site", str(site), "--workdir", str(tmp_path / "w"),
                     "--gpus-per-node", "8", "--dry-run", *sets(["matrix.tasks=[stemi]"])).stdout
+    out, table = out.split("# cost model")
     blocks = {b.split("\n", 1)[0]: b for b in out.split("# ")[1:]}
+    # every job's estimate and --time, and the study's GPU-hours (issue 29)
+    assert all(f"#   {stage:<10}" in table for stage in blocks) and "GPU-hours" in table
     assert list(blocks) == ["prepare", "pretrain", "plan", "matrix", "report"]
     for stage, block in blocks.items():
         assert f"/slurm/{'matrix' if stage in ('plan', 'matrix') else stage}.sh" in block

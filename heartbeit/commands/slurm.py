@@ -49,7 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=SLURM_JOBS,
                         help="submit from this stage on (earlier stages already done)")
     parser.add_argument("--after", default=None, help="make the first job wait (afterok) for this job id")
-    parser.add_argument("--dry-run", action="store_true", help="print the sbatch commands; submit nothing")
+    parser.add_argument("--dry-run", action="store_true", help="print the sbatch commands, every job's estimated "
+                        "duration and the study's GPU-hours; submit nothing")
+    parser.add_argument("--allow-fewer-gpus", action="store_true",
+                        help="submit pretraining on fewer GPUs than the profile's world_size (refused otherwise)")
     parser.add_argument("--wait", action="store_true", help="poll until every job of the chain has finished; "
                         "exit 0 only if all completed")
     parser.add_argument("--timeout", type=float, default=24 * 3600.0, help="--wait gives up after this (s)")
@@ -80,11 +83,21 @@ def _submit(args) -> int:
     # Jobs run on other nodes, from the submission directory (--chdir): name the run directory absolutely.
     cfg.workdir = str(Path(cfg.workdir).resolve())
     stage_args = run_args(args.profile, args.config, list(args.overrides or []), cfg.workdir)
-    jobs = chain_jobs(cfg, site, stage_args, Path.cwd(), start=args.start)
+    from heartbeit.cost import allocation_problem, estimate_study, estimate_table
+    from heartbeit.slurm_submit import pretrain_world
+
+    nodes, per_node = pretrain_world(cfg, site)
+    est = estimate_study(cfg, site, nodes * per_node)
+    jobs = chain_jobs(cfg, site, stage_args, Path.cwd(), start=args.start, est=est,
+                      allow_fewer_gpus=args.allow_fewer_gpus)
     # the run's checks before the first job (the GPU check runs in the jobs themselves, on their nodes)
     from heartbeit.config.preflight import config_problems, raise_problems, weight_problems
 
     problems = config_problems(cfg) + weight_problems(cfg.matrix)
+    if any(j.stage == "pretrain" for j in jobs) and not args.allow_fewer_gpus:
+        gpus = site.stage("pretrain").gpus_per_node or 1
+        too_few = allocation_problem(cfg, site, nodes, gpus)
+        problems += [too_few] if too_few else []
     if args.dry_run:
         for problem in problems:
             print(f"# WARNING (a real submit stops here): {problem}")
@@ -96,13 +109,15 @@ def _submit(args) -> int:
         ids = {AFTER: args.after} if args.after else {}
         for job in jobs:
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(job.env.items()))
-            print(f"# {job.stage}\n{env} \\\n  {shlex.join(job.command(ids))}")
-            ids[job.stage] = f"<{job.stage} job id>"
+            print(f"# {job.name}\n{env} \\\n  {shlex.join(job.command(ids))}")
+            ids[job.name] = f"<{job.name} job id>"
+        print(estimate_table(jobs, est))
         return 0
     record = submit_chain(jobs, cfg, site, args.site, after=args.after)
     for entry in record["jobs"]:
         array = f"  array {entry['array']}" if entry["array"] else ""
-        print(f"{entry['stage']:9s} job {entry['job_id']}{array}")
+        print(f"{entry.get('name', entry['stage']):9s} job {entry['job_id']}{array}")
+    print(estimate_table(jobs, est))
     layout = RunLayout.of(cfg)
     print(f"{matrix_cell_count(cfg.matrix, cfg.pretrain.export_at)} matrix cells; job ids -> "
           f"{layout.slurm_record}; logs -> {layout.slurm_logs}/")
