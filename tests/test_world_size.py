@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from heartbeit.cli import main
 from heartbeit.commands import run as run_command
 from heartbeit.config import load_config
 from heartbeit.config import preflight
+from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +68,20 @@ def test_sbatch_pretrain_without_gpus_is_refused_before_starting_ranks(tmp_path)
                            str(tmp_path / "w")], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "pretraining needs GPUs (designed for 32" in proc.stderr and "torchrun" not in proc.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_the_local_cluster_schedules_gpus_and_a_small_paper_allocation_is_refused(slurm_cluster, tmp_path):
+    """The local cluster declares GPU GRES, so a GPU request is scheduled and seen (SLURM_GPUS_ON_NODE);
+    pretrain.sh refuses 2 GPUs for the paper's 32 before starting a rank."""
+    out = tmp_path / "job.out"
+    job = slurm_cluster.sbatch(f"--chdir={ROOT}", "--gpus-per-node=2", "--cpus-per-task=1", "--mem=1G",
+                               f"--output={out}", str(ROOT / "slurm" / "pretrain.sh"), "--profile", "paper",
+                               "--workdir", str(tmp_path / "w"),
+                               env={"HEARTBEIT_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)})
+    (row,) = slurm_cluster.wait(job, timeout=180)
+    log = out.read_text()
+    assert row["JobState"] == "FAILED" and row["ExitCode"] == "2:0", log
+    assert "this allocation has 2 (1 node(s) x 2 GPU(s))" in log and "designed for 32 GPUs" in log
+    assert "torchrun" not in log
