@@ -112,6 +112,7 @@ def _submit(args) -> int:
             print(f"# {job.name}\n{env} \\\n  {shlex.join(job.command(ids))}")
             ids[job.name] = f"<{job.name} job id>"
         print(estimate_table(jobs, est))
+        print(weights_lines(cfg))
         return 0
     record = submit_chain(jobs, cfg, site, args.site, after=args.after)
     for entry in record["jobs"]:
@@ -130,6 +131,21 @@ def _submit(args) -> int:
         print(format_status(status))
         return 0 if all(s["ok"] for s in status) else 1
     return 0
+
+
+def weights_lines(cfg) -> str:
+    """The ImageNet files the baselines' cell ids will hash, with their sha256 (docs/cluster.md)."""
+    from heartbeit.config.preflight import imagenet_archs
+    from heartbeit.matrix import imagenet_weights_sha
+    from heartbeit.models.weights import weights_file
+
+    lines = ["# ImageNet weights (each cell id hashes its file's sha256):"]
+    for arch in imagenet_archs(cfg.matrix):
+        found = weights_file(arch, cfg.matrix.imagenet_weights_dir) if cfg.matrix.imagenet_weights_dir else None
+        sha = imagenet_weights_sha(arch, cfg.matrix.imagenet_weights_dir) if found or cfg.matrix.imagenet_weights_dir else ""
+        lines.append(f"#   {arch}: " + (f"{found.name if found else arch + '.safetensors (converted)'} sha256 {sha}"
+                                         if sha else "missing"))
+    return "\n".join(lines)
 
 
 def _status(args) -> int:
