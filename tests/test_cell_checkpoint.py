@@ -167,3 +167,34 @@ def test_the_interval_is_validated_and_not_part_of_a_cells_id():
     assert _finetune_fingerprint(MatrixConfig(checkpoint_minutes=5)) == _finetune_fingerprint(MatrixConfig())
     with pytest.raises(ConfigError, match="checkpoint_minutes"):
         MatrixConfig(checkpoint_minutes=-1).validate()
+
+
+def test_tokenizer_training_stops_and_resumes_to_the_same_bytes(images, tmp_path):
+    """Issue 29, prepare: the VQ-VAE tokenizer saves its state at each evaluation point and on a stop
+    request; a rerun continues there and writes the same file as an uninterrupted run."""
+    from heartbeit.commands.tokenizer import _capped
+    from heartbeit.config import TokenizerConfig
+    from heartbeit.distributed.preempt import Stopped
+    from heartbeit.train.batches import ShardBatches, shard_eval_images
+    from heartbeit.train.tokenizer_train import train_tokenizer
+
+    torch.set_num_threads(1)
+    cfg = TokenizerConfig(kind="vqvae", vocab_size=16, input_size=32, patch_size=8, steps=8, eval_points=2,
+                          batch_size=8, max_images=32, eval_images=8, vq_hidden=8, vq_code_dim=4)
+    held_out = shard_eval_images(images, cfg.eval_images)
+
+    def stream(signal_at=None):
+        for i, batch in enumerate(_capped(ShardBatches(images, cfg.batch_size, seed=0), cfg.max_images, cfg.batch_size)):
+            if i == signal_at:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            yield batch
+
+    tok, _ = train_tokenizer(cfg, stream(), held_out, progress=False)
+    tok.save(tmp_path / "straight.safetensors")
+    checkpoint = tmp_path / "ckpt.pt"
+    with pytest.raises(Stopped, match="stopped at step 6 of 8"):
+        train_tokenizer(cfg, stream(signal_at=5), held_out, progress=False, checkpoint=checkpoint)
+    tok, metrics = train_tokenizer(cfg, stream(), held_out, progress=False, checkpoint=checkpoint)
+    tok.save(tmp_path / "resumed.safetensors")
+    assert (tmp_path / "resumed.safetensors").read_bytes() == (tmp_path / "straight.safetensors").read_bytes()
+    assert [p["step"] for p in metrics["history"]] == [1, 4, 8]

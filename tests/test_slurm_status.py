@@ -83,7 +83,7 @@ def test_status_falls_back_to_sacct_and_names_failed_cells(tmp_path, monkeypatch
 def test_without_accounting_a_forgotten_job_is_gone(tmp_path, monkeypatch, capsys):
     record = chain(tmp_path)
     stub_slurm(tmp_path, monkeypatch, None)  # no sacct on this cluster
-    monkeypatch.setattr("heartbeit.slurm_submit.sacct_rows", lambda job_id: [])
+    monkeypatch.setattr("heartbeit.slurm_status.sacct_rows", lambda job_id: [])
     assert {s["stage"]: s["states"] for s in chain_status(record)}["report"] == {"GONE": 1}
     assert main(["slurm", "status", "--workdir", record["workdir"], "--wait", "--timeout", "5"]) == 1
     assert "known neither to slurmctld nor to accounting" in capsys.readouterr().out

@@ -63,10 +63,26 @@ def _train(cfg, images: Path, out: Path, local_file: str, progress: bool) -> int
         metrics = {"kind": tok.kind, "config": tok.config(), "source": "local_file",
                    "eval_images": len(eval_images), "final": evaluate_tokenizer(tok, eval_images)}
     else:
+        import torch
+
+        from heartbeit.distributed.preempt import STOPPED_EXIT, Stopped
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.type == "cpu":  # every CPU the job was given (slurm/prepare.sh sets OMP_NUM_THREADS=1 for
+            torch.set_num_threads(allotted_cpus())  # the loader processes of the other stages)
+        log.info("tokenizer: training on %s%s", device, f" with {torch.get_num_threads()} threads"
+                 if device.type == "cpu" else "")
         source = ShardBatches(images, tcfg.batch_size, seed=tcfg.seed)
-        tok, metrics = train_tokenizer(tcfg, _capped(source, tcfg.max_images, tcfg.batch_size), eval_images, progress)
+        checkpoint = out / ".tokenizer_checkpoint.pt"  # a stopped or killed run resumes from it
+        try:
+            tok, metrics = train_tokenizer(tcfg, _capped(source, tcfg.max_images, tcfg.batch_size), eval_images,
+                                           progress, device=device, checkpoint=checkpoint)
+        except Stopped as exc:
+            print(f"heartbeit tokenizer: {exc}; rerun to resume")
+            return STOPPED_EXIT
         tok.save(target)
-        metrics["source"] = "trained"
+        checkpoint.unlink(missing_ok=True)
+        metrics.update(source="trained", device=str(device))
     metrics.update(tokenizer_config=to_dict(tcfg), sha256=sha256_file(target), file=str(target))
     atomic_write_json(metrics_path, metrics)
     write_resolved(cfg, out)
@@ -75,6 +91,15 @@ def _train(cfg, images: Path, out: Path, local_file: str, progress: bool) -> int
           f"held-out reconstruction MSE {final['recon_mse']:.5f}, perplexity {final['perplexity']:.1f}, "
           f"dead codes {final['dead_codes']}/{tok.vocab_size}")
     return 0
+
+
+def allotted_cpus() -> int:
+    """The CPUs this process may use: Slurm's allotment, else its affinity mask."""
+    import os
+
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _capped(source, max_images: int, batch_size: int):

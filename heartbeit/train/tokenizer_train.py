@@ -5,7 +5,10 @@ Both kinds read the same endless batch source (heartbeit.train.batches) for `ste
 * kmeans: one MiniBatchKMeans.partial_fit per batch of images (all their patches) - the streaming form of
   mini-batch k-means, so the data never has to fit in memory and the error curve is observable;
 * vqvae: one Adam step per batch on reconstruction + commitment loss; the codebook follows EMA cluster
-  means and codes unused for a while restart on encoder outputs.
+  means and codes unused for a while restart on encoder outputs. It trains on `device` (the GPU when the
+  job has one) and, with a `checkpoint` file, saves its whole state (weights, optimizer, the restart
+  generator, every RNG, step, curves) at each evaluation point and when a stop is requested (Slurm's
+  pre-limit signal: heartbeit/distributed/preempt.py), and a rerun continues from there to the same bytes.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from tqdm import tqdm
 from heartbeit.config import TokenizerConfig
 from heartbeit.models.tokenizer import KMeansTokenizer, Tokenizer, VQVAETokenizer, build_tokenizer, codebook_usage
 from heartbeit.train.batches import ImageBatch
+from heartbeit.train.rng import rng_state
 
 log = logging.getLogger("heartbeit.tokenizer")
 
@@ -49,12 +53,25 @@ def _kmeans_step(tok: KMeansTokenizer, km, images: torch.Tensor, pending: list[n
     return True
 
 
+def _save_state(path, state: dict, loop: dict) -> None:
+    """Tensors and torch's own state dicts as they are; the loop's curves as plain containers."""
+    from heartbeit.train.cell_checkpoint import encode
+    from heartbeit.utils.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({**state, "loop": encode(loop)}, tmp)
+
+
 def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_images: torch.Tensor,
-                    progress: bool = True) -> tuple[Tokenizer, dict[str, Any]]:
-    """Fit a `cfg.kind` tokenizer on `cfg.steps` (vqvae) / `cfg.kmeans_steps` (kmeans) batches."""
+                    progress: bool = True, device: torch.device | str = "cpu",
+                    checkpoint=None) -> tuple[Tokenizer, dict[str, Any]]:
+    """Fit a `cfg.kind` tokenizer on `cfg.steps` (vqvae) / `cfg.kmeans_steps` (kmeans) batches. vqvae:
+    on `device`, resumable from `checkpoint` (a file path; kmeans refits in minutes and does not resume)."""
     torch.manual_seed(cfg.seed)
     extra = dict(hidden=cfg.vq_hidden, code_dim=cfg.vq_code_dim) if cfg.kind == "vqvae" else {}
     tok = build_tokenizer(cfg.kind, cfg.vocab_size, cfg.input_size, cfg.patch_size, **extra)
+    if isinstance(tok, VQVAETokenizer):
+        tok.to(device)
     steps = cfg.kmeans_steps if cfg.kind == "kmeans" else cfg.steps
     eval_every = max(1, steps // cfg.eval_points)
     history: list[dict[str, Any]] = []
@@ -73,7 +90,36 @@ def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_im
         tok.train()
     restarts: list[int] = []  # vqvae: codes restarted at each step
     stream = iter(batches)
-    bar = tqdm(range(1, steps + 1), desc=f"tokenizer {cfg.kind}", disable=not progress, leave=False)
+    start, stop = 1, None
+    if isinstance(tok, VQVAETokenizer) and checkpoint is not None:
+        from heartbeit.distributed.preempt import StopRequest
+
+        stop = StopRequest()
+        if checkpoint.is_file():
+            from heartbeit.train.cell_checkpoint import decode
+            from heartbeit.train.rng import set_rng_state
+
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            state.update(decode(state.pop("loop")))
+            if state.get("config") == dict(vars(cfg)) and state["step"] < steps:
+                tok.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                generator.set_state(state["generator"])
+                set_rng_state(state["rng"])
+                history, restarts, seen = state["history"], state["restarts"], state["seen"]
+                for _ in range(state["step"]):  # the batch stream is a fixed cycle: skip what was trained
+                    next(stream)
+                start = state["step"] + 1
+                log.info("tokenizer: resumed at step %d of %d", state["step"], steps)
+
+    def save(at_step: int) -> None:
+        _save_state(checkpoint, {"model": tok.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "generator": generator.get_state(), "rng": rng_state()},
+                    {"config": dict(vars(cfg)), "step": at_step, "history": history, "restarts": restarts,
+                     "seen": seen})
+
+    bar = tqdm(range(start, steps + 1), desc=f"tokenizer {cfg.kind}", disable=not progress, leave=False,
+               initial=start - 1, total=steps)
     for step in bar:
         images = next(stream).images
         seen += len(images)
@@ -98,14 +144,26 @@ def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_im
             if isinstance(tok, VQVAETokenizer):
                 tok.train()
             history.append(point)
+            if stop is not None and step < steps:
+                save(step)  # every evaluation point is a resume point
             bar.set_postfix(mse=f"{point['recon_mse']:.4f}", ppl=f"{point['perplexity']:.1f}")
             log.info("tokenizer step %d: held-out recon MSE %.5f, perplexity %.1f, dead codes %d%s",
                      step, point["recon_mse"], point["perplexity"], point["dead_codes"],
                      f"; batch perplexity {point['batch_perplexity']:.1f}, {point['batch_used_codes']} codes used, "
                      f"{point['restarts_since_last']} restarts (at most {point['max_restarts_per_step']} in a step)"
                      if "restarts_since_last" in point else "")
+        if stop is not None and stop.local and step < steps:
+            from heartbeit.distributed.preempt import Stopped, mark_checkpointed
+
+            save(step)
+            mark_checkpointed()
+            stop.close()
+            raise Stopped(f"tokenizer: stopped at step {step} of {steps} with a checkpoint")
+    if stop is not None:
+        stop.close()
     if isinstance(tok, VQVAETokenizer):
         tok.eval()
+        tok.to("cpu")
     if not history:
         raise RuntimeError(f"tokenizer saw {seen} images: too few patches to seed {cfg.vocab_size} codes")
     final = history[-1]
