@@ -42,7 +42,7 @@ REPORT_S_PER_CELL = 10.0  # ASSUMED: metrics with CIs of one cell at hospital sc
 PLAN_S = 900.0  # ASSUMED: hashing the weights and the manifest
 STARTUP_S = 600.0
 ROUND_S = 900.0
-SCRIPT_CPUS = {"prepare": 16, "plan": 1, "report": 4}  # the scripts' #SBATCH --cpus-per-task
+SCRIPT_CPUS = {"prepare": 16, "encode": 8, "pretrain": 11, "plan": 1, "matrix": 8, "report": 4}  # #SBATCH lines
 
 
 @dataclass
@@ -199,6 +199,7 @@ class StudyEstimate:
     pretrain: dict = field(default_factory=dict)
     cells: list[float] = field(default_factory=list)  # seconds per planned cell, plan order
     gpu_hours: float = 0.0
+    encode_tasks: int = 1  # the token-encoding array's size
     assumptions: list[str] = field(default_factory=list)
 
 
@@ -215,8 +216,18 @@ def estimate_study(cfg, site: SiteConfig, world: int) -> StudyEstimate:
     tok_flops = (3 * tok.steps if tok.kind == "vqvae" else tok.kmeans_steps) * tok.batch_size * tok_fwd
     cpu = cores * ASSUMED_CPU_CORE_FLOPS
     decode = site.decode_images_per_s or ASSUMED_DECODE_PER_CORE
+    tok_device = device_flops(cfg, site, "tokenizer")[0] if site.stage("prepare").gpus_per_node else cpu
     est.jobs["prepare"] = (counts.total / (INGEST_PER_CORE * cores) + counts.total / (RENDER_PER_CORE * cores)
-                           + (tok_flops + counts.total * tok_fwd) / cpu + counts.total / (decode * cores))
+                           + tok_flops / tok_device)
+    # token encoding: decode + the tokenizer's forward pass over every image, as an array over the shards
+    enc_cores = _stage_cpus(site, "encode")
+    enc_device = device_flops(cfg, site, "tokenizer")[0] if site.stage("encode").gpus_per_node else \
+        enc_cores * ASSUMED_CPU_CORE_FLOPS
+    encode_total = counts.total * tok_fwd / enc_device + counts.total / (decode * enc_cores)
+    shards = max(1, math.ceil(counts.total / cfg.render.shard_size))
+    est.encode_tasks = site.encode_tasks or max(1, min(shards, math.ceil(encode_total / 3600)))
+    est.jobs["encode"] = encode_total / est.encode_tasks
+    est.jobs["gather"] = 300.0  # ASSUMED: reading one sidecar per shard
     est.pretrain = pretrain_estimate(cfg, site, world, counts)
     est.jobs["pretrain"] = est.pretrain["seconds"]
     est.jobs["plan"] = PLAN_S
@@ -294,6 +305,8 @@ def estimate_table(jobs, est: StudyEstimate) -> str:
         tasks = len(job.task_indices) if job.array else 1
         if job.stage == "matrix":
             hours = sum(est.cells[i] for i in job.task_indices) / 3600 * job.gpus
+        elif job.array:
+            hours = job.estimate_s * tasks / 3600 * job.gpus
         else:
             hours = job.estimate_s / 3600 * job.gpus
         total += hours

@@ -196,12 +196,14 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
         gpus = next((int(a.split("=")[1]) for a in args if a.startswith("--gpus-per-node=")), 0)
         return args, gpus
 
-    def single(stage: str, script: str, args: list[str], extra: list[str] = (), job_env: dict | None = None):
-        out = str(logs / f"{stage}-%j.out")
-        res, gpus = resources(stage, est.jobs[stage])
+    def single(stage: str, script: str, args: list[str], extra: list[str] = (), job_env: dict | None = None,
+               name: str = ""):
+        name = name or stage
+        out = str(logs / f"{name}-%j.out")
+        res, gpus = resources(stage, est.jobs[name])
         return JobSpec(stage, str(SCRIPTS_DIR / script), args, [*common, f"--output={out}", *res, *extra],
-                       {**env, **(job_env or {})}, log=out, estimate_s=est.jobs[stage],
-                       gpus=gpus * (nodes if stage == "pretrain" else 1))
+                       {**env, **(job_env or {})}, log=out, estimate_s=est.jobs[name],
+                       gpus=gpus * (nodes if stage == "pretrain" else 1), name=name)
 
     quiet = ["--no-progress"]
     ranks = site.ranks_per_node or gpu_defaults(cfg, site, "pretrain").gpus_per_node
@@ -227,8 +229,15 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
                                    array=index_ranges(indices) + parallel, log=matrix_log,
                                    name="matrix" if len(parts) == 1 else f"matrix#{k}", estimate_s=longest,
                                    gpus=gpus))
+    encode_log = str(logs / "encode-%A_%a.out")
+    res, gpus = resources("encode", est.jobs["encode"])
+    encode_jobs = [  # the token grids: an array over the shards, then one gather writes the index
+        JobSpec("encode", str(SCRIPTS_DIR / "encode.sh"), ["tasks", str(est.encode_tasks), *stage_args],
+                [*common, f"--output={encode_log}", *res], dict(env), array=f"0-{est.encode_tasks - 1}",
+                log=encode_log, estimate_s=est.jobs["encode"], gpus=gpus),
+        single("encode", "encode.sh", ["gather", *stage_args], name="gather")]
     jobs = {  # one per Slurm job of the stage list (heartbeit.config.stages.SLURM_JOBS)
-        "prepare": single("prepare", "prepare.sh", [*stage_args]),
+        "prepare": single("prepare", "prepare.sh", [*stage_args], job_env={"HEARTBEIT_PREPARE_UNTIL": "tokenizer-train"}),
         "pretrain": single("pretrain", "pretrain.sh", [*stage_args, *quiet, *pretrain_resume_flag(cfg),
                                                        *(["--allow-fewer-gpus"] if allow_fewer_gpus else [])],
                            [f"--nodes={site.nodes}", *layout], pretrain_env),
@@ -236,7 +245,7 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
         "report": single("report", "report.sh", [*stage_args]),
     }
     chosen = [j for name in STAGES[STAGES.index(start):]
-              for j in (matrix_jobs if name == "matrix" else [jobs[name]])]
+              for j in {"matrix": matrix_jobs, "encode": encode_jobs}.get(name, [jobs.get(name)])]
     previous = AFTER
     for job in chosen:
         job.after = [("afterok", previous)]
@@ -244,7 +253,7 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
             previous = job.name
         if job.stage == "matrix" and start != "matrix":
             job.after = [("afterok", "plan")]  # every part of the matrix waits for the plan
-    if start in ("prepare", "pretrain", "plan", "matrix"):  # the report: once every matrix part has ended, however
+    if start != "report":  # the report: once every matrix part has ended, however
         jobs["report"].after = ([("afterok", "plan")] if start != "matrix" else [("afterok", AFTER)]) + \
             [("afterany", j.name) for j in matrix_jobs]  # its cells ended
     return chosen

@@ -92,9 +92,10 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
     blocks = {b.split("\n", 1)[0]: b for b in out.split("# ")[1:]}
     # every job's estimate and --time, and the study's GPU-hours (issue 29)
     assert all(f"#   {stage:<10}" in table for stage in blocks) and "GPU-hours" in table
-    assert list(blocks) == ["prepare", "pretrain", "plan", "matrix", "report"]
+    assert list(blocks) == ["prepare", "encode", "gather", "pretrain", "plan", "matrix", "report"]
     for stage, block in blocks.items():
-        assert f"/slurm/{'matrix' if stage in ('plan', 'matrix') else stage}.sh" in block
+        script = {"plan": "matrix", "gather": "encode"}.get(stage, stage)
+        assert f"/slurm/{script}.sh" in block
         assert "--account=lab" in block and "--qos=high" in block and "--mail-type=FAIL" in block
         assert f"--workdir {tmp_path / 'w'}" in block and "HEARTBEIT_SITE_SETUP=" in block
         assert ("--dependency=afterok:" in block) == (stage != "prepare")
@@ -170,15 +171,16 @@ def chain(slurm_cluster, tmp_path_factory):
 def test_submit_runs_the_whole_study_to_a_results_table(chain):
     work, status = chain["work"], chain["status"]
     assert chain["rc"] == 0, f"{status}\n{logs(work)}"
-    assert [s["stage"] for s in status] == ["prepare", "pretrain", "plan", "matrix", "report"]
+    jobs = chain["record"]["jobs"]
+    assert [j["name"] for j in jobs] == ["prepare", "encode", "gather", "pretrain", "plan", "matrix", "report"]
     for s in status:
         assert s["ok"] and s["states"] == ({"COMPLETED": 3} if s["stage"] == "matrix" else {"COMPLETED": 1}), s
-    jobs = chain["record"]["jobs"]
     ids = [j["job_id"] for j in jobs]
     for previous, job in zip(ids, jobs[1:-1]):  # each job waited for the one before
         assert f"--dependency=afterok:{previous}" in job["command"]
-    assert f"--dependency=afterok:{ids[2]},afterany:{ids[3]}" in jobs[-1]["command"]  # plan ok, matrix ended
-    assert jobs[3]["array"] == "0-2%2"
+    assert f"--dependency=afterok:{ids[4]},afterany:{ids[5]}" in jobs[-1]["command"]  # plan ok, matrix ended
+    assert jobs[5]["array"] == "0-2%2" and jobs[1]["array"] == "0-0"  # one encoding task for this tiny set
+    assert (work / "images" / "tokens.json").is_file()  # the gather wrote it
     plan = json.loads((work / "matrix" / "plan.json").read_text())["cells"]
     assert len(plan) == 3 and [c["pretrain_step"] for c in plan] == [None, None, 2]  # 50 % of 4 steps
     assert all((work / "matrix" / "cells" / c["cell_id"] / "complete.json").is_file() for c in plan)
@@ -202,7 +204,7 @@ def test_a_failed_stage_cancels_the_rest_of_the_chain(slurm_cluster, tmp_path):
     assert rc == 1
     states = {s["stage"]: s["states"] for s in status}
     assert states["prepare"] == {"FAILED": 1}, logs(work)
-    assert all(set(states[s]) == {"CANCELLED"} for s in ("pretrain", "plan", "matrix", "report")), states
+    assert all(set(states[s]) == {"CANCELLED"} for s in ("encode", "pretrain", "plan", "matrix", "report")), states
     assert "no-such-ecgs" in (next((work / "slurm" / "logs").glob("prepare-*.out"))).read_text()
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 from heartbeit.config.layout import RunLayout
@@ -20,6 +21,8 @@ optionally precompute every image's token grid into the shards.
           --local-file FILE (or tokenizer.local_file) adopts an existing tokenizer instead of training.
   encode  add <key>.tokens.npy (int16 [g, g]) to every sample of IMAGES' shards (deterministic tar bytes,
           atomic per shard, resumable) and write IMAGES/tokens.json; pretraining then reads the grids.
+          --task-index I --num-tasks N: only shards I, I+N, ... (a Slurm array task; slurm/encode.sh), then
+  gather  once every task is done: index.json and tokens.json, written once
 
 Examples:
   heartbeit tokenizer train --profile ci --images runs/ci/images --out runs/ci/tokenizer
@@ -31,7 +34,9 @@ log = logging.getLogger("heartbeit.tokenizer")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from heartbeit.config.cli_args import add_common_config_args
 
-    parser.add_argument("action", choices=("train", "encode"))
+    parser.add_argument("action", choices=("train", "encode", "gather"))
+    parser.add_argument("--task-index", type=int, default=None, help="encode: this array task's shards")
+    parser.add_argument("--num-tasks", type=int, default=None, help="encode: the array's size")
     parser.add_argument("--images", default=None, help="image shard folder (default: <workdir>/images)")
     parser.add_argument("--out", default=None, help="train: output folder (default: <workdir>/tokenizer)")
     parser.add_argument("--tokenizer", default=None,
@@ -121,9 +126,21 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "train":
         out = Path(args.out) if args.out else RunLayout.of(cfg).tokenizer_dir
         return _train(cfg, images, out, args.local_file or cfg.tokenizer.local_file, not args.no_progress)
-    from heartbeit.train.tokenizer_train import encode_shards
+    from heartbeit.train.tokenizer_train import encode_shards, gather_tokens
 
     tok_file = Path(args.tokenizer) if args.tokenizer else RunLayout.of(cfg).tokenizer_file
+    if args.action == "gather":
+        record = gather_tokens(images, tok_file)
+        print(f"token grids of {len(record['shards'])} shards recorded in {images}/index.json and tokens.json")
+        return 0
+    if (args.task_index is None) != (args.num_tasks is None):
+        print("heartbeit tokenizer encode: --task-index and --num-tasks go together", file=sys.stderr)
+        return 2
+    if args.task_index is not None:
+        result = encode_shards(images, tok_file, progress=not args.no_progress, task=(args.task_index, args.num_tasks))
+        print(f"task {args.task_index} of {args.num_tasks}: {result['encoded']} shards encoded, {result['skipped']} "
+              "already current (then `heartbeit tokenizer gather`)")
+        return 0
     result = encode_shards(images, tok_file, progress=not args.no_progress)
     print(f"token grids ({result['grid']}x{result['grid']}) in {len(result['shards'])} shards of {images}: "
           f"{result['encoded']} encoded, {result['skipped']} already current")

@@ -14,7 +14,7 @@ from pathlib import Path
 from .core import ConfigError, from_dict, load_yaml
 from .stages import SLURM_JOBS
 
-STAGES = SLURM_JOBS  # the chain's jobs, in order (heartbeit.config.stages): prepare, pretrain, plan, matrix, report
+STAGES = SLURM_JOBS  # the chain's jobs, in order (heartbeit.config.stages): prepare, encode, pretrain, plan, matrix, report
 LAUNCHERS = ("torchrun", "srun")
 GPU_JOBS = ("pretrain", "matrix")
 
@@ -46,6 +46,7 @@ class SiteConfig:
     ranks_per_node: int = 0  # pretraining ranks per node; 0 = the node's GPUs, else its allocated CPUs
     launch: str = "torchrun"  # pretraining ranks: torchrun (one task per node) | srun (one task per rank)
     matrix_parallel: int = 0  # at most this many matrix cells at once (--array=0-N%K); 0 = no limit
+    encode_tasks: int = 0  # token-encoding array tasks (each encodes every N-th shard); 0 = from the cost model
     # The cost model (heartbeit/cost.py) that sets every job's --time a stage leaves unset, sizes CPUs per
     # task and prints the study's GPU-hours; unset values are ASSUMED defaults, labelled so in the dry-run.
     gpu_type: str = ""  # A100 | H100 | H200 | L40S | ... ("" = ASSUMED A100): its bf16 peak from train/flops.py
@@ -59,6 +60,7 @@ class SiteConfig:
     sbatch_args: list[str] = field(default_factory=list)  # verbatim for every job, e.g. ["--mail-type=FAIL"]
     defaults: StageResources = field(default_factory=StageResources)  # for every stage, where it sets nothing
     prepare: StageResources = field(default_factory=StageResources)
+    encode: StageResources = field(default_factory=StageResources)  # each encoding task and the gather
     pretrain: StageResources = field(default_factory=StageResources)
     plan: StageResources = field(default_factory=StageResources)
     matrix: StageResources = field(default_factory=StageResources)
@@ -67,8 +69,8 @@ class SiteConfig:
     def validate(self) -> None:
         if self.nodes < 1:
             raise ConfigError(f"nodes must be >= 1, got {self.nodes}")
-        if self.ranks_per_node < 0 or self.matrix_parallel < 0:
-            raise ConfigError("ranks_per_node and matrix_parallel must be >= 0")
+        if self.ranks_per_node < 0 or self.matrix_parallel < 0 or self.encode_tasks < 0:
+            raise ConfigError("ranks_per_node, matrix_parallel and encode_tasks must be >= 0")
         if self.launch not in LAUNCHERS:
             raise ConfigError(f"launch must be one of {list(LAUNCHERS)}, got {self.launch!r}")
         if self.gpu_tflops < 0 or self.decode_images_per_s < 0 or self.corpus_ecgs < 0:

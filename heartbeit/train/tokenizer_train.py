@@ -188,14 +188,18 @@ def _tokens_bytes(grid: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: bool = True) -> dict[str, Any]:
+def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: bool = True,
+                  task: tuple[int, int] | None = None) -> dict[str, Any]:
     """Add `<key>.tokens.npy` (int16 [g, g]) to every sample of every shard listed in IMAGES/index.json.
 
     Each tar is rewritten with deterministic bytes (heartbeit.data.corpus.write_shard: sorted members,
-    mtime 0) and renamed into place; its sidecar and index.json then record the new sha256 (the render
+    mtime 0) and renamed into place; its sidecar records the new sha256 and the tokenizer's (the render
     plan digest is unchanged, so `heartbeit render` still sees the shard as complete). A shard whose sidecar
-    already names this tokenizer is skipped, so an interrupted run resumes. IMAGES/tokens.json, written
-    last, tells pretraining which tokenizer the grids came from."""
+    already names this tokenizer is skipped, so an interrupted run resumes.
+
+    `task` = (i, n): encode only shards i, i + n, ... (one task of a Slurm array, `heartbeit tokenizer encode
+    --task-index i --num-tasks n`) and leave the index alone; `gather_tokens` then writes index.json and
+    IMAGES/tokens.json once. Without `task`, every shard, then the gather."""
     from pathlib import Path
 
     from heartbeit.data.corpus import write_shard
@@ -204,21 +208,24 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
     from heartbeit.utils.io import atomic_write_json, sha256_file
 
     images_dir, tokenizer_file = Path(images_dir), Path(tokenizer_file)
-    index_path = images_dir / "index.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{images_dir}: no index.json (run `heartbeit render` to completion first)")
-    index = json.loads(index_path.read_text())
+    index = _read_index(images_dir)
     ext = index.get("image_ext", "png")
     tok = Tokenizer.load(tokenizer_file)
+    if torch.cuda.is_available() and hasattr(tok, "to"):
+        tok.to("cuda")  # the job's GPU, when it has one
     tok_sha = sha256_file(tokenizer_file)
-    shards = [(split, entry) for split, info in index["splits"].items() for entry in info["shards"]]
+    shards = [entry for info in index["splits"].values() for entry in info["shards"]]
+    if task is not None:
+        i, n = task
+        if not 0 <= i < n:
+            raise ValueError(f"task index {i} is not in 0..{n - 1}")
+        shards = shards[i::n]
     done = skipped = 0
-    for split, entry in tqdm(shards, desc="encode shards", disable=not progress):
+    for entry in tqdm(shards, desc="encode shards", disable=not progress):
         tar_path = images_dir / entry["name"]
         side_path = tar_path.with_suffix(".json")
         side = json.loads(side_path.read_text()) if side_path.is_file() else {}
         if side.get("tokenizer_sha256") == tok_sha and side.get("sha256") == sha256_file(tar_path):
-            entry.update(sha256=side["sha256"], bytes=side["bytes"])
             skipped += 1
             continue
         try:  # the shards' own reader (heartbeit.data.members); samples back to their member names
@@ -241,11 +248,47 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
         write_member_index(tar_path)  # the rewritten tar's sample byte ranges (heartbeit.data.members)
         sha, size = sha256_file(tar_path), tar_path.stat().st_size
         atomic_write_json(side_path, {**side, "sha256": sha, "bytes": size, "tokenizer_sha256": tok_sha})
-        entry.update(sha256=sha, bytes=size)
         done += 1
-    atomic_write_json(index_path, index)
+    log.info("token grids written: %d shards encoded, %d already current%s", done, skipped,
+             f" (task {task[0]} of {task[1]})" if task else "")
+    if task is not None:
+        return {"encoded": done, "skipped": skipped, "shards": len(shards)}
+    return {"encoded": done, "skipped": skipped, **gather_tokens(images_dir, tokenizer_file)}
+
+
+def _read_index(images_dir) -> dict:
+    index_path = images_dir / "index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{images_dir}: no index.json (run `heartbeit render` to completion first)")
+    return json.loads(index_path.read_text())
+
+
+def gather_tokens(images_dir, tokenizer_file) -> dict[str, Any]:
+    """After every encoding task: each shard's new sha256 and size from its sidecar into index.json, then
+    IMAGES/tokens.json (which tells pretraining the grids are there), each written once. Refuses, naming
+    them, while any shard's sidecar does not name this tokenizer (a task not finished)."""
+    from pathlib import Path
+
+    from heartbeit.utils.io import atomic_write_json, sha256_file
+
+    images_dir, tokenizer_file = Path(images_dir), Path(tokenizer_file)
+    index = _read_index(images_dir)
+    tok = Tokenizer.load(tokenizer_file)
+    tok_sha = sha256_file(tokenizer_file)
+    shards = [entry for info in index["splits"].values() for entry in info["shards"]]
+    missing = []
+    for entry in shards:
+        side_path = (images_dir / entry["name"]).with_suffix(".json")
+        side = json.loads(side_path.read_text()) if side_path.is_file() else {}
+        if side.get("tokenizer_sha256") != tok_sha:
+            missing.append(entry["name"])
+            continue
+        entry.update(sha256=side["sha256"], bytes=side["bytes"])
+    if missing:
+        raise ValueError(f"{len(missing)} shard(s) not encoded with this tokenizer yet (first: {missing[0]}): run "
+                         "the remaining `heartbeit tokenizer encode` tasks first")
+    atomic_write_json(images_dir / "index.json", index)
     record = {"tokenizer_sha256": tok_sha, "tokenizer": tok.config(), "grid": tok.grid_size,
-              "vocab_size": tok.vocab_size, "shards": {e["name"]: e["sha256"] for _, e in shards}}
+              "vocab_size": tok.vocab_size, "shards": {e["name"]: e["sha256"] for e in shards}}
     atomic_write_json(images_dir / "tokens.json", record)
-    log.info("token grids written: %d shards encoded, %d already current", done, skipped)
-    return {"encoded": done, "skipped": skipped, **record}
+    return record
