@@ -7,11 +7,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 PROFILE ?= demo
 PYTEST_ARGS ?=
+# The torch wheel. The default (torch 2.14.1 from the package index) is built for CUDA 13.0 and needs an NVIDIA
+# driver R580 or newer; on a cluster with an older driver pick the wheel of the driver's CUDA from PyTorch's
+# index, e.g. `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu126` (CUDA 12.6: driver R525+).
+# docs/cluster.md "The torch wheel" says how to check; `heartbeit` names the driver when CUDA is unavailable.
+TORCH_INDEX ?=
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+PIP_TORCH := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple,)
 
 .PHONY: help setup sysdeps run ci-run test test-fast bench clean
 
 help:
 	@echo "make setup     create .venv: torch 2.14.1 + torchvision 0.29.1 first, then the pinned rest"
+	@echo "               (TORCH_INDEX=<PyTorch wheel index> picks the CUDA build for the cluster's driver)"
 	@echo "make run       set up, then run the whole study: heartbeit run --profile \$$PROFILE (default demo)"
 	@echo "make test      set up, then run the full test suite (what CI runs)"
 	@echo "make test-fast unit tests only"
@@ -24,8 +32,8 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from the machine's wheel store; everything after it sees torch already present.
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q -r requirements.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q $(PIP_TORCH) $(TORCH_PINS)
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q -r requirements.txt $(TORCH_PINS)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

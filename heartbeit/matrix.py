@@ -7,7 +7,9 @@ invalidate finished cells; a change that alters what a cell computes bumps the r
 
 A cell runs in `cells/.tmp-<id>-<pid>/`, which is renamed to `cells/<id>/`; `complete.json` is written
 last. A directory without `complete.json` is partial and is redone; a failure leaves
-`cells/.failed/<id>.json` with the reason and is retried on the next run."""
+`cells/.failed/<id>.json` with the reason and is retried on the next run. A cell stopped by a stop request
+(heartbeit/distributed/preempt.py) leaves its mid-cell checkpoint in `cells/.resume/<id>/` and resumes
+from it on the next run; the checkpoint is deleted once the cell is complete."""
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +29,9 @@ from heartbeit import __version__
 from heartbeit.models.families import FINETUNE_RECIPE_VERSION
 from heartbeit.config import MatrixConfig, to_dict
 from heartbeit.config.core import RENAMED_KEYS
-from heartbeit.config.layout import CELL_RECORD, COMPLETE
+from heartbeit.config.layout import CELL_CHECKPOINT_PROGRESS, CELL_RECORD, COMPLETE, cell_resume_dir
 from heartbeit.data.lock import pid_alive
+from heartbeit.distributed.preempt import Stopped, mark_checkpointed, stop_file_present
 from heartbeit.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger("heartbeit.matrix")
@@ -72,10 +75,11 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
     # The weights folder is a location: the weights file's own hash enters the id instead (plan_cells);
-    # allow_random_init decides whether a cell may start at all, not what it computes.
+    # allow_random_init decides whether a cell may start at all, not what it computes; nor does when a cell
+    # saves its mid-cell checkpoints (checkpoint_minutes: a resumed cell computes the same bits).
     for key in ("architectures", "probe_architectures", "fractions", "tasks", "seeds", "draws", "draws_below",
                 "num_workers", "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init",
-                "ablation_label_fraction"):
+                "ablation_label_fraction", "checkpoint_minutes"):
         d.pop(key, None)
     # Renamed settings enter the id under their old names (heartbeit.config.core.RENAMED_KEYS), so a rename
     # never changes a finished cell's id.
@@ -130,6 +134,27 @@ def ablation_cell_count(mcfg: MatrixConfig, n_exports: int) -> int:
         return 0
     draws = len(draws_of(mcfg, mcfg.ablation_label_fraction))
     return len(mcfg.tasks) * n_exports * len(ablation_archs(mcfg)) * len(mcfg.seeds) * draws
+
+
+def cell_specs(mcfg: MatrixConfig, n_exports: int = 0) -> list[tuple[str, str, float, str]]:
+    """(arch, task, fraction, kind) of every cell `plan_cells` plans, in its order, from the config alone
+    (with `n_exports` intermediate pretraining exports): what a Slurm chain is sized and timed by before any
+    image exists (tests/test_slurm_chain.py checks it against the real plan)."""
+    out: list[tuple[str, str, float, str]] = []
+    for task in mcfg.tasks:
+        for fraction in mcfg.fractions:
+            repeat = len(mcfg.seeds) * len(draws_of(mcfg, fraction))
+            for arch, kind in [(a, "finetune") for a in mcfg.architectures] + \
+                    [(a, "probe") for a in mcfg.probe_architectures]:
+                out += [(arch, task, float(fraction), kind)] * repeat
+    if ablation_archs(mcfg):
+        fraction = float(mcfg.ablation_label_fraction)
+        repeat = len(mcfg.seeds) * len(draws_of(mcfg, fraction))
+        for task in mcfg.tasks:
+            for _ in range(n_exports):
+                for arch in ablation_archs(mcfg):
+                    out += [(arch, task, fraction, "finetune")] * repeat
+    return out
 
 
 def read_ablation_exports(pretrained_file: str | Path, model: str, export_at: list[float]) -> list[AblationExport]:
@@ -293,16 +318,33 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
         if info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", 0))):
             return "partial", f"interrupted ({where}); rerun to redo it"
         return "running", where
+    resume = resume_note(cells_dir, cell.cell_id)
     failed = cells_dir / ".failed" / f"{cell.cell_id}.json"
     if failed.is_file():
-        return "failed", json.loads(failed.read_text()).get("reason", "")
+        return "failed", "; ".join(filter(None, [json.loads(failed.read_text()).get("reason", ""), resume]))
+    if resume:
+        return "partial", resume
     if (cells_dir / cell.cell_id).exists():
         return "partial", "no completion record"
     return "planned", ""
 
 
+def resume_note(cells_dir: str | Path, cell_id: str) -> str:
+    """'mid-cell checkpoint at step N (saved ...); a rerun resumes there', or '' without one."""
+    progress = cell_resume_dir(cells_dir, cell_id) / CELL_CHECKPOINT_PROGRESS
+    try:
+        info = json.loads(progress.read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""
+    return f"mid-cell checkpoint at step {info.get('step')} (saved {info.get('saved')}); a rerun resumes there"
+
+
 def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict], n_cells: int) -> str:
-    """Run one cell through the completion protocol; returns 'ran' or 'failed'."""
+    """Run one cell through the completion protocol; returns 'ran', 'failed' or 'stopped' (a stop was
+    requested: the cell saved a mid-cell checkpoint, or had not started)."""
+    if stop_file_present():  # the job is being stopped: start nothing new, and let the script requeue it
+        mark_checkpointed()
+        return "stopped"
     final = cells_dir / cell.cell_id
     if final.exists():  # partial from an interrupted run
         shutil.rmtree(final)
@@ -322,7 +364,12 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
         atomic_write_json(final / COMPLETE, {"cell_id": cell.cell_id, "seconds": round(time.time() - t0, 2),
                                              "version": __version__})
         (cells_dir / ".failed" / f"{cell.cell_id}.json").unlink(missing_ok=True)
+        shutil.rmtree(cell_resume_dir(cells_dir, cell.cell_id), ignore_errors=True)  # of no further use
         return "ran"
+    except Stopped as exc:  # the checkpoint stays in cells/.resume/<id>/ for the next run
+        log.warning("%s", exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return "stopped"
     except Exception as exc:  # a failed cell must not stop the others; it is retried next run
         log.error("cell %s failed: %s", cell.cell_id, exc)
         atomic_write_json(cells_dir / ".failed" / f"{cell.cell_id}.json", {
@@ -376,7 +423,7 @@ def run_cells(cells: list[Cell], cells_dir: str | Path, train_fn: Callable[[Cell
     cells_dir = Path(cells_dir)
     (cells_dir / ".running").mkdir(parents=True, exist_ok=True)
     (cells_dir / ".failed").mkdir(parents=True, exist_ok=True)
-    counts = {"done_before": 0, "ran": 0, "failed": 0}
+    counts = {"done_before": 0, "ran": 0, "failed": 0, "stopped": 0}
     todo = []
     for cell in cells:
         if (cells_dir / cell.cell_id / COMPLETE).is_file():
@@ -387,7 +434,11 @@ def run_cells(cells: list[Cell], cells_dir: str | Path, train_fn: Callable[[Cell
         if threads_per_job:
             _init_worker(threads_per_job)
         for cell in todo:
-            counts[_run_one(cell, cells_dir, train_fn, len(cells))] += 1
+            outcome = _run_one(cell, cells_dir, train_fn, len(cells))
+            counts[outcome] += 1
+            if outcome == "stopped":  # a stop request holds for the whole process
+                counts["stopped"] += len(todo) - sum(counts[k] for k in ("ran", "failed", "stopped"))
+                break
         return counts
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

@@ -1,8 +1,14 @@
 """The whole study as dependent Slurm jobs: prepare -> pretrain -> plan -> matrix array -> report.
 
     jobs = chain_jobs(cfg, site, run_args, submit_dir)     # what would be submitted (JobSpec list)
-    record = submit_chain(jobs, cfg, site_file)             # sbatch each, --dependency=afterok on the last
+    record = submit_chain(jobs, cfg, site_file)             # sbatch each, after the job(s) it depends on
     rows = job_rows(job_id)                                 # `scontrol show job -o` as dicts
+
+Each job waits for the one before it (`afterok`, with --kill-on-invalid-dep=yes: a failed stage cancels the
+rest), except the report: it waits for the plan job to succeed and for the matrix array to *end*, whatever
+became of its cells (`afterok:<plan>,afterany:<matrix>`), so a failed or timed-out cell never silently
+cancels the study's report; the report opens with the cells that did not finish, and `heartbeit slurm
+status` names them with their reasons. Resubmitting from the matrix reruns just those cells.
 
 Every job runs a readable script in slurm/ (its #SBATCH lines are the defaults; the site file's settings
 become sbatch options that override them) and that script runs the same `heartbeit` commands as the local
@@ -18,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -29,16 +34,16 @@ from pathlib import Path
 from heartbeit.config.layout import RunLayout
 from heartbeit.config.slurm import STAGES, SiteConfig, StageResources
 from heartbeit.utils.io import atomic_write_json, atomic_write_text
+# the chain's state lives in slurm_status; re-exported here, where callers have always found it
+from heartbeit.slurm_status import (TERMINAL, UNFINISHED_TASK_STATES, SlurmError, cell_states, chain_status,  # noqa: F401
+                                    format_cells, format_status, job_rows, sacct_rows, summarise, wait_chain)
 
 log = logging.getLogger("heartbeit.slurm")
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "slurm"
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                      "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"})
 
 
-class SlurmError(RuntimeError):
-    """sbatch/scontrol failed or is missing; the message carries Slurm's own words."""
+AFTER = "after"  # the key of an outside job id (`--after`) in JobSpec.command's ids
 
 
 @dataclass
@@ -50,9 +55,29 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)  # exported to the job (sbatch --export=ALL default)
     array: str = ""  # e.g. "0-59%8"
     log: str = ""  # the job's output file pattern
+    # (afterok | afterany, job name) pairs this job waits for; AFTER names a job given from outside (--after)
+    after: list[tuple[str, str]] = field(default_factory=list)
+    name: str = ""  # the stage, or "matrix#k" for part k of a matrix split by expected duration
+    estimate_s: float = 0.0  # the cost model's estimate (heartbeit/cost.py) of the longest task
+    gpus: int = 0  # GPUs per task (for GPU-hours)
 
-    def command(self, dependency: str | None = None) -> list[str]:
-        dep = [f"--dependency=afterok:{dependency}", "--kill-on-invalid-dep=yes"] if dependency else []
+    def __post_init__(self):
+        self.name = self.name or self.stage
+
+    @property
+    def task_indices(self) -> list[int]:
+        """The array's task indices ('0-2,5%4' -> [0, 1, 2, 5])."""
+        out: list[int] = []
+        for part in self.array.split("%")[0].split(","):
+            if part:
+                lo, _, hi = part.partition("-")
+                out.extend(range(int(lo), int(hi or lo) + 1))
+        return out
+
+    def command(self, ids: dict[str, str] | None = None) -> list[str]:
+        """The sbatch command; `ids` maps job names (and AFTER) to submitted job ids."""
+        deps = [f"{kind}:{(ids or {})[stage]}" for kind, stage in self.after if stage in (ids or {})]
+        dep = [f"--dependency={','.join(deps)}", "--kill-on-invalid-dep=yes"] if deps else []
         array = [f"--array={self.array}"] if self.array else []
         return ["sbatch", "--parsable", *self.sbatch_args, *array, *dep, self.script, *self.script_args]
 
@@ -79,10 +104,13 @@ def run_args(profile: str, config: str | None, overrides: list[str], workdir: st
 
 def gpu_defaults(cfg, site: SiteConfig, stage: str) -> StageResources:
     """What a GPU stage asks for when the site file leaves it unset, for a profile that needs a GPU
-    (`allow_cpu: false`): GPUs (1 per node; the site sets more), CPUs for every rank's loader workers plus
-    the rank itself, and host memory for them. CPU profiles and CPU stages keep the scripts' #SBATCH lines."""
+    (`allow_cpu: false`): GPUs (1 per node; the site sets more), CPUs for each rank and the loader cores that
+    decode its GPU's images at the measured decode rate (heartbeit/cost.py `cpus_per_rank`), and host memory
+    for its loader processes. CPU profiles and CPU stages keep the scripts' #SBATCH lines."""
     if cfg.allow_cpu or stage not in ("pretrain", "matrix"):
         return StageResources()
+    from heartbeit.cost import cpus_per_rank
+
     own = site.stage(stage)
     gpus = own.gpus_per_node or 1
     if stage == "pretrain":
@@ -92,17 +120,20 @@ def gpu_defaults(cfg, site: SiteConfig, stage: str) -> StageResources:
     else:
         ranks = per_task = 1  # one cell per array task
         workers = cfg.matrix.num_workers
-    # a rank's process and its loader workers; 8 GB per rank + 2 GB per worker of host memory
-    return StageResources(gpus_per_node=gpus, cpus_per_task=per_task * (workers + 1),
+    # 8 GB per rank + 2 GB per loader worker of host memory
+    return StageResources(gpus_per_node=gpus, cpus_per_task=per_task * cpus_per_rank(cfg, site, stage)[0],
                           mem=f"{ranks * (8 + 2 * workers)}G")
 
 
-def _resources(site: SiteConfig, stage: str, fallback: StageResources | None = None) -> list[str]:
+def _resources(cfg, site: SiteConfig, stage: str, fallback: StageResources) -> list[str]:
+    """The site's resources of a stage over `fallback` (GPU defaults, the cost model's time limit). A CPU
+    profile (allow_cpu) never inherits a GPU request: only GPUs set for that very stage (its section of the
+    site file, --gpus-per-node) are asked for, not the `defaults` section's nor the GPU profiles' default."""
     r = site.stage(stage)
-    if fallback is not None:
-        r = StageResources(time=r.time, partition=r.partition, sbatch_args=r.sbatch_args,
-                           cpus_per_task=r.cpus_per_task or fallback.cpus_per_task, mem=r.mem or fallback.mem,
-                           gpus_per_node=r.gpus_per_node or fallback.gpus_per_node)
+    gpus = getattr(site, stage).gpus_per_node if cfg.allow_cpu else r.gpus_per_node or fallback.gpus_per_node
+    r = StageResources(time=r.time or fallback.time, partition=r.partition, sbatch_args=r.sbatch_args,
+                       cpus_per_task=r.cpus_per_task or fallback.cpus_per_task, mem=r.mem or fallback.mem,
+                       gpus_per_node=gpus)
     out = []
     partition = r.partition or site.partition
     for flag, value in (("--partition", partition), ("--account", site.account), ("--qos", site.qos),
@@ -114,6 +145,12 @@ def _resources(site: SiteConfig, stage: str, fallback: StageResources | None = N
     if r.gpus_per_node:
         out.append(f"--gpus-per-node={r.gpus_per_node}")
     return [*out, *site.sbatch_args, *r.sbatch_args]
+
+
+def pretrain_world(cfg, site: SiteConfig) -> tuple[int, int]:
+    """(nodes, ranks per node) of the pretraining job this site file asks for."""
+    gpus = 0 if cfg.allow_cpu else (site.stage("pretrain").gpus_per_node or 1)
+    return site.nodes, site.ranks_per_node or gpus or 1
 
 
 def pretrain_resume_flag(cfg) -> list[str]:
@@ -128,8 +165,10 @@ def pretrain_resume_flag(cfg) -> list[str]:
 
 
 def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | Path,
-               start: str = "prepare") -> list[JobSpec]:
-    """The jobs of the study from stage `start` on, in dependency order. `cfg.workdir` must be absolute."""
+               start: str = "prepare", est=None, allow_fewer_gpus: bool = False) -> list[JobSpec]:
+    """The jobs of the study from stage `start` on, in dependency order, each with the cost model's time
+    limit where the site file sets none (`est`: heartbeit.cost.estimate_study's, computed if None). `cfg.workdir`
+    must be absolute."""
     if start not in STAGES:
         raise ValueError(f"unknown stage {start!r}; stages: {list(STAGES)}")
     work = Path(cfg.workdir)
@@ -145,11 +184,26 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
     if n_cells < 1:
         raise ValueError("the matrix has no cells (architectures, fractions, tasks and seeds must be non-empty)")
 
-    def single(stage: str, script: str, args: list[str], extra: list[str] = (), job_env: dict | None = None):
-        out = str(logs / f"{stage}-%j.out")
-        return JobSpec(stage, str(SCRIPTS_DIR / script), args,
-                       [*common, f"--output={out}", *_resources(site, stage, gpu_defaults(cfg, site, stage)),
-                        *extra], {**env, **(job_env or {})}, log=out)
+    from heartbeit.cost import estimate_study, index_ranges, split_by_duration, time_limit  # noqa: F401
+
+    nodes, per_node = pretrain_world(cfg, site)
+    est = est or estimate_study(cfg, site, nodes * per_node)
+
+    def resources(stage: str, seconds: float) -> tuple[list[str], int]:
+        fallback = gpu_defaults(cfg, site, stage)
+        fallback.time = time_limit(seconds, site)[0]
+        args = _resources(cfg, site, stage, fallback)
+        gpus = next((int(a.split("=")[1]) for a in args if a.startswith("--gpus-per-node=")), 0)
+        return args, gpus
+
+    def single(stage: str, script: str, args: list[str], extra: list[str] = (), job_env: dict | None = None,
+               name: str = ""):
+        name = name or stage
+        out = str(logs / f"{name}-%j.out")
+        res, gpus = resources(stage, est.jobs[name])
+        return JobSpec(stage, str(SCRIPTS_DIR / script), args, [*common, f"--output={out}", *res, *extra],
+                       {**env, **(job_env or {})}, log=out, estimate_s=est.jobs[name],
+                       gpus=gpus * (nodes if stage == "pretrain" else 1), name=name)
 
     quiet = ["--no-progress"]
     ranks = site.ranks_per_node or gpu_defaults(cfg, site, "pretrain").gpus_per_node
@@ -164,18 +218,45 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
         pretrain_env["HEARTBEIT_RANKS_PER_NODE"] = str(ranks)
     matrix_log = str(logs / "matrix-%A_%a.out")
     parallel = f"%{site.matrix_parallel}" if site.matrix_parallel else ""
+    if len(est.cells) != n_cells:
+        raise RuntimeError(f"cost model: {len(est.cells)} cells, plan: {n_cells}")  # one enumeration, two counts
+    parts = split_by_duration(est.cells, site)  # one array per duration class, each with its own --time
+    matrix_jobs = []
+    for k, (indices, longest) in enumerate(parts):
+        res, gpus = resources("matrix", longest)
+        matrix_jobs.append(JobSpec("matrix", str(SCRIPTS_DIR / "matrix.sh"), ["cell", *stage_args],
+                                   [*common, f"--output={matrix_log}", *res], dict(env),
+                                   array=index_ranges(indices) + parallel, log=matrix_log,
+                                   name="matrix" if len(parts) == 1 else f"matrix#{k}", estimate_s=longest,
+                                   gpus=gpus))
+    encode_log = str(logs / "encode-%A_%a.out")
+    res, gpus = resources("encode", est.jobs["encode"])
+    encode_jobs = [  # the token grids: an array over the shards, then one gather writes the index
+        JobSpec("encode", str(SCRIPTS_DIR / "encode.sh"), ["tasks", str(est.encode_tasks), *stage_args],
+                [*common, f"--output={encode_log}", *res], dict(env), array=f"0-{est.encode_tasks - 1}",
+                log=encode_log, estimate_s=est.jobs["encode"], gpus=gpus),
+        single("encode", "encode.sh", ["gather", *stage_args], name="gather")]
     jobs = {  # one per Slurm job of the stage list (heartbeit.config.stages.SLURM_JOBS)
-        "prepare": single("prepare", "prepare.sh", [*stage_args]),
-        "pretrain": single("pretrain", "pretrain.sh", [*stage_args, *quiet, *pretrain_resume_flag(cfg)],
+        "prepare": single("prepare", "prepare.sh", [*stage_args], job_env={"HEARTBEIT_PREPARE_UNTIL": "tokenizer-train"}),
+        "pretrain": single("pretrain", "pretrain.sh", [*stage_args, *quiet, *pretrain_resume_flag(cfg),
+                                                       *(["--allow-fewer-gpus"] if allow_fewer_gpus else [])],
                            [f"--nodes={site.nodes}", *layout], pretrain_env),
         "plan": single("plan", "matrix.sh", ["plan", "--expect", str(n_cells), *stage_args]),
-        "matrix": JobSpec("matrix", str(SCRIPTS_DIR / "matrix.sh"), ["cell", *stage_args],
-                          [*common, f"--output={matrix_log}",
-                           *_resources(site, "matrix", gpu_defaults(cfg, site, "matrix"))],
-                          dict(env), array=f"0-{n_cells - 1}{parallel}", log=matrix_log),
         "report": single("report", "report.sh", [*stage_args]),
     }
-    return [jobs[name] for name in STAGES[STAGES.index(start):]]
+    chosen = [j for name in STAGES[STAGES.index(start):]
+              for j in {"matrix": matrix_jobs, "encode": encode_jobs}.get(name, [jobs.get(name)])]
+    previous = AFTER
+    for job in chosen:
+        job.after = [("afterok", previous)]
+        if job.stage != "matrix" or job is matrix_jobs[-1]:
+            previous = job.name
+        if job.stage == "matrix" and start != "matrix":
+            job.after = [("afterok", "plan")]  # every part of the matrix waits for the plan
+    if start != "report":  # the report: once every matrix part has ended, however
+        jobs["report"].after = ([("afterok", "plan")] if start != "matrix" else [("afterok", AFTER)]) + \
+            [("afterany", j.name) for j in matrix_jobs]  # its cells ended
+    return chosen
 
 
 def _sbatch(cmd: list[str], env: dict[str, str]) -> str:
@@ -190,7 +271,7 @@ def _sbatch(cmd: list[str], env: dict[str, str]) -> str:
 
 def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | None = None,
                  after: str | None = None) -> dict:
-    """sbatch each job with --dependency=afterok on the one before (the first on `after`, if given); write
+    """sbatch each job after the job(s) it depends on (JobSpec.after; the first on `after`, if given); write
     and return the record <workdir>/slurm_jobs.json. A failed sbatch cancels the jobs already submitted."""
     work = Path(cfg.workdir)
     RunLayout(work).slurm_logs.mkdir(parents=True, exist_ok=True)
@@ -199,15 +280,15 @@ def submit_chain(jobs: list[JobSpec], cfg, site: SiteConfig, site_file: str | No
                           "# written by `heartbeit slurm submit` from the site file; sourced by every job\n"
                           + "\n".join(site.setup) + "\n")
     submitted: list[dict] = []
-    previous = after
+    ids = {AFTER: after} if after else {}
     try:
         for job in jobs:
-            cmd = job.command(previous)
+            cmd = job.command(ids)
             job_id = _sbatch(cmd, job.env)
             log.info("%s: job %s", job.stage, job_id)
-            submitted.append({"stage": job.stage, "job_id": job_id, "array": job.array, "log": job.log,
-                              "command": cmd})
-            previous = job_id
+            submitted.append({"stage": job.stage, "name": job.name, "job_id": job_id, "array": job.array,
+                              "log": job.log, "command": cmd})
+            ids[job.name] = job_id
     except SlurmError:
         for done in submitted:
             subprocess.run(["scancel", done["job_id"]], capture_output=True, timeout=60)
@@ -227,100 +308,5 @@ def read_record(workdir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-# ---- status (accounting may be absent: `scontrol show job` is the record while slurmctld keeps the job)
-
-def _parse_scontrol(text: str) -> list[dict[str, str]]:
-    rows = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        fields = {}
-        for token in line.split():
-            key, sep, value = token.partition("=")
-            if sep:
-                fields[key] = value
-        rows.append(fields)
-    return rows
-
-
-def job_rows(job_id: str) -> list[dict[str, str]]:
-    """`scontrol show job -o JOB` as dicts (an array: one per task, pending tasks may share one row). An
-    empty list when slurmctld no longer knows the job (older than MinJobAge)."""
-    try:
-        proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise SlurmError("scontrol not found: run this where the Slurm client commands are installed") from None
-    if proc.returncode != 0:
-        if "Invalid job id" in proc.stderr:
-            return []
-        raise SlurmError(f"scontrol show job {job_id} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return _parse_scontrol(proc.stdout)
-
-
-def _task_count(row: dict[str, str]) -> int:
-    """How many array tasks one scontrol row stands for ('0-7%2' pending together = 8)."""
-    spec = row.get("ArrayTaskId", "")
-    if not spec:
-        return 1
-    total = 0
-    for part in spec.split("%")[0].split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
-        if not m:
-            total += 1
-            continue
-        lo, hi, step = int(m.group(1)), int(m.group(2) or m.group(1)), int(m.group(3) or 1)
-        total += len(range(lo, hi + 1, step))
-    return total
-
-
-def summarise(entry: dict, rows: list[dict[str, str]]) -> dict:
-    """One stage's state: states -> task counts, and the first non-trivial reason / exit code."""
-    states: dict[str, int] = {}
-    for row in rows:
-        states[row.get("JobState", "UNKNOWN")] = states.get(row.get("JobState", "UNKNOWN"), 0) + _task_count(row)
-    reasons = sorted({r.get("Reason", "None") for r in rows} - {"None"})
-    bad_exits = sorted({r.get("ExitCode", "0:0") for r in rows} - {"0:0"})
-    return {"stage": entry["stage"], "job_id": entry["job_id"], "states": states or {"GONE": 1},
-            "reason": ",".join(reasons), "exit_codes": bad_exits,
-            "restarts": max((int(r.get("Restarts", "0") or 0) for r in rows), default=0),
-            "run_time": max((r.get("RunTime", "") for r in rows), default=""),
-            "finished": bool(rows) and all(r.get("JobState") in TERMINAL for r in rows),
-            "ok": bool(rows) and all(r.get("JobState") == "COMPLETED" for r in rows)}
-
-
-def chain_status(record: dict) -> list[dict]:
-    return [summarise(entry, job_rows(entry["job_id"])) for entry in record["jobs"]]
-
-
-def wait_chain(record: dict, timeout: float, poll: float = 2.0) -> list[dict]:
-    """Poll until every job of the chain is finished (or slurmctld forgot it); raises TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = chain_status(record)
-        if all(s["finished"] or s["states"] == {"GONE": 1} for s in status):
-            return status
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"chain not finished after {timeout:.0f} s: "
-                               + "; ".join(f"{s['stage']} {s['states']}" for s in status))
-        time.sleep(poll)
-
-
-def format_status(status: list[dict]) -> str:
-    lines = [f"{'stage':9s} {'job':>8s}  {'state':28s} {'time':>10s}  detail"]
-    for s in status:
-        state = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(s["states"].items()))
-        detail = []
-        if s["reason"]:
-            detail.append(f"reason {s['reason']}")
-        if s["exit_codes"]:
-            detail.append(f"exit {','.join(s['exit_codes'])}")
-        if s["restarts"]:
-            detail.append(f"restarts {s['restarts']}")
-        if s["states"] == {"GONE": 1}:
-            detail.append("no longer known to slurmctld (see the job's log)")
-        lines.append(f"{s['stage']:9s} {s['job_id']:>8s}  {state:28s} {s['run_time']:>10s}  {'; '.join(detail)}")
-    return "\n".join(lines)
-
-
-__all__ = ["JobSpec", "SlurmError", "chain_jobs", "submit_chain", "read_record", "job_rows", "chain_status",
+__all__ = ["cell_states", "format_cells", "sacct_rows", "JobSpec", "SlurmError", "chain_jobs", "submit_chain", "read_record", "job_rows", "chain_status",
            "wait_chain", "format_status", "matrix_cell_count", "run_args", "summarise"]

@@ -14,12 +14,20 @@
 #
 # What does not work on such a cluster (and need not): `sacct` (no accounting storage; use
 # `scontrol show job`) and `srun --mpi=pmi2`. `srun --mpi=pmix` works once libpmix-dev is installed.
+#
+# The node declares $HEARTBEIT_SLURM_GPUS (default 2) GPUs as a GRES (`GresTypes=gpu`, `Gres=gpu:N` on the
+# node line) with no real device: `--gpus-per-node` requests are scheduled, counted and exported
+# (SLURM_GPUS_ON_NODE) exactly as on a GPU cluster, so GPU-shaped jobs are testable here. Slurm 22.05's
+# gres/gpu plugin reports 0 GPUs for a record without `File=` (the node goes INVALID: "count reported lower
+# than configured"), so gres.conf names empty placeholder files $HEARTBEIT_SLURM_DIR/dev/gpu0..N-1 that
+# nothing opens (TaskPlugin=task/none binds no devices).
 set -euo pipefail
 
 DIR=${HEARTBEIT_SLURM_DIR:-/tmp/heartbeit-slurm}
 CONF=$DIR/slurm.conf
 PACKAGES=(slurmctld slurmd slurm-client munge libpmix-dev)
 WAIT_S=${HEARTBEIT_SLURM_WAIT_S:-60}
+GPUS=${HEARTBEIT_SLURM_GPUS:-2}
 export SLURM_CONF=$CONF
 
 say() { echo "local_cluster: $*" >&2; }
@@ -91,14 +99,22 @@ SlurmctldTimeout=30
 SlurmdTimeout=30
 KillWait=10
 MinJobAge=600
+GresTypes=gpu
 # A requeued job waits cred_expire seconds before it may start again (default 120); locally 10 is plenty.
 AuthInfo=cred_expire=10
-$node NodeAddr=127.0.0.1 State=UNKNOWN
+$node Gres=gpu:$GPUS NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
-  if [[ -f $CONF ]] && cmp -s "$tmp" "$CONF"; then
-    rm -f "$tmp"
+  # the GPUs' GRES, read by slurmd beside slurm.conf (placeholder files: see the header); changing it needs
+  # fresh daemons like the main config
+  mkdir -p "$DIR/dev"
+  for ((i = 0; i < GPUS; i++)); do : >"$DIR/dev/gpu$i"; done
+  printf 'NodeName=%s Name=gpu File=%s/dev/gpu[0-%s]\n' "$host" "$DIR" "$((GPUS - 1))" >"$tmp.gres"
+  if [[ -f $CONF ]] && cmp -s "$tmp" "$CONF" && cmp -s "$tmp.gres" "$DIR/gres.conf"; then
+    rm -f "$tmp" "$tmp.gres"
   else
+    mv "$tmp.gres" "$DIR/gres.conf"
+    chmod 0644 "$DIR/gres.conf"
     # A changed config (new script version, other hostname) needs fresh daemons.
     if [[ -f $CONF ]]; then stop_pidfile "$DIR/run/slurmd.pid" slurmd; stop_pidfile "$DIR/run/slurmctld.pid" slurmctld; fi
     mv "$tmp" "$CONF"

@@ -10,7 +10,14 @@
 #   sbatch --array=0-$((N-1))%K slurm/matrix.sh RUN-ARGS... one cell per array task (what submit runs)
 #
 # RUN-ARGS are `heartbeit matrix` arguments, e.g. --profile paper --workdir /scratch/$USER/heartbeit.
-# `heartbeit slurm submit` chains plan -> array -> report after pretraining with --dependency=afterok.
+# `heartbeit slurm submit` chains plan -> array -> report after pretraining.
+#
+# Time limits and preemption: a cell saves a mid-cell checkpoint every matrix.checkpoint_minutes and when
+# asked to stop. `--signal=B:USR1@600` makes Slurm signal this shell 600 s before the limit (enough for the
+# current step, a validation pass in progress and the save; `scancel --batch --signal=USR1 JOB` does the
+# same by hand); the shell creates $HEARTBEIT_STOP_FILE, the cell checkpoints at the end of its step and
+# leaves $HEARTBEIT_CHECKPOINTED_FILE, and this script requeues the task, which resumes the cell exactly
+# (heartbeit/train/cell_checkpoint.py). A preemption's SIGTERM reaches the cell itself and does the same.
 #
 # HEARTBEIT is the command (default: the checkout's .venv/bin/python -m heartbeit), e.g.
 # HEARTBEIT="/path/to/venv/bin/python -m heartbeit".
@@ -22,12 +29,13 @@
 #SBATCH --mem=32G
 #SBATCH --time=08:00:00
 #SBATCH --requeue
+#SBATCH --signal=B:USR1@600
 #SBATCH --open-mode=append
 #SBATCH --output=heartbeit-matrix-%A_%a.out
 ##SBATCH --gpus-per-node=1
 ##SBATCH --partition=gpu
 ##SBATCH --account=my-lab
-set -euo pipefail
+set -uo pipefail
 
 if [[ -n ${HEARTBEIT_SITE_SETUP:-} ]]; then
   # shellcheck disable=SC1090
@@ -47,7 +55,7 @@ esac
 
 plan() {  # plan RUN-ARGS...: write the plan, print it, and set CELLS to its cell count
   local out
-  out=$("${HB[@]}" matrix plan "$@")
+  out=$("${HB[@]}" matrix plan "$@") || exit $?
   echo "$out"
   CELLS=$(sed -n 's/^\([0-9][0-9]*\) cells -> .*/\1/p' <<<"$out" | tail -n1)
   [[ -n $CELLS ]] || { echo "heartbeit-matrix: no cell count in the output of 'heartbeit matrix plan'" >&2; exit 1; }
@@ -74,7 +82,7 @@ case $mode in
     fi
     plan "$@"
     script=$(readlink -f "${BASH_SOURCE[0]}")
-    job=$(sbatch --parsable --array=0-$((CELLS - 1))$parallel "${opts[@]}" "$script" cell "$@")
+    job=$(sbatch --parsable --array=0-$((CELLS - 1))$parallel "${opts[@]}" "$script" cell "$@") || exit $?
     echo "matrix array job ${job%%;*}: $CELLS cells (--array=0-$((CELLS - 1))$parallel)"
     ;;
   cell)
@@ -82,7 +90,37 @@ case $mode in
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
     echo "heartbeit-matrix: job ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (restart ${SLURM_RESTART_COUNT:-0})" \
          "on $(hostname -s), $(date -Is)"
-    "${HB[@]}" matrix run --array-index "$SLURM_ARRAY_TASK_ID" "$@"
+    # Node-local: the cell process sees the stop file and leaves the "checkpointed" marker here.
+    SIGNAL_DIR=${HEARTBEIT_SIGNAL_DIR:-${TMPDIR:-/tmp}/heartbeit-signals}/$SLURM_JOB_ID
+    export HEARTBEIT_STOP_FILE=$SIGNAL_DIR/stop
+    export HEARTBEIT_CHECKPOINTED_FILE=$SIGNAL_DIR/checkpointed
+    rm -rf "$SIGNAL_DIR" && mkdir -p "$SIGNAL_DIR"
+    on_signal() {
+      echo "heartbeit-matrix: caught $1: asking the cell to checkpoint and stop"
+      touch "$HEARTBEIT_STOP_FILE"
+    }
+    trap 'on_signal USR1' USR1
+    trap 'on_signal TERM' TERM
+    # In the background, so the shell runs its trap while the cell trains (bash defers traps until a
+    # foreground command returns); `wait` returns early on a trapped signal, so wait until the cell ends.
+    "${HB[@]}" matrix run --array-index "$SLURM_ARRAY_TASK_ID" "$@" &
+    CELL_PID=$!
+    while true; do
+      wait "$CELL_PID"
+      rc=$?
+      kill -0 "$CELL_PID" 2>/dev/null || break
+    done
+    if [[ -e $HEARTBEIT_CHECKPOINTED_FILE ]]; then
+      echo "heartbeit-matrix: the cell checkpointed before stopping; requeueing job $SLURM_JOB_ID, $(date -Is)"
+      rm -rf "$SIGNAL_DIR"
+      scontrol requeue "$SLURM_JOB_ID"
+      exit 0
+    fi
+    rm -rf "$SIGNAL_DIR"
+    if (( rc != 0 )); then
+      echo "heartbeit-matrix: array task $SLURM_ARRAY_TASK_ID failed (exit $rc), $(date -Is)" >&2
+      exit "$rc"
+    fi
     echo "heartbeit-matrix: array task $SLURM_ARRAY_TASK_ID done, $(date -Is)"
     ;;
 esac

@@ -30,6 +30,10 @@
 # HEARTBEIT_RESUME_ARG (default "--resume" for `heartbeit pretrain`, nothing for other entry points) so it
 # continues from the checkpoint instead of refusing to overwrite it.
 #
+# GPUs: a profile that needs them (allow_cpu: false) refuses an allocation with fewer than its world_size
+# (`heartbeit pretrain --check-allocation`), e.g. `sbatch slurm/pretrain.sh --profile paper` without
+# --gpus-per-node; `--allow-fewer-gpus` (a `heartbeit pretrain` argument) proceeds with accumulation.
+#
 # Site settings: HEARTBEIT_SITE_SETUP names a file sourced before anything runs (module loads, conda
 # activation). HEARTBEIT_PYTHON is the interpreter (default: the
 # submit directory's .venv/bin/python, else python3 on PATH). HEARTBEIT_ENTRY is the
@@ -74,6 +78,13 @@ ARGS=("$@")
 if (( ${SLURM_RESTART_COUNT:-0} > 0 )) && [[ -n $RESUME_ARG ]]; then ARGS+=("$RESUME_ARG"); fi
 LAUNCH=${HEARTBEIT_LAUNCH:-torchrun}
 : "${SLURM_JOB_ID:?run this script with sbatch}"
+
+# A GPU profile refuses an allocation with fewer GPUs than its designed world size (or none) before any rank
+# starts, with the steps and GPU-hours it would take (pass --allow-fewer-gpus to go on anyway).
+if [[ ${ENTRY[*]} == "-m heartbeit pretrain" ]]; then
+  "$PYTHON" -m heartbeit pretrain --check-allocation "${SLURM_NNODES:-1}" "${SLURM_GPUS_ON_NODE:-0}" "${ARGS[@]}" \
+    || exit 2
+fi
 
 # The rendezvous host: the first node of the allocation, by the address Slurm itself uses to reach it.
 HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)

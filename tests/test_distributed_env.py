@@ -157,3 +157,23 @@ def test_stop_request_by_file_and_by_signal(tmp_path, monkeypatch):
     assert not (tmp_path / "done").exists()
     mark_checkpointed()
     assert (tmp_path / "done").exists()
+
+
+def test_more_ranks_than_gpus_fail_at_start_with_a_clear_message(monkeypatch):
+    """Issue 29: `local_rank % device_count` would put two ranks on one GPU (an NCCL duplicate-GPU error much
+    later); a faked device count shows the check."""
+    import torch
+
+    from heartbeit.distributed.env import DistEnv, RankLayoutError, device_for
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: chosen[-1])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(RankLayoutError, match=r"4 ranks on this node .* only 2 GPU\(s\) visible "
+                                              r"\(CUDA_VISIBLE_DEVICES=0,1\)"):
+        device_for(DistEnv(3, 8, 3, 4, "h", 1, "torchrun"))
+    assert chosen == []
+    assert device_for(DistEnv(1, 4, 1, 2, "h", 1, "torchrun")) == torch.device("cuda", 1)

@@ -210,6 +210,28 @@ def test_missing_inputs_give_a_clear_message(tmp_path, capsys):
     assert "heartbeit report --profile ci --set report.bootstrap=20 --workdir" in md
 
 
+def test_a_study_with_unfinished_cells_says_so_first(tmp_path, capsys):
+    """Issue 29: the Slurm report job runs after the matrix whatever became of its cells; the report opens
+    with the planned cells that did not finish, with each one's reason."""
+    import json
+
+    from heartbeit.cli import main
+    from heartbeit.matrix import Cell, write_plan
+
+    matrix = tmp_path / "w" / "matrix"
+    cells = [Cell(i, f"{i:016x}", "resnet18", "stemi", 1.0, i) for i in range(2)]
+    write_plan(cells, matrix / "plan.json")
+    (matrix / "cells" / ".failed").mkdir(parents=True)
+    (matrix / "cells" / ".failed" / f"{cells[1].cell_id}.json").write_text(json.dumps({"reason": "OutOfMemoryError: x"}))
+    main(["report", "--profile", "ci", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "res"),
+          "--set", "report.bootstrap=20"])
+    md = (tmp_path / "res" / "REPORT.md").read_text()
+    assert md.index("## Incomplete study") < md.index("## Missing or left out")
+    assert "**2 of 2 planned cells did not finish" in md
+    assert f"cell 1 `{cells[1].cell_id}` resnet18 stemi 1 seed1 draw0: failed (OutOfMemoryError: x)" in md
+    assert json.loads((tmp_path / "res" / "report.json").read_text())["unfinished_cells"][0].startswith("cell 0 ")
+
+
 def test_unfinished_and_damaged_cells_are_left_out(tmp_path):
     from heartbeit.eval.report import load_cells
 

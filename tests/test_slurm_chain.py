@@ -64,7 +64,7 @@ def heartbeit(*args: str, env: dict | None = None, timeout: float = 300) -> subp
 def test_cell_count_from_config_matches_the_plan(tmp_path):
     """The array is sized from the config before any image exists; it must equal the real plan's length."""
     from heartbeit.config import load_config
-    from heartbeit.matrix import AblationExport, plan_cells
+    from heartbeit.matrix import AblationExport, cell_specs, plan_cells
     from heartbeit.slurm_submit import matrix_cell_count
 
     (tmp_path / "index.json").write_text("{}")
@@ -74,8 +74,10 @@ def test_cell_count_from_config_matches_the_plan(tmp_path):
         # the pretraining ablation's cells too: one per intermediate export (pretrain.export_at)
         exports = [AblationExport(i + 1, f, "0" * 64) for i, f in enumerate(cfg.pretrain.export_at)]
         assert exports and cfg.matrix.ablation_label_fraction is not None, profile
-        assert matrix_cell_count(cfg.matrix, cfg.pretrain.export_at) == \
-            len(plan_cells(cfg.matrix, tmp_path, None, exports)) > matrix_cell_count(cfg.matrix) > 0
+        plan = plan_cells(cfg.matrix, tmp_path, None, exports)
+        assert matrix_cell_count(cfg.matrix, cfg.pretrain.export_at) == len(plan) > matrix_cell_count(cfg.matrix) > 0
+        # and each cell's architecture, task, fraction and kind, which its time limit is estimated from
+        assert cell_specs(cfg.matrix, len(exports)) == [(c.arch, c.task, c.fraction, c.kind) for c in plan]
 
 
 def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
@@ -86,13 +88,19 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
                     "prepare: {partition: cpu, cpus_per_task: 16}\npretrain: {gpus_per_node: 4, time: '2-00:00:00'}\n")
     out = heartbeit("slurm", "submit", "--profile", "ci", "--site", str(site), "--workdir", str(tmp_path / "w"),
                     "--gpus-per-node", "8", "--dry-run", *sets(["matrix.tasks=[stemi]"])).stdout
+    out, table = out.split("# cost model")
     blocks = {b.split("\n", 1)[0]: b for b in out.split("# ")[1:]}
-    assert list(blocks) == ["prepare", "pretrain", "plan", "matrix", "report"]
+    # every job's estimate and --time, and the study's GPU-hours (issue 29)
+    assert all(f"#   {stage:<10}" in table for stage in blocks) and "GPU-hours" in table
+    assert list(blocks) == ["prepare", "encode", "gather", "pretrain", "plan", "matrix", "report"]
     for stage, block in blocks.items():
-        assert f"/slurm/{'matrix' if stage in ('plan', 'matrix') else stage}.sh" in block
+        script = {"plan": "matrix", "gather": "encode"}.get(stage, stage)
+        assert f"/slurm/{script}.sh" in block
         assert "--account=lab" in block and "--qos=high" in block and "--mail-type=FAIL" in block
         assert f"--workdir {tmp_path / 'w'}" in block and "HEARTBEIT_SITE_SETUP=" in block
         assert ("--dependency=afterok:" in block) == (stage != "prepare")
+    # the report runs once the matrix array has ended, whatever became of its cells (issue 29)
+    assert "'--dependency=afterok:<plan job id>,afterany:<matrix job id>'" in blocks["report"]
     assert "--partition=cpu" in blocks["prepare"] and "--cpus-per-task=16" in blocks["prepare"]
     assert "--partition=gpu" in blocks["pretrain"] and "--nodes=2" in blocks["pretrain"]
     assert "--gpus-per-node=8" in blocks["pretrain"]  # the flag overrides the site file's 4
@@ -163,14 +171,16 @@ def chain(slurm_cluster, tmp_path_factory):
 def test_submit_runs_the_whole_study_to_a_results_table(chain):
     work, status = chain["work"], chain["status"]
     assert chain["rc"] == 0, f"{status}\n{logs(work)}"
-    assert [s["stage"] for s in status] == ["prepare", "pretrain", "plan", "matrix", "report"]
+    jobs = chain["record"]["jobs"]
+    assert [j["name"] for j in jobs] == ["prepare", "encode", "gather", "pretrain", "plan", "matrix", "report"]
     for s in status:
         assert s["ok"] and s["states"] == ({"COMPLETED": 3} if s["stage"] == "matrix" else {"COMPLETED": 1}), s
-    jobs = chain["record"]["jobs"]
     ids = [j["job_id"] for j in jobs]
-    for previous, job in zip(ids, jobs[1:]):  # each job waited for the one before
+    for previous, job in zip(ids, jobs[1:-1]):  # each job waited for the one before
         assert f"--dependency=afterok:{previous}" in job["command"]
-    assert jobs[3]["array"] == "0-2%2"
+    assert f"--dependency=afterok:{ids[4]},afterany:{ids[5]}" in jobs[-1]["command"]  # plan ok, matrix ended
+    assert jobs[5]["array"] == "0-2%2" and jobs[1]["array"] == "0-0"  # one encoding task for this tiny set
+    assert (work / "images" / "tokens.json").is_file()  # the gather wrote it
     plan = json.loads((work / "matrix" / "plan.json").read_text())["cells"]
     assert len(plan) == 3 and [c["pretrain_step"] for c in plan] == [None, None, 2]  # 50 % of 4 steps
     assert all((work / "matrix" / "cells" / c["cell_id"] / "complete.json").is_file() for c in plan)
@@ -194,7 +204,7 @@ def test_a_failed_stage_cancels_the_rest_of_the_chain(slurm_cluster, tmp_path):
     assert rc == 1
     states = {s["stage"]: s["states"] for s in status}
     assert states["prepare"] == {"FAILED": 1}, logs(work)
-    assert all(set(states[s]) == {"CANCELLED"} for s in ("pretrain", "plan", "matrix", "report")), states
+    assert all(set(states[s]) == {"CANCELLED"} for s in ("encode", "pretrain", "plan", "matrix", "report")), states
     assert "no-such-ecgs" in (next((work / "slurm" / "logs").glob("prepare-*.out"))).read_text()
 
 

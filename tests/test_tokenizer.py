@@ -131,6 +131,28 @@ def test_encode_shards_adds_grids_deterministically(tmp_path, kmeans):
     assert batch["tokens"].shape == (4, 8, 8)
 
 
+def test_encoding_as_an_array_over_shards_then_one_gather(tmp_path, kmeans):
+    """Issue 29: each array task encodes its own shards and leaves the index alone; the gather writes
+    index.json and tokens.json once, with the same bytes as encoding everything in one process."""
+    from heartbeit.train.tokenizer_train import gather_tokens
+
+    tok_file = kmeans[0].save(tmp_path / "tok.safetensors")
+    images = ecg_images(40, 64, seed=3)
+    for run in ("serial", "array"):
+        write_image_shards(tmp_path / run, images, per_shard=16)
+    encode_shards(tmp_path / "serial", tok_file, progress=False)
+    index_before = (tmp_path / "array" / "index.json").read_bytes()
+    assert encode_shards(tmp_path / "array", tok_file, progress=False, task=(1, 2))["encoded"] == 1
+    with pytest.raises(ValueError, match="2 shard\\(s\\) not encoded with this tokenizer yet"):
+        gather_tokens(tmp_path / "array", tok_file)
+    assert encode_shards(tmp_path / "array", tok_file, progress=False, task=(0, 2))["encoded"] == 2
+    assert (tmp_path / "array" / "index.json").read_bytes() == index_before  # tasks never write the index
+    assert not (tmp_path / "array" / "tokens.json").exists()
+    gather_tokens(tmp_path / "array", tok_file)
+    for name in ("index.json", "tokens.json"):
+        assert (tmp_path / "array" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes()
+
+
 def _skewed_latents(step: int, n: int, dim: int, g: torch.Generator) -> torch.Tensor:
     """Encoder outputs like an ECG image's: ~80 % near one blank-paper latent, the rest around 64 trace
     shapes, all drifting slowly as the encoder trains."""

@@ -57,10 +57,11 @@ def default_pretrained(cfg) -> Path | None:
 
 
 class CellTrainer:
-    """Trains one cell from the image shards (a picklable callable, so cells can run in worker processes)."""
+    """Trains one cell from the image shards (a picklable callable, so cells can run in worker processes).
+    With `cells_dir`, cells keep mid-cell checkpoints in `cells/.resume/<id>/` and resume from them."""
 
-    def __init__(self, images: Path, cfg, pretrained: str | None):
-        self.images, self.cfg, self.pretrained = images, cfg, pretrained
+    def __init__(self, images: Path, cfg, pretrained: str | None, cells_dir: Path | None = None):
+        self.images, self.cfg, self.pretrained, self.cells_dir = images, cfg, pretrained, cells_dir
 
     def export_of(self, cell) -> str | None:
         """The export a cell starts from: the final one, or (pretraining ablation) the intermediate one of
@@ -86,10 +87,13 @@ class CellTrainer:
 
             summary = linear_probe_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained)
         else:
+            from heartbeit.config.layout import cell_resume_dir
             from heartbeit.train.precision import cudnn_autotune, device_type_of
 
+            resume_dir = cell_resume_dir(self.cells_dir, cell.cell_id) if self.cells_dir is not None else None
             with cudnn_autotune(cell.arch, device_type_of(self.cfg.matrix.device)):
-                summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained)
+                summary = finetune_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained,
+                                        resume_dir=resume_dir)
         return {**summary, "profile": self.cfg.profile}
 
 
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     if args.action != "status":  # plan is a CPU stage; run needs the GPU (unless allow_cpu)
-        check_run(cfg, ["plan", "matrix"] if args.action == "run" else ["plan"])
+        # a cell loads its ImageNet file strictly itself; the plan (and `heartbeit run`) loads every file once
+        check_run(cfg, ["plan", "matrix"] if args.action == "run" else ["plan"], load_weights=args.action == "plan")
     layout = RunLayout.of(cfg)
     images = Path(args.images) if args.images else layout.images
     matrix_dir = Path(args.matrix_dir) if args.matrix_dir else layout.matrix
@@ -156,9 +161,14 @@ def run(args: argparse.Namespace) -> int:
     if pretrained is not None and any(c.arch.startswith("heartbeit_") for c in selected) and not pretrained.is_file():
         return fail("matrix", f"no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
 
-    trainer = CellTrainer(images, cfg, str(pretrained) if pretrained else None)
+    trainer = CellTrainer(images, cfg, str(pretrained) if pretrained else None, cells_dir)
     counts = run_cells(selected, cells_dir, trainer, jobs=cfg.matrix.jobs,
                        threads_per_job=cfg.matrix.threads_per_job or None)
-    print(f"matrix: {counts['ran']} ran, {counts['done_before']} already done, {counts['failed']} failed "
-          f"(of {len(selected)} selected)")
+    print(f"matrix: {counts['ran']} ran, {counts['done_before']} already done, {counts['failed']} failed"
+          + (f", {counts['stopped']} stopped on request (rerun to resume)" if counts["stopped"] else "")
+          + f" (of {len(selected)} selected)")
+    if counts["stopped"]:
+        from heartbeit.distributed.preempt import STOPPED_EXIT
+
+        return STOPPED_EXIT
     return 1 if counts["failed"] else 0

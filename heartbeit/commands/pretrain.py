@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 from pathlib import Path
 
 from heartbeit.config.layout import RunLayout
@@ -40,9 +41,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: <workdir>/pretrain)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow-fewer-gpus", action="store_true",
+                        help="train on fewer GPUs than the profile's world_size (refused otherwise)")
+    parser.add_argument("--check-allocation", nargs=2, type=int, metavar=("NODES", "GPUS_PER_NODE"), default=None,
+                        help="only check that this allocation has the GPUs the profile's pretraining is designed "
+                             "for (slurm/pretrain.sh runs it before starting any rank); exit 2 if not")
     # the deepspeed launcher appends --local_rank=N; rank discovery reads the environment instead
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     add_common_config_args(parser)
+
+
+def allocation_problem_here(cfg, allocation: list[int] | None) -> str | None:
+    """Too few GPUs for the profile's world_size: the given allocation (--check-allocation), else this
+    job's ranks (torchrun/srun/mpirun environment) -- nodes x ranks per node."""
+    if cfg.allow_cpu or not cfg.world_size:
+        return None
+    from heartbeit.config.slurm import SiteConfig
+    from heartbeit.cost import allocation_problem
+    from heartbeit.distributed.env import discover
+
+    if allocation is not None:
+        nodes, per_node = allocation
+    else:
+        denv = discover()
+        per_node = max(1, denv.local_world_size)
+        nodes = max(1, denv.world_size // per_node)
+    return allocation_problem(cfg, SiteConfig(), nodes, per_node)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,9 +74,20 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.config import write_resolved
     from heartbeit.train.pretrain import pretrain
 
+    from heartbeit.config import ConfigError
     from heartbeit.config.preflight import check_run
 
     cfg = resolve_config(args)
+    problem = None if args.allow_fewer_gpus else allocation_problem_here(cfg, args.check_allocation)
+    if args.check_allocation is not None:
+        if problem:
+            print(f"heartbeit pretrain: {problem}", file=sys.stderr)
+            return 2
+        print(f"heartbeit pretrain: {args.check_allocation[0]} node(s) x {args.check_allocation[1]} GPU(s): "
+              "allocation accepted")
+        return 0
+    if problem:
+        raise ConfigError(problem)
     check_run(cfg, ["pretrain"])
     layout = RunLayout.of(cfg)
     images = Path(args.images) if args.images else layout.images

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=STAGE_NAMES,
                         help="stop after this stage")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--allow-fewer-gpus", action="store_true",
+                        help="pretrain on this node's GPUs even when they are fewer than the profile's world_size")
     add_common_config_args(parser)
 
 
@@ -48,6 +50,8 @@ def stages(cfg, args) -> list[tuple[str, list[list[str]]]]:
                 argv += ["--labels", cfg.labels_csv]
             if step.argv == ("pretrain",) and layout.pretrain_latest.is_file():
                 argv.append("--resume")
+            if step.argv == ("pretrain",) and getattr(args, "allow_fewer_gpus", False):
+                argv.append("--allow-fewer-gpus")
             invocations.append(argv)
         if stage.name == "synth" and layout.synth_record.is_file():  # already complete
             invocations = []
@@ -55,10 +59,29 @@ def stages(cfg, args) -> list[tuple[str, list[list[str]]]]:
     return out
 
 
+def local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def pretrain_command(argv: list[str], gpus: int) -> list[str] | None:
+    """On a node with N > 1 GPUs (and not already inside a launcher), pretraining runs as N ranks under
+    torchrun, one per GPU; None = in this process."""
+    import os
+    import sys
+
+    if gpus <= 1 or os.environ.get("WORLD_SIZE"):
+        return None
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "heartbeit", *argv]
+
+
 def run(args: argparse.Namespace) -> int:
     from heartbeit.cli import main
     from heartbeit.commands import load_command
     from heartbeit.config.cli_args import resolve_config
+    from heartbeit.config import ConfigError
     from heartbeit.config.preflight import check_run
     from heartbeit.utils.io import atomic_write_json, atomic_write_text
 
@@ -68,6 +91,16 @@ def run(args: argparse.Namespace) -> int:
     planned = stages(cfg, args)
     names = [name for name, _ in planned]
     check_run(cfg, names[:names.index(args.until) + 1] if args.until else names, corpus_dir=layout.corpus)
+    gpus = local_gpus()
+    runs_pretrain = any(inv[0] == "pretrain" for name, invs in planned for inv in invs
+                        if not args.until or names.index(name) <= names.index(args.until))
+    if runs_pretrain and gpus and not args.allow_fewer_gpus:
+        from heartbeit.config.slurm import SiteConfig
+        from heartbeit.cost import allocation_problem
+
+        problem = allocation_problem(cfg, SiteConfig(), 1, gpus)
+        if problem:
+            raise ConfigError(problem)
     work.mkdir(parents=True, exist_ok=True)
     from heartbeit.eval.compute import compute_table, load_average, markdown
 
@@ -83,7 +116,14 @@ def run(args: argparse.Namespace) -> int:
                                                       "stopped_at": stage})
                 return 0
             log.info("stage %s: heartbeit %s", stage, " ".join(argv))
-            rc = main(argv)
+            launch = pretrain_command(argv, gpus) if argv[0] == "pretrain" else None
+            if launch:  # every GPU of this node: one rank each
+                import subprocess
+
+                log.info("stage %s: %d ranks on this node's %d GPUs: %s", stage, gpus, gpus, " ".join(launch))
+                rc = subprocess.run(launch).returncode
+            else:
+                rc = main(argv)
             if rc != 0:
                 log.error("stage %s failed (exit %d): heartbeit %s", stage, rc, " ".join(argv))
                 return rc

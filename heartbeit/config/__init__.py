@@ -33,6 +33,11 @@ class RunConfig:
     # false (paper, workstation): the GPU stages (pretrain, matrix run) refuse to start on a machine without
     # a GPU instead of silently training on the CPU; CPU stages (prepare, plan, report) run anywhere
     allow_cpu: bool = True
+    # The pretraining world size (GPUs) the profile's recipe is designed for (paper: 32 = 4 nodes x 8, so
+    # pretrain.global_batch 2048 = 32 x 64 with no accumulation). A GPU profile refuses fewer GPUs -- in
+    # `heartbeit run`, `heartbeit pretrain`, `heartbeit slurm submit` and slurm/pretrain.sh -- with the world
+    # size, steps x accumulation and GPU-hours it would take, unless --allow-fewer-gpus. 0 = any.
+    world_size: int = 0
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     render: RenderConfig = field(default_factory=RenderConfig)

@@ -10,6 +10,8 @@
       matrix/plan.json, recipes.yaml (each architecture's fine-tuning recipe), config.resolved.yaml,
       matrix/cells/<cell_id>/{cell.json, predictions.parquet, model.safetensors,
                                                 val_scores.parquet, complete.json (written last)}
+      matrix/cells/.resume/<cell_id>/checkpoint.pt, checkpoint.json
+                                a running cell's mid-cell checkpoint (deleted when the cell completes)
       report/scores/            each cell's cached metric rows                 heartbeit report
       slurm/logs/, slurm_jobs.json                                             heartbeit slurm submit
       run.json                  stage timings                                  heartbeit run
@@ -27,6 +29,9 @@ PREDICTIONS = "predictions.parquet"  # one row per scored ECG
 CELL_WEIGHTS = "model.safetensors"  # the selected epoch's weights
 VAL_SCORES = "val_scores.parquet"  # the selected epoch's validation scores (an export's threshold)
 COMPLETE = "complete.json"  # written last: its presence means the cell is finished
+# the files of a running cell's mid-cell checkpoint folder (cells/.resume/<cell_id>/, `cell_resume_dir`)
+CELL_CHECKPOINT = "checkpoint.pt"  # model, optimizer, scheduler, RNGs, loader position, loop and selection state
+CELL_CHECKPOINT_PROGRESS = "checkpoint.json"  # {step, saved}: for status, without loading the checkpoint
 
 
 class RunLayout:
@@ -133,6 +138,12 @@ def checkpoint_pointer(pretrain_dir: str | Path) -> Path:
 def matrix_cells(matrix_dir: str | Path) -> Path:
     """The cells folder of a matrix folder (a `--matrix-dir` other than the run's)."""
     return Path(matrix_dir) / "cells"
+
+
+def cell_resume_dir(cells_dir: str | Path, cell_id: str) -> Path:
+    """A cell's mid-cell checkpoint folder (heartbeit.train.cell_checkpoint): outside the cell's temporary
+    folder, which a rerun discards, and removed once the cell is complete."""
+    return Path(cells_dir) / ".resume" / cell_id
 
 
 def matrix_plan(matrix_dir: str | Path) -> Path:

@@ -69,6 +69,10 @@ class MatrixConfig:
     # Where cells train: "auto" = the GPU when there is one, else the CPU; "cpu"; "cuda" (the process's
     # current GPU: with jobs > 1 each cell process takes its own, round-robin); "cuda:N".
     device: str = "auto"
+    # A running cell saves a mid-cell checkpoint every this many minutes of wall time (and whenever a stop is
+    # requested: Slurm's pre-limit signal, a preemption), and a rerun resumes it exactly
+    # (heartbeit/train/cell_checkpoint.py). 0 = only on a stop request. Not part of any cell's id.
+    checkpoint_minutes: float = 30.0
     # Pretraining ablation (does pretraining cause the gain?): fine-tune every intermediate HeartBEiT export
     # (pretrain.export_at) at this label fraction x every task x every seed and draw of that fraction; the
     # final export (100 %) and the same-size random ViT (0 %) are the normal cells. null = off. Not part of
@@ -94,6 +98,9 @@ class MatrixConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.decode_threads < 1:
             raise ConfigError(f"decode_threads must be >= 1, got {self.decode_threads}")
+        if not self.checkpoint_minutes >= 0:
+            raise ConfigError(f"checkpoint_minutes must be >= 0 (0 = only on a stop request), got "
+                              f"{self.checkpoint_minutes}")
         if self.ablation_label_fraction is not None and not 0 < self.ablation_label_fraction <= 1:
             raise ConfigError(f"ablation_label_fraction must be in (0, 1] or null, got {self.ablation_label_fraction}")
         if self.draws < 1:

@@ -4,13 +4,15 @@ weights the baselines need, a GPU where the profile needs one.
 
     problems = config_problems(cfg)                  # the config alone (every stage, `heartbeit run`)
     problems += site_problems(cfg, corpus_dir)       # external sites against the corpus' site labels
-    problems += weight_problems(cfg.matrix)          # ImageNet weights of the baselines
-    problems += device_problems(cfg, stage)          # a GPU stage with no GPU
+    problems += weight_problems(cfg.matrix)          # ImageNet weights of the baselines: present, and each
+                                                     # file loads into its model (keys and shapes)
+    problems += device_problems(cfg, stage)          # a GPU stage with no GPU (and why: cuda_diagnosis)
     raise_problems(problems)                         # one ConfigError naming every key at fault
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -148,16 +150,36 @@ def missing_weights(mcfg) -> list[str]:
     return [a for a in imagenet_archs(mcfg) if not root or (weights_file(a, root) is None and a not in convertible)]
 
 
-def weight_problems(mcfg) -> list[str]:
-    """The baselines need ImageNet weights (the paper's); without them stop, listing the files to place."""
+def weight_problems(mcfg, load: bool = True) -> list[str]:
+    """The baselines need ImageNet weights (the paper's); without them stop, listing the files to place.
+    `load`: also build each baseline from its file exactly as a cell will (heartbeit/models/zoo.py, weights.py:
+    .pth/.bin read with weights_only, the RGB stem folded to one channel, the head dropped) and report every
+    file whose keys or shapes do not fit, days before the cell that would fail on it."""
     missing = missing_weights(mcfg)
-    if not missing or mcfg.allow_random_init:
-        return []
-    where = mcfg.imagenet_weights_dir or "<matrix.imagenet_weights_dir>"
-    files = ", ".join(f"{where}/{a}.safetensors" for a in missing)
-    return [f"matrix.imagenet_weights_dir: no ImageNet weights for {', '.join(missing)}; place {files} (or .pth/"
-            ".pt/.bin, or <dir>/<arch>/model.safetensors; README 'ImageNet weights' says where they come from), "
-            "or set matrix.allow_random_init=true to train them from random init (recorded in the report)"]
+    out = []
+    if missing and not mcfg.allow_random_init:
+        where = mcfg.imagenet_weights_dir or "<matrix.imagenet_weights_dir>"
+        files = ", ".join(f"{where}/{a}.safetensors" for a in missing)
+        out.append(f"matrix.imagenet_weights_dir: no ImageNet weights for {', '.join(missing)}; place {files} (or "
+                   ".pth/.pt/.bin, or <dir>/<arch>/model.safetensors; README 'ImageNet weights' says where they come "
+                   "from), or set matrix.allow_random_init=true to train them from random init (recorded in the "
+                   "report)")
+    if load and mcfg.imagenet_weights_dir:
+        out += [p for a in imagenet_archs(mcfg) if a not in missing for p in weight_file_problems(a, mcfg)]
+    return out
+
+
+def weight_file_problems(arch: str, mcfg) -> list[str]:
+    """[] when `arch`'s ImageNet file loads strictly into the cell's model (no training, no GPU)."""
+    from heartbeit.models import zoo
+    from heartbeit.models.weights import WeightLoadError
+
+    try:
+        zoo.create_classifier(arch, num_classes=2, img_size=mcfg.image_size, in_chans=1,
+                              imagenet_weights_dir=mcfg.imagenet_weights_dir, allow_random_init=False)
+    except (WeightLoadError, OSError, ValueError) as exc:
+        return [f"matrix.imagenet_weights_dir: {exc}"]
+    return []
 
 
 def gpu_available() -> bool:
@@ -166,10 +188,64 @@ def gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
+# Minimum Linux driver branch of each CUDA major release (NVIDIA's CUDA Toolkit release notes, "CUDA Toolkit
+# and Minimum Required Driver Version"): a wheel built for CUDA 13.0 needs R580 or newer.
+MIN_DRIVER = {"13": 580, "12": 525, "11": 450}
+
+
+def driver_version(proc_file: str | Path = "/proc/driver/nvidia/version") -> str | None:
+    """The NVIDIA kernel driver's version on this node, or None without one."""
+    try:
+        text = Path(proc_file).read_text()
+    except OSError:
+        return None
+    m = re.search(r"Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)", text)
+    return m.group(1) if m else None
+
+
+def cuda_diagnosis() -> str:
+    """Why this process has no usable CUDA GPU, in the terms that fix it: the torch build, the driver, the
+    devices Slurm/CUDA_VISIBLE_DEVICES expose, and what CUDA itself says."""
+    import torch
+
+    build = torch.version.cuda
+    driver = driver_version()
+    where = f"torch {torch.__version__}, built for CUDA {build or 'none'}, driver {driver or 'none'}"
+    if not build:
+        return (f"{where}: this torch build has no CUDA; install a CUDA wheel (Makefile TORCH_INDEX, docs/"
+                "cluster.md 'The torch wheel')")
+    if driver is None:
+        return f"{where}: no NVIDIA driver on this node (no /proc/driver/nvidia/version): not a GPU node?"
+    need = MIN_DRIVER.get(build.split(".")[0])
+    if need and int(driver.split(".")[0]) < need:
+        return (f"{where}: driver {driver} is older than the R{need} this torch build's CUDA {build} needs; use "
+                f"a torch wheel for the driver's CUDA (Makefile TORCH_INDEX) or ask for nodes with R{need}+")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "NoDevFiles"):
+        return f"{where}: CUDA_VISIBLE_DEVICES={visible!r} hides every GPU (did the job ask for --gpus?)"
+    try:
+        torch.cuda.init()
+    except Exception as exc:  # CUDA's own words: the reason is in them
+        return f"{where}: CUDA initialisation failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
+    return f"{where}: CUDA reports {torch.cuda.device_count()} device(s) (did the job ask for --gpus?)"
+
+
+def cuda_summary() -> str:
+    """One line for a GPU job's log: torch, its CUDA build, the driver, the GPUs."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    names = sorted({torch.cuda.get_device_name(i) for i in range(gpus)})
+    return (f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}, driver "
+            f"{driver_version() or 'none'}, {gpus} GPU(s){': ' + ', '.join(names) if names else ''}")
+
+
 def device_problems(cfg, stage: str) -> list[str]:
-    if stage in GPU_STAGES and not cfg.allow_cpu and not gpu_available():
-        return [f"allow_cpu: the {cfg.profile} profile's {stage} stage needs a GPU and this process sees none "
-                "(check the job's --gpus / CUDA_VISIBLE_DEVICES); set allow_cpu=true to run it on the CPU"]
+    if stage in GPU_STAGES and not cfg.allow_cpu:
+        if not gpu_available():
+            return [f"allow_cpu: the {cfg.profile} profile's {stage} stage needs a GPU and this process sees none "
+                    f"({cuda_diagnosis()}); set allow_cpu=true to run it on the CPU"]
+        log.info("%s stage: %s", stage, cuda_summary())
     return []
 
 
@@ -180,13 +256,14 @@ def raise_problems(problems: list[str], warnings: list[str] = ()) -> None:
         raise ConfigError("the run configuration cannot work:\n  - " + "\n  - ".join(problems))
 
 
-def check_run(cfg, stages: list[str], corpus_dir: str | Path | None = None) -> None:
-    """Everything checkable before `stages` run (heartbeit run calls it before the first stage)."""
+def check_run(cfg, stages: list[str], corpus_dir: str | Path | None = None, load_weights: bool = True) -> None:
+    """Everything checkable before `stages` run (heartbeit run calls it before the first stage).
+    `load_weights=False` checks only that the ImageNet files exist (a matrix cell loads its own strictly)."""
     problems = config_problems(cfg)
     if corpus_dir is not None:
         problems += site_problems(cfg, corpus_dir)
     if "matrix" in stages or "plan" in stages:
-        problems += weight_problems(cfg.matrix)
+        problems += weight_problems(cfg.matrix, load=load_weights)
     if "report" in stages and cfg.report.seed_spread_file and not Path(cfg.report.seed_spread_file).is_file():
         problems.append(f"report.seed_spread_file: {cfg.report.seed_spread_file} does not exist (bench/seed_spread.py "
                         "writes it; empty = no training-noise marks)")

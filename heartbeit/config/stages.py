@@ -2,8 +2,9 @@
 (stage by stage, `--until`), the CLI's help and the Slurm chain (`heartbeit slurm submit`: which job runs
 which command) are all built from. A stage added here is run locally and on a cluster alike.
 
-Each step also names the Slurm job that runs it: the CPU data preparation is one job (`prepare`, which is
-`heartbeit run --until tokenizer`, slurm/prepare.sh), the matrix is a plan job then one array task per cell.
+Each step also names the Slurm job that runs it: the CPU data preparation is one job (`prepare`: synth,
+ingest, render and tokenizer training, slurm/prepare.sh), token encoding an array over the shards plus a
+gather (`encode`, slurm/encode.sh), the matrix a plan job then one array task per cell.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("synth", (Step(("synth",), "prepare"),)),  # only without real input_dirs
     Stage("ingest", (Step(("ingest",), "prepare"),)),
     Stage("render", (Step(("render",), "prepare"),)),
-    Stage("tokenizer", (Step(("tokenizer", "train"), "prepare"), Step(("tokenizer", "encode"), "prepare"))),
+    # on a cluster the encoding is its own job: an array over the shards, then one gather (slurm/encode.sh)
+    Stage("tokenizer", (Step(("tokenizer", "train"), "prepare"), Step(("tokenizer", "encode"), "encode"))),
     Stage("pretrain", (Step(("pretrain",), "pretrain"),)),
     Stage("matrix", (Step(("matrix", "plan"), "plan", progress=False),
                      Step(("matrix", "run"), "matrix", progress=False))),
@@ -35,7 +37,7 @@ PIPELINE: tuple[Stage, ...] = (
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
-# the Slurm jobs in dependency order: prepare, pretrain, plan, matrix, report
+# the Slurm jobs in dependency order: prepare, encode, pretrain, plan, matrix, report
 SLURM_JOBS: tuple[str, ...] = tuple(dict.fromkeys(step.job for stage in PIPELINE for step in stage.steps))
 
 

@@ -205,11 +205,28 @@ def default_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+class RankLayoutError(RuntimeError):
+    """More ranks on a node than GPUs visible to them."""
+
+
+def check_ranks_fit_gpus(denv: DistEnv, gpus: int) -> None:
+    """One GPU per rank: with more ranks on a node than GPUs, two ranks would share a device and NCCL fails
+    later with a "duplicate GPU" error (or, with another backend, the run silently shares it)."""
+    if gpus and denv.local_world_size > gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise RankLayoutError(
+            f"{denv.local_world_size} ranks on this node ({denv.launcher}: torchrun --nproc_per_node, srun "
+            f"--ntasks-per-node or HEARTBEIT_RANKS_PER_NODE) but only {gpus} GPU(s) visible"
+            + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")
+            + ": start one rank per GPU (e.g. --gpus-per-node equal to the ranks per node)")
+
+
 def device_for(denv: DistEnv):
     import torch
 
     if torch.cuda.is_available():
-        torch.cuda.set_device(denv.local_rank % torch.cuda.device_count())
+        check_ranks_fit_gpus(denv, torch.cuda.device_count())
+        torch.cuda.set_device(denv.local_rank)
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 

@@ -8,27 +8,50 @@ Two ways a stop request arrives, because launchers differ in who gets signals:
   rest, so workers behind torchrun on every node stop together.
 
 `should_stop(engine)` is a collective (a max all-reduce of one number) so every rank agrees on the same
-step to stop at; call it once per optimizer step.
+step to stop at; call it once per optimizer step. A single-process job (a matrix cell) reads `local`.
+
+A process that stopped with a checkpoint raises `Stopped` up to its command, which exits with
+`STOPPED_EXIT` after `mark_checkpointed()`; the Slurm script sees the marker and requeues the job.
 """
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 log = logging.getLogger("heartbeit.distributed")
 
 STOP_FILE_ENV = "HEARTBEIT_STOP_FILE"
 CHECKPOINTED_FILE_ENV = "HEARTBEIT_CHECKPOINTED_FILE"
+STOPPED_EXIT = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run the same command again to continue
+
+
+class Stopped(Exception):
+    """Raised out of a training loop that saved a checkpoint because a stop was requested."""
+
+
+def stop_file_present() -> bool:
+    """The batch shell asked every process of the job to stop (slurm/*.sh create $HEARTBEIT_STOP_FILE)."""
+    path = os.environ.get(STOP_FILE_ENV)
+    return bool(path) and Path(path).exists()
 
 
 class StopRequest:
     def __init__(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM)):
         self._requested = False
         self.stop_file = Path(os.environ[STOP_FILE_ENV]) if os.environ.get(STOP_FILE_ENV) else None
-        for sig in signals:
-            signal.signal(sig, self._handle)
+        self._previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():  # elsewhere only the stop file counts
+            for sig in signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def close(self) -> None:
+        """Put back the handlers this request replaced (a cell's request ends with the cell)."""
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
     def _handle(self, signum, _frame) -> None:
         self._requested = True

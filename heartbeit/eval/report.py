@@ -38,6 +38,7 @@ from .cells import long_metrics
 from .document import Document
 from .inference import load_cell_model, predict  # noqa: F401  (public here before the split)
 from .report_inputs import COMPLETE, MODEL_FILE, CellSet, ImageSet, load_cells, open_images  # noqa: F401
+from .report_inputs import unfinished_cells
 from .report_saliency import SaliencyResult, saliency_part, saliency_section
 from .report_sections import data_section, models_section, results_section
 from .territory import TerritoryResult, territory_part, territory_section
@@ -100,6 +101,16 @@ def _build(cfg, cells_dir: Path, images_dir: Path, staging: dict, command: str) 
     doc.para(f"Profile **{cfg.profile}**, code `{code_version()}`. Regenerate this report with:")
     doc.code(command)
     doc.para(f"Cells: `{cells_dir}` ({len(cells)} finished). Images: `{images_dir}`.")
+    planned, unfinished = unfinished_cells(cells_dir)
+    summary["unfinished_cells"] = unfinished
+    if unfinished:  # first, before any table: every table below lacks these cells
+        doc.heading("Incomplete study")
+        shown = 50
+        doc.para(f"**{len(unfinished)} of {planned} planned cells did not finish; every table and figure below "
+                 "lacks them.** Resubmit them (`heartbeit slurm submit --from matrix ...`, or `heartbeit matrix "
+                 "run`: done cells are skipped, checkpointed ones resume) and regenerate this report."
+                 + (f" The first {shown} are listed; report.json lists all." if len(unfinished) > shown else ""))
+        doc.bullets(unfinished[:shown])
 
     tables = None
     if cells:

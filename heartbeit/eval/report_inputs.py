@@ -67,6 +67,26 @@ def load_cells(cells_dir: str | Path) -> CellSet:
     return out
 
 
+def unfinished_cells(cells_dir: str | Path) -> tuple[int, list[str]]:
+    """(planned cells, one line per planned cell that is not done: label, id, state and the cell's own
+    reason) from the matrix plan beside `cells_dir` (<matrix>/plan.json); (0, []) without a plan. A study
+    whose Slurm chain lost cells (failed, timed out) still gets its report (the report job runs after the
+    matrix whatever its outcome), and these lines say what is missing."""
+    from heartbeit.config.layout import matrix_plan
+    from heartbeit.matrix import cell_status, read_plan
+
+    plan = matrix_plan(Path(cells_dir).parent)
+    if not plan.is_file():
+        return 0, []
+    cells = read_plan(plan)
+    out = []
+    for cell in cells:
+        state, detail = cell_status(cells_dir, cell)
+        if state != "done":
+            out.append(f"cell {cell.index} `{cell.cell_id}` {cell.label}: {state}" + (f" ({detail})" if detail else ""))
+    return len(cells), out
+
+
 def _cells_of(cells: list[CellResult], families: tuple[str, ...]) -> list[CellResult]:
     return [c for c in cells if (c.meta.get("arch_family") or arch_family(c.meta["arch"])) in families]
 

@@ -8,7 +8,8 @@ the running averages lag the weights, and eval-mode predictions collapse). Every
 (collapsed, non-finite loss, not better than chance) in cell.json. Unlike the paper's public code, the epoch is selected on the
 *validation* split only; the internal test set and the external sites are scored once, with the selected
 weights. The data arrive through `CellData`, which hands out batches and keeps the test and external
-labels out of reach until selection is over."""
+labels out of reach until selection is over. With a `resume_dir` the cell checkpoints mid-training and
+resumes exactly (train/cell_checkpoint.py: the hooks marked "checkpoint" below)."""
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ from heartbeit.config import MatrixConfig
 from heartbeit.config.layout import CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
 from heartbeit.models import zoo
 from heartbeit.models.families import ADAMW_WEIGHT_DECAY, FINETUNE_RECIPE_VERSION, arch_family, head_init, uses_heartbeit_recipe
+from heartbeit.train.cell_checkpoint import CellCheckpoint
 from heartbeit.train.param_groups import describe_groups, group_peak_lrs, param_groups
 from heartbeit.train.precision import Numerics, device_type_of, numerics_for
 from heartbeit.utils.machine import machine_record
@@ -135,7 +137,11 @@ def make_optimizer(arch: str, groups: list[dict], max_lr: float, device: torch.d
 
 
 def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
-                  pretrained_file: str | None = None, round_hook: Callable | None = None) -> dict:
+                  pretrained_file: str | None = None, resume_dir: str | Path | None = None,
+                  round_hook: Callable | None = None) -> dict:
+    """Train, select and score one cell into `out_dir`. `resume_dir`: where mid-cell checkpoints live (every
+    matrix.checkpoint_minutes and on a stop request, which raises preempt.Stopped); None = none. `round_hook`:
+    offline diagnostics only (bench/selection.py), called after every validation."""
     out_dir = Path(out_dir)
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)  # timm/torch init code may read numpy's global RNG
@@ -188,9 +194,21 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     # validation only, so a GPU step never waits for its loss.
     step, epoch, seen, nonfinite_steps = 0, 0, 0, 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    checkpoint = CellCheckpoint(resume_dir, cell.cell_id, mcfg.checkpoint_minutes)
+    resumed = checkpoint.restore(model, optimizer, scheduler)  # checkpoint: a resumed cell continues exactly
+    if resumed is not None:
+        step, epoch, seen, nonfinite_steps, best, curves = (resumed[k] for k in (
+            "step", "epoch", "seen", "nonfinite_steps", "best", "curves"))
+        loss_sum.copy_(resumed["loss_sum"])
+
+    def loop_state() -> dict:  # checkpoint: the loop's own variables, the selection state as it is
+        return {"step": step, "epoch": epoch, "seen": seen, "nonfinite_steps": nonfinite_steps, "best": best,
+                "curves": curves, "loss_sum": loss_sum}
+
     while step < total_steps:
         model.train()
-        for b in data.train(epoch):
+        batches = checkpoint.batches(data.train(epoch), epoch)
+        for b in batches:
             with autocast():
                 logits = model(inputs(b))
             loss = F.cross_entropy(logits.float(), b.labels.to(device, non_blocking=True))
@@ -224,7 +242,9 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
                 model.train()
             if step >= total_steps:
                 break
+            checkpoint.after_step(batches, epoch, loop_state, model, optimizer, scheduler)  # checkpoint
         epoch += 1
+    checkpoint.close()
     if best[2] is not None:
         # the selected weights with the BatchNorm statistics re-estimated for them at that validation
         model.load_state_dict(best[2])
@@ -279,6 +299,23 @@ def _batches(loader, modality: str) -> Iterator[Batch]:
         yield Batch(images=b[modality], labels=b["label"], meta=meta)
 
 
+class _Epoch:
+    """One epoch of a cell's training batches, with the loader's exact-resume position (a mid-cell checkpoint
+    continues there without decoding the consumed samples again)."""
+
+    def __init__(self, loader, modality: str):
+        self.loader, self.modality = loader, modality
+
+    def __iter__(self) -> Iterator[Batch]:
+        return _batches(self.loader, self.modality)
+
+    def state_dict(self) -> dict:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
+
+
 def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> CellData:
     """The cell's training subset (draw 0: the render stage's nested, stratified fraction; draw d > 0: an
     independent draw of the same design, `training_draw`) restricted to ECGs labelled for the task, the
@@ -308,7 +345,7 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
         ds = make_image_dataset(images_dir, "train", task=cell.task, epoch=epoch,
                                 seed=cell.seed, shuffle=True, batch_size=mcfg.batch_size, drop_last=False,
                                 modality=modality, subset=subset, decode_threads=mcfg.decode_threads)
-        return _batches(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False, pin_memory=pin), modality)
+        return _Epoch(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False, pin_memory=pin), modality)
 
     def val():
         return _batches(make_loader(images_dir, "val", mcfg.batch_size, mcfg.num_workers, train=False, task=cell.task,

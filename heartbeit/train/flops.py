@@ -156,3 +156,61 @@ def mfu(images_per_s: float, flops_per_image: float, peak_flops: float, world_si
     """Model FLOPs utilisation: the model FLOP/s achieved over every rank's peak (None without a known peak).
     The one formula of pretraining's log and of the distributed self-test's summary."""
     return images_per_s * flops_per_image / (peak_flops * world_size) if peak_flops else None
+
+
+def _counted(build, inputs) -> float:
+    """Forward FLOPs of `build()` on `inputs()`, both made on the meta device (no memory, no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build()
+        x = inputs()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return float(counter.get_total_flops())
+
+
+@functools.lru_cache(maxsize=None)
+def classifier_forward_flops(arch: str, img_size: int = 224, wave_len: int = 1000) -> float:
+    """Forward FLOPs of one input through a matrix classifier: the paper's BEiT/ViT (HeartBEiT, the ImageNet
+    BEiT-B), ResNet, EfficientNet on a 1-channel `img_size` image, or the signal model on a [12, wave_len]
+    waveform (render.wave_hz x render.duration_s) -- the very model a cell trains (models/zoo.py)."""
+    import timm
+
+    import heartbeit.models  # noqa: F401  (registers ours)
+    from heartbeit.models.zoo import classifier_kwargs, is_signal_arch
+
+    kwargs = classifier_kwargs(arch, 2, img_size, finetune=False)
+    shape = (1, 12, wave_len) if is_signal_arch(arch) else (1, 1, img_size, img_size)
+    return _counted(lambda: timm.create_model(arch, pretrained=False, **kwargs), lambda: torch.zeros(shape))
+
+
+def classifier_train_flops_per_image(arch: str, img_size: int = 224, wave_len: int = 1000) -> float:
+    """Training FLOPs per image (forward + backward = 3 x forward, the MFU convention above)."""
+    return 3.0 * classifier_forward_flops(arch, img_size, wave_len)
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizer_forward_flops(kind: str, vocab_size: int, input_size: int, patch_size: int, hidden: int = 64,
+                            code_dim: int = 32) -> float:
+    """Encoding FLOPs of one image by the visual tokenizer (vqvae: encoder + nearest code; kmeans: the
+    distance of every patch to every centroid, 2 x patch pixels x vocabulary per patch)."""
+    if kind == "kmeans":
+        patches = (input_size // patch_size) ** 2
+        return 2.0 * patches * patch_size ** 2 * vocab_size
+    from heartbeit.models.tokenizer import build_tokenizer
+
+    def build():
+        tok = build_tokenizer(kind, vocab_size, input_size, patch_size, hidden=hidden, code_dim=code_dim)
+        return _Encode(tok)
+    return _counted(build, lambda: torch.zeros(1, 1, input_size, input_size))
+
+
+class _Encode(torch.nn.Module):
+    def __init__(self, tok):
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, x):
+        return self.tok.encode(x)

@@ -52,6 +52,7 @@ from heartbeit.train.batches import BatchSource, ShardBatches
 from heartbeit.train.flops import device_peak_flops, mfu, mim_train_flops_per_image
 from heartbeit.train.mim import MEAN, STD, MimStep  # noqa: F401 (MEAN/STD: the export's normalisation)
 from heartbeit.train.param_groups import param_groups
+from heartbeit.train.rng import rng_state, set_rng_state  # noqa: F401  (their home; re-exported)
 from heartbeit.train.schedule import check_resume, resolve_schedule, train_image_count
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
 
@@ -105,28 +106,6 @@ def same_run(config_a: dict, config_b: dict) -> bool:
         return {k: v for k, v in upgrade_section("pretrain", c, warn=False).items() if k != "export_at"}
 
     return strip(config_a) == strip(config_b)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    np_state = np.random.get_state(legacy=False)
-    state["numpy"] = {"bit_generator": np_state["bit_generator"], "pos": int(np_state["state"]["pos"]),
-                      "key": [int(k) for k in np_state["state"]["key"]], "has_gauss": int(np_state["has_gauss"]),
-                      "gauss": float(np_state["gauss"])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state({"bit_generator": n["bit_generator"], "has_gauss": n["has_gauss"], "gauss": n["gauss"],
-                         "state": {"key": np.asarray(n["key"], dtype=np.uint32), "pos": n["pos"]}})
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def shard_tokens_match(images_dir: Path, tokenizer_file: Path | None, tokenizer: Tokenizer) -> bool:

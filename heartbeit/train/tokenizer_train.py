@@ -5,7 +5,10 @@ Both kinds read the same endless batch source (heartbeit.train.batches) for `ste
 * kmeans: one MiniBatchKMeans.partial_fit per batch of images (all their patches) - the streaming form of
   mini-batch k-means, so the data never has to fit in memory and the error curve is observable;
 * vqvae: one Adam step per batch on reconstruction + commitment loss; the codebook follows EMA cluster
-  means and codes unused for a while restart on encoder outputs.
+  means and codes unused for a while restart on encoder outputs. It trains on `device` (the GPU when the
+  job has one) and, with a `checkpoint` file, saves its whole state (weights, optimizer, the restart
+  generator, every RNG, step, curves) at each evaluation point and when a stop is requested (Slurm's
+  pre-limit signal: heartbeit/distributed/preempt.py), and a rerun continues from there to the same bytes.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from tqdm import tqdm
 from heartbeit.config import TokenizerConfig
 from heartbeit.models.tokenizer import KMeansTokenizer, Tokenizer, VQVAETokenizer, build_tokenizer, codebook_usage
 from heartbeit.train.batches import ImageBatch
+from heartbeit.train.rng import rng_state
 
 log = logging.getLogger("heartbeit.tokenizer")
 
@@ -49,12 +53,25 @@ def _kmeans_step(tok: KMeansTokenizer, km, images: torch.Tensor, pending: list[n
     return True
 
 
+def _save_state(path, state: dict, loop: dict) -> None:
+    """Tensors and torch's own state dicts as they are; the loop's curves as plain containers."""
+    from heartbeit.train.cell_checkpoint import encode
+    from heartbeit.utils.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({**state, "loop": encode(loop)}, tmp)
+
+
 def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_images: torch.Tensor,
-                    progress: bool = True) -> tuple[Tokenizer, dict[str, Any]]:
-    """Fit a `cfg.kind` tokenizer on `cfg.steps` (vqvae) / `cfg.kmeans_steps` (kmeans) batches."""
+                    progress: bool = True, device: torch.device | str = "cpu",
+                    checkpoint=None) -> tuple[Tokenizer, dict[str, Any]]:
+    """Fit a `cfg.kind` tokenizer on `cfg.steps` (vqvae) / `cfg.kmeans_steps` (kmeans) batches. vqvae:
+    on `device`, resumable from `checkpoint` (a file path; kmeans refits in minutes and does not resume)."""
     torch.manual_seed(cfg.seed)
     extra = dict(hidden=cfg.vq_hidden, code_dim=cfg.vq_code_dim) if cfg.kind == "vqvae" else {}
     tok = build_tokenizer(cfg.kind, cfg.vocab_size, cfg.input_size, cfg.patch_size, **extra)
+    if isinstance(tok, VQVAETokenizer):
+        tok.to(device)
     steps = cfg.kmeans_steps if cfg.kind == "kmeans" else cfg.steps
     eval_every = max(1, steps // cfg.eval_points)
     history: list[dict[str, Any]] = []
@@ -73,7 +90,36 @@ def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_im
         tok.train()
     restarts: list[int] = []  # vqvae: codes restarted at each step
     stream = iter(batches)
-    bar = tqdm(range(1, steps + 1), desc=f"tokenizer {cfg.kind}", disable=not progress, leave=False)
+    start, stop = 1, None
+    if isinstance(tok, VQVAETokenizer) and checkpoint is not None:
+        from heartbeit.distributed.preempt import StopRequest
+
+        stop = StopRequest()
+        if checkpoint.is_file():
+            from heartbeit.train.cell_checkpoint import decode
+            from heartbeit.train.rng import set_rng_state
+
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            state.update(decode(state.pop("loop")))
+            if state.get("config") == dict(vars(cfg)) and state["step"] < steps:
+                tok.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                generator.set_state(state["generator"])
+                set_rng_state(state["rng"])
+                history, restarts, seen = state["history"], state["restarts"], state["seen"]
+                for _ in range(state["step"]):  # the batch stream is a fixed cycle: skip what was trained
+                    next(stream)
+                start = state["step"] + 1
+                log.info("tokenizer: resumed at step %d of %d", state["step"], steps)
+
+    def save(at_step: int) -> None:
+        _save_state(checkpoint, {"model": tok.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "generator": generator.get_state(), "rng": rng_state()},
+                    {"config": dict(vars(cfg)), "step": at_step, "history": history, "restarts": restarts,
+                     "seen": seen})
+
+    bar = tqdm(range(start, steps + 1), desc=f"tokenizer {cfg.kind}", disable=not progress, leave=False,
+               initial=start - 1, total=steps)
     for step in bar:
         images = next(stream).images
         seen += len(images)
@@ -98,14 +144,26 @@ def train_tokenizer(cfg: TokenizerConfig, batches: Iterable[ImageBatch], eval_im
             if isinstance(tok, VQVAETokenizer):
                 tok.train()
             history.append(point)
+            if stop is not None and step < steps:
+                save(step)  # every evaluation point is a resume point
             bar.set_postfix(mse=f"{point['recon_mse']:.4f}", ppl=f"{point['perplexity']:.1f}")
             log.info("tokenizer step %d: held-out recon MSE %.5f, perplexity %.1f, dead codes %d%s",
                      step, point["recon_mse"], point["perplexity"], point["dead_codes"],
                      f"; batch perplexity {point['batch_perplexity']:.1f}, {point['batch_used_codes']} codes used, "
                      f"{point['restarts_since_last']} restarts (at most {point['max_restarts_per_step']} in a step)"
                      if "restarts_since_last" in point else "")
+        if stop is not None and stop.local and step < steps:
+            from heartbeit.distributed.preempt import Stopped, mark_checkpointed
+
+            save(step)
+            mark_checkpointed()
+            stop.close()
+            raise Stopped(f"tokenizer: stopped at step {step} of {steps} with a checkpoint")
+    if stop is not None:
+        stop.close()
     if isinstance(tok, VQVAETokenizer):
         tok.eval()
+        tok.to("cpu")
     if not history:
         raise RuntimeError(f"tokenizer saw {seen} images: too few patches to seed {cfg.vocab_size} codes")
     final = history[-1]
@@ -130,14 +188,18 @@ def _tokens_bytes(grid: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: bool = True) -> dict[str, Any]:
+def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: bool = True,
+                  task: tuple[int, int] | None = None) -> dict[str, Any]:
     """Add `<key>.tokens.npy` (int16 [g, g]) to every sample of every shard listed in IMAGES/index.json.
 
     Each tar is rewritten with deterministic bytes (heartbeit.data.corpus.write_shard: sorted members,
-    mtime 0) and renamed into place; its sidecar and index.json then record the new sha256 (the render
+    mtime 0) and renamed into place; its sidecar records the new sha256 and the tokenizer's (the render
     plan digest is unchanged, so `heartbeit render` still sees the shard as complete). A shard whose sidecar
-    already names this tokenizer is skipped, so an interrupted run resumes. IMAGES/tokens.json, written
-    last, tells pretraining which tokenizer the grids came from."""
+    already names this tokenizer is skipped, so an interrupted run resumes.
+
+    `task` = (i, n): encode only shards i, i + n, ... (one task of a Slurm array, `heartbeit tokenizer encode
+    --task-index i --num-tasks n`) and leave the index alone; `gather_tokens` then writes index.json and
+    IMAGES/tokens.json once. Without `task`, every shard, then the gather."""
     from pathlib import Path
 
     from heartbeit.data.corpus import write_shard
@@ -146,21 +208,24 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
     from heartbeit.utils.io import atomic_write_json, sha256_file
 
     images_dir, tokenizer_file = Path(images_dir), Path(tokenizer_file)
-    index_path = images_dir / "index.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{images_dir}: no index.json (run `heartbeit render` to completion first)")
-    index = json.loads(index_path.read_text())
+    index = _read_index(images_dir)
     ext = index.get("image_ext", "png")
     tok = Tokenizer.load(tokenizer_file)
+    if torch.cuda.is_available() and hasattr(tok, "to"):
+        tok.to("cuda")  # the job's GPU, when it has one
     tok_sha = sha256_file(tokenizer_file)
-    shards = [(split, entry) for split, info in index["splits"].items() for entry in info["shards"]]
+    shards = [entry for info in index["splits"].values() for entry in info["shards"]]
+    if task is not None:
+        i, n = task
+        if not 0 <= i < n:
+            raise ValueError(f"task index {i} is not in 0..{n - 1}")
+        shards = shards[i::n]
     done = skipped = 0
-    for split, entry in tqdm(shards, desc="encode shards", disable=not progress):
+    for entry in tqdm(shards, desc="encode shards", disable=not progress):
         tar_path = images_dir / entry["name"]
         side_path = tar_path.with_suffix(".json")
         side = json.loads(side_path.read_text()) if side_path.is_file() else {}
         if side.get("tokenizer_sha256") == tok_sha and side.get("sha256") == sha256_file(tar_path):
-            entry.update(sha256=side["sha256"], bytes=side["bytes"])
             skipped += 1
             continue
         try:  # the shards' own reader (heartbeit.data.members); samples back to their member names
@@ -183,11 +248,47 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
         write_member_index(tar_path)  # the rewritten tar's sample byte ranges (heartbeit.data.members)
         sha, size = sha256_file(tar_path), tar_path.stat().st_size
         atomic_write_json(side_path, {**side, "sha256": sha, "bytes": size, "tokenizer_sha256": tok_sha})
-        entry.update(sha256=sha, bytes=size)
         done += 1
-    atomic_write_json(index_path, index)
+    log.info("token grids written: %d shards encoded, %d already current%s", done, skipped,
+             f" (task {task[0]} of {task[1]})" if task else "")
+    if task is not None:
+        return {"encoded": done, "skipped": skipped, "shards": len(shards)}
+    return {"encoded": done, "skipped": skipped, **gather_tokens(images_dir, tokenizer_file)}
+
+
+def _read_index(images_dir) -> dict:
+    index_path = images_dir / "index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{images_dir}: no index.json (run `heartbeit render` to completion first)")
+    return json.loads(index_path.read_text())
+
+
+def gather_tokens(images_dir, tokenizer_file) -> dict[str, Any]:
+    """After every encoding task: each shard's new sha256 and size from its sidecar into index.json, then
+    IMAGES/tokens.json (which tells pretraining the grids are there), each written once. Refuses, naming
+    them, while any shard's sidecar does not name this tokenizer (a task not finished)."""
+    from pathlib import Path
+
+    from heartbeit.utils.io import atomic_write_json, sha256_file
+
+    images_dir, tokenizer_file = Path(images_dir), Path(tokenizer_file)
+    index = _read_index(images_dir)
+    tok = Tokenizer.load(tokenizer_file)
+    tok_sha = sha256_file(tokenizer_file)
+    shards = [entry for info in index["splits"].values() for entry in info["shards"]]
+    missing = []
+    for entry in shards:
+        side_path = (images_dir / entry["name"]).with_suffix(".json")
+        side = json.loads(side_path.read_text()) if side_path.is_file() else {}
+        if side.get("tokenizer_sha256") != tok_sha:
+            missing.append(entry["name"])
+            continue
+        entry.update(sha256=side["sha256"], bytes=side["bytes"])
+    if missing:
+        raise ValueError(f"{len(missing)} shard(s) not encoded with this tokenizer yet (first: {missing[0]}): run "
+                         "the remaining `heartbeit tokenizer encode` tasks first")
+    atomic_write_json(images_dir / "index.json", index)
     record = {"tokenizer_sha256": tok_sha, "tokenizer": tok.config(), "grid": tok.grid_size,
-              "vocab_size": tok.vocab_size, "shards": {e["name"]: e["sha256"] for _, e in shards}}
+              "vocab_size": tok.vocab_size, "shards": {e["name"]: e["sha256"] for e in shards}}
     atomic_write_json(images_dir / "tokens.json", record)
-    log.info("token grids written: %d shards encoded, %d already current", done, skipped)
-    return {"encoded": done, "skipped": skipped, **record}
+    return record
