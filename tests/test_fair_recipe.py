@@ -123,3 +123,21 @@ def test_machine_record_names_cpu_isa_and_libraries(monkeypatch):
     rec = machine_record()
     assert rec["cpu_model"] and isinstance(rec["isa_flags"], list)
     assert rec["isa_pins"]["ATEN_CPU_CAPABILITY"] == "avx2" and rec["libraries"]["torch"] == torch.__version__.split("+")[0]
+
+
+def test_the_report_reads_only_the_current_plans_cells(tmp_path):
+    """Cells of an earlier recipe keep their folders (other ids); the report must not mix them in."""
+    from heartbeit.eval.report_inputs import load_cells
+    from heartbeit.matrix import Cell, write_plan
+    from tests.synthetic_cells import write_fake_cells
+
+    cells_dir = tmp_path / "matrix" / "cells"
+    dirs = write_fake_cells(cells_dir, archs={"resnet18": "resnet"}, tasks=("hcm",), fractions=(0.1, 1.0))
+    for d in dirs:
+        (d / "complete.json").write_text("{}")
+    assert len(load_cells(cells_dir).cells) == len(dirs)  # no plan: every finished cell
+    keep = json.loads((dirs[0] / "cell.json").read_text())
+    write_plan([Cell(0, keep["cell_id"], "resnet18", "hcm", float(keep["fraction"]), 0, 0)], tmp_path / "matrix" / "plan.json")
+    loaded = load_cells(cells_dir)
+    assert [c.meta["cell_id"] for c in loaded.cells] == [keep["cell_id"]]
+    assert any("not in the current plan" in p for p in loaded.problems)

@@ -48,6 +48,15 @@ def load_cells(cells_dir: str | Path) -> CellSet:
         out.problems.append(f"no cells folder at `{cells_dir}` (run `heartbeit matrix run` first)")
         return out
     dirs = finished_cell_dirs(cells_dir)
+    planned = _planned_ids(cells_dir)
+    if planned is not None:
+        # cells of another plan (an earlier recipe version, export or config: other ids) stay on disk for reuse
+        # but are not this study's; reporting them beside the current ones would mix two recipes silently
+        stale = [d for d in dirs if d.name not in planned]
+        if stale:
+            out.problems.append(f"{len(stale)} finished cell folder(s) not in the current plan (an earlier recipe, "
+                                "export or configuration) were left out")
+        dirs = [d for d in dirs if d.name in planned]
     incomplete = [d for d in dirs if not (d / COMPLETE).is_file()]
     if incomplete:
         out.problems.append(f"{len(incomplete)} cell folder(s) without `{COMPLETE}` (unfinished) were left out")
@@ -65,6 +74,15 @@ def load_cells(cells_dir: str | Path) -> CellSet:
     if not out.cells:
         out.problems.append(f"no finished cells in `{cells_dir}` (run `heartbeit matrix run` first)")
     return out
+
+
+def _planned_ids(cells_dir: Path) -> set[str] | None:
+    """The cell ids of the matrix plan beside `cells_dir` (<matrix>/plan.json), or None without a plan."""
+    from heartbeit.config.layout import matrix_plan
+    from heartbeit.matrix import read_plan
+
+    plan = matrix_plan(Path(cells_dir).parent)
+    return {c.cell_id for c in read_plan(plan)} if plan.is_file() else None
 
 
 def unfinished_cells(cells_dir: str | Path) -> tuple[int, list[str]]:
