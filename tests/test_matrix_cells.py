@@ -60,7 +60,7 @@ def test_run_skips_done_redoes_partial_and_retries_failed(images_dir, tmp_path):
         return {"selected_epoch": 0}
 
     counts = run_cells(cells, cells_dir, train)
-    assert counts == {"done_before": 0, "ran": len(cells) - 1, "failed": 1}
+    assert counts == {"done_before": 0, "ran": len(cells) - 1, "failed": 1, "stopped": 0}
     assert cell_status(cells_dir, cells[1])[0] == "failed"
     assert "simulated failure" in cell_status(cells_dir, cells[1])[1]
     # a partial directory (no completion record) is redone
@@ -94,7 +94,7 @@ def test_parallel_jobs_complete_every_cell_in_worker_processes(images_dir, tmp_p
 
     cells = plan_cells(small_cfg(), images_dir, None)
     counts = run_cells(cells, tmp_path / "cells", _PidTrainer(), jobs=2, threads_per_job=1)
-    assert counts == {"done_before": 0, "ran": len(cells), "failed": 0}
+    assert counts == {"done_before": 0, "ran": len(cells), "failed": 0, "stopped": 0}
     pids = {json.loads((tmp_path / "cells" / c.cell_id / "cell.json").read_text())["pid"] for c in cells}
     assert os.getpid() not in pids and len(pids) >= 1
     # each cell process has its own index (worker n takes GPU n mod count on a multi-GPU node)
