@@ -31,7 +31,7 @@ from heartbeit.config import MatrixConfig, to_dict
 from heartbeit.config.core import RENAMED_KEYS
 from heartbeit.config.layout import CELL_CHECKPOINT_PROGRESS, CELL_RECORD, COMPLETE, cell_resume_dir
 from heartbeit.data.lock import pid_alive
-from heartbeit.distributed.preempt import Stopped, mark_checkpointed, stop_file_present
+from heartbeit.distributed.preempt import Stopped, mark_checkpointed, release_all, stop_file_present
 from heartbeit.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger("heartbeit.matrix")
@@ -379,6 +379,7 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
         return "failed"
     finally:
         running.unlink(missing_ok=True)
+        release_all()  # a cell that failed mid-training gives its signal handlers back too
 
 
 CELL_WORKER_ENV = "HEARTBEIT_CELL_WORKER"  # set in each cell process of `run_cells(jobs > 1)`: 0, 1, ...

@@ -198,3 +198,14 @@ def test_tokenizer_training_stops_and_resumes_to_the_same_bytes(images, tmp_path
     tok.save(tmp_path / "resumed.safetensors")
     assert (tmp_path / "resumed.safetensors").read_bytes() == (tmp_path / "straight.safetensors").read_bytes()
     assert [p["step"] for p in metrics["history"]] == [1, 4, 8]
+
+
+def test_a_failed_cell_gives_the_signal_handlers_back(images, tmp_path):
+    torch.set_num_threads(1)
+    cfg = mcfg(epochs=1)
+    cell = Cell(0, "f" * 16, ARCH, "stemi", 1.0, 0)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
+    assert run_cells([cell], tmp_path / "cells", lambda c, out: finetune_cell(
+        c, cfg, interrupted(cell_data_from_shards(images, c, cfg), 0, 1, "crash"), out,
+        resume_dir=tmp_path / "resume"))["failed"] == 1
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)) == before

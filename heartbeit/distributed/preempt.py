@@ -46,12 +46,15 @@ class StopRequest:
         if threading.current_thread() is threading.main_thread():  # elsewhere only the stop file counts
             for sig in signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            _INSTALLED.append(self)
 
     def close(self) -> None:
         """Put back the handlers this request replaced (a cell's request ends with the cell)."""
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
+        if self in _INSTALLED:
+            _INSTALLED.remove(self)
 
     def _handle(self, signum, _frame) -> None:
         self._requested = True
@@ -63,6 +66,16 @@ class StopRequest:
 
     def should_stop(self, engine) -> bool:
         return engine.all_reduce_max(1.0 if self.local else 0.0) > 0
+
+
+_INSTALLED: list[StopRequest] = []  # requests whose handlers are in place, oldest first
+
+
+def release_all() -> None:
+    """Put back every handler a stop request replaced, newest first: after a cell, however it ended (one that
+    failed mid-training never reached its own close), so SIGTERM kills the process again between cells."""
+    for request in reversed(list(_INSTALLED)):
+        request.close()
 
 
 def mark_checkpointed() -> None:
