@@ -104,6 +104,20 @@ def steps(args: argparse.Namespace) -> int:
     rec: dict = {"kind": "heartbeit-gpu-session-steps", "engine": args.engine, "dry_run": args.dry_run,
                  "model": cfg.model, "precision": cfg.precision, "zero_stage": cfg.zero_stage,
                  "batch_size": cfg.batch_size, "steps": cfg.steps}
+    from heartbeit.train import pretrain as pretrain_module
+
+    build = pretrain_module.build_engine
+    if args.engine == "dp" and cfg.zero_stage == 0:
+        # the paper's data-parallel engine even at world size 1 (build_engine gives one process the local one)
+        from heartbeit.distributed.ddp import DDPEngine as build
+
+    def recording(*a):
+        engine = build(*a)
+        rec["engine_class"] = type(engine).__name__
+        rec["deepspeed_optimizer_path"] = getattr(engine, "optimizer_path", None)
+        return engine
+
+    pretrain_module.build_engine = recording
     with tempfile.TemporaryDirectory(prefix="gpu-session-") as tmp:
         t0 = time.perf_counter()
         summary = pretrain(cfg, _batches(cfg, vocab, grid, 4 * cfg.batch_size), tokenizer, Path(tmp) / "run",

@@ -6,8 +6,8 @@
 #
 #   1. nvidia-smi, torch / CUDA / cuDNN / driver versions, the device and its MFU peak   -> OUT/gpu_env.json
 #   2. pytest -m gpu (the CUDA paths of the matrix and of pretraining)                    -> OUT/gpu_pytest.txt
-#   3. the distributed self-test over NCCL at world size 1 (BEiT-B/16, ZeRO stage of the
-#      paper profile, bf16)                                                              -> OUT/gpu_selftest.json
+#   3. the distributed self-test over NCCL at world size 1 (BEiT-B/16, bf16, the paper profile's
+#      engine: DDP at zero_stage 0)                                                      -> OUT/gpu_selftest.json
 #   4. 50 BEiT-B/16 pretraining steps at batch 64, bf16: one process, then the paper's
 #      data-parallel engine at world size 1; each with a short torch.profiler run
 #      counting CUDA synchronisations                         -> OUT/gpu_steps_local.json, OUT/gpu_steps_dp.json
@@ -55,8 +55,9 @@ else
   STEPS=(--steps 50 --profile-steps 10 --batch-size 64)
 fi
 ZERO=$("$PY" -c "from heartbeit.config import load_config; print(load_config('paper').pretrain.zero_stage)")
+ENGINE=$([ "$ZERO" = 0 ] && echo ddp || echo deepspeed)  # the paper's path: DDP at stage 0, else DeepSpeed ZeRO
 part selftest 120 "$TORCHRUN" --nproc_per_node 1 --master_port "$(port)" -m heartbeit.train.dist_selftest \
-  "${SELFTEST[@]}" --zero-stage "$ZERO" --metrics "$OUT/gpu_selftest.json"
+  "${SELFTEST[@]}" --engine "$ENGINE" --zero-stage "$ZERO" --metrics "$OUT/gpu_selftest.json"
 part steps-local 100 "$PY" bench/_gpu_session.py steps --engine local $DRY "${STEPS[@]}" \
   --out "$OUT/gpu_steps_local.json"
 part steps-dp 100 "$TORCHRUN" --nproc_per_node 1 --master_port "$(port)" bench/_gpu_session.py steps --engine dp \

@@ -92,9 +92,13 @@ MICRO = "heartbeit_micro_patch8_64"  # the ci profile's architecture
 def test_bf16_zero2_trains_heartbeit(workdir):
     """bf16 with BEiT needs its floating buffers cast too; the export is still the fp32 master copy."""
     out = workdir / "bf16"
-    run_job("torchrun", ["--model", MICRO, "--zero-stage", "2", "--precision", "bf16", "--steps", "3",
-                         "--batch-size", "8", "--out", str(out / "weights.safetensors"),
-                         "--metrics", str(out / "metrics.json")])
+    proc = run_job("torchrun", ["--model", MICRO, "--zero-stage", "2", "--precision", "bf16", "--steps", "3",
+                                "--batch-size", "8", "--out", str(out / "weights.safetensors"),
+                                "--metrics", str(out / "metrics.json")])
+    # one precision recipe (fp32 weights + bf16 autocast), and ZeRO-2's overlapped reduction, not the
+    # BF16_Optimizer that reduces fp32 gradients after the backward pass (issue 30)
+    assert ("DeepSpeed optimizer path: DeepSpeedZeroOptimizer (ZeRO stage 2, overlap_comm on; fp32 weights + "
+            "bf16 autocast, Linear/Conv gradients reduced in bf16)") in proc.stderr
     metrics = read_json(out / "metrics.json")
     assert metrics["precision"] == "bf16" and metrics["step"] == 3 and math.isfinite(metrics["final_loss"])
     assert metrics["mfu"] is not None and 0 < metrics["mfu"] < 1

@@ -75,7 +75,9 @@ def test_ds_config_per_stage_and_precision():
     ds = make_ds_config(cfg, world_size=16)
     assert ds["train_batch_size"] == 8 * 4 * 16 and ds["gradient_accumulation_steps"] == 4
     assert ds["zero_optimization"]["stage"] == 3 and ds["gradient_clipping"] == 3.0
-    assert ds["bf16"] == {"enabled": True} and ds["data_types"]["buffer_dtype"] == "bf16"
+    # one precision recipe on every engine: fp32 weights + bf16 autocast, never DeepSpeed's bf16 weights
+    assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in ds
+    assert make_ds_config(PretrainConfig(zero_stage=2), 2)["zero_optimization"]["overlap_comm"] is True
     assert "optimizer" not in ds  # a torch optimizer is passed in: nothing JIT-compiles
     fp32 = make_ds_config(PretrainConfig(zero_stage=0, clip_grad=0.0), world_size=2)
     assert "bf16" not in fp32 and fp32["zero_optimization"] == {"stage": 0} and fp32["gradient_clipping"] == 0.0

@@ -34,5 +34,6 @@ def test_gpu_session_dry_run_writes_every_record(tmp_path):
     for engine, zero in (("local", 0), ("dp", load_config("paper").pretrain.zero_stage)):
         rec = json.loads((tmp_path / f"gpu_steps_{engine}.json").read_text())
         assert rec["engine"] == engine and rec["zero_stage"] == zero and rec["dry_run"] is True
+        assert rec["engine_class"] == {"local": "LocalEngine", "dp": "DDPEngine" if zero == 0 else "DeepSpeedEngine"}[engine]
         assert rec["images_per_s"] > 0 and rec["mfu"] > 0 and rec["profiled_steps"] == 2
         assert "cuda_syncs_per_step" in rec and "host_syncs_in_our_code_per_step" in rec

@@ -37,7 +37,7 @@ class PretrainConfig:
     mask_patches: int = 75  # of the grid; scaled to the grid size for small profiles
     min_mask_block: int = 16
     precision: str = "fp32"  # fp32 | bf16
-    zero_stage: int = 0  # 0 = DDP-equivalent; 1, 2, 3 under DeepSpeed
+    zero_stage: int = 0  # 0 = one process, or torch DDP over several ranks; 1, 2, 3 = DeepSpeed ZeRO
     checkpoint_every: int = 200
     log_every: int = 10
     num_workers: int = 2

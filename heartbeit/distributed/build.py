@@ -1,5 +1,6 @@
 """Which engine a run gets (heartbeit.distributed.engine's protocol): `LocalEngine` for one process at ZeRO
-stage 0, the DeepSpeed engine otherwise. Its own module so that engine.py, which local.py, deepspeed.py and
+stage 0, `DDPEngine` (torch DDP, bf16 all-reduce overlapped with the backward pass) for several ranks at
+stage 0, the DeepSpeed engine for ZeRO stages 1-3. Its own module so that engine.py, which local.py, deepspeed.py and
 checkpoint.py import, imports none of them back (no import cycle)."""
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def world_size_from_env() -> int:
 
 
 def build_engine(model: torch.nn.Module, param_groups_or_optimizer_factory: ParamGroupsOrFactory, cfg) -> Engine:
-    """LocalEngine for one process at ZeRO stage 0; the DeepSpeed engine otherwise.
+    """LocalEngine for one process at ZeRO stage 0, DDPEngine for several; the DeepSpeed engine at stages 1-3.
 
     `cfg` is a PretrainConfig (zero_stage, grad_accum, clip_grad, lr, betas, weight_decay, precision).
     `param_groups_or_optimizer_factory`: parameter groups (dicts with 'params' and 'weight_decay'), from
@@ -30,6 +31,10 @@ def build_engine(model: torch.nn.Module, param_groups_or_optimizer_factory: Para
         from heartbeit.distributed.local import LocalEngine
 
         return LocalEngine(model, param_groups_or_optimizer_factory, cfg)
+    if cfg.zero_stage == 0:
+        from heartbeit.distributed.ddp import DDPEngine
+
+        return DDPEngine(model, param_groups_or_optimizer_factory, cfg)
     try:
         from heartbeit.distributed.deepspeed import build_deepspeed_engine
     except ModuleNotFoundError as exc:

@@ -3,8 +3,15 @@
 Stage 0 is the DDP-equivalent baseline (every rank holds everything, gradients are all-reduced); stages
 1/2/3 partition optimizer states / gradients / parameters. The optimizer is a plain torch AdamW handed to
 `deepspeed.initialize`, so nothing JIT-compiles (DeepSpeed's own fused Adam would take ~35 s to build on
-CPU). bf16 casts parameters *and* floating buffers (`data_types.buffer_dtype`), because BEiT mixes its
-buffers into activations and fp32 buffers would meet bf16 activations ("Float and BFloat16").
+CPU). The paper profile trains with torch DDP instead (distributed/ddp.py); ZeRO is here for models that do
+not fit.
+
+bf16 is the recipe every engine follows (issue 30): fp32 parameters and optimizer state, the forward under
+bf16 autocast (DeepSpeed's `torch_autocast`), the gradients of Linear/Conv weights reduced in bf16. (The
+previous `bf16` mode kept the parameters themselves in bf16 and, at ZeRO-1 with fp32 gradient accumulation,
+selected DeepSpeed's BF16_Optimizer, which all-reduces fp32 gradients after the backward pass without
+overlap.) ZeRO-2 overlaps its gradient reduction with the backward pass (`overlap_comm`); the engine logs
+which DeepSpeed optimizer it ended up with (`DeepSpeedEngine.optimizer_path`).
 """
 from __future__ import annotations
 
@@ -58,9 +65,9 @@ def make_ds_config(cfg: PretrainConfig, world_size: int) -> dict:
 
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
     if cfg.zero_stage >= 1:
-        # Deterministic reduction order matters more here than overlap; buckets are large enough for ci
-        # and paper models alike.
-        zero.update(overlap_comm=False, contiguous_gradients=True, reduce_bucket_size=int(5e7),
+        # ZeRO-2 reduces gradient buckets while the backward pass goes on (the reduction order does not
+        # change: CPU/gloo runs resume to the same bytes); buckets are large enough for ci and paper models.
+        zero.update(overlap_comm=cfg.zero_stage == 2, contiguous_gradients=True, reduce_bucket_size=int(5e7),
                     allgather_bucket_size=int(5e7))
     if getattr(cfg, "zero_offload", False) and cfg.zero_stage >= 1:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
@@ -78,9 +85,8 @@ def make_ds_config(cfg: PretrainConfig, world_size: int) -> dict:
         "wall_clock_breakdown": False,
         "checkpoint": {"tag_validation": "FAIL"},
     }
-    if cfg.precision == "bf16":
-        config["bf16"] = {"enabled": True}
-        config["data_types"] = {"buffer_dtype": "bf16", "grad_accum_dtype": "fp32"}
+    if cfg.precision == "bf16":  # fp32 weights + bf16 autocast: the recipe of every engine
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     overrides = getattr(cfg, "ds_config_overrides", None) or {}
     return deep_merge(config, overrides)
 
@@ -94,20 +100,10 @@ def default_optimizer(params: Iterable, cfg: PretrainConfig, device: torch.devic
     return make_adamw(groups, cfg.lr, tuple(cfg.betas), cfg.weight_decay, device)
 
 
-def _floating_to(obj, dtype):
-    if torch.is_tensor(obj):
-        return obj.to(dtype) if obj.is_floating_point() and obj.dtype != dtype else obj
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_floating_to(v, dtype) for v in obj)
-    if isinstance(obj, dict):
-        return {k: _floating_to(v, dtype) for k, v in obj.items()}
-    return obj
-
-
 class DeepSpeedEngine:
     """The Engine protocol over a `deepspeed.DeepSpeedEngine`. `model` is the DeepSpeed engine itself
-    (ZeRO-3 gathers parameters in its forward hooks); under bf16 floating inputs are cast to bf16 on the
-    way in and outputs back to fp32 on the way out, so the loop's loss code is precision-agnostic."""
+    (ZeRO-3 gathers parameters in its forward hooks; under bf16 it runs the forward in autocast).
+    `optimizer_path`: the class of the optimizer DeepSpeed wrapped the torch AdamW in."""
 
     def __init__(self, ds_engine, denv: DistEnv, cfg: PretrainConfig):
         import deepspeed.comm as dist
@@ -119,12 +115,7 @@ class DeepSpeedEngine:
         self.rank, self.world_size, self.local_rank = denv.rank, denv.world_size, denv.local_rank
         self.device = ds_engine.device if isinstance(ds_engine.device, torch.device) else torch.device(ds_engine.device)
         self.zero_stage = cfg.zero_stage
-        if cfg.precision == "bf16":
-            inner = ds_engine.module
-            inner.register_forward_pre_hook(
-                lambda _m, args, kwargs: (_floating_to(args, torch.bfloat16), _floating_to(kwargs, torch.bfloat16)),
-                with_kwargs=True)
-            inner.register_forward_hook(lambda _m, _args, out: _floating_to(out, torch.float32))
+        self.optimizer_path = type(ds_engine.optimizer).__name__
 
     @property
     def ds_engine(self):
@@ -238,4 +229,11 @@ def build_deepspeed_engine(model: torch.nn.Module,
     ds_engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     log.info("DeepSpeed ZeRO stage %d, %s, micro batch %d x accum %d x %d ranks", cfg.zero_stage, cfg.precision,
              cfg.batch_size, cfg.grad_accum, denv.world_size)
-    return DeepSpeedEngine(ds_engine, denv, cfg)
+    engine = DeepSpeedEngine(ds_engine, denv, cfg)
+    zero = ds_config.get("zero_optimization", {})
+    log.info("DeepSpeed optimizer path: %s (ZeRO stage %d, overlap_comm %s; %s)", engine.optimizer_path,
+             cfg.zero_stage, "on" if zero.get("overlap_comm") else "off",
+             "fp32 weights + bf16 autocast, Linear/Conv gradients reduced in bf16"
+             if ds_config.get("torch_autocast", {}).get("enabled") else
+             "bf16 weights" if ds_config.get("bf16", {}).get("enabled") else "fp32")
+    return engine

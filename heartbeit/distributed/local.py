@@ -28,11 +28,13 @@ class LocalEngine:
     rank = 0
     world_size = 1
     local_rank = 0
+    engine_name = "local"  # in meta.json: a checkpoint resumes with the engine that wrote it
 
     def __init__(self, model: torch.nn.Module, param_groups_or_optimizer_factory: ParamGroupsOrFactory, cfg,
                  device: torch.device | None = None):
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
+        self.module = self.model  # the bare model (DDPEngine wraps `model` and keeps this)
         if callable(param_groups_or_optimizer_factory):
             self.optimizer = param_groups_or_optimizer_factory(p for p in model.parameters() if p.requires_grad)
         else:
@@ -67,6 +69,9 @@ class LocalEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
 
+    def get_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
     def grad_norm(self) -> float | None:
         return None if self._grad_norm is None else float(self._grad_norm)
 
@@ -76,13 +81,13 @@ class LocalEngine:
 
         ckpt_dir = Path(ckpt_dir)
         with atomic_dir(ckpt_dir / tag, overwrite=True) as tmp:
-            weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            weights = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
             save_file(weights, str(tmp / "model.safetensors"))
             buf = io.BytesIO()
             torch.save({"optimizer": self.optimizer.state_dict(), "client_state": client_state,
                         "micro_steps": self._micro}, buf)
             (tmp / "state.pt").write_bytes(buf.getvalue())
-            (tmp / "meta.json").write_text(json.dumps({"engine": "local", "world_size": 1, "tag": tag}) + "\n")
+            (tmp / "meta.json").write_text(json.dumps({"engine": self.engine_name, "world_size": 1, "tag": tag}) + "\n")
         atomic_write_text(ckpt_dir / LATEST, tag + "\n")
         self._prune(ckpt_dir, keep=tag)
 
@@ -108,9 +113,9 @@ class LocalEngine:
             if not (tag_dir / name).is_file():
                 raise RuntimeError(f"{tag_dir}: incomplete checkpoint ({name} missing)")
         meta = json.loads((tag_dir / "meta.json").read_text())
-        if meta.get("engine") != "local":
+        if meta.get("engine") != self.engine_name:
             raise RuntimeError(f"{tag_dir}: written by the {meta.get('engine')!r} engine; resume it with that engine")
-        self.model.load_state_dict(load_file(str(tag_dir / "model.safetensors"), device=str(self.device)))
+        self.module.load_state_dict(load_file(str(tag_dir / "model.safetensors"), device=str(self.device)))
         state: dict[str, Any] = torch.load(tag_dir / "state.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self._micro = int(state["micro_steps"])
@@ -119,7 +124,7 @@ class LocalEngine:
 
     def full_state_dict(self) -> dict[str, Tensor]:
         return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
-                for k, v in self.model.state_dict().items()}
+                for k, v in self.module.state_dict().items()}
 
     # ------------------------------------------------------------------ collectives (trivial here)
     def barrier(self) -> None:
@@ -130,3 +135,6 @@ class LocalEngine:
 
     def all_reduce_max(self, value: float) -> float:
         return float(value)
+
+    def all_gather_floats(self, value: float) -> list[float]:
+        return [float(value)]

@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="tiny",
                    help="tiny (a small MLP) or a heartbeit_* architecture trained by MIM on random images")
     p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
+    p.add_argument("--engine", default="deepspeed", choices=["deepspeed", "ddp"],
+                   help="deepspeed (ZeRO --zero-stage) or ddp (torch DDP, the paper's path; --zero-stage 0)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--steps", type=int, default=8, help="optimizer steps in the whole run")
     p.add_argument("--stop-after", type=int, default=None, help="checkpoint and exit after this step")
@@ -119,7 +121,6 @@ def make_config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from heartbeit.distributed.deepspeed import build_deepspeed_engine, prepare_deepspeed
     from heartbeit.distributed.env import discover
     from heartbeit.distributed.observe import peak_memory_bytes, setup_rank_logging
     from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
@@ -131,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopRequest()
     cfg = make_config(args)
 
-    prepare_deepspeed()
+    if args.engine == "ddp" and args.zero_stage != 0:
+        raise SystemExit("--engine ddp is data parallelism without partitioning: use --zero-stage 0")
+    if args.engine == "deepspeed":
+        from heartbeit.distributed.deepspeed import prepare_deepspeed
+
+        prepare_deepspeed()
     # host memory of the interpreter, torch and DeepSpeed before the model exists (GPU memory starts at 0)
     baseline_rss = 0 if torch.cuda.is_available() else peak_memory_bytes(torch.device("cpu"))
     torch.manual_seed(args.seed)  # identical initial weights on every rank
@@ -143,7 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         model = create_mim_model(args.model, vocab_size=MIM_VOCAB)
         chans, img_size, patch = (model.patch_embed.proj.in_channels, model.patch_embed.img_size[0],
                                   model.patch_embed.patch_size[0])
-    engine = build_deepspeed_engine(model, None, cfg)
+    if args.engine == "ddp":
+        from heartbeit.distributed.ddp import DDPEngine
+
+        engine = DDPEngine(model, [{"params": [p for p in model.parameters() if p.requires_grad]}], cfg)
+    else:
+        from heartbeit.distributed.deepspeed import build_deepspeed_engine
+
+        engine = build_deepspeed_engine(model, None, cfg)
     rank, world = engine.rank, engine.world_size
     log.info("rank %d of %d on host %s (launcher %s, local rank %d)", rank, world, socket.gethostname(),
              denv.launcher, engine.local_rank)
@@ -235,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
             save_safetensors(full, args.out, metadata={"zero_stage": cfg.zero_stage, "steps": step})
     if rank == 0:
-        summary.update(model=args.model, launcher=denv.launcher, zero_stage=cfg.zero_stage, precision=cfg.precision, step=step,
+        summary.update(model=args.model, launcher=denv.launcher, engine=args.engine, zero_stage=cfg.zero_stage, precision=cfg.precision, step=step,
                        stopped_early=stopped_early, final_loss=losses[-1] if losses else None,
                        grad_norm=engine.grad_norm())
         log.info("done: step %d, %.1f images/s over %d ranks, peak memory per rank %s MiB", step,
