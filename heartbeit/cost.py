@@ -101,15 +101,20 @@ def device_flops(cfg, site: SiteConfig, workload: str, cpus: int = 1) -> tuple[f
     if site.gpu_tflops:
         return site.gpu_tflops * 1e12, f"measured: site gpu_tflops {site.gpu_tflops:g}"
     from heartbeit.config.core import ConfigError
-    from heartbeit.train.flops import GPU_PEAK_TFLOPS_BF16
+    from heartbeit.train.flops import GPU_SKUS
 
     gpu = (site.gpu_type or ASSUMED_GPU).upper()
-    if gpu not in GPU_PEAK_TFLOPS_BF16:
-        raise ConfigError(f"site gpu_type {site.gpu_type!r} has no peak in the table "
-                          f"({', '.join(GPU_PEAK_TFLOPS_BF16)}); set gpu_tflops (measured) as well")
+    # the one peak table (train/flops.py GPU_SKUS): an exact SKU ("H100 PCIe") or its family's first row
+    # ("H100" = H100 SXM, "A100" = A100 40GB)
+    row = next((r for r in GPU_SKUS if r.sku.upper() == gpu), None) or \
+        next((r for r in GPU_SKUS if r.sku.upper().split()[0] == gpu), None)
+    if row is None:
+        names = ", ".join(dict.fromkeys([r.sku.split()[0] for r in GPU_SKUS] + [r.sku for r in GPU_SKUS]))
+        raise ConfigError(f"site gpu_type {site.gpu_type!r} has no peak in the table ({names}); set gpu_tflops "
+                          "(measured) as well")
     mfu = ASSUMED_MFU[workload]
-    label = f"{gpu}" if site.gpu_type else f"ASSUMED {gpu}"
-    return GPU_PEAK_TFLOPS_BF16[gpu] * 1e12 * mfu, f"{label} bf16 peak x ASSUMED {mfu:.0%} MFU ({workload})"
+    label = f"{row.sku}" if site.gpu_type else f"ASSUMED {row.sku}"
+    return row.bf16_tflops * 1e12 * mfu, f"{label} bf16 peak x ASSUMED {mfu:.0%} MFU ({workload})"
 
 
 def pretrain_estimate(cfg, site: SiteConfig, world: int, counts: Counts) -> dict:

@@ -68,7 +68,7 @@ def test_paper_chain_is_split_by_duration_with_the_report_after_every_part(tmp_p
     assert report.after == [("afterok", "plan")] + [("afterany", p.name) for p in parts]
     table = estimate_table(jobs, est)
     assert all(f"#   {j.name:<10}" in table for j in jobs) and "GPU-hours" in table and "ASSUMED" in table
-    assert "H100 bf16 peak x ASSUMED 40% MFU" in table  # the GPU type is the site's; its MFU assumed
+    assert "H100 SXM bf16 peak x ASSUMED 40% MFU" in table  # the site's GPU type, its SKU row; MFU assumed
     assert est.pretrain["grad_accum"] == 1 and est.gpu_hours > 0
     # the same chain from the matrix on: its parts wait for the outside job, the report for them
     later = chain_jobs(cfg, site, ["--profile", "paper"], tmp_path, start="matrix", est=est)

@@ -289,7 +289,7 @@ def test_cli_writes_resolved_config(tmp_path, capsys):
     assert meta["patients"] == 3 and meta["broken"] == 0
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
     # an existing output is not overwritten silently
-    assert cli_main(["synth", "--out", str(out), "--n", "3", "--no-progress"]) == 1
+    assert cli_main(["synth", "--out", str(out), "--n", "3", "--no-progress"]) == 2  # a refusal: exit 2, one line on stderr (docs/errors.md)
     assert cli_main(["synth", "--out", str(out), "--n", "2", "--overwrite", "--no-progress", "--workers", "1"]) == 0
     assert json.loads((out / "synth.json").read_text())["patients"] == 2
     # config errors name the key and exit 2 before any work
