@@ -38,7 +38,6 @@ part() {  # part NAME TIMEOUT_S COMMAND...: run it, record its exit code and wal
   echo "== $name: exit $rc"
 }
 
-port() { "$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 
 if command -v nvidia-smi >/dev/null 2>&1; then
   part nvidia-smi 30 bash -c "nvidia-smi > '$OUT/gpu_nvidia_smi.txt' 2>&1"
@@ -56,11 +55,11 @@ else
 fi
 ZERO=$("$PY" -c "from heartbeit.config import load_config; print(load_config('paper').pretrain.zero_stage)")
 ENGINE=$([ "$ZERO" = 0 ] && echo ddp || echo deepspeed)  # the paper's path: DDP at stage 0, else DeepSpeed ZeRO
-part selftest 120 "$TORCHRUN" --nproc_per_node 1 --master_port "$(port)" -m heartbeit.train.dist_selftest \
+part selftest 120 "$TORCHRUN" --standalone --nproc_per_node 1 -m heartbeit.train.dist_selftest \
   "${SELFTEST[@]}" --engine "$ENGINE" --zero-stage "$ZERO" --metrics "$OUT/gpu_selftest.json"
 part steps-local 100 "$PY" bench/_gpu_session.py steps --engine local $DRY "${STEPS[@]}" \
   --out "$OUT/gpu_steps_local.json"
-part steps-dp 100 "$TORCHRUN" --nproc_per_node 1 --master_port "$(port)" bench/_gpu_session.py steps --engine dp \
+part steps-dp 100 "$TORCHRUN" --standalone --nproc_per_node 1 bench/_gpu_session.py steps --engine dp \
   $DRY "${STEPS[@]}" --out "$OUT/gpu_steps_dp.json"
 
 JOINED=$(IFS=,; echo "${PARTS[*]}")

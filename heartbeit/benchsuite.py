@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "bench"
 RECORD_KIND = "heartbeit-bench-record"
 # cheap, independent stages first; the long ones last so a budget overrun shows on them
-ORDER = ("synth", "ingest", "render", "loader", "metrics", "scale", "train_step", "pretrain_zero", "e2e")
+ORDER = ("synth", "ingest", "render", "loader", "metrics", "scale", "train_step", "host_overhead", "pretrain_zero",
+         "e2e")
 RATIO_KEY = re.compile(r"ratio|speedup|_vs_|_over_|share")
 VERSION_PACKAGES = ("torch", "timm", "deepspeed", "numpy", "scipy", "scikit-learn", "webdataset", "pillow")
 # Smoke mode: every benchmark at the smallest sizes that still run all of its code paths. Its figures say
