@@ -268,6 +268,14 @@ def image_vs_signal_comparisons(cells: list[CellResult], *, signal_family: str =
     return with_holm(sort_long(df)) if not df.empty else df
 
 
+def _within_noise(runs: pd.DataFrame) -> bool:
+    """Every measured run of a paired comparison lies within the two models' seed spread (mark_paired)."""
+    if "within_training_noise" not in runs:
+        return False
+    noise = runs["within_training_noise"].dropna()
+    return len(noise) > 0 and bool(noise.astype(bool).all())
+
+
 def robustness_table(paired: pd.DataFrame, *, alpha: float = 0.05, digits: int = 3) -> pd.DataFrame:
     """Which paired differences survive the spread across seeds and training draws: per (task, evaluation
     set, fraction, reference, baseline), the runs, mean / min / max Δ and the largest p (Holm-adjusted within
@@ -291,9 +299,7 @@ def robustness_table(paired: pd.DataFrame, *, alpha: float = 0.05, digits: int =
             verdict = f"significant in {int((p[ok] < alpha).sum())}/{len(runs)} runs only"
         else:
             verdict = "not significant in any run"
-        noise = runs["within_training_noise"] if "within_training_noise" in runs else pd.Series(dtype=object)
-        if noise.notna().any() and bool(noise.dropna().astype(bool).all()):
-            # |Δ| below the measured seed spread in every run: the test cannot tell it from training noise
+        if _within_noise(runs):  # |Δ| below the measured seed spread in every run: not told from training noise
             verdict += "; within training noise"
         task, eval_set, fraction, ref, ref_init, arch, init = key
         rows.append({"Task": task, "Set": eval_set, "Fraction": fraction_label(fraction), "Reference": ref,
@@ -361,8 +367,7 @@ def paired_table(paired: pd.DataFrame, task: str, eval_set: str, *, alpha: float
                 else:
                     row[fraction_label(f)] = (f"{d:+.{digits}f} (max p{format_p(p.max())}, "
                                               f"{int((p < alpha).sum())}/{len(runs)} p<{alpha:g})")
-                noise = runs["within_training_noise"] if "within_training_noise" in runs else pd.Series(dtype=object)
-                if _finite(d) and noise.notna().any() and bool(noise.dropna().astype(bool).all()):
+                if _finite(d) and _within_noise(runs):
                     row[fraction_label(f)] += " ≈ training noise"
             rows.append(row)
     return pd.DataFrame(rows, columns=["Reference", "Baseline", "Init"] + [fraction_label(f) for f in fractions])

@@ -79,10 +79,11 @@ def prior_logit(prevalence: float, n: int | None = None) -> float:
 
 @torch.no_grad()
 def init_new_head(model: torch.nn.Module, arch: str, prevalence: float | None = None,
-                  n_train: int | None = None) -> dict:
+                  n_train: int | None = None) -> None:
     """Start a new classifier head where it can learn (families.HEAD_INIT): weights by the family's rule,
     bias at the training prevalence's log-odds (two logits: b1 - b0 = logit(p)); without a prevalence the
-    bias is zero. Returns the rule applied."""
+    bias is zero. It reads no tensor back, so a model on the meta device initialises too (head_statistics
+    reports the result)."""
     head = classifier_head(model)
     rule, std = head_init(arch)
     if rule == "trunc_normal":
@@ -90,14 +91,11 @@ def init_new_head(model: torch.nn.Module, arch: str, prevalence: float | None = 
     else:
         head.reset_parameters()
     head.bias.zero_()
-    gap = 0.0
     if prevalence is not None:
         if head.out_features != 2:
             raise ValueError(f"a prevalence bias needs a two-logit head, not {head.out_features} outputs")
         gap = prior_logit(prevalence, n_train)
         head.bias.copy_(torch.tensor([-gap / 2, gap / 2], dtype=head.bias.dtype))
-    # (statistics of the result: head_statistics; not read here, so a model on the meta device initialises too)
-    return {"rule": rule, "std": std, "prevalence": prevalence, "prior_logit": gap}
 
 
 @torch.no_grad()
