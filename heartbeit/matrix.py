@@ -81,6 +81,11 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
                 "num_workers", "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init",
                 "ablation_label_fraction", "checkpoint_minutes"):
         d.pop(key, None)
+    # Under selection "last" the validation rounds select nothing: their subsample and batch size change the
+    # curves, never the selected weights, scores or threshold (finetune.py), so they leave such ids unchanged.
+    if d["selection"] == "last":
+        d.pop("val_negatives_cap")
+        d.pop("val_batch_size")
     # Renamed settings enter the id under their old names (heartbeit.config.core.RENAMED_KEYS), so a rename
     # never changes a finished cell's id.
     for (section, old), new in RENAMED_KEYS.items():

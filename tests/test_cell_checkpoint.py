@@ -3,6 +3,7 @@ checkpoint and gives byte-identical predictions, weights and validation scores t
 real image shards through the loader's exact-resume position); the checkpoint goes once the cell is done."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -65,8 +66,7 @@ class Interrupt:
 
 def interrupted(data: CellData, epoch: int, at: int, how: str) -> CellData:
     train = data.train
-    return CellData(train=lambda e: Interrupt(train(e), at, how) if e == epoch else train(e), val=data.val,
-                    evaluation=data.evaluation, n_train=data.n_train, n_train_pos=data.n_train_pos)
+    return dataclasses.replace(data, train=lambda e: Interrupt(train(e), at, how) if e == epoch else train(e))
 
 
 def outputs(folder) -> dict[str, bytes]:

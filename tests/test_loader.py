@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from heartbeit.config import RenderConfig
-from heartbeit.data.loader import epoch_plan, make_image_dataset, make_loader, steps_per_epoch
+from heartbeit.data.dealing import epoch_plan, steps_per_epoch
+from heartbeit.data.loader import make_image_dataset, make_loader
 from heartbeit.data.render_stage import render_corpus
 from render_fixtures import make_corpus
 
@@ -176,7 +177,7 @@ def test_tar_reader_matches_webdataset_and_decoder(images):
     """The direct ustar reader groups members exactly as wds.tarfile_to_samples; pixels equal decode_image."""
     import webdataset as wds
 
-    from heartbeit.data.loader import read_tar_samples
+    from heartbeit.data.members import read_tar_samples
     from heartbeit.data.shard_format import decode_image
 
     shard = images / json.loads((images / "index.json").read_text())["splits"]["train"]["shards"][0]["name"]
@@ -192,7 +193,7 @@ def test_tar_reader_matches_webdataset_and_decoder(images):
 
 
 def test_tar_reader_names_the_file_on_damage(images, tmp_path):
-    from heartbeit.data.loader import read_tar_samples
+    from heartbeit.data.members import read_tar_samples
 
     shard = images / json.loads((images / "index.json").read_text())["splits"]["train"]["shards"][0]["name"]
     data = bytearray(shard.read_bytes())
@@ -255,16 +256,16 @@ def test_threaded_decoding_names_the_bad_member(tmp_path, images):
 def test_threaded_decoding_decodes_the_next_batch_before_handing_out_this_one(images, monkeypatch):
     """decode_threads > 1: the next batch goes to the decode pool before the current batch is handed out, so
     it decodes while the consumer works on this one; closing the iterator early leaves no thread writing."""
-    from heartbeit.data import loader as L
+    from heartbeit.data import batch_arrays as L
 
     jobs = []
-    start = L._BatchDecode.start
+    start = L.BatchDecode.start
 
     def recording_start(self, pool, threads):
         jobs.append(self)
         start(self, pool, threads)
 
-    monkeypatch.setattr(L._BatchDecode, "start", recording_start)
+    monkeypatch.setattr(L.BatchDecode, "start", recording_start)
     it = iter(make_loader(images, "train", batch_size=2, train=False, decode_threads=2))
     first = next(it)
     assert len(jobs) == 2 and first["count"] == 2  # batch 2 was in the pool when batch 1 came out
@@ -299,3 +300,75 @@ def test_pinned_memory_request_is_quiet_without_cuda(images):
         loader = make_loader(images, "val", batch_size=4, num_workers=1, train=False, pin_memory=True,
                              multiprocessing_context="fork")
         assert sum(b["count"] for b in loader) > 0
+
+
+class _WorkerPid:
+    """batch_extras that stamps each batch with the process that assembled it (picklable)."""
+
+    def __call__(self, uids, epoch):
+        import os
+
+        return {"pid": np.array([os.getpid()]), "epoch_seen": np.array([epoch])}
+
+
+def test_persistent_workers_start_once_and_give_the_fresh_loaders_batches(images):
+    """One loader, iterated epoch after epoch, abandoned mid-epoch and resumed in place: its worker processes
+    start once, and every iteration yields exactly what a fresh loader at that epoch/position yields."""
+    def fresh(epoch):
+        from heartbeit.data.epoch_loader import ImageLoader
+
+        ds = make_image_dataset(images, "train", epoch=epoch, batch_size=2, drop_last=True, shuffle_buffer=8,
+                                batch_extras=_WorkerPid())
+        return ImageLoader(ds, num_workers=2, equalize=True, persistent=False)  # workers per iteration
+
+    loader = make_loader(images, "train", batch_size=2, num_workers=2, shuffle_buffer=8, batch_extras=_WorkerPid(),
+                         persistent=True)
+    assert loader.persistent
+    pids, fresh_pids = set(), set()
+    for epoch in (0, 1, 2):
+        loader.set_epoch(epoch)
+        got = [(b["ecg_uid"], int(b["epoch_seen"][0])) for b in loader if not pids.add(int(b["pid"][0]))]
+        want_loader = fresh(epoch)
+        want = [(b["ecg_uid"], int(b["epoch_seen"][0])) for b in want_loader
+                if not fresh_pids.add(int(b["pid"][0]))]
+        assert got == want and {e for _, e in got} == {epoch}
+    assert len(pids) == 2 and len(fresh_pids) == 6  # two workers for three epochs, against two per epoch
+    # stop after 3 batches of epoch 1, then restart the epoch and resume from a saved position, in place
+    loader.set_epoch(1)
+    it = iter(loader)
+    head = [next(it)["ecg_uid"] for _ in range(3)]
+    state = loader.state_dict()
+    it.close()
+    loader.set_epoch(2)
+    assert [b["ecg_uid"] for b in loader][:2] == [b["ecg_uid"] for b in fresh(2)][:2]
+    loader.load_state_dict(state)
+    assert head + [b["ecg_uid"] for b in loader] == [b["ecg_uid"] for b in fresh(1)]
+    loader.close()
+    assert not loader.started
+
+
+def test_the_epoch_plan_filters_the_manifest_once(images, monkeypatch):
+    """The filter is resolved against the manifest once per loader; an epoch only permutes shards."""
+    from heartbeit.data import dealing
+
+    calls = []
+    real = dealing.filtered_manifest
+    monkeypatch.setattr(dealing, "filtered_manifest", lambda *a, **k: calls.append(1) or real(*a, **k))
+    loader = make_loader(images, "train", batch_size=2, task="hcm", shuffle_buffer=8)
+    lengths = []
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        lengths.append(len(loader))
+        assert len(list(loader)) == lengths[-1]
+        assert (loader._plan() == epoch_plan(images, "train", 1, 0, epoch=epoch, task="hcm")).all()
+    assert len(calls) == 1 + 4  # the loader's one, and the four reference plans above
+
+
+def test_a_second_reader_of_one_loader_is_refused(images):
+    loader = make_loader(images, "train", batch_size=2, shuffle_buffer=8)
+    first = iter(loader)
+    next(first)
+    loader.set_epoch(0)
+    assert len(list(loader)) == len(loader)  # the second iteration reads the epoch; the first is now stale
+    with pytest.raises(RuntimeError, match="iterated again"):
+        next(first)

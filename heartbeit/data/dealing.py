@@ -3,7 +3,8 @@
 Shard order per epoch (`epoch_shards`), the node-then-worker split of whole shards (`assigned`) or, when
 slots outnumber shards, of samples (`slot_reads`), the fraction/task/subset filter resolved against
 manifest.parquet (`filtered_manifest`, `wanted_keys`), and the per-slot counts behind equal training
-steps across ranks (`epoch_plan`, `steps_per_epoch`). Used by heartbeit.data.loader.
+steps across ranks (`SplitSelection.plan`: the filter resolved once, shards permuted per epoch). Used by
+heartbeit.data.loader and heartbeit.data.epoch_loader.
 """
 from __future__ import annotations
 
@@ -92,14 +93,7 @@ def filtered_manifest(images_dir: str | Path, split: str, fraction: float | None
     return man, man[keep]
 
 
-def wanted_keys(images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
-                subset: frozenset | None = None) -> dict[str, list[str]]:
-    """Shard -> keys the filter keeps, for the shards of the split where it keeps at most half: those are
-    read by byte range. A shard it keeps mostly is read whole and filtered as it streams (a range read
-    would save little, and the key lists travel to every loader worker)."""
-    if fraction is None and task is None and subset is None:
-        return {}
-    man, kept = filtered_manifest(images_dir, split, fraction, task, subset)
+def _wanted(man: pd.DataFrame, kept: pd.DataFrame) -> dict[str, list[str]]:
     totals = man.groupby("shard").size()
     kept_by_shard = kept.groupby("shard")["key"].agg(list)
     out = {name: [] for name in totals.index if name not in kept_by_shard.index}
@@ -107,44 +101,85 @@ def wanted_keys(images_dir: str | Path, split: str, fraction: float | None = Non
     return out
 
 
+def wanted_keys(images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
+                subset: frozenset | None = None) -> dict[str, list[str]]:
+    """Shard -> keys the filter keeps, for the shards of the split where it keeps at most half: those are
+    read by byte range. A shard it keeps mostly is read whole and filtered as it streams (a range read
+    would save little, and the key lists travel to every loader worker)."""
+    if fraction is None and task is None and subset is None:
+        return {}
+    return _wanted(*filtered_manifest(images_dir, split, fraction, task, subset))
+
+
+class SplitSelection:
+    """What a loader's filter (fraction / task / explicit subset) keeps of one split, resolved against
+    manifest.parquet ONCE: the shards to read by byte range (`wanted`, what the stream needs) and the kept
+    samples per shard, from which `plan` gives any epoch's samples per [rank, worker]. An epoch only permutes
+    the shards by (seed, epoch) and sums their counts -- O(shards); where loader slots outnumber shards
+    (samples dealt one by one), O(kept samples) over positions looked up once. Re-filtering the manifest every
+    epoch on every rank costs ~20 s at 8.5 M rows, which this avoids. Main-process only: a loader worker
+    receives `wanted` (the stream drops the selection when it is pickled)."""
+
+    def __init__(self, images_dir: str | Path, split: str, fraction: float | None = None,
+                 task: str | None = None, subset: frozenset | None = None):
+        self.images_dir, self.split = Path(images_dir), split
+        index = read_index(images_dir)
+        self.names = shard_names(index, split)
+        self.totals = shard_totals(index, split)
+        man, kept = filtered_manifest(images_dir, split, fraction, task, subset)
+        self.wanted = {} if fraction is None and task is None and subset is None else _wanted(man, kept)
+        counts = kept.groupby("shard").size().to_dict()
+        self.counts = {name: int(counts.get(name, 0)) for name in self.names}
+        self._kept = kept[["shard", "key"]]
+        self._positions: dict[str, np.ndarray] | None = None
+
+    def positions(self) -> dict[str, np.ndarray]:
+        """Shard -> the kept samples' numbers in tar order (member indexes; read once, when first dealt)."""
+        if self._positions is None:
+            out = {}
+            for name, keys in self._kept.groupby("shard")["key"].agg(list).items():
+                tar = self.images_dir / name
+                member_index = members.load_member_index(tar)
+                if member_index is None:
+                    raise ValueError(f"{tar}: no current member index; loader slots outnumber the "
+                                     f"{len(self.names)} {self.split} shards, which are then shared sample by "
+                                     "sample through it. Run `heartbeit render` again: it adds the index to "
+                                     "complete shards without re-rendering them")
+                out[name] = np.array([member_index["position"][k] for k in keys], dtype=np.int64)
+            self._positions = out
+        return self._positions
+
+    def plan(self, world_size: int, num_workers: int, epoch: int = 0, seed: int = 0,
+             shuffle: bool = True) -> np.ndarray:
+        """Samples per [rank, worker] in this epoch (the dealing of `slot_reads`; no tar is read)."""
+        names = epoch_shards(self.names, seed, epoch, shuffle)
+        workers = max(1, num_workers)
+        if not deals_samples(len(names), world_size, workers):
+            return np.array([[sum(self.counts[n] for n in assigned(names, r, world_size, w, workers))
+                              for w in range(workers)] for r in range(world_size)], dtype=np.int64)
+        positions = self.positions()
+        plan = np.zeros((world_size, workers), dtype=np.int64)
+        base = 0
+        for name in names:
+            if name in positions:
+                q = base + positions[name]
+                np.add.at(plan, (q % world_size, (q // world_size) % workers), 1)
+            base += self.totals[name]
+        return plan
+
+
 def shard_counts(images_dir: str | Path, split: str, fraction: float | None = None,
                  task: str | None = None, subset: frozenset | None = None) -> dict[str, int]:
     """Samples per shard after the fraction/subset/task filter, from manifest.parquet (no tar is read)."""
-    _, kept = filtered_manifest(images_dir, split, fraction, task, subset)
-    counts = kept.groupby("shard").size().to_dict()
-    return {name: int(counts.get(name, 0)) for name in shard_names(read_index(images_dir), split)}
+    return SplitSelection(images_dir, split, fraction, task, subset).counts
 
 
 def epoch_plan(images_dir: str | Path, split: str, world_size: int, num_workers: int, epoch: int = 0,
                seed: int = 0, shuffle: bool = True, fraction: float | None = None,
                task: str | None = None, subset: frozenset | None = None) -> np.ndarray:
-    """Samples per [rank, worker] in this epoch (the dealing of `slot_reads`, counted from the manifest and,
-    when samples are dealt, the shards' member indexes; no tar is read)."""
-    index = read_index(images_dir)
-    counts = shard_counts(images_dir, split, fraction, task, subset)
-    names = epoch_shards(sorted(counts), seed, epoch, shuffle)
-    workers = max(1, num_workers)
-    if not deals_samples(len(names), world_size, workers):
-        return np.array([[sum(counts[n] for n in assigned(names, r, world_size, w, workers)) for w in range(workers)]
-                         for r in range(world_size)], dtype=np.int64)
-    _, kept = filtered_manifest(images_dir, split, fraction, task, subset)
-    keys_by_shard = kept.groupby("shard")["key"].agg(list)
-    totals = shard_totals(index, split)
-    plan = np.zeros((world_size, workers), dtype=np.int64)
-    base = 0
-    for name in names:
-        if name in keys_by_shard.index:
-            tar = Path(images_dir) / name
-            member_index = members.load_member_index(tar)
-            if member_index is None:
-                raise ValueError(f"{tar}: no current member index; {world_size} rank(s) x {workers} worker(s) "
-                                 f"outnumber the {len(names)} {split} shards, which are then shared sample by "
-                                 "sample through it. Run `heartbeit render` again: it adds the index to complete "
-                                 "shards without re-rendering them")
-            q = base + np.array([member_index["position"][k] for k in keys_by_shard[name]], dtype=np.int64)
-            np.add.at(plan, (q % world_size, (q // world_size) % workers), 1)
-        base += totals[name]
-    return plan
+    """Samples per [rank, worker] in one epoch (a loader keeps its `SplitSelection` and asks it per epoch)."""
+    return SplitSelection(images_dir, split, fraction, task, subset).plan(world_size, num_workers, epoch, seed,
+                                                                         shuffle)
 
 
 def batches_per_worker(plan_row: np.ndarray, batch_size: int, drop_last: bool) -> np.ndarray:

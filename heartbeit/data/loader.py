@@ -32,29 +32,24 @@ shard order and each slot reads only its own samples' bytes through the shards' 
 (heartbeit.data.members; `slot_reads`). Either way an epoch yields every sample of the split exactly once
 across all ranks x workers (evaluation gathers predictions from all ranks).
 
-Subsets: a fraction, task or explicit `subset` filter is resolved against manifest.parquet once (read once
-per process, `members.read_manifest`); a shard the filter does not keep whole is read by byte range, only
-the kept samples (a 1 % cell reads ~1 % of the split). The stream is the one a whole-shard read would give
-after filtering, so batches are identical. Shards rendered before the index existed are read whole.
+Subsets: a fraction, task or explicit `subset` filter is resolved against manifest.parquet once per stream
+(`SplitSelection`, heartbeit.data.dealing; the manifest is read once per process); a shard the filter does not
+keep whole is read by byte range, only the kept samples (a 1 % cell reads ~1 % of the split). The stream is
+the one a whole-shard read would give after filtering, so batches are identical. Shards rendered before the
+index existed are read whole.
 
 Uneven splits in training: ranks may hold different sample counts. The shard assignment is a known
-function of (epoch, seed, world size, workers), so `epoch_plan` computes every (rank, worker)'s sample
-count from the manifest without reading a tar; `make_loader(..., equalize=True)` (the training default)
-stops every rank after `steps_per_epoch` = the smallest rank's batch count, so all ranks take the same
-number of optimizer steps. The surplus of larger ranks is skipped that epoch only: shard order is
-reshuffled every epoch, so different samples are skipped each time.
+function of (epoch, seed, world size, workers), so the selection's `plan` gives every (rank, worker)'s sample
+count without reading a tar; `make_loader(..., equalize=True)` (the training default) stops every rank after
+the smallest rank's batch count, so all ranks take the same number of optimizer steps. The surplus of larger
+ranks is skipped that epoch only: shard order is reshuffled every epoch, so different samples are skipped.
 
-Resume: `ImageLoader.state_dict()` records, per logical worker, how many samples the trainer has
-received, and which worker served the last batch. Loading it makes each worker skip exactly those samples
-of its (deterministic) stream and rotates the workers so torch's round-robin continues with the worker
-that was next: with the same world size and worker count the remaining batches are exactly those an
-uninterrupted run would have produced, in the same order.
+Epochs, persistent workers and exact resume: `ImageLoader` (heartbeit.data.epoch_loader).
 """
 from __future__ import annotations
 
+import copy
 import io
-import itertools
-from concurrent.futures import wait
 from pathlib import Path
 from typing import Iterator
 
@@ -66,9 +61,9 @@ import webdataset as wds
 from heartbeit.config.matrix import TASKS
 
 from . import members
-from .dealing import (assigned, batches_per_worker, deals_samples, epoch_plan, epoch_shards,  # noqa: F401
-                      filtered_manifest, read_index, shard_counts, shard_names, shard_totals, slot_reads,
-                      steps_per_epoch, wanted_keys)
+from .batch_arrays import BatchDecode, as_tensors, batch_array
+from .dealing import SplitSelection, epoch_shards, read_index, shard_names, shard_totals, slot_reads
+from .epoch_loader import ImageLoader
 from .shard_format import MODALITIES, decode_member, decode_wave_into, member_shape
 
 
@@ -77,32 +72,6 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
         return int(rank), int(world_size)
     r, w, _, _ = wds.utils.pytorch_worker_info()
     return (int(rank) if rank is not None else r), (int(world_size) if world_size is not None else w)
-
-
-def read_tar_samples(path: str | Path) -> Iterator[dict]:
-    """Every sample of a shard in tar order (heartbeit.data.members.parse_samples)."""
-    return members.read_tar_samples(path)
-
-
-def _batch_array(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A fresh batch tensor; inside a DataLoader worker it is allocated in shared memory up front, so the
-    trip to the main process moves a handle instead of copying the pixels into shared memory."""
-    out = torch.empty(shape, dtype=dtype)
-    return out.share_memory_() if torch.utils.data.get_worker_info() is not None else out
-
-
-def _identity(batch: dict) -> dict:
-    return batch
-
-
-def as_tensors(batch: dict, pin: bool = False) -> dict:
-    """The batch with its numpy arrays as tensors (no copy), every tensor pinned when `pin` (a no-op for
-    one the DataLoader's pin-memory thread already pinned)."""
-    def convert(v):
-        t = torch.from_numpy(v) if isinstance(v, np.ndarray) else v
-        return t.pin_memory() if pin and isinstance(t, torch.Tensor) else t
-
-    return {k: convert(v) for k, v in batch.items()}
 
 
 class SampleFilter:
@@ -142,40 +111,6 @@ def _deterministic_shuffle(samples: Iterator[tuple], bufsize: int, rng: np.rando
         yield buf.pop(int(rng.integers(len(buf))))
 
 
-class _BatchDecode:
-    """decode(i) for i in range(n), shared out by one counter: pool threads (one task per thread per batch; a
-    future per image costs more) and, in `finish`, the thread that hands the batch out take the next index
-    until none is left (next() on itertools.count is atomic under the GIL), so quick images balance slow ones."""
-
-    def __init__(self, decode, n: int):
-        self.decode, self.n = decode, n
-        self.indices = itertools.count()
-        self.futures: list = []
-
-    def drain(self) -> None:
-        """Decode the next index until none is left (all of them, when no pool thread takes part)."""
-        for i in self.indices:
-            if i >= self.n:
-                return
-            self.decode(i)
-
-    def start(self, pool, threads: int) -> None:
-        self.futures = [pool.submit(self.drain) for _ in range(min(self.n, threads))]
-
-    def finish(self) -> None:
-        """Decode what is left in this thread, wait for the pool's share, re-raise a decode error."""
-        try:
-            self.drain()
-        finally:
-            wait(self.futures)  # even after an error: no thread may still write into the batch when it is dropped
-        for future in self.futures:
-            future.result()
-
-    def cancel(self) -> None:
-        self.n = 0  # threads stop at their next index
-        wait(self.futures)
-
-
 class ImageStream(torch.utils.data.IterableDataset):
     """Batches of decoded images for one rank. Use through `make_loader` (or iterate with num_workers=0)."""
 
@@ -207,17 +142,50 @@ class ImageStream(torch.utils.data.IterableDataset):
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.tasks = tuple(self.index.get("tasks") or TASKS)  # the tasks these shards are labelled for
         self.keep = SampleFilter(fraction, task, subset, self.tasks)
+        self._selection: SplitSelection | None = None  # the filter resolved against the manifest, on first use
         # shard -> keys the filter keeps, for shards it does not keep whole (from the manifest, once here)
-        self.wanted = wanted_keys(images_dir, split, fraction, task, self.keep.subset)
+        filtered = fraction is not None or task is not None or subset is not None
+        self.wanted = self.selection.wanted if filtered else {}
         self.skip: dict[int, int] = {}  # logical worker -> samples to skip (resume)
         self.rotation = 0  # physical worker p plays logical worker (p + rotation) % num_workers
+        # [epoch, rotation, skip per logical worker] in shared memory when an ImageLoader keeps its workers
+        # (heartbeit.data.epoch_loader): a worker's copy of this stream reads it as each iteration starts
+        self.control: torch.Tensor | None = None
+
+    @property
+    def selection(self) -> SplitSelection:
+        """What the filter keeps of the split, per shard (heartbeit.data.dealing): resolved once."""
+        if self._selection is None:
+            self._selection = SplitSelection(self.images_dir, self.split, self.fraction, self.task, self.keep.subset)
+        return self._selection
+
+    def publish(self) -> None:
+        """Copy this stream's epoch and resume position into `control`, for the workers' copies."""
+        if self.control is not None:
+            self.control[0], self.control[1] = self.epoch, self.rotation
+            self.control[2:] = torch.tensor([self.skip.get(w, 0) for w in range(len(self.control) - 2)])
+
+    def _read_control(self) -> None:
+        """In a persistent worker: take the epoch and resume position the loader published."""
+        if self.control is not None and torch.utils.data.get_worker_info() is not None:
+            values = self.control.tolist()
+            self.epoch, self.rotation = int(values[0]), int(values[1])
+            self.skip = {w: int(n) for w, n in enumerate(values[2:]) if n}
+
+    def replica(self) -> "ImageStream":
+        """Another stream over the same split and selection (resolved once, shared) with its own epoch and
+        position: e.g. a cell's BatchNorm recalibration beside its training loader."""
+        twin = copy.copy(self)
+        twin.control, twin.skip, twin.rotation, twin._executor = None, {}, 0, None
+        return twin
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self.skip, self.rotation = {}, 0
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_executor": None}
+        # the selection stays in the main process (workers need only `wanted`); thread pools do not cross
+        return {**self.__dict__, "_executor": None, "_selection": None}
 
     def _pool(self):
         """This process's decode thread pool (`decode_threads` - 1 threads: the thread that reads the shards
@@ -279,7 +247,7 @@ class ImageStream(torch.utils.data.IterableDataset):
             positions = np.intersect1d(positions, np.fromiter((where[k] for k in wanted), np.int64, len(wanted)))
         yield from members.read_indexed_samples(tar, index, positions.tolist())
 
-    def _assemble(self, items: list[tuple[dict, dict]], worker: int) -> tuple[dict, "_BatchDecode"]:
+    def _assemble(self, items: list[tuple[dict, dict]], worker: int) -> tuple[dict, "BatchDecode"]:
         """A batch's arrays and labels, and the decoding still to be done: its images (uint8 [n, 1, H, W]) or
         waveforms (float32 mV [n, 12, L], modality "wave") go straight into one preallocated array."""
         ext = self.index.get("image_ext", "png") if self.modality == "image" else "wave.npy"
@@ -296,10 +264,10 @@ class ImageStream(torch.utils.data.IterableDataset):
                 shape = member_shape(first[ext], ext)
             except ValueError as exc:
                 raise ValueError(f"{first['__url__']}: sample {first['__key__']}: {exc}") from None
-            inputs = _batch_array((n, 1, *shape), torch.uint8)
+            inputs = batch_array((n, 1, *shape), torch.uint8)
             values = inputs.numpy()[:, 0]
         else:
-            inputs = _batch_array((n, 12, int(self.index["wave_samples"])), torch.float32)
+            inputs = batch_array((n, 12, int(self.index["wave_samples"])), torch.float32)
             values = inputs.numpy()
         image = self.modality == "image"
 
@@ -326,7 +294,7 @@ class ImageStream(torch.utils.data.IterableDataset):
                                       for raw, _ in items]).astype(np.int64)
         if self.batch_extras is not None:
             out.update(self.batch_extras(out["ecg_uid"], self.epoch))
-        return out, _BatchDecode(decode, n)
+        return out, BatchDecode(decode, n)
 
     @staticmethod
     def _deliver(out: dict) -> dict:
@@ -346,7 +314,7 @@ class ImageStream(torch.utils.data.IterableDataset):
                 job.drain()
                 yield self._deliver(out)
             return
-        in_flight: list[tuple[dict, _BatchDecode]] = []  # at most two: the one to hand out, the next
+        in_flight: list[tuple[dict, BatchDecode]] = []  # at most two: the one to hand out, the next
         try:
             for items in batches:
                 out, job = self._assemble(items, worker)
@@ -363,6 +331,7 @@ class ImageStream(torch.utils.data.IterableDataset):
                 job.cancel()
 
     def __iter__(self) -> Iterator[dict]:
+        self._read_control()
         info = torch.utils.data.get_worker_info()
         physical, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         logical = (physical + self.rotation) % num_workers
@@ -378,87 +347,6 @@ class ImageStream(torch.utils.data.IterableDataset):
                 yield batch
                 batch = []
         if batch and not self.drop_last:
-            yield batch
-
-
-class ImageLoader:
-    """A torch DataLoader over an ImageStream, with epochs, equal steps across ranks and exact resume."""
-
-    def __init__(self, dataset: ImageStream, num_workers: int = 0, equalize: bool = False,
-                 pin_memory: bool = False, multiprocessing_context: str | None = None):
-        self.dataset = dataset
-        self.multiprocessing_context = multiprocessing_context if num_workers > 0 else None
-        self.num_workers = int(num_workers)
-        self.equalize = equalize
-        self.pin_memory = pin_memory  # as asked; batches are pinned only where CUDA exists (`_pins`)
-        self._pins = pin_memory and torch.cuda.is_available()
-        self._state = self._fresh_state()
-
-    def _fresh_state(self) -> dict:
-        return {"epoch": self.dataset.epoch, "consumed": [0] * max(1, self.num_workers), "last_worker": -1,
-                "batches": 0}
-
-    def _plan(self) -> np.ndarray:
-        d = self.dataset
-        plan = epoch_plan(d.images_dir, d.split, d.world_size, self.num_workers, d.epoch, d.seed, d.shuffle,
-                          d.fraction, d.task, d.keep.subset)
-        return plan
-
-    def __len__(self) -> int:
-        d = self.dataset
-        plan = self._plan()
-        if self.equalize:
-            return int(min(batches_per_worker(row, d.batch_size, d.drop_last).sum() for row in plan))
-        return int(batches_per_worker(plan[d.rank], d.batch_size, d.drop_last).sum())
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-        self._state = self._fresh_state()
-
-    def state_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._state.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue an epoch exactly where `state` (from state_dict) left it."""
-        workers = max(1, self.num_workers)
-        if len(state["consumed"]) != workers:
-            raise ValueError(f"resume state has {len(state['consumed'])} workers, loader has {workers}")
-        self.dataset.set_epoch(state["epoch"])
-        self._state = {k: (list(v) if isinstance(v, list) else v) for k, v in state.items()}
-        self.dataset.skip = dict(enumerate(self._state["consumed"]))
-        d = self.dataset
-        totals = batches_per_worker(self._plan()[d.rank], d.batch_size, d.drop_last)
-        done = [-(-c // d.batch_size) for c in self._state["consumed"]]
-        nxt = 0
-        for step in range(1, workers + 1):  # the worker after the last served one that still has batches
-            candidate = (self._state["last_worker"] + step) % workers
-            if done[candidate] < totals[candidate]:
-                nxt = candidate
-                break
-        self.dataset.rotation = nxt
-
-    def _batches(self) -> Iterator[dict]:
-        if self.num_workers == 0:  # the trainer's own process: no DataLoader machinery (~1 us per image)
-            return iter(self.dataset)
-        return iter(torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                                                collate_fn=_identity,
-                                                pin_memory=self._pins,
-                                                persistent_workers=False,
-                                                multiprocessing_context=self.multiprocessing_context,
-                                                # a DataLoader iterator draws a base seed; from the global RNG
-                                                # that draw would shift the trainer's random stream (drop
-                                                # path) on every resume. Our streams are seeded explicitly.
-                                                generator=torch.Generator().manual_seed(0)))
-
-    def __iter__(self) -> Iterator[dict]:
-        limit = len(self) if self.equalize else None
-        for batch in self._batches():
-            if limit is not None and self._state["batches"] >= limit:
-                break
-            batch = as_tensors(batch, pin=self._pins)
-            self._state["consumed"][batch["worker"]] += batch["count"]
-            self._state["last_worker"] = batch["worker"]
-            self._state["batches"] += 1
             yield batch
 
 
@@ -485,16 +373,18 @@ def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_wo
                 epoch: int = 0, seed: int = 0, with_tokens: bool = False, shuffle_buffer: int = 1000,
                 rank: int | None = None, world_size: int | None = None, pin_memory: bool = False,
                 multiprocessing_context: str | None = None, with_meta: bool = True,
-                modality: str = "image", decode_threads: int = 1, batch_extras=None) -> ImageLoader:
+                modality: str = "image", decode_threads: int = 1, batch_extras=None,
+                persistent: bool = False) -> ImageLoader:
     """Training (train=True, default for split 'train'): shuffled, full batches only, every rank stops
     after the same number of steps. Evaluation: in order, partial last batches, every sample once.
     `multiprocessing_context` ("fork", "spawn", "forkserver") starts the DataLoader workers; None keeps
     the process default (a process started by torch.multiprocessing.spawn defaults to spawn, which
-    re-imports torch in every worker: pass "fork" there on Linux)."""
+    re-imports torch in every worker: pass "fork" there on Linux). `persistent`: keep the worker processes
+    from one iteration to the next (a loader iterated epoch after epoch; heartbeit.data.epoch_loader)."""
     train = (split == "train") if train is None else train
     ds = make_image_dataset(images_dir, split, fraction, task, epoch, seed, shuffle=train, with_tokens=with_tokens,
                             batch_size=batch_size, drop_last=train, shuffle_buffer=shuffle_buffer, rank=rank,
                             world_size=world_size, with_meta=with_meta, modality=modality,
                             decode_threads=decode_threads, batch_extras=batch_extras)
     return ImageLoader(ds, num_workers=num_workers, equalize=train, pin_memory=pin_memory,
-                       multiprocessing_context=multiprocessing_context)
+                       multiprocessing_context=multiprocessing_context, persistent=persistent)

@@ -117,6 +117,21 @@ def training_draw(manifest: pd.DataFrame, task: str, fraction: float, draw: int,
     return members[fraction_column(fraction, task)].astype(bool)
 
 
+def validation_subsample(manifest: pd.DataFrame, task: str, negatives_cap: int, seed: int = 0) -> frozenset | None:
+    """The ecg_uids of the validation rounds during training: every labelled positive of the validation split
+    and at most `negatives_cap` of its labelled negatives -- those with the smallest keyed hash of
+    (seed, task), so every cell of a task, every draw and every rerun validates on the same ECGs. None when
+    the cap keeps every negative (0, or at least as many as there are): the rounds read the whole split."""
+    val = manifest[(manifest["split"] == "val") & manifest[task].notna()]
+    negative = (val[task] == 0).to_numpy()
+    if negatives_cap <= 0 or negative.sum() <= negatives_cap:
+        return None
+    uids = val["ecg_uid"].astype(str).to_numpy()
+    rank = keyed_uniform(uids[negative], seed, f"validation-negatives-{task}")
+    kept = uids[negative][np.argsort(rank, kind="stable")[:negatives_cap]]
+    return frozenset(uids[~negative]) | frozenset(kept)
+
+
 def task_labels(meta: pd.DataFrame, cfg) -> pd.DataFrame:
     """`meta` with one 0/1/NaN column per task the render stage labels (config.tasks.all_tasks): the
     paper's columns as they are (absent: all missing), declared tasks by their column and positive rule."""

@@ -109,7 +109,8 @@ class ShardBatches:
         self.loader = make_loader(self.images_dir, split, batch_size=batch_size, num_workers=num_workers,
                                   train=True, seed=seed, with_tokens=with_tokens, rank=rank, world_size=world_size,
                                   with_meta=False, decode_threads=decode_threads, pin_memory=pin_memory,
-                                  batch_extras=masks)  # drawn in the workers, with the batch
+                                  batch_extras=masks,  # drawn in the workers, with the batch
+                                  persistent=True)  # the same workers, epoch after epoch
         self.masks = masks
         if len(self.loader) == 0:
             raise RuntimeError(f"{self.images_dir / split}: fewer than one batch of {batch_size} images per rank")
@@ -119,7 +120,10 @@ class ShardBatches:
         return self.loader.dataset.batch_extras
 
     @masks.setter
-    def masks(self, sampler) -> None:  # takes effect from the next epoch's (or iterator's) workers on
+    def masks(self, sampler) -> None:
+        # the loader's workers persist from the first batch on and hold the stream as it was then
+        if self.loader.started:
+            raise RuntimeError("set the mask sampler before the first batch is read")
         self.loader.dataset.batch_extras = sampler
 
     def state_dict(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -50,13 +50,20 @@ class Batch:
 @dataclass
 class CellData:
     """Batches for one cell. `train(epoch)` yields the cell's training fraction (shuffled per epoch);
-    `val()` the validation split; `evaluation()` (test, then external) is only called after selection."""
+    `val()` the whole validation split (the selected weights' scores: export threshold, sanity verdicts);
+    `evaluation()` (test, then external) is only called after selection. Optional: `val_rounds()` the
+    validation rounds during training (a fixed stratified subsample; default `val`), `recalibration(epoch)`
+    the BatchNorm recalibration batches (default `train`), `close()` stops the loaders' worker processes."""
 
     train: Callable[[int], Iterable[Batch]]
     val: Callable[[], Iterable[Batch]]
     evaluation: Callable[[], Iterable[Batch]]
     n_train: int
     n_train_pos: int
+    val_rounds: Callable[[], Iterable[Batch]] | None = None
+    recalibration: Callable[[int], Iterable[Batch]] | None = None
+    close: Callable[[], None] = lambda: None
+    validation: dict = field(default_factory=dict)  # what the rounds score (cell.json)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -83,20 +90,22 @@ def _normalize(inputs: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 @torch.no_grad()
 def _score(model, batches: Iterable[Batch], inputs, autocast,
            device: torch.device) -> tuple[np.ndarray, np.ndarray, list[dict], float]:
+    """Scores, labels, metadata and mean cross-entropy of every batch. The logits stay on the device until the
+    last batch is queued: one read for the whole pass, not one per batch (a GPU never waits on the host)."""
     model.eval()
-    scores, labels, metas, loss_sum = [], [], [], 0.0
+    logits, targets, labels, metas = [], [], [], []
     for b in batches:
         with autocast():
-            logits = model(inputs(b)).float()
-        target = b.labels.to(device, non_blocking=True)
-        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
-        scores.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
-        labels.append(b.labels.numpy())
+            logits.append(model(inputs(b)).float())
+        targets.append(b.labels.to(device, non_blocking=True))
+        labels.append(b.labels)
         metas.extend(b.meta)
-    if not scores:
+    if not logits:
         return np.zeros(0), np.zeros(0, dtype=np.int64), [], float("nan")
-    s, y = np.concatenate(scores), np.concatenate(labels)
-    return s, y, metas, loss_sum / max(1, len(y))
+    all_logits = torch.cat(logits)
+    loss = F.cross_entropy(all_logits.double(), torch.cat(targets), reduction="sum") / len(all_logits)
+    scores = torch.softmax(all_logits, dim=1)[:, 1].cpu().numpy()  # the pass's reads: scores, then the loss
+    return scores, torch.cat(labels).numpy(), metas, loss.item()
 
 
 def _val_criterion(rule: str, scores: np.ndarray, labels: np.ndarray, loss: float) -> float:
@@ -174,7 +183,8 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
         return x.contiguous(memory_format=memory_format) if x.dim() == 4 else x
 
     def recalibrate(epoch: int) -> int:
-        return recalibrate_batchnorm(model, (inputs(b) for b in data.train(epoch)), mcfg.bn_recalib_batches, autocast)
+        batches = (data.recalibration or data.train)(epoch)
+        return recalibrate_batchnorm(model, (inputs(b) for b in batches), mcfg.bn_recalib_batches, autocast)
 
     groups = optimizer_groups(cell.arch, model, mcfg.layer_decay)
     optimizer = make_optimizer(cell.arch, groups, mcfg.max_lr, device)
@@ -187,7 +197,7 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=group_peak_lrs(groups, mcfg.max_lr),
                                                     total_steps=total_steps)
 
-    best = (-math.inf, -1, None, None)  # (criterion, round, state_dict, (val scores, val labels))
+    best = (-math.inf, -1, None, None)  # (criterion, round, state_dict, None: the slot of older checkpoints)
     curves = []
     t_start = t0 = time.time()
     # The training loss is summed on the device (float64, as a Python float sum would be) and read at
@@ -205,46 +215,49 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
         return {"step": step, "epoch": epoch, "seen": seen, "nonfinite_steps": nonfinite_steps, "best": best,
                 "curves": curves, "loss_sum": loss_sum}
 
-    while step < total_steps:
-        model.train()
-        batches = checkpoint.batches(data.train(epoch), epoch)
-        for b in batches:
-            with autocast():
-                logits = model(inputs(b))
-            loss = F.cross_entropy(logits.float(), b.labels.to(device, non_blocking=True))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            loss_sum += loss.detach().double() * len(b.labels)
-            seen += len(b.labels)
-            if step in validate_at:
-                train_loss = loss_sum.item() / max(1, seen)
-                nonfinite_steps += 0 if math.isfinite(train_loss) else 1
-                recalibrated = recalibrate(epoch)
-                v_scores, v_labels, v_metas, v_loss = _score(model, data.val(), inputs, autocast, device)
-                crit = _val_criterion(mcfg.selection, v_scores, v_labels, v_loss)
-                v_auroc = _val_criterion("val_auroc", v_scores, v_labels, v_loss)
-                curves.append({"round": validate_at[step], "epoch": epoch, "step": step,
-                               "train_loss": train_loss, "val_loss": v_loss, "val_criterion": crit,
-                               "val_auroc": v_auroc if 0 <= v_auroc <= 1 else None,
-                               "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 3),
-                               "images": seen, "bn_recalibration_batches": recalibrated})
-                if round_hook is not None:  # offline diagnostics only (bench/selection.py); never in the matrix
-                    round_hook(validate_at[step], lambda batches: _score(model, batches, inputs, autocast, device))
-                if _better(mcfg.selection, crit, best[0]) or best[2] is None:  # kept in host memory: a GPU holds one copy of the weights
-                    best = (crit, validate_at[step], {k: v.detach().to("cpu", copy=True)
-                                                      for k, v in model.state_dict().items()},
-                            (v_scores, v_labels, [m.get("patient_hash") for m in v_metas]))
-                t0, seen = time.time(), 0
-                loss_sum.zero_()
-                model.train()
-            if step >= total_steps:
-                break
-            checkpoint.after_step(batches, epoch, loop_state, model, optimizer, scheduler)  # checkpoint
-        epoch += 1
-    checkpoint.close()
+    try:
+        while step < total_steps:
+            model.train()
+            batches = checkpoint.batches(data.train(epoch), epoch)
+            for b in batches:
+                with autocast():
+                    logits = model(inputs(b))
+                loss = F.cross_entropy(logits.float(), b.labels.to(device, non_blocking=True))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                loss_sum += loss.detach().double() * len(b.labels)
+                seen += len(b.labels)
+                if step in validate_at:
+                    train_loss = loss_sum.item() / max(1, seen)
+                    nonfinite_steps += 0 if math.isfinite(train_loss) else 1
+                    recalibrated = recalibrate(epoch)
+                    rounds = (data.val_rounds or data.val)()
+                    v_scores, v_labels, _, v_loss = _score(model, rounds, inputs, autocast, device)
+                    crit = _val_criterion(mcfg.selection, v_scores, v_labels, v_loss)
+                    v_auroc = _val_criterion("val_auroc", v_scores, v_labels, v_loss)
+                    curves.append({"round": validate_at[step], "epoch": epoch, "step": step,
+                                   "train_loss": train_loss, "val_loss": v_loss, "val_criterion": crit,
+                                   "val_auroc": v_auroc if 0 <= v_auroc <= 1 else None,
+                                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 3),
+                                   "images": seen, "bn_recalibration_batches": recalibrated})
+                    if round_hook is not None:  # offline diagnostics only (bench/selection.py); never in the matrix
+                        round_hook(validate_at[step], lambda batches: _score(model, batches, inputs, autocast, device))
+                    if _better(mcfg.selection, crit, best[0]) or best[2] is None:  # kept in host memory: a GPU holds one copy of the weights
+                        best = (crit, validate_at[step], {k: v.detach().to("cpu", copy=True)
+                                                          for k, v in model.state_dict().items()}, None)
+                    t0, seen = time.time(), 0
+                    loss_sum.zero_()
+                    model.train()
+                if step >= total_steps:
+                    break
+                checkpoint.after_step(batches, epoch, loop_state, model, optimizer, scheduler)  # checkpoint
+            epoch += 1
+    finally:
+        checkpoint.close()
+        data.close()  # the cell's loaders keep worker processes between epochs and rounds
     if best[2] is not None:
         # the selected weights with the BatchNorm statistics re-estimated for them at that validation
         model.load_state_dict(best[2])
@@ -252,6 +265,11 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(out_dir / CELL_WEIGHTS))
 
+    # The selected weights' scores on the WHOLE validation split (the rounds may have scored a subsample), labels
+    # and scores only: `heartbeit export` picks the model's decision threshold on them (Youden's J), never on
+    # the held-out sets; the sanity verdicts read them too.
+    v_scores, v_labels, v_metas, _ = _score(model, data.val(), inputs, autocast, device)
+    v_patients = [m.get("patient_hash") for m in v_metas] if v_metas else None
     # Selection is over: score the held-out sets once with the selected weights.
     scores, labels, metas, _ = _score(model, data.evaluation(), inputs, autocast, device)
     pred = pd.DataFrame(metas)
@@ -261,15 +279,12 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     with open(out_dir / "curves.jsonl", "w") as fh:
         for row in curves:
             fh.write(json.dumps(row) + "\n")
-    v_scores, v_labels, v_patients = best[3] if best[3] is not None else (np.zeros(0), np.zeros(0, dtype=np.int64), None)
-    # The selected epoch's validation scores (labels and scores only): `heartbeit export` picks the model's
-    # decision threshold on them (Youden's J), never on the held-out sets.
     pd.DataFrame({"label": np.asarray(v_labels, dtype=np.int64), "score": np.asarray(v_scores, dtype=np.float64)}
                  ).to_parquet(out_dir / VAL_SCORES, index=False)
     return {
         "arch_family": arch_family(cell.arch), "init": loaded.kind, "weights": loaded.to_json(),
         "n_train": data.n_train, "n_train_pos": data.n_train_pos, "selected_epoch": best[1],
-        "val_criterion": best[0], "recipe": FINETUNE_RECIPE_VERSION, "selection": mcfg.selection, "head_init": head,
+        "val_criterion": best[0], "validation": data.validation, "recipe": FINETUNE_RECIPE_VERSION, "selection": mcfg.selection, "head_init": head,
         "optimizer": {"name": type(optimizer).__name__, "layer_decay": mcfg.layer_decay if uses_heartbeit_recipe(cell.arch) else None,
                       "groups": describe_groups(groups)},
         "train_seconds": round(time.time() - t_start, 2), "epochs": mcfg.epochs,
@@ -295,7 +310,7 @@ PREDICTION_FIELDS = ("ecg_uid", "patient_hash", "site", "split", "sex", "age_ban
 
 def _batches(loader, modality: str) -> Iterator[Batch]:
     for b in loader:
-        meta = [{k: m.get(k) for k in PREDICTION_FIELDS} for m in b["meta"]]
+        meta = [{k: m.get(k) for k in PREDICTION_FIELDS} for m in b["meta"]] if "meta" in b else []
         yield Batch(images=b[modality], labels=b["label"], meta=meta)
 
 
@@ -320,10 +335,17 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
     """The cell's training subset (draw 0: the render stage's nested, stratified fraction; draw d > 0: an
     independent draw of the same design, `training_draw`) restricted to ECGs labelled for the task, the
     validation split, then internal test and external sites, all streamed by the one loader of
-    heartbeit.data.loader -- images for image models, the stored waveforms for signal models."""
-    from heartbeit.data.loader import ImageLoader, make_image_dataset, make_loader
+    heartbeit.data.loader -- images for image models, the stored waveforms for signal models.
+
+    Three loaders live as long as the cell, each made once with its filter resolved against the manifest once
+    and its worker processes kept between iterations: training (one epoch per iteration), BatchNorm
+    recalibration (a replica of the training stream: the first batches of the epoch, as a fresh loader would
+    give them) and the validation rounds (a fixed stratified subsample at matrix.val_batch_size,
+    `validation_subsample`). The whole validation split and the held-out sets are read once, at the end."""
+    from heartbeit.data.epoch_loader import ImageLoader
+    from heartbeit.data.loader import make_image_dataset, make_loader
     from heartbeit.data.members import read_manifest
-    from heartbeit.data.splits import training_draw
+    from heartbeit.data.splits import training_draw, validation_subsample
 
     images_dir = Path(images_dir)
     man = read_manifest(images_dir)  # the loader's plans reuse this one read (cached per process)
@@ -339,23 +361,43 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
     modality = zoo.input_modality(cell.arch)
     subset = frozenset(train_rows["ecg_uid"].astype(str))  # every draw, draw 0 included, as an explicit id set
     pin = mcfg.device != "cpu"  # page-locked batches for non-blocking copies (the loader pins only with CUDA)
+    loaders = {"num_workers": mcfg.num_workers, "pin_memory": pin, "persistent": True}
+    # Partial batches kept: at 1 % a fraction can be smaller than one batch.
+    stream = make_image_dataset(images_dir, "train", task=cell.task, seed=cell.seed, shuffle=True,
+                                batch_size=mcfg.batch_size, drop_last=False, modality=modality, subset=subset,
+                                decode_threads=mcfg.decode_threads, with_meta=False)
+    training = ImageLoader(stream, **loaders)
+    recalibration = ImageLoader(stream.replica(), **loaders)
+    val_subset = validation_subsample(man, cell.task, mcfg.val_negatives_cap, mcfg.draw_seed)
+    rounds = ImageLoader(make_image_dataset(images_dir, "val", task=cell.task, shuffle=False,
+                                            batch_size=mcfg.val_batch_size, modality=modality, subset=val_subset,
+                                            decode_threads=mcfg.decode_threads, with_meta=False), **loaders)
+    val_rows = man[(man["split"] == "val") & man[cell.task].notna()]
+    in_rounds = val_rows if val_subset is None else val_rows[val_rows["ecg_uid"].astype(str).isin(val_subset)]
+    validation = {"rounds": "whole split" if val_subset is None else "stratified subsample",
+                  "positives": int((in_rounds[cell.task] == 1).sum()), "negatives": int((in_rounds[cell.task] == 0).sum()),
+                  "split_negatives": int((val_rows[cell.task] == 0).sum()), "batch_size": mcfg.val_batch_size}
 
-    def train(epoch: int):
-        # Partial batches kept: at 1 % a fraction can be smaller than one batch.
-        ds = make_image_dataset(images_dir, "train", task=cell.task, epoch=epoch,
-                                seed=cell.seed, shuffle=True, batch_size=mcfg.batch_size, drop_last=False,
-                                modality=modality, subset=subset, decode_threads=mcfg.decode_threads)
-        return _Epoch(ImageLoader(ds, num_workers=mcfg.num_workers, equalize=False, pin_memory=pin), modality)
+    def epoch_of(loader: ImageLoader, epoch: int) -> ImageLoader:
+        loader.set_epoch(epoch)
+        return loader
 
-    def val():
-        return _batches(make_loader(images_dir, "val", mcfg.batch_size, mcfg.num_workers, train=False, task=cell.task,
-                                    modality=modality, decode_threads=mcfg.decode_threads, pin_memory=pin), modality)
+    def evaluation_split(split: str) -> Iterator[Batch]:
+        return _batches(make_loader(images_dir, split, mcfg.batch_size, mcfg.num_workers, train=False,
+                                    task=cell.task, modality=modality, decode_threads=mcfg.decode_threads,
+                                    pin_memory=pin), modality)
 
     def evaluation():
         for split in ("test", "external"):
             if split in splits and (man.loc[man["split"] == split, cell.task].notna().any()):
-                yield from _batches(make_loader(images_dir, split, mcfg.batch_size, mcfg.num_workers,
-                                                train=False, task=cell.task, modality=modality,
-                                                decode_threads=mcfg.decode_threads, pin_memory=pin), modality)
+                yield from evaluation_split(split)
 
-    return CellData(train=train, val=val, evaluation=evaluation, n_train=n_train, n_train_pos=n_pos)
+    def close() -> None:
+        for loader in (training, recalibration, rounds):
+            loader.close()
+
+    return CellData(train=lambda epoch: _Epoch(epoch_of(training, epoch), modality),
+                    val=lambda: evaluation_split("val"), evaluation=evaluation, n_train=n_train, n_train_pos=n_pos,
+                    val_rounds=lambda: _batches(epoch_of(rounds, 0), modality),
+                    recalibration=lambda epoch: _batches(epoch_of(recalibration, epoch), modality),
+                    close=close, validation=validation)
