@@ -34,31 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from heartbeit.config import RenderConfig  # noqa: E402
-from heartbeit.data.corpus import ShardWriter  # noqa: E402
 from heartbeit.data.loader import make_loader  # noqa: E402
 from heartbeit.data.render_stage import render_corpus  # noqa: E402
-from heartbeit.data.synth import simulate_ecg  # noqa: E402
 from heartbeit.utils.io import resolve_workers  # noqa: E402
 
-
-def _corpus(root: Path, n: int, fs: int) -> None:
-    import pandas as pd
-
-    writer = ShardWriter(root, 256)
-    rows = []
-    base = simulate_ecg(0, fs=fs, noise_mv=0.02)
-    rng = np.random.default_rng(0)
-    for i in range(n):  # vary amplitude and shift so images differ without simulating every ECG
-        sig = np.roll(base * rng.uniform(0.6, 1.4), int(rng.integers(base.shape[1])), axis=1)
-        row = dict(ecg_uid=f"b{i:07d}", patient_hash=f"p{i:07d}", site="hosp_a", format="npz", device="bench",
-                   fs=float(fs), n_samples=sig.shape[1], lvef_le40=float(i % 7 == 0), hcm=0.0, stemi=0.0)
-        done = writer.add(row, np.round(sig * 1000).astype(np.int16))
-        if done:
-            rows.extend(done[1])
-    done = writer.flush()
-    if done:
-        rows.extend(done[1])
-    pd.DataFrame(rows).to_parquet(root / "metadata.parquet", index=False)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_corpus import synthetic_corpus  # noqa: E402
 
 
 def _replicate(src: Path, dst: Path, copies: int) -> None:
@@ -156,7 +137,7 @@ def run(quick: bool, size: int = 224, repeats: int = 3) -> dict:
     cores = resolve_workers(0)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         tmp = Path(tmp)
-        _corpus(tmp / "corpus", rendered, 250)
+        synthetic_corpus(tmp / "corpus", rendered, 250)
         cfg = RenderConfig(image_size=size, shard_size=100, val_fraction=0.05, test_fraction=0.05, external_sites=[])
         render_corpus(tmp / "corpus", tmp / "rendered", cfg, workers=cores, progress=False)
         _replicate(tmp / "rendered", tmp / "images", copies)
