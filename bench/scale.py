@@ -187,8 +187,9 @@ def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: conte
         extra["cells"] = len(plan_cells(mcfg, images, None))
     elif name in ("loader_plan_old", "loader_plan_new"):
         # one 1 % cell's loader planning for 2 epochs: its set-up (manifest, training draw), then per epoch
-        # the subset selection (new only: subset reads) and the epoch plan behind len(). The old loader read
-        # the whole manifest in every epoch plan; the new one reads it once per process.
+        # the subset selection and the epoch plan behind len(), over 4 epochs. The old loader read the whole
+        # manifest in every epoch plan and filtered it again per epoch; the new one reads it once per process
+        # and filters it once per loader (dealing.SplitSelection).
         from heartbeit.data import dealing, members
         from heartbeit.data.splits import training_draw
 
@@ -205,10 +206,14 @@ def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: conte
         man = members.read_manifest(images)
         subset = frozenset(man.loc[(man["split"] == "train") & training_draw(man, "stemi", 0.01, 1, 0)
                                    & man["stemi"].notna(), "ecg_uid"].astype(str))
-        for epoch in range(2):
-            if not old:
+        if old:  # every epoch: a new stream (its byte-range keys) and an epoch plan, each filtering the manifest
+            for epoch in range(4):
                 dealing.wanted_keys(images, "train", None, "stemi", subset)
-            dealing.epoch_plan(images, "train", 1, 2, epoch=epoch, task="stemi", subset=subset)
+                dealing.epoch_plan(images, "train", 1, 2, epoch=epoch, task="stemi", subset=subset)
+        else:  # the cell's loader resolves the filter once; an epoch only permutes the shards
+            selection = dealing.SplitSelection(images, "train", None, "stemi", subset)
+            for epoch in range(4):
+                selection.plan(1, 2, epoch=epoch)
         extra["manifest_reads"] = reads[0] if old else members._manifest.cache_info().misses
         extra["subset"] = len(subset)
     elif name in ("cell_eval_old", "cell_eval_new"):
