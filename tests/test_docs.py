@@ -1,7 +1,7 @@
 """The documentation stays navigable and true to the code: a short README, links that resolve (to a file and,
 with `#anchor`, to a heading of it), and every `heartbeit ...` / `make ...` command written in a code span or
 code block exists — the command in `heartbeit.cli.COMMANDS`, its subcommand and its `--flags` in the
-command's own parser, the target in the Makefile. Fast: nothing runs, each command module is only imported."""
+command's own parser, the target in the Makefile, a path of this repository on disk. Fast: nothing runs, each command module is only imported."""
 from __future__ import annotations
 
 import argparse
@@ -201,6 +201,30 @@ def invocation_problems(name: str, words: list[str]) -> list[str]:
     return [f"`heartbeit {name} ... {f}`: no such option" for f in flags if f.split("=")[0] not in allowed]
 
 
+# ---------------------------------------------------------------- repository paths named in code
+TOP_FOLDERS = ("heartbeit", "bench", "tests", "configs", "slurm", "results", "docs", ".ci")
+REPO_PATH = re.compile(r"(?<![\w./<>$~-])((?:%s)/[\w./-]*)" % "|".join(map(re.escape, TOP_FOLDERS)))
+# `config/layout.py`, `train/mim.py`: a module named relative to the package (only .py files: `models/x` or
+# `data/hosp_a/` in a command line are the user's folders, not ours)
+PACKAGE_PATH = re.compile(r"(?<![\w./<>$~-])([a-z_]+/[\w/]*\.py)\b")
+
+
+def path_problems(snippet: str) -> tuple[list[str], int]:
+    """Repository paths in a code span or block that do not exist (placeholders such as `<name>` skipped)."""
+    problems, checked = [], 0
+    for pattern, base in ((REPO_PATH, ROOT), (PACKAGE_PATH, ROOT / "heartbeit")):
+        for m in pattern.finditer(snippet):
+            if m.end() < len(snippet) and snippet[m.end()] in "<*{$[":
+                continue
+            path = m.group(1).rstrip(".")
+            if base != ROOT and path.split("/")[0] in TOP_FOLDERS:
+                continue
+            checked += 1
+            if not (base / path).exists():
+                problems.append(f"`{path}`: no such file or folder in the repository")
+    return problems, checked
+
+
 def make_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
     return {m.group(1) for m in re.finditer(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, re.M)}
@@ -242,6 +266,20 @@ def test_every_documented_command_exists():
     assert not problems, "\n".join(problems)
 
 
+def test_every_repository_path_in_code_exists():
+    """A file or folder of this repository named in a code span or block exists (a module that moved or a
+    test that was renamed makes the docs point nowhere)."""
+    problems, checked = [], 0
+    for path in doc_files():
+        code, _ = split_code(path.read_text(encoding="utf-8"))
+        for snippet in code:
+            p, n = path_problems(snippet)
+            problems += [f"{path.relative_to(ROOT)}: {x}" for x in p]
+            checked += n
+    assert checked > 50, f"only {checked} paths found: is the path parser broken?"
+    assert not problems, "\n".join(problems)
+
+
 def test_docs_index_lists_every_page():
     index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
     missing = [p.name for p in (ROOT / "docs").glob("*.md") if p.name != "README.md" and f"({p.name}" not in index]
@@ -259,7 +297,8 @@ def test_the_checks_catch_what_they_claim(tmp_path, monkeypatch):
         "```bash\nheartbeit nosuchcommand --x\nheartbeit matrix nosuchsub\n"
         "heartbeit run --profile ci \\\n    --no-such-flag\nmake run PROFILE=ci\nmake nosuchtarget\n"
         "heartbeit matrix plan && heartbeit matrix nosuchsecond; make test PYTEST_ARGS=\"-k x\"\n```\n"
-        "Inline: `heartbeit synth compare --real DIR` and `.venv/bin/heartbeit bench plan --gpu h100`.\n")
+        "Inline: `heartbeit synth compare --real DIR` and `.venv/bin/heartbeit bench plan --gpu h100`.\n"
+        "Paths: `heartbeit/nosuchmodule.py`, `train/nosuch.py`, `cli.py`, `--out models/x`, `heartbeit/<name>.py`.\n")
     problems, checked = link_problems(page)
     assert checked == 5 and len(problems) == 2
     assert "missing.md" in problems[0] and "no-such-heading" in problems[1]
@@ -271,6 +310,10 @@ def test_the_checks_catch_what_they_claim(tmp_path, monkeypatch):
     assert any("nosuchtarget" in x for x in found)
     assert any("nosuchsecond" in x for x in found)
     assert len(found) == 5, found
+    (tmp_path / "heartbeit" / "train").mkdir(parents=True)
+    paths = [x for s in code for x in path_problems(s)[0]]
+    assert paths == ["`heartbeit/nosuchmodule.py`: no such file or folder in the repository",
+                     "`train/nosuch.py`: no such file or folder in the repository"], paths
 
 
 @pytest.mark.parametrize("heading, expected", [
