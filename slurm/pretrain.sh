@@ -64,8 +64,8 @@ HB_ROOT=${HEARTBEIT_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 if [[ -x $HB_ROOT/.venv/bin/python ]]; then HB_PY=${HEARTBEIT_PYTHON:-$HB_ROOT/.venv/bin/python}; else HB_PY=${HEARTBEIT_PYTHON:-python3}; fi
 PYTHON=$HB_PY
 if ! "$PYTHON" -c 'import torch, heartbeit' 2>/dev/null; then
-  echo "heartbeit-pretrain: $PYTHON cannot import torch and heartbeit: create the checkout's .venv (README" \
-       "'Install'), or set HEARTBEIT_PYTHON / the site file's python" >&2
+  echo "heartbeit-pretrain: $PYTHON cannot import torch and heartbeit: create the checkout's .venv (make" \
+       "setup; docs/cluster.md), or set HEARTBEIT_PYTHON / the site file's python" >&2
   exit 2
 fi
 read -r -a ENTRY <<<"${HEARTBEIT_ENTRY:--m heartbeit pretrain}"
