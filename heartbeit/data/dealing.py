@@ -130,7 +130,7 @@ class SplitSelection:
         self.wanted = {} if fraction is None and task is None and subset is None else _wanted(man, kept)
         counts = kept.groupby("shard").size().to_dict()
         self.counts = {name: int(counts.get(name, 0)) for name in self.names}
-        self._kept = kept[["shard", "key"]]
+        self._kept = kept[[c for c in ("shard", "key") if c in kept]]  # keys: only where samples are dealt
         self._positions: dict[str, np.ndarray] | None = None
 
     def positions(self) -> dict[str, np.ndarray]:
