@@ -157,7 +157,7 @@ def test_sanity_verdicts_classify_collapse_nonfinite_and_chance():
 
 def test_effective_precision_comes_from_the_device_table_and_is_part_of_the_cell_id(tmp_path):
     from heartbeit.matrix import plan_cells
-    from heartbeit.train.precision import numerics_for
+    from heartbeit.models.precision import numerics_for
 
     # CPU rows measured with bench/train_step.py: EfficientNet fp32 + channels-last, ResNet bf16 + channels-last
     assert numerics_for("efficientnet_b0", "cpu") == numerics_for("tf_efficientnet_lite0", "cpu")

@@ -84,7 +84,7 @@ def ablation_problems(cfg) -> list[str]:
     100 % points are the normal random-ViT and HeartBEiT cells at that fraction)."""
     out = []
     if not cfg.pretrain.epochs:  # a length in steps is known now (in epochs: at the start of pretraining)
-        from heartbeit.train.pretrain import export_steps
+        from .pretrain import export_steps
 
         try:
             export_steps(cfg.pretrain.export_at, cfg.pretrain.steps)

@@ -33,7 +33,7 @@ from heartbeit.models import zoo
 from heartbeit.models.families import ADAMW_WEIGHT_DECAY, FINETUNE_RECIPE_VERSION, arch_family, head_init, uses_heartbeit_recipe
 from heartbeit.train.cell_checkpoint import CellCheckpoint
 from heartbeit.train.param_groups import describe_groups, group_peak_lrs, param_groups
-from heartbeit.train.precision import Numerics, device_type_of, numerics_for
+from heartbeit.models.precision import Numerics, device_type_of, numerics_for
 from heartbeit.utils.machine import machine_record
 from heartbeit.train.sanity import has_batchnorm, recalibrate_batchnorm, sanity_verdicts
 
