@@ -132,7 +132,7 @@ def pretrain_throughput(model: str, size: int, cfg, quick: bool) -> float:
 def planned_work(cells_dir: str, batch: int) -> tuple[dict[str, float], float] | None:
     """From a finished matrix: per image architecture, training images + a third of the evaluated images summed
     over its cells; and the signal models' measured cell seconds (their cost does not depend on the render)."""
-    from heartbeit.config.layout import CELL_RECORD, COMPLETE
+    from heartbeit.records import CELL_RECORD, COMPLETE
 
     files = glob.glob(os.path.join(cells_dir, "*", CELL_RECORD))
     if not files:

@@ -15,6 +15,16 @@ from __future__ import annotations
 RESOLVED_CONFIG = "config.resolved.yaml"  # the stage's resolved config, beside its output
 TMP_PREFIX = ".tmp-"  # a folder being written; renamed into place once whole (`.tmp-<name>-<pid>`)
 
+# ------------------------------------------------------------------------------------- a run folder's root
+SECRET_DIR = "secret"  # 0700
+DEID_KEY = "deid.key"  # in secret/: the default de-identification HMAC key (0600)
+RUN_RECORD = "run.json"  # `heartbeit run`'s stage timings
+RUN_SUMMARY = "run.md"  # beside RUN_RECORD in a results folder: <profile>_run.json / <profile>_run.md
+SLURM_RECORD = "slurm_jobs.json"  # the submitted chain's job ids
+SLURM_SETUP = "site-setup.sh"  # in slurm/: the site's environment setup, sourced by every job
+MATRIX_PLAN = "plan.json"  # in matrix/: every cell of the study
+MATRIX_RECIPES = "recipes.yaml"  # in matrix/: each planned architecture's fine-tuning recipe
+
 # -------------------------------------------------------------------- synthetic inputs (heartbeit synth)
 SYNTH_RECORD = "synth.json"  # written last: the synthetic inputs are complete (ingest's listing skips it)
 SYNTH_LABELS = "labels.csv"  # the labels CSV beside the files (ingest's default for that folder)
@@ -28,6 +38,9 @@ CORPUS_PRIVATE = "private"  # 0700: never copied out of the site
 CORPUS_REJECTS = "rejects.parquet"  # in private/: (file, reason) of every rejected input
 CORPUS_SOURCES = "sources.parquet"  # in private/: ecg_uid -> source path
 CORPUS_SITE_CODES = "site_codes.json"  # in private/: site text -> pseudonym
+CORPUS_SHARD_DIR = "shards"
+CORPUS_SHARD_PATTERN = "corpus-{:06d}.tar"  # in shards/: the de-identified waveforms (heartbeit.data.corpus)
+CORPUS_SHARD_GLOB = "corpus-*.tar"
 
 # ------------------------------------------------------------------------------ image set (heartbeit render)
 IMAGES_INDEX = "index.json"  # written last: the shards per split with their hashes (and token grids)
@@ -36,6 +49,7 @@ IMAGES_LAYOUT = "layout.json"  # the drawing's geometry (lead boxes, px per mV /
 IMAGES_TOKENS = "tokens.json"  # which tokenizer encoded the shards' token grids
 RENDER_PLAN_DIR = "plan"  # a render split into tasks: plan.json (written last) and one parquet per task
 RENDER_PLAN = "plan.json"
+RENDER_TASK_PATTERN = "task-{:05d}.parquet"  # in plan/: the planned rows of one task's shards
 
 # ---------------------------------------------------------------------------- tokenizer (heartbeit tokenizer)
 TOKENIZER_FILE = "tokenizer.safetensors"
@@ -48,6 +62,15 @@ EXPORT_PREFIX = "heartbeit-"  # heartbeit-<variant>.safetensors (+ .json), the p
 EXPORT_WEIGHTS_SUFFIX = ".safetensors"
 EXPORT_RECORD_SUFFIX = ".json"  # the export's record: config, tokenizer, metrics, sha256
 ABLATION_DIR = "ablation"  # intermediate exports, beside the final one and outside checkpoints/ (rotation)
+CHECKPOINTS_DIR = "checkpoints"  # the engine's resumable checkpoints, one folder per tag
+CHECKPOINT_LATEST = "latest"  # in checkpoints/: names the newest tag; its presence means the run can resume
+# one tag folder of the local and DDP engines (heartbeit.distributed.local / ddp)
+ENGINE_WEIGHTS = "model.safetensors"  # weights, loadable without pickle
+ENGINE_STATE = "state.pt"  # optimizer and client state (tensors and plain containers)
+ENGINE_META = "meta.json"  # engine, world size, tag: checked on resume
+# one tag folder of the DeepSpeed engine (heartbeit.distributed.checkpoint), beside DeepSpeed's own files
+ENGINE_MANIFEST = "heartbeit.json"  # world size, ZeRO stage, precision, time: checked on resume
+ENGINE_RANK_STATE = "heartbeit_rank{}.pt"  # rank r's client state
 
 # ------------------------------------------------------------------------- a matrix cell (heartbeit matrix)
 CELL_RECORD = "cell.json"  # the cell's plan entry + its training summary (`cell_record`)
@@ -68,6 +91,10 @@ CELLS_RESUME = ".resume"
 MODEL_CONFIG = "config.json"  # the package's schema-checked config (heartbeit.modelschema)
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_CARD = "README.md"
+
+# ------------------------------------------------- downloaded ImageNet weights (matrix.imagenet_weights_dir)
+# <dir>/<arch>/ as the Hugging Face hub lays a timm model out (a <dir>/<arch>.<suffix> file is read too)
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # ============================================================================================ record formats
 

@@ -176,3 +176,71 @@ def test_no_import_cycle_between_modules():
 def test_layer_doc_is_the_table():
     assert DOC.read_text() == layer_table.render(), \
         "docs/architecture-layers.md differs from tests/layer_table.py: python tests/layer_table.py > " + str(DOC.name)
+
+
+NAME_HOMES = ("records.py", "config/layout.py")  # the only modules that may spell a file name
+
+
+def owned_names() -> dict[str, str]:
+    """{file name: its constant(s)} of heartbeit/records.py: every module-level string constant that names a file,
+    a dotted folder or a dotted name prefix (it holds a '.'); extensions (`*_SUFFIX`) and plain folder
+    words ("plan", "private": ordinary words elsewhere) are owned there but not searched for."""
+    tree = ast.parse((PKG / "records.py").read_text())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+            values = [value] if isinstance(value, ast.Constant) else getattr(value, "elts", [])
+            for v in values:
+                if isinstance(v, ast.Constant) and isinstance(v.value, str) and not name.endswith("_SUFFIX") \
+                        and "." in v.value:
+                    out[v.value] = f"{out[v.value]}/{name}" if v.value in out else name
+    return out
+
+
+def code_strings(tree: ast.AST):
+    """Every string literal of a module that the code uses (parts of f-strings included), with its line;
+    docstrings are prose for readers, not names the code opens, so they are skipped."""
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def spells(literal: str, name: str) -> bool:
+    """Does a string literal spell `name`? Equal to it, or (a path, no whitespace: prose such as an error
+    message may mention a file) one of its '/' segments is it, or it starts with a dotted prefix ('.tmp-')."""
+    if literal == name:
+        return True
+    if any(c.isspace() for c in literal):
+        return False
+    if name.startswith(".") and name.endswith("-") and literal.startswith(name):
+        return True
+    return name in literal.split("/")
+
+
+def test_file_names_have_one_home():
+    """Every file name of a corpus, image set, run, cell and export is a constant of heartbeit/records.py (paths:
+    heartbeit/config/layout.py); writers and readers import it. No other library module spells one."""
+    names = owned_names()
+    assert {"index.json", "manifest.parquet", "metadata.parquet", "log.jsonl", "curves.jsonl", ".running",
+            ".failed", ".tmp-", "cell.json", "predictions.parquet"} <= set(names)
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG).as_posix()
+        if rel in NAME_HOMES:
+            continue
+        for line, literal in code_strings(ast.parse(path.read_text())):
+            found += [f"{rel}:{line}: {literal!r} spells {names[n]} ({n!r})" for n in names if spells(literal, n)]
+    assert not found, "import the name from heartbeit.records instead:\n" + "\n".join(found)
+
+
+def test_file_name_check_reads_code_not_prose():
+    tree = ast.parse('"""Writes index.json."""\nimport x\ndef f(d):\n    """Reads cell.json."""\n'
+                     '    return d / "index.json", f"{d}/.tmp-{x}", "no cell.json here", d / "sub/log.jsonl"\n')
+    literals = [v for _, v in code_strings(tree)]
+    names = owned_names()
+    hits = sorted({names[n] for v in literals for n in names if spells(v, n)})
+    assert hits == ["IMAGES_INDEX", "PRETRAIN_LOG", "TMP_PREFIX"], hits

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from heartbeit.records import (ABLATION_DIR, CELLS_FAILED, CELLS_RESUME, CELLS_RUNNING, EXPORT_PREFIX,
-                               EXPORT_RECORD_SUFFIX, EXPORT_WEIGHTS_SUFFIX, RENDER_PLAN, RENDER_PLAN_DIR, TMP_PREFIX,
-                               TOKENIZER_FILE)
+from heartbeit.records import (ABLATION_DIR, CELLS_FAILED, CELLS_RESUME, CELLS_RUNNING, CHECKPOINT_LATEST,
+                               CHECKPOINTS_DIR, DEID_KEY, EXPORT_PREFIX, EXPORT_RECORD_SUFFIX, EXPORT_WEIGHTS_SUFFIX,
+                               MATRIX_PLAN, MATRIX_RECIPES, RENDER_PLAN, RENDER_PLAN_DIR, RUN_RECORD, RUN_SUMMARY,
+                               SECRET_DIR, SLURM_RECORD, SLURM_SETUP, SYNTH_RECORD, TMP_PREFIX, TOKENIZER_FILE)
 
 
 class RunLayout:
@@ -42,7 +43,7 @@ class RunLayout:
     @property
     def deid_key(self) -> Path:
         """The default HMAC key of de-identification (created 0600; keep it out of shared folders)."""
-        return self.root / "secret" / "deid.key"
+        return self.root / SECRET_DIR / DEID_KEY
 
     @property
     def synth(self) -> Path:
@@ -51,7 +52,7 @@ class RunLayout:
     @property
     def synth_record(self) -> Path:
         """Written last by `heartbeit synth`: the synthetic inputs are complete."""
-        return self.synth / "synth.json"
+        return self.synth / SYNTH_RECORD
 
     @property
     def corpus(self) -> Path:
@@ -101,33 +102,33 @@ class RunLayout:
 
     @property
     def slurm_setup(self) -> Path:
-        return self.root / "slurm" / "site-setup.sh"
+        return self.root / "slurm" / SLURM_SETUP
 
     @property
     def slurm_record(self) -> Path:
         """The submitted chain's job ids (`heartbeit slurm status` reads it)."""
-        return self.root / "slurm_jobs.json"
+        return self.root / SLURM_RECORD
 
     @property
     def run_record(self) -> Path:
-        return self.root / "run.json"
+        return self.root / RUN_RECORD
 
 
 def results_run_records(results_dir: str | Path, profile: str) -> tuple[Path, Path]:
     """The committed record of a whole run beside its results: <results_dir>/<profile>_run.json and .md."""
     results = Path(results_dir)
-    return results / f"{profile}_run.json", results / f"{profile}_run.md"
+    return results / f"{profile}_{RUN_RECORD}", results / f"{profile}_{RUN_SUMMARY}"
 
 
 def checkpoints_dir(pretrain_dir: str | Path) -> Path:
     """Where a pretraining run (`--out`, default <workdir>/pretrain) keeps its resumable checkpoints."""
-    return Path(pretrain_dir) / "checkpoints"
+    return Path(pretrain_dir) / CHECKPOINTS_DIR
 
 
 def checkpoint_pointer(pretrain_dir: str | Path) -> Path:
     """The engine's `latest` file (heartbeit.distributed.engine.LATEST) naming the newest checkpoint: its
     presence means the run can be resumed."""
-    return checkpoints_dir(pretrain_dir) / "latest"
+    return checkpoints_dir(pretrain_dir) / CHECKPOINT_LATEST
 
 
 def matrix_cells(matrix_dir: str | Path) -> Path:
@@ -142,12 +143,12 @@ def cell_resume_dir(cells_dir: str | Path, cell_id: str) -> Path:
 
 
 def matrix_plan(matrix_dir: str | Path) -> Path:
-    return Path(matrix_dir) / "plan.json"
+    return Path(matrix_dir) / MATRIX_PLAN
 
 
 def matrix_recipes(matrix_dir: str | Path) -> Path:
     """Every planned architecture's fine-tuning recipe, beside the plan and the resolved config."""
-    return Path(matrix_dir) / "recipes.yaml"
+    return Path(matrix_dir) / MATRIX_RECIPES
 
 
 def cell_tmp_dir(cells_dir: str | Path, cell_id: str, pid: int) -> Path:

@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import Path
 
+from heartbeit.records import CORPUS_METADATA
+
 from .core import ConfigError
 
 log = logging.getLogger("heartbeit.config")
@@ -117,7 +119,7 @@ def external_site_warnings(cfg) -> list[str]:
 
 def site_problems(cfg, corpus_dir: str | Path) -> list[str]:
     """External sites against the site labels of an ingested corpus (nothing to check before ingest)."""
-    meta = Path(corpus_dir) / "metadata.parquet"
+    meta = Path(corpus_dir) / CORPUS_METADATA
     if not meta.is_file() or not cfg.render.external_sites:
         return []
     import pandas as pd

@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from heartbeit.config.tasks import all_tasks
+from heartbeit.records import (CORPUS_METADATA, IMAGES_LAYOUT, IMAGES_MANIFEST, RENDER_PLAN,
+                               RENDER_PLAN_DIR as PLAN_DIR, RENDER_TASK_PATTERN)
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 from .corpus import list_shards
@@ -42,7 +44,6 @@ from .splits import fraction_column, keyed_uniform
 
 log = logging.getLogger("heartbeit.render")
 
-PLAN_DIR = "plan"
 PLAN_FORMAT = 1
 RENDERED_SPLITS = ("train", "val", "test", "external")
 SIGNAL_EXT = "signal.npy"
@@ -160,7 +161,7 @@ def layout_record(cfg) -> dict:
 
 
 def task_file(out_dir: Path, task: int) -> Path:
-    return out_dir / PLAN_DIR / f"task-{task:05d}.parquet"
+    return out_dir / PLAN_DIR / RENDER_TASK_PATTERN.format(task)
 
 
 def source_digest(corpus_dir: Path, cfg) -> str:
@@ -171,7 +172,7 @@ def source_digest(corpus_dir: Path, cfg) -> str:
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workers"}
     tars = [(Path(p).name, Path(p).stat().st_size) for p in list_shards(corpus_dir)]
     blob = json.dumps({"format": PLAN_FORMAT, "settings": settings, "tars": tars,
-                       "metadata": sha256_file(corpus_dir / "metadata.parquet")}, sort_keys=True, default=str)
+                       "metadata": sha256_file(corpus_dir / CORPUS_METADATA)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -190,8 +191,8 @@ def write_plan(corpus_dir: Path, out_dir: Path, cfg, num_tasks: int, source: str
     source = source or source_digest(corpus_dir, cfg)
     plan = plan_shards(build_manifest(read_metadata(corpus_dir), cfg), cfg.shard_size, cfg.shard_seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "manifest.parquet", _parquet_bytes(plan))
-    atomic_write_json(out_dir / "layout.json", layout_record(cfg))
+    atomic_write_bytes(out_dir / IMAGES_MANIFEST, _parquet_bytes(plan))
+    atomic_write_json(out_dir / IMAGES_LAYOUT, layout_record(cfg))
     rendered = plan[plan["shard"] != ""].merge(index_corpus(corpus_dir), on="ecg_uid", how="left")
     shards, task_of = [], {}
     for i, job in enumerate(build_jobs(rendered, None, cfg, keep_samples=False)):
@@ -204,7 +205,7 @@ def write_plan(corpus_dir: Path, out_dir: Path, cfg, num_tasks: int, source: str
     record = {"format": PLAN_FORMAT, "source": source, "num_tasks": int(num_tasks), "ecgs": int(len(plan)),
               "splits": {str(k): int(v) for k, v in sorted(plan["split"].value_counts().items())},
               "shards": shards}
-    atomic_write_json(out_dir / PLAN_DIR / "plan.json", record)  # last: its presence means the plan is whole
+    atomic_write_json(out_dir / PLAN_DIR / RENDER_PLAN, record)  # last: its presence means the plan is whole
     log.info("render plan: %d ECGs, %d shards, %d task slice(s) in %s", len(plan), len(shards), num_tasks,
              out_dir / PLAN_DIR)
     return record
@@ -212,7 +213,7 @@ def write_plan(corpus_dir: Path, out_dir: Path, cfg, num_tasks: int, source: str
 
 def read_plan(out_dir: Path, source: str, num_tasks: int) -> dict | None:
     """plan.json when it was made from this source for this many tasks, else None."""
-    path = out_dir / PLAN_DIR / "plan.json"
+    path = out_dir / PLAN_DIR / RENDER_PLAN
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from heartbeit.config.tasks import all_tasks
+from heartbeit.records import CORPUS_METADATA, IMAGES_INDEX, IMAGES_LAYOUT, IMAGES_MANIFEST
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 from .corpus import write_shard
@@ -194,7 +195,7 @@ def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
     index = {"encoding": cfg.encoding, "image_ext": image_ext(cfg.encoding), "image_size": cfg.image_size,
              "wave_hz": int(cfg.wave_hz), "wave_samples": int(round(cfg.wave_hz * cfg.duration_s)),
              "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(all_tasks(cfg))}
-    atomic_write_json(out_dir / "index.json", index)
+    atomic_write_json(out_dir / IMAGES_INDEX, index)
     return index
 
 
@@ -227,8 +228,8 @@ def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int
     from .render_plan import read_plan, source_digest, task_rows, write_plan
 
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
-    if not (corpus_dir / "metadata.parquet").is_file():
-        raise FileNotFoundError(f"{corpus_dir / 'metadata.parquet'} (run `heartbeit ingest` first)")
+    if not (corpus_dir / CORPUS_METADATA).is_file():
+        raise FileNotFoundError(f"{corpus_dir / CORPUS_METADATA} (run `heartbeit ingest` first)")
     if not 0 <= task_index < num_tasks:
         raise ValueError(f"task index {task_index} outside 0..{num_tasks - 1}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,8 +238,8 @@ def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int
         jobs = build_jobs(plan, index_corpus(corpus_dir), cfg)
         buf = io.BytesIO()
         plan.to_parquet(buf, index=False)
-        atomic_write_bytes(out_dir / "manifest.parquet", buf.getvalue())
-        atomic_write_json(out_dir / "layout.json", layout_record(cfg))
+        atomic_write_bytes(out_dir / IMAGES_MANIFEST, buf.getvalue())
+        atomic_write_json(out_dir / IMAGES_LAYOUT, layout_record(cfg))
         removed = remove_stale(out_dir, jobs, cfg.wave_hz)
         if removed:
             log.info("removed %d shard(s) no longer in the plan", removed)
