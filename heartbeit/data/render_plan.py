@@ -37,16 +37,15 @@ from heartbeit.records import (CORPUS_METADATA, IMAGES_LAYOUT, IMAGES_MANIFEST, 
                                RENDER_PLAN_DIR as PLAN_DIR, RENDER_TASK_PATTERN)
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
-from .corpus import list_shards
+from .corpus import SIGNAL_EXT, list_shards, read_metadata
 from .render import layout_boxes
 from .shard_format import shard_relpath
-from .splits import fraction_column, keyed_uniform
+from .splits import build_manifest, fraction_column, keyed_uniform
 
 log = logging.getLogger("heartbeit.render")
 
 PLAN_FORMAT = 1
 RENDERED_SPLITS = ("train", "val", "test", "external")
-SIGNAL_EXT = "signal.npy"
 # settings that change the bytes of an image shard (the plan digest covers them)
 RENDER_FIELDS = ("image_size", "layout", "mm_per_mv", "grid", "bandpass_hz", "filter_order", "median_windows_s",
                  "baseline_fs", "resample_hz", "duration_s", "line_width", "encoding", "png_level", "wave_hz")
@@ -167,8 +166,6 @@ def task_file(out_dir: Path, task: int) -> Path:
 def source_digest(corpus_dir: Path, cfg) -> str:
     """What a plan depends on: the render settings (not `workers`: it never changes the output), the corpus
     metadata's bytes and the corpus tars' names and sizes (their contents are addressed by offset)."""
-    from .corpus import list_shards
-
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workers"}
     tars = [(Path(p).name, Path(p).stat().st_size) for p in list_shards(corpus_dir)]
     blob = json.dumps({"format": PLAN_FORMAT, "settings": settings, "tars": tars,
@@ -185,9 +182,6 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 def write_plan(corpus_dir: Path, out_dir: Path, cfg, num_tasks: int, source: str | None = None) -> dict:
     """Plan the whole stage once; write manifest.parquet, layout.json and plan/. Returns plan.json's dict.
     Identical bytes from any process, so concurrent writers are harmless."""
-    from .corpus import read_metadata
-    from .splits import build_manifest
-
     source = source or source_digest(corpus_dir, cfg)
     plan = plan_shards(build_manifest(read_metadata(corpus_dir), cfg), cfg.shard_size, cfg.shard_seed)
     out_dir.mkdir(parents=True, exist_ok=True)

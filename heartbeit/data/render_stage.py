@@ -39,7 +39,7 @@ from heartbeit.config.tasks import all_tasks
 from heartbeit.records import CORPUS_METADATA, IMAGES_INDEX, IMAGES_LAYOUT, IMAGES_MANIFEST
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
-from .corpus import write_shard
+from .corpus import read_metadata, write_shard
 from .members import index_is_current, index_path, write_member_index
 from .render import render_batch, render_kwargs
 from .render_plan import (RENDERED_SPLITS, ShardJob, build_jobs, index_corpus, layout_record, plan_shards,
@@ -49,7 +49,6 @@ from .signal import preprocess
 from .splits import build_manifest
 
 log = logging.getLogger("heartbeit.render")
-
 
 
 def draw_batch(signals_mV: np.ndarray, fs: float, cfg, fs_out: float, draw: dict,
@@ -223,9 +222,6 @@ def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int
     i % num_tasks, planned once: heartbeit.data.render_plan). `plan_only` writes the plan and renders
     nothing. Returns a summary dict."""
     from tqdm import tqdm
-
-    from .corpus import read_metadata
-    from .render_plan import read_plan, source_digest, task_rows, write_plan
 
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     if not (corpus_dir / CORPUS_METADATA).is_file():

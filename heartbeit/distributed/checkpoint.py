@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("heartbeit.distributed")
 
 
-
 def rank_state_path(tag_dir: Path, rank: int) -> Path:
     return Path(tag_dir) / ENGINE_RANK_STATE.format(rank)
 
