@@ -23,7 +23,6 @@ import torch
 
 from heartbeit.records import CELL_WEIGHTS, CURVES, PREDICTIONS, VAL_SCORES
 
-
 PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried on validation (scikit-learn's C)
 
 
