@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from heartbeit.config import MatrixConfig, RenderConfig  # noqa: E402
-from heartbeit.config.layout import PREDICTIONS, VAL_SCORES  # noqa: E402
+from heartbeit.records import PREDICTIONS, VAL_SCORES  # noqa: E402
 from heartbeit.data import epoch_loader  # noqa: E402
 from heartbeit.data.render_stage import render_corpus  # noqa: E402
 from heartbeit.matrix import Cell  # noqa: E402

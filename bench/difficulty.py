@@ -30,7 +30,7 @@ def scores(cells_dir: Path) -> list[dict]:
     from heartbeit.eval.metrics import auroc
 
     rows = []
-    from heartbeit.config.layout import CELL_RECORD, COMPLETE, PREDICTIONS
+    from heartbeit.records import CELL_RECORD, COMPLETE, PREDICTIONS
 
     for cell_file in sorted(cells_dir.glob(f"*/{CELL_RECORD}")):
         if not cell_file.with_name(COMPLETE).is_file():

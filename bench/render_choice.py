@@ -10,7 +10,7 @@ For each candidate (image size, layout, gain in mm/mV, ViT patch) it measures, i
 - the share of normal ECGs' lead boxes whose QRS is clipped (the price of a higher gain);
 - training images/s of every matrix architecture and of HeartBEiT pretraining at that size, one thread (the
   demo runs two single-threaded cells at a time; pretraining: two threads), with the precision and memory format the matrix would use
-  (heartbeit.train.precision), via bench/train_step.py's step functions;
+  (heartbeit.models.precision), via bench/train_step.py's step functions;
 - the projected demo time: the fixed stages as measured by the last demo (results/demo_run.json), plus
   pretraining (steps x batch / images/s) plus the matrix (per architecture, the images each planned cell
   trains -- steps x batch from a finished demo matrix's cell.json files -- plus a third of a training image
@@ -104,7 +104,7 @@ def throughput(arch: str, size: int, batch: int, quick: bool) -> float:
     """Training images/s of one matrix cell's step (one thread)."""
     from train_step import classifier_step, time_steps
 
-    from heartbeit.train.precision import numerics_for
+    from heartbeit.models.precision import numerics_for
 
     num = numerics_for(arch, "cpu", "auto")
     if arch.startswith("signal_"):
@@ -132,7 +132,7 @@ def pretrain_throughput(model: str, size: int, cfg, quick: bool) -> float:
 def planned_work(cells_dir: str, batch: int) -> tuple[dict[str, float], float] | None:
     """From a finished matrix: per image architecture, training images + a third of the evaluated images summed
     over its cells; and the signal models' measured cell seconds (their cost does not depend on the render)."""
-    from heartbeit.config.layout import CELL_RECORD, COMPLETE
+    from heartbeit.records import CELL_RECORD, COMPLETE
 
     files = glob.glob(os.path.join(cells_dir, "*", CELL_RECORD))
     if not files:

@@ -140,7 +140,7 @@ def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: conte
         t0 = time.perf_counter()
         build_manifest(meta, render_cfg())
     elif name == "shard_plan":
-        from heartbeit.data.render_stage import plan_shards
+        from heartbeit.data.render_plan import plan_shards
 
         man = pd.read_parquet(work / f"manifest-{n}.parquet")
         t0 = time.perf_counter()
@@ -273,7 +273,7 @@ def index_corpus_per_ecg(work: Path, n: int = 2000) -> float:
     import io
 
     from heartbeit.data.corpus import write_shard
-    from heartbeit.data.render_stage import index_corpus
+    from heartbeit.data.render_plan import index_corpus
 
     corpus = work / "walk"
     for i in range(0, n, 1000):
@@ -382,7 +382,7 @@ def extrapolate(ns: list[int], ts: list[float], target: float) -> float | None:
 
 
 def _prepare(work: Path, n: int) -> None:
-    from heartbeit.data.render_stage import plan_shards
+    from heartbeit.data.render_plan import plan_shards
     from heartbeit.data.splits import build_manifest
 
     corpus = work / f"corpus-{n}"

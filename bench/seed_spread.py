@@ -33,7 +33,8 @@ def main() -> int:
     if len(args.seeds) < 3:
         ap.error("--seeds: a spread needs at least three seeds")
 
-    from heartbeit.config.layout import COMPLETE, PREDICTIONS, RunLayout, matrix_cells
+    from heartbeit.config.layout import RunLayout, matrix_cells
+    from heartbeit.records import COMPLETE, PREDICTIONS
     from heartbeit.config import load_config
     from heartbeit.matrix import read_plan
     from heartbeit.utils.io import atomic_write_json

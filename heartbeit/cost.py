@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from heartbeit.config.slurm import SiteConfig, format_time, parse_time
+from heartbeit.records import IMAGES_MANIFEST
 
 ASSUMED_GPU = "A100"
 # model FLOPs utilisation in bf16 training, per workload (ASSUMED until a measurement sets site gpu_tflops):
@@ -68,7 +69,7 @@ def cost_family(arch: str) -> str:
 def corpus_counts(cfg, site: SiteConfig) -> Counts:
     from heartbeit.config.layout import RunLayout
 
-    manifest = RunLayout.of(cfg).images / "manifest.parquet"
+    manifest = RunLayout.of(cfg).images / IMAGES_MANIFEST
     tasks = list(cfg.matrix.tasks)
     if manifest.is_file():
         import pandas as pd

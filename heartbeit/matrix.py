@@ -29,9 +29,14 @@ from heartbeit import __version__
 from heartbeit.models.families import FINETUNE_RECIPE_VERSION
 from heartbeit.config import MatrixConfig, to_dict
 from heartbeit.config.core import RENAMED_KEYS
-from heartbeit.config.layout import CELL_CHECKPOINT_PROGRESS, CELL_RECORD, COMPLETE, cell_resume_dir
+from heartbeit.config.layout import (ablation_export_paths, cell_failure_record, cell_resume_dir, cell_running_record,
+                                     cell_tmp_dir, cell_tmp_dirs, cells_failed_dir, cells_running_dir, export_paths)
+from heartbeit.config.pretrain import export_steps, same_run
 from heartbeit.data.lock import pid_alive
 from heartbeit.distributed.preempt import Stopped, mark_checkpointed, release_all, stop_file_present
+from heartbeit.models.precision import device_type_of, numerics_for
+from heartbeit.records import (CELL_CHECKPOINT_PROGRESS, CELL_RECORD, COMPLETE, IMAGES_INDEX, IMAGES_MANIFEST,
+                               cell_record, cell_verdicts)
 from heartbeit.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger("heartbeit.matrix")
@@ -46,7 +51,7 @@ class Cell:
     fraction: float
     seed: int
     draw: int = 0
-    # effective numerics (heartbeit.train.precision), decided at planning and part of the id
+    # effective numerics (heartbeit.models.precision), decided at planning and part of the id
     precision: str = ""
     channels_last: bool = False
     kind: str = "finetune"  # finetune | probe (frozen backbone + logistic regression: heartbeit/train/probe.py)
@@ -96,10 +101,10 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
 
 def data_fingerprint(images_dir: str | Path) -> str:
     images_dir = Path(images_dir)
-    for name in ("index.json", "manifest.parquet"):
+    for name in (IMAGES_INDEX, IMAGES_MANIFEST):
         if (images_dir / name).is_file():
             return sha256_file(images_dir / name)
-    raise FileNotFoundError(f"{images_dir}: no index.json or manifest.parquet (run `heartbeit render` first)")
+    raise FileNotFoundError(f"{images_dir}: no {IMAGES_INDEX} or {IMAGES_MANIFEST} (run `heartbeit render` first)")
 
 
 def is_pretrained_arch(arch: str) -> bool:
@@ -166,8 +171,6 @@ def read_ablation_exports(pretrained_file: str | Path, model: str, export_at: li
     """The intermediate exports of the run that wrote `pretrained_file` (the final export), one per
     `export_at` fraction, ordered by step. Missing, foreign (another run's) or altered files raise
     FileNotFoundError / ValueError naming the file and what to do."""
-    from heartbeit.train.pretrain import ablation_export_paths, export_paths, export_steps, same_run
-
     pretrained_file = Path(pretrained_file)
     final_json = export_paths(pretrained_file.parent, model)[1]
     if not final_json.is_file():
@@ -192,7 +195,7 @@ def read_ablation_exports(pretrained_file: str | Path, model: str, export_at: li
 
 
 def _key_device(key: dict, device_type: str) -> None:
-    """A GPU cell's id names its device type: cuDNN autotuning (train.precision.cudnn_autotune) makes its
+    """A GPU cell's id names its device type: cuDNN autotuning (models.precision.cudnn_autotune) makes its
     result differ from a CPU cell's beyond precision. CPU cells keep the ids they always had."""
     if device_type != "cpu":
         key["device"] = device_type
@@ -211,10 +214,8 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
     arch, seed, draw): each HeartBEiT architecture fine-tuned from each of `ablation` (read_ablation_exports)
     at that label fraction. They come last and their ids hash their export, so the cells above keep their
     ids and indices whether the ablation is on or off."""
-    from heartbeit.train.precision import device_type_of, numerics_for
-
     data_sha = data_fingerprint(images_dir)
-    index_path = Path(images_dir) / "index.json"
+    index_path = Path(images_dir) / IMAGES_INDEX
     if index_path.is_file():  # the tasks the shards carry labels for (the paper's, plus render.tasks)
         rendered = json.loads(index_path.read_text()).get("tasks")
         missing = [t for t in mcfg.tasks if rendered is not None and t not in rendered]
@@ -309,14 +310,12 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
     """(state, detail) with state in planned | running | done | failed | partial."""
     cells_dir = Path(cells_dir)
     if (cells_dir / cell.cell_id / COMPLETE).is_file():
-        from heartbeit.train.sanity import current_verdicts
-
         try:
-            verdicts = current_verdicts(json.loads((cells_dir / cell.cell_id / CELL_RECORD).read_text()).get("sanity", {}))
+            verdicts = cell_verdicts(json.loads((cells_dir / cell.cell_id / CELL_RECORD).read_text()))
         except (OSError, json.JSONDecodeError):
-            verdicts = ["unreadable cell.json"]
+            verdicts = [f"unreadable {CELL_RECORD}"]
         return "done", ("sanity: " + ", ".join(verdicts)) if verdicts else ""
-    running = cells_dir / ".running" / f"{cell.cell_id}.json"
+    running = cell_running_record(cells_dir, cell.cell_id)
     if running.is_file():
         info = json.loads(running.read_text())
         where = f"host {info.get('host')} pid {info.get('pid')} since {info.get('started')}"
@@ -324,7 +323,7 @@ def cell_status(cells_dir: str | Path, cell: Cell) -> tuple[str, str]:
             return "partial", f"interrupted ({where}); rerun to redo it"
         return "running", where
     resume = resume_note(cells_dir, cell.cell_id)
-    failed = cells_dir / ".failed" / f"{cell.cell_id}.json"
+    failed = cell_failure_record(cells_dir, cell.cell_id)
     if failed.is_file():
         return "failed", "; ".join(filter(None, [json.loads(failed.read_text()).get("reason", ""), resume]))
     if resume:
@@ -353,22 +352,22 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
     final = cells_dir / cell.cell_id
     if final.exists():  # partial from an interrupted run
         shutil.rmtree(final)
-    running = cells_dir / ".running" / f"{cell.cell_id}.json"
+    running = cell_running_record(cells_dir, cell.cell_id)
     atomic_write_json(running, {"host": socket.gethostname(), "pid": os.getpid(),
                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    for stale in cells_dir.glob(f".tmp-{cell.cell_id}-*"):  # left by a killed run of this same cell
+    for stale in cell_tmp_dirs(cells_dir, cell.cell_id):  # left by a killed run of this same cell
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = cells_dir / f".tmp-{cell.cell_id}-{os.getpid()}"
+    tmp = cell_tmp_dir(cells_dir, cell.cell_id, os.getpid())
     tmp.mkdir(parents=True)
     t0 = time.time()
     try:
         log.info("cell %d/%d %s (%s)", cell.index, n_cells, cell.cell_id, cell.label)
         summary = train_fn(cell, tmp)
-        atomic_write_json(tmp / CELL_RECORD, {**asdict(cell), **summary})
+        atomic_write_json(tmp / CELL_RECORD, cell_record(asdict(cell), summary))
         os.replace(tmp, final)
         atomic_write_json(final / COMPLETE, {"cell_id": cell.cell_id, "seconds": round(time.time() - t0, 2),
                                              "version": __version__})
-        (cells_dir / ".failed" / f"{cell.cell_id}.json").unlink(missing_ok=True)
+        cell_failure_record(cells_dir, cell.cell_id).unlink(missing_ok=True)
         shutil.rmtree(cell_resume_dir(cells_dir, cell.cell_id), ignore_errors=True)  # of no further use
         return "ran"
     except Stopped as exc:  # the checkpoint stays in cells/.resume/<id>/ for the next run
@@ -377,7 +376,7 @@ def _run_one(cell: Cell, cells_dir: Path, train_fn: Callable[[Cell, Path], dict]
         return "stopped"
     except Exception as exc:  # a failed cell must not stop the others; it is retried next run
         log.error("cell %s failed: %s", cell.cell_id, exc)
-        atomic_write_json(cells_dir / ".failed" / f"{cell.cell_id}.json", {
+        atomic_write_json(cell_failure_record(cells_dir, cell.cell_id), {
             "cell": asdict(cell), "reason": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(limit=8)})
         shutil.rmtree(tmp, ignore_errors=True)
@@ -427,8 +426,8 @@ def run_cells(cells: list[Cell], cells_dir: str | Path, train_fn: Callable[[Cell
     a multi-GPU node worker n makes GPU n mod count its current device, so `jobs` = GPUs trains one cell per
     GPU. A cell's bits depend on its thread count, so `threads_per_job` is part of the matrix config."""
     cells_dir = Path(cells_dir)
-    (cells_dir / ".running").mkdir(parents=True, exist_ok=True)
-    (cells_dir / ".failed").mkdir(parents=True, exist_ok=True)
+    cells_running_dir(cells_dir).mkdir(parents=True, exist_ok=True)
+    cells_failed_dir(cells_dir).mkdir(parents=True, exist_ok=True)
     counts = {"done_before": 0, "ran": 0, "failed": 0, "stopped": 0}
     todo = []
     for cell in cells:

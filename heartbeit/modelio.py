@@ -29,11 +29,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from heartbeit.config.layout import CELL_RECORD, CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
 from heartbeit.modelschema import (CARD, CONFIG, FILES, FORMAT, INPUT_NOTE, MAX_CONFIG_BYTES, SPLITS, THRESHOLD_METHOD,
                                    WEIGHTS, WEIGHTS_METADATA, ModelDirError, _Check, check_architecture, class_counts,
                                    decision_of, ingest_fields, outputs_of, parse_json, publish_metrics, read_bounded,
                                    read_safetensors, validate_config)
+from heartbeit.records import CELL_RECORD, CELL_WEIGHTS, PREDICTIONS, RESOLVED_CONFIG, VAL_SCORES
 from heartbeit.utils.text import safe_text
 
 __all__ = ["FORMAT", "CONFIG", "WEIGHTS", "ModelDirError", "export_cell", "load_model_dir", "read_model_config",
@@ -43,7 +43,7 @@ __all__ = ["FORMAT", "CONFIG", "WEIGHTS", "ModelDirError", "export_cell", "load_
 def _run_config(cell_dir: Path, config_file: str | Path | None):
     from heartbeit.config import load_config
 
-    path = Path(config_file) if config_file else cell_dir.parent.parent / "config.resolved.yaml"
+    path = Path(config_file) if config_file else cell_dir.parent.parent / RESOLVED_CONFIG
     if not path.is_file():
         raise ModelDirError(f"{cell_dir}: no run config at {path} (the matrix plan writes it; or pass --config)")
     return load_config(None, config_file=path)
@@ -96,7 +96,7 @@ def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path |
     from safetensors.torch import save_file
 
     from heartbeit import __version__
-    from heartbeit.data.render_stage import RENDER_FIELDS
+    from heartbeit.data.render_plan import RENDER_FIELDS
     from heartbeit.eval.threshold import threshold_metrics, youden_threshold
     from heartbeit.modelcard import model_card
     from heartbeit.models import zoo

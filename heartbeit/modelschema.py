@@ -25,15 +25,13 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from heartbeit.records import MODEL_CARD as CARD, MODEL_CONFIG as CONFIG, MODEL_WEIGHTS as WEIGHTS
 from heartbeit.utils.text import safe_text
 
 FORMAT = "heartbeit-model/2"
 # Earlier formats: what changed, so the refusal can say what to do.
 OLD_FORMATS = {"heartbeit-model/1": "format 1 published exact small counts and the site map, and passed its "
                                     "timm arguments through"}
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-CARD = "README.md"
 FILES = (CONFIG, WEIGHTS, CARD)  # everything a model folder holds
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -228,7 +226,7 @@ def check_architecture(arch, modality, chk: _Check) -> None:
 
 def _check_render(render, image_size: int, chk: _Check) -> None:
     from heartbeit.config import ConfigError, RenderConfig, from_dict
-    from heartbeit.data.render_stage import RENDER_FIELDS
+    from heartbeit.data.render_plan import RENDER_FIELDS
 
     chk.obj(render, "render", RENDER_FIELDS)
     try:

@@ -156,7 +156,7 @@ def pretrain_world(cfg, site: SiteConfig) -> tuple[int, int]:
 def pretrain_resume_flag(cfg) -> list[str]:
     """`--resume` when an earlier run left a checkpoint but no export (as `heartbeit run` decides); a requeued
     pretraining job adds it itself (slurm/pretrain.sh, SLURM_RESTART_COUNT > 0)."""
-    from heartbeit.train.pretrain import export_paths
+    from heartbeit.config.layout import export_paths
 
     layout = RunLayout.of(cfg)
     if layout.pretrain_latest.is_file() and not export_paths(layout.pretrain, cfg.pretrain.model)[1].is_file():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heartbeit.config.layout import CELL_RECORD, PREDICTIONS
+from heartbeit.records import CELL_RECORD, PREDICTIONS
 from heartbeit.utils.io import atomic_path, atomic_write_json
 
 DEFAULT_ARCHS = {"heartbeit_micro": "heartbeit", "vit_micro": "vit", "efficientnet_b0": "efficientnet",

@@ -173,7 +173,7 @@ def _model_dir(tmp_path: Path, ingest: IngestConfig) -> Path:
 
     from heartbeit import __version__
     from heartbeit.config import RenderConfig
-    from heartbeit.data.render_stage import RENDER_FIELDS
+    from heartbeit.data.render_plan import RENDER_FIELDS
     from heartbeit.modelschema import (FORMAT, INPUT_NOTE, THRESHOLD_METHOD, decision_of, ingest_fields, outputs_of,
                                        validate_config)
     from heartbeit.models import zoo

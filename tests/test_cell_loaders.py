@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from heartbeit.config import MatrixConfig, RenderConfig
-from heartbeit.config.layout import VAL_SCORES
+from heartbeit.records import VAL_SCORES
 from heartbeit.data.members import read_manifest
 from heartbeit.data.render_stage import render_corpus
 from heartbeit.data.splits import validation_subsample

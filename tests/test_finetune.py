@@ -143,7 +143,7 @@ def test_sanity_verdicts_classify_collapse_nonfinite_and_chance():
     # one class for every ECG although the scores vary and rank: a threshold property, not a collapse
     assert sanity_verdicts(0.1 + 0.3 * good, y)["verdicts"] == ["one_class"]
     # and records made before "one_class" existed read the same through their recorded std
-    from heartbeit.train.sanity import current_verdicts
+    from heartbeit.records import current_verdicts
 
     assert current_verdicts({"verdicts": ["collapsed"], "val_score_std": 0.05}) == ["one_class"]
     assert current_verdicts({"verdicts": ["collapsed", "not_better_than_chance"], "val_score_std": 1e-5}) == [
@@ -157,7 +157,7 @@ def test_sanity_verdicts_classify_collapse_nonfinite_and_chance():
 
 def test_effective_precision_comes_from_the_device_table_and_is_part_of_the_cell_id(tmp_path):
     from heartbeit.matrix import plan_cells
-    from heartbeit.train.precision import numerics_for
+    from heartbeit.models.precision import numerics_for
 
     # CPU rows measured with bench/train_step.py: EfficientNet fp32 + channels-last, ResNet bf16 + channels-last
     assert numerics_for("efficientnet_b0", "cpu") == numerics_for("tf_efficientnet_lite0", "cpu")

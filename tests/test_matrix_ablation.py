@@ -11,7 +11,7 @@ from heartbeit.config import MatrixConfig, load_config, to_dict
 from heartbeit.config.preflight import config_problems
 from heartbeit.matrix import (AblationExport, ablation_cell_count, plan_cells, read_ablation_exports, run_cells)
 from heartbeit.slurm_submit import matrix_cell_count
-from heartbeit.train.pretrain import ablation_export_paths, export_paths
+from heartbeit.config.layout import ablation_export_paths, export_paths
 from heartbeit.utils.io import sha256_file
 
 MICRO = "heartbeit_micro_patch8_64"

@@ -75,7 +75,7 @@ def test_cpu_cell_ids_stay_exactly_as_they_were_and_gpu_ids_name_the_device(tmp_
 
 
 def test_cudnn_autotune_only_for_cnn_cells_on_cuda():
-    from heartbeit.train.precision import cudnn_autotune, numerics_for
+    from heartbeit.models.precision import cudnn_autotune, numerics_for
 
     assert numerics_for("resnet18", "cuda").cudnn_benchmark and numerics_for("efficientnet_b0", "cuda").cudnn_benchmark
     assert numerics_for("resnet18", "cuda", "fp32").cudnn_benchmark  # a forced precision keeps the row's rest

@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 
 from heartbeit.config import ConfigError, PretrainConfig, load_config
 from heartbeit.train.batches import InMemoryBatches
-from heartbeit.train.pretrain import ablation_export_paths, export_steps, pretrain
+from heartbeit.config.layout import ablation_export_paths
+from heartbeit.config.pretrain import export_steps
+from heartbeit.train.pretrain import pretrain
 from heartbeit.train.tokenizer_train import train_tokenizer
 from heartbeit.utils.io import sha256_file
 

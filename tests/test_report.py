@@ -12,7 +12,7 @@ import pytest
 from heartbeit.config import load_config
 from heartbeit.data.corpus import write_shard
 from heartbeit.data.render import render_batch
-from heartbeit.data.render_stage import layout_record
+from heartbeit.data.render_plan import layout_record
 from heartbeit.data.shard_format import encode_image, encode_wave, wave_for_storage
 from heartbeit.data.signal import preprocess
 from heartbeit.data.synth import simulate_ecg

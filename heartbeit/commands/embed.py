@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.config.cli_args import resolve_config
     from heartbeit.modelio import ModelDirError
     from heartbeit.predict_io import PredictError, check_outputs
-    from heartbeit.train.pretrain import export_paths
+    from heartbeit.config.layout import export_paths
     from heartbeit.train.probe import embed_images
 
     cfg = resolve_config(args)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from heartbeit.config.layout import RunLayout
+from heartbeit.records import SYNTH_LABELS, SYNTH_RECORD
 
 HELP = """Read GE MUSE XML, WFDB (.hea + .dat/.mat, PTB-XL layout) and array files (.npy/.npz/.mat) into a
 de-identified corpus: WebDataset shards (int16 microvolts at ingest.corpus_fs + JSON metadata),
@@ -120,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
         except SiteLabelError as exc:
             return fail("ingest", exc)
     labels = args.labels or cfg.labels_csv or None
-    if labels is None and len(inputs) == 1 and (Path(inputs[0]) / "labels.csv").is_file():
-        labels = str(Path(inputs[0]) / "labels.csv")  # the synthetic default ships its labels beside the files
+    if labels is None and len(inputs) == 1 and (Path(inputs[0]) / SYNTH_LABELS).is_file():
+        labels = str(Path(inputs[0]) / SYNTH_LABELS)  # the synthetic default ships its labels beside the files
         log.info("using labels %s", labels)
     key_path = Path(args.key or icfg.key_file or layout.deid_key)
     if key_path.resolve() == out.resolve() or out.resolve() in key_path.resolve().parents:
@@ -154,13 +155,13 @@ def run(args: argparse.Namespace) -> int:
 def _print_sites(inputs: list[str], sites: list[str] | None) -> None:
     """Every site label from outside the files, before the run (labels from inside the files - MUSE
     SiteName, a sidecar's site - are ingest.site_map labels or keyed pseudonyms, listed in the summary)."""
-    from heartbeit.data.listing import SYNTH_MARKER, root_label
+    from heartbeit.data.listing import root_label
     from heartbeit.utils.text import safe_text
 
     for i, typed in enumerate(inputs):
         if sites:
             text = f"{sites[i]} (--site)"
-        elif (Path(typed) / SYNTH_MARKER).is_file():
+        elif (Path(typed) / SYNTH_RECORD).is_file():
             text = "the sites its synth.json declares (heartbeit synth output)"
         else:
             label = root_label(typed)

@@ -47,7 +47,7 @@ def write_recipes(mcfg, path: Path) -> None:
 
 
 def default_pretrained(cfg) -> Path | None:
-    from heartbeit.train.pretrain import export_paths
+    from heartbeit.config.layout import export_paths
 
     pretrained_archs = [a for a in [*cfg.matrix.architectures, *cfg.matrix.probe_architectures]
                         if a.startswith("heartbeit_")]
@@ -68,7 +68,7 @@ class CellTrainer:
         its step beside it, checked against the sha256 its id was planned with."""
         if getattr(cell, "pretrain_step", None) is None or not self.pretrained:
             return self.pretrained
-        from heartbeit.train.pretrain import ablation_export_paths
+        from heartbeit.config.layout import ablation_export_paths
         from heartbeit.utils.io import sha256_file
 
         file = ablation_export_paths(Path(self.pretrained).parent, cell.arch, cell.pretrain_step)[0]
@@ -88,7 +88,7 @@ class CellTrainer:
             summary = linear_probe_cell(cell, self.cfg.matrix, data, out_dir, pretrained_file=pretrained)
         else:
             from heartbeit.config.layout import cell_resume_dir
-            from heartbeit.train.precision import cudnn_autotune, device_type_of
+            from heartbeit.models.precision import cudnn_autotune, device_type_of
 
             resume_dir = cell_resume_dir(self.cells_dir, cell.cell_id) if self.cells_dir is not None else None
             with cudnn_autotune(cell.arch, device_type_of(self.cfg.matrix.device)):

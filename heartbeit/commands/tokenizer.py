@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from heartbeit.config.layout import RunLayout
+from heartbeit.records import TOKENIZER_CHECKPOINT, TOKENIZER_FILE, TOKENIZER_METRICS
 
 HELP = """Train the visual tokenizer on the train split's ECG images (or adopt a local tokenizer file), and
 optionally precompute every image's token grid into the shards.
@@ -54,7 +55,7 @@ def _train(cfg, images: Path, out: Path, local_file: str, progress: bool) -> int
     from heartbeit.utils.io import atomic_write_json, atomic_path, sha256_file
 
     tcfg = cfg.tokenizer
-    target, metrics_path = out / "tokenizer.safetensors", out / "tokenizer_metrics.json"
+    target, metrics_path = out / TOKENIZER_FILE, out / TOKENIZER_METRICS
     if target.is_file() and metrics_path.is_file():
         done = json.loads(metrics_path.read_text())
         if done.get("tokenizer_config") == to_dict(tcfg) and done.get("sha256") == sha256_file(target):
@@ -78,7 +79,7 @@ def _train(cfg, images: Path, out: Path, local_file: str, progress: bool) -> int
         log.info("tokenizer: training on %s%s", device, f" with {torch.get_num_threads()} threads"
                  if device.type == "cpu" else "")
         source = ShardBatches(images, tcfg.batch_size, seed=tcfg.seed)
-        checkpoint = out / ".tokenizer_checkpoint.pt"  # a stopped or killed run resumes from it
+        checkpoint = out / TOKENIZER_CHECKPOINT  # a stopped or killed run resumes from it
         try:
             tok, metrics = train_tokenizer(tcfg, _capped(source, tcfg.max_images, tcfg.batch_size), eval_images,
                                            progress, device=device, checkpoint=checkpoint)

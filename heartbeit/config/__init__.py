@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from heartbeit.records import RESOLVED_CONFIG
+
 from .core import ConfigError, deep_merge, dump_yaml, from_dict, load_yaml, parse_override, to_dict, upgrade_renamed
 from .ingest import IngestConfig
 from .matrix import TASKS, MatrixConfig
@@ -76,7 +78,7 @@ def load_config(profile: str | None = None, config_file: str | Path | None = Non
     return cfg
 
 
-def write_resolved(cfg, out_dir: str | Path, name: str = "config.resolved.yaml") -> Path:
+def write_resolved(cfg, out_dir: str | Path, name: str = RESOLVED_CONFIG) -> Path:
     """Write the resolved config next to a stage's output (atomically)."""
     from heartbeit.utils.io import atomic_write_text
 

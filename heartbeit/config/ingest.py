@@ -4,9 +4,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from heartbeit.records import CORPUS_RESERVED_COLUMNS, TASK_COLUMNS
+
 from .core import ConfigError
 
 LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+LABEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a label column (label_columns, header map labels)
 AMPLITUDE_POLICIES = ("reject", "accept")  # ingest.amplitude_normalised (heartbeit/data/amplitude.py)
 
 
@@ -115,14 +118,11 @@ class IngestConfig:
                 raise ConfigError(f"site_map.{text}: site label {label!r} must be letters, digits, '_', '-' or '.'")
         if not LABEL_KEY.fullmatch(self.label_key):
             raise ConfigError(f"label_key must be a column name (letters, digits, '_'), got {self.label_key!r}")
-        from heartbeit.data.header_labels import LABEL_NAME, validate_map
-        from heartbeit.data.labels import RESERVED_COLUMNS, TASK_COLUMNS
-
         for col in self.label_columns:
-            if not LABEL_NAME.fullmatch(col) or col in RESERVED_COLUMNS or col in TASK_COLUMNS or col == self.label_key:
+            if not LABEL_NAME.fullmatch(col) or col in CORPUS_RESERVED_COLUMNS or col in TASK_COLUMNS or col == self.label_key:
                 raise ConfigError(f"label_columns: {col!r} must be a lower-case column name that is neither the "
                                   "label_key, a default label nor a corpus metadata column")
-        problems = validate_map(self.dx_codes, self.dx_patterns, RESERVED_COLUMNS)
+        problems = validate_map(self.dx_codes, self.dx_patterns, CORPUS_RESERVED_COLUMNS)
         if problems:
             raise ConfigError("; ".join(problems))
         if self.amplitude_normalised not in AMPLITUDE_POLICIES:
@@ -134,3 +134,27 @@ class IngestConfig:
             raise ConfigError(f"einthoven_tol must be in (0, 1), got {self.einthoven_tol!r}")
         if self.lock_wait_s < 0:
             raise ConfigError("lock_wait_s must be >= 0")
+
+
+def validate_map(codes: dict, patterns: dict, reserved: set[str]) -> list[str]:
+    """Problems with configured maps, each naming its key (empty = fine)."""
+    problems = []
+    for key, table in (("dx_codes", codes), ("dx_patterns", patterns)):
+        for name, entries in table.items():
+            if not LABEL_NAME.fullmatch(str(name)):
+                problems.append(f"ingest.{key}.{name}: label names are lower-case letters, digits and '_' "
+                                "(a column name), starting with a letter")
+            elif name in reserved:
+                problems.append(f"ingest.{key}.{name}: {name!r} is a corpus metadata column, not a label")
+            if not isinstance(entries, (list, tuple)):
+                problems.append(f"ingest.{key}.{name}: must be a list")
+                continue
+            if key == "dx_codes" and not all(str(c).strip().isdigit() for c in entries):
+                problems.append(f"ingest.{key}.{name}: SNOMED CT codes are digits")
+            if key == "dx_patterns":
+                for p in entries:
+                    try:
+                        re.compile(p)
+                    except (re.error, TypeError) as exc:
+                        problems.append(f"ingest.{key}.{name}: pattern {p!r} does not compile ({exc})")
+    return problems

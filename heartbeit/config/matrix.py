@@ -50,7 +50,7 @@ class MatrixConfig:
     selection: str = "last"
     image_size: int = 224  # px, square; the same key as render.image_size (was img_size: still read, deprecated)
     # "auto": bf16 or fp32 and the memory format per architecture family and device type from the measured
-    # table in heartbeit/train/precision.py; "bf16" / "fp32" force one precision. Part of every cell's id.
+    # table in heartbeit/models/precision.py; "bf16" / "fp32" force one precision. Part of every cell's id.
     precision: str = "auto"
     # Training batches over which BatchNorm running statistics are re-estimated before each validation and
     # the final scoring (heartbeit/train/sanity.py); 0 turns it off. Models without BatchNorm ignore it.

@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import Path
 
+from heartbeit.records import CORPUS_METADATA
+
 from .core import ConfigError
 
 log = logging.getLogger("heartbeit.config")
@@ -84,7 +86,7 @@ def ablation_problems(cfg) -> list[str]:
     100 % points are the normal random-ViT and HeartBEiT cells at that fraction)."""
     out = []
     if not cfg.pretrain.epochs:  # a length in steps is known now (in epochs: at the start of pretraining)
-        from heartbeit.train.pretrain import export_steps
+        from .pretrain import export_steps
 
         try:
             export_steps(cfg.pretrain.export_at, cfg.pretrain.steps)
@@ -117,7 +119,7 @@ def external_site_warnings(cfg) -> list[str]:
 
 def site_problems(cfg, corpus_dir: str | Path) -> list[str]:
     """External sites against the site labels of an ingested corpus (nothing to check before ingest)."""
-    meta = Path(corpus_dir) / "metadata.parquet"
+    meta = Path(corpus_dir) / CORPUS_METADATA
     if not meta.is_file() or not cfg.render.external_sites:
         return []
     import pandas as pd

@@ -1,11 +1,12 @@
 """Masked-image-modeling pretraining settings (`heartbeit pretrain`)."""
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core import ConfigError
+from .core import ConfigError, upgrade_section
 
 
 @dataclass
@@ -82,3 +83,27 @@ class PretrainConfig:
                               f"1.0 is always written), got {self.export_at}")
         if self.epochs and self.warmup_epochs >= self.epochs:
             raise ConfigError(f"warmup_epochs ({self.warmup_epochs:g}) must be < epochs ({self.epochs:g})")
+
+
+def export_steps(export_at: list[float], steps: int) -> dict[int, float]:
+    """{optimizer step: fraction} of the intermediate exports of a run of `steps` steps: the nearest step to
+    each fraction. A fraction that lands on step 0, on the final step or on another's step is an error."""
+    out: dict[int, float] = {}
+    for fraction in sorted(export_at):
+        step = int(math.floor(fraction * steps + 0.5))
+        if not 0 < step < steps or step in out:
+            raise ValueError(f"pretrain.export_at {fraction:g} of {steps} steps is step {step}, which is "
+                             + ("another fraction's step" if step in out else "not strictly inside the run")
+                             + ": use fewer or farther apart fractions, or more steps")
+        out[step] = fraction
+    return out
+
+
+def same_run(config_a: dict, config_b: dict) -> bool:
+    """Do two recorded `pretrain_config`s describe the same training run? `export_at` only says which
+    steps are exported, not what is trained, so it is left out; a record written before a key was renamed
+    compares under the new name."""
+    def strip(c: dict) -> dict:
+        return {k: v for k, v in upgrade_section("pretrain", c, warn=False).items() if k != "export_at"}
+
+    return strip(config_a) == strip(config_b)

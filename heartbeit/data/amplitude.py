@@ -31,12 +31,14 @@ import logging
 
 import numpy as np
 
+from heartbeit.records import AMPLITUDE_FLAG_COLUMN
+
 from .leads import INDEPENDENT_LEADS, LEAD_INDEX
 from .reasons import IngestError, Reason
 
 log = logging.getLogger("heartbeit.ingest")
 
-FLAG_COLUMN = "amplitude_normalised"  # the corpus / predictions column of an accepted, flagged record
+FLAG_COLUMN = AMPLITUDE_FLAG_COLUMN  # the corpus / predictions column of an accepted, flagged record
 FIT_SHARE = 0.25  # sign 2: the fitted weights must leave at most this share of the Einthoven misfit
 
 _INDEPENDENT = [LEAD_INDEX[k] for k in INDEPENDENT_LEADS]

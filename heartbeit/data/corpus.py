@@ -23,10 +23,10 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from heartbeit.records import (CORPUS_METADATA, CORPUS_PRIVATE, CORPUS_REJECTS, CORPUS_SHARD_DIR as SHARD_DIR,
+                               CORPUS_SHARD_GLOB, CORPUS_SHARD_PATTERN as SHARD_PATTERN)
 from heartbeit.utils.io import atomic_path
 
-SHARD_DIR = "shards"
-SHARD_PATTERN = "corpus-{:06d}.tar"
 SIGNAL_EXT = "signal.npy"
 META_EXT = "json"
 UV_PER_LSB = 1.0
@@ -120,7 +120,7 @@ class ShardWriter:
 
 
 def list_shards(corpus_dir: str | Path) -> list[Path]:
-    return sorted((Path(corpus_dir) / SHARD_DIR).glob("corpus-*.tar"))
+    return sorted((Path(corpus_dir) / SHARD_DIR).glob(CORPUS_SHARD_GLOB))
 
 
 def iter_shard(path: str | Path) -> Iterator[tuple[str, dict, np.ndarray]]:
@@ -145,12 +145,12 @@ def iter_shard(path: str | Path) -> Iterator[tuple[str, dict, np.ndarray]]:
 
 
 def read_metadata(corpus_dir: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(corpus_dir) / "metadata.parquet")
+    return pd.read_parquet(Path(corpus_dir) / CORPUS_METADATA)
 
 
 def read_rejects(corpus_dir: str | Path) -> pd.DataFrame:
     """The private rejects ledger (names input files: read it, never copy it out of private/)."""
-    return pd.read_parquet(Path(corpus_dir) / "private" / "rejects.parquet")
+    return pd.read_parquet(Path(corpus_dir) / CORPUS_PRIVATE / CORPUS_REJECTS)
 
 
 def iter_corpus(corpus_dir: str | Path) -> Iterator[tuple[dict, np.ndarray]]:

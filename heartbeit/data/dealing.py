@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from heartbeit.records import IMAGES_INDEX
+
 from . import members
 
 
 def read_index(images_dir: str | Path) -> dict:
-    path = Path(images_dir) / "index.json"
+    path = Path(images_dir) / IMAGES_INDEX
     if not path.is_file():
         raise FileNotFoundError(f"{path} (incomplete render output: run `heartbeit render` to completion)")
     return json.loads(path.read_text())

@@ -55,7 +55,6 @@ DEFAULT_DX_PATTERNS: dict[str, tuple[str, ...]] = {
     "snr": (r"^(?:rhythm: )?sinus rhythm",),
     "stach": (r"sinus tachycardia",),
 }
-LABEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -92,27 +91,3 @@ class HeaderLabelMap:
                 p.search(s) for p in self.patterns.get(name, ()) for s in statements)
             out[name] = float(hit)
         return out
-
-
-def validate_map(codes: dict, patterns: dict, reserved: set[str]) -> list[str]:
-    """Problems with configured maps, each naming its key (empty = fine)."""
-    problems = []
-    for key, table in (("dx_codes", codes), ("dx_patterns", patterns)):
-        for name, entries in table.items():
-            if not LABEL_NAME.fullmatch(str(name)):
-                problems.append(f"ingest.{key}.{name}: label names are lower-case letters, digits and '_' "
-                                "(a column name), starting with a letter")
-            elif name in reserved:
-                problems.append(f"ingest.{key}.{name}: {name!r} is a corpus metadata column, not a label")
-            if not isinstance(entries, (list, tuple)):
-                problems.append(f"ingest.{key}.{name}: must be a list")
-                continue
-            if key == "dx_codes" and not all(str(c).strip().isdigit() for c in entries):
-                problems.append(f"ingest.{key}.{name}: SNOMED CT codes are digits")
-            if key == "dx_patterns":
-                for p in entries:
-                    try:
-                        re.compile(p)
-                    except (re.error, TypeError) as exc:
-                        problems.append(f"ingest.{key}.{name}: pattern {p!r} does not compile ({exc})")
-    return problems

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from heartbeit.config import IngestConfig
+from heartbeit.records import CORPUS_METADATA, CORPUS_SUMMARY
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, sha256_file
 
 from . import deid
@@ -321,7 +322,7 @@ def _run_locked(inputs, out: Path, cfg: IngestConfig, key, labels_csv, label_key
 
     existing = _read_manifest(out) if out.exists() else None
     if existing is not None and existing.get("fingerprint") == fingerprint and _complete(out, existing):
-        summary = json.loads((out / "summary.json").read_text())
+        summary = json.loads((out / CORPUS_SUMMARY).read_text())
         log.info("%s is up to date with its inputs; nothing to do", out)
         return {**summary, "up_to_date": True}
     if out.exists() and not overwrite:
@@ -414,7 +415,7 @@ def _run_locked(inputs, out: Path, cfg: IngestConfig, key, labels_csv, label_key
             log.warning("labels CSV: no record matched any of its %d rows on %r; every label is missing",
                         len(labels), label_key)
     if flagged_count(rows):
-        log.warning("ingest: %s", warning_text(flagged_count(rows), "metadata.parquet"))
+        log.warning("ingest: %s", warning_text(flagged_count(rows), CORPUS_METADATA))
     summary = _finish(tmp, out, rows, rejects, len(files) + len(listing_rejects), cfg, fingerprint, run_cfg, extra_manifest,
                       sources if array_task is not None else None, site_codes, accounting)
     log.info("ingested %d files in %.1f s (%.1f files/s, %d workers)", len(todo), elapsed,

@@ -16,16 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .amplitude import FLAG_COLUMN
+from heartbeit.records import TASK_COLUMNS
+
 from .reasons import IngestError, Reason
 
-TASK_COLUMNS = ("lvef", "lvef_le40", "hcm", "stemi")
 FLAG_COLUMNS = ("lvef_le40", "hcm", "stemi")
 LVEF_RANGE = (1.0, 95.0)
-# Corpus metadata columns no label may be named after (heartbeit.data.publish writes them).
-RESERVED_COLUMNS = {"ecg_uid", "patient_hash", "site", "format", "device", "fs", "source_fs", "n_samples", "sex",
-                    "age", "age_band", "year", "shard", "acquisition_date", "strat_fold", "split", "record",
-                    "patient_id", "mrn", "accession", "ecg_id", "source", "labels", FLAG_COLUMN}
 
 
 def corpus_label_columns(cfg) -> tuple[str, ...]:
@@ -162,5 +158,5 @@ def join_labels(meta: dict, table: dict[str, dict[str, float]] | None, key: str)
     return dict(row) if row is not None else {c: math.nan for c in TASK_COLUMNS}
 
 
-__all__ = ["load_labels", "read_table", "key_value", "join_labels", "label_row", "LabelTable", "LabelError", "TASK_COLUMNS", "RESERVED_COLUMNS",
+__all__ = ["load_labels", "read_table", "key_value", "join_labels", "label_row", "LabelTable", "LabelError", "TASK_COLUMNS",
            "corpus_label_columns", "IngestError", "Reason"]

@@ -32,6 +32,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from heartbeit.records import SYNTH_RECORD
+
 from .reasons import Reason
 from .wfdb_io import signal_files
 
@@ -44,7 +46,6 @@ ANNOTATION_SUFFIXES = {".atr", ".ann", ".qrs", ".ari", ".pu", ".pu0", ".pu1", ".
 NEVER_COMPANION = (".hea", ".xml", ".npy", ".npz")
 # A signal file beside its header that the header does not name stays an input (and gets a reason).
 SIGNAL_SUFFIXES = (".dat", ".mat")
-SYNTH_MARKER = "synth.json"
 SYNTH_GENERATOR = "heartbeit synth"
 
 
@@ -103,7 +104,7 @@ def skip_reason(name: str, suffix: str) -> str | None:
 
 def _synthetic_manifest(root: Path) -> dict[str, dict] | None:
     try:
-        data = json.loads((root / SYNTH_MARKER).read_text("utf-8"))
+        data = json.loads((root / SYNTH_RECORD).read_text("utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("generator") != SYNTH_GENERATOR or not isinstance(data.get("files"), dict):

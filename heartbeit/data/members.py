@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from heartbeit.records import IMAGES_MANIFEST
 from heartbeit.utils.io import atomic_write_text
 
 TAR_BLOCK = 512
@@ -241,6 +242,6 @@ def _manifest(path: str, size: int, mtime_ns: int) -> pd.DataFrame:
 def read_manifest(images_dir: str | Path) -> pd.DataFrame:
     """IMAGES/manifest.parquet, read once per process while the file is unchanged (the loader's plans, the
     stream's subset selection and a cell's set-up all use it). Treat it as read-only."""
-    path = Path(images_dir) / "manifest.parquet"
+    path = Path(images_dir) / IMAGES_MANIFEST
     st = path.stat()
     return _manifest(str(path), st.st_size, st.st_mtime_ns)

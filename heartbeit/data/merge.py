@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from heartbeit.config import IngestConfig
+from heartbeit.records import CORPUS_METADATA, CORPUS_REJECTS, CORPUS_SITE_CODES, CORPUS_SOURCES, CORPUS_SUMMARY
 
 from .corpus import SHARD_DIR, iter_shard, list_shards, npy_bytes, shard_name, write_shard
 from .ingest import PARTS_SUFFIX
@@ -49,10 +50,10 @@ def _merge_locked(out: Path, cfg: IngestConfig, run_cfg, overwrite: bool) -> dic
     fingerprint = hashlib.sha256(("merge\0" + "\0".join(m["fingerprint"] for m in manifests)).encode()).hexdigest()
     existing = _read_manifest(out) if out.exists() else None
     if existing is not None and existing.get("fingerprint") == fingerprint and _complete(out, existing):
-        return {**json.loads((out / "summary.json").read_text()), "up_to_date": True}
+        return {**json.loads((out / CORPUS_SUMMARY).read_text()), "up_to_date": True}
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    missing = [p.name for p in parts if not (p / PRIVATE / "rejects.parquet").is_file()]
+    missing = [p.name for p in parts if not (p / PRIVATE / CORPUS_REJECTS).is_file()]
     if missing:
         raise RuntimeError(f"array parts lack their private ledger (already merged into another corpus?): "
                            f"{', '.join(missing)}; rerun those array tasks")
@@ -68,11 +69,11 @@ def _merge_locked(out: Path, cfg: IngestConfig, run_cfg, overwrite: bool) -> dic
     n_inputs = 0
     accounting: dict = {"skipped": {}, "companions": 0, "labels_csv": {}}
     for part in parts:
-        meta = pd.read_parquet(part / "metadata.parquet")
-        rej = pd.read_parquet(part / PRIVATE / "rejects.parquet")
-        sources = pd.read_parquet(part / PRIVATE / "sources.parquet").set_index("ecg_uid")["source_path"].to_dict()
-        site_codes.update(json.loads((part / PRIVATE / "site_codes.json").read_text()))
-        summary = json.loads((part / "summary.json").read_text())
+        meta = pd.read_parquet(part / CORPUS_METADATA)
+        rej = pd.read_parquet(part / PRIVATE / CORPUS_REJECTS)
+        sources = pd.read_parquet(part / PRIVATE / CORPUS_SOURCES).set_index("ecg_uid")["source_path"].to_dict()
+        site_codes.update(json.loads((part / PRIVATE / CORPUS_SITE_CODES).read_text()))
+        summary = json.loads((part / CORPUS_SUMMARY).read_text())
         n_inputs += summary["n_inputs"]
         for k, v in summary.get("skipped", {}).items():
             accounting["skipped"][k] = accounting["skipped"].get(k, 0) + v

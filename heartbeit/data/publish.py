@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from heartbeit.config import IngestConfig, dump_yaml
+from heartbeit.records import (CORPUS_MANIFEST, CORPUS_METADATA, CORPUS_PRIVATE as PRIVATE, CORPUS_REJECTS,
+                               CORPUS_SITE_CODES, CORPUS_SOURCES, CORPUS_SUMMARY, RESOLVED_CONFIG)
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, sha256_file, swap_into_place
 
 from .amplitude import FLAG_COLUMN, flagged_count, warning_text
@@ -23,19 +25,18 @@ from .corpus import SHARD_DIR, list_shards
 from .labels import TASK_COLUMNS, corpus_label_columns
 
 REJECT_COLUMNS = ["reject_id", "source_path", "reason", "detail", "format"]
-PRIVATE = "private"
 
 
 def _read_manifest(path: Path) -> dict | None:
     try:
-        return json.loads((path / "manifest.json").read_text())
+        return json.loads((path / CORPUS_MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
 
 def _complete(out: Path, manifest: dict) -> bool:
     """A finished corpus still holds every file its manifest lists (an up-to-date claim must be true)."""
-    return ((out / "metadata.parquet").is_file() and (out / "summary.json").is_file()
+    return ((out / CORPUS_METADATA).is_file() and (out / CORPUS_SUMMARY).is_file()
             and all((out / SHARD_DIR / name).is_file() for name in manifest.get("shards", {})))
 
 
@@ -104,7 +105,7 @@ def format_summary(summary: dict) -> str:
     if own:  # your own label columns (ingest.label_columns, the header map) that some record has
         lines.append("  labelled (own columns): " + ", ".join(f"{k} {v}" for k, v in own.items()))
     if summary.get(FLAG_COLUMN):
-        lines.append(f"  WARNING: {warning_text(summary[FLAG_COLUMN], 'metadata.parquet')}")
+        lines.append(f"  WARNING: {warning_text(summary[FLAG_COLUMN], CORPUS_METADATA)}")
     lab = summary.get("labels_csv") or {}
     if lab:
         lines.append(f"  labels CSV: {lab.get('matched', 0)} records matched a row, "
@@ -118,11 +119,11 @@ def _write_private(tmp: Path, rejects: list[dict], sources: dict[str, str] | Non
     os.chmod(private, 0o700)
     rej = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
     rej.astype(str).sort_values("source_path", kind="stable").reset_index(drop=True).to_parquet(
-        private / "rejects.parquet", index=False)
+        private / CORPUS_REJECTS, index=False)
     if sources is not None:  # array parts only: lets the merge name the file of a cross-task duplicate
         pd.DataFrame(sorted(sources.items()), columns=["ecg_uid", "source_path"]).to_parquet(
-            private / "sources.parquet", index=False)
-    atomic_write_json(private / "site_codes.json", dict(sorted(site_codes.items())))
+            private / CORPUS_SOURCES, index=False)
+    atomic_write_json(private / CORPUS_SITE_CODES, dict(sorted(site_codes.items())))
 
 
 def _finish(tmp: Path, out: Path, rows: list[dict], rejects: list[dict], n_inputs: int, cfg: IngestConfig,
@@ -130,17 +131,17 @@ def _finish(tmp: Path, out: Path, rows: list[dict], rejects: list[dict], n_input
             sources: dict[str, str] | None = None, site_codes: dict | None = None,
             accounting: dict | None = None) -> dict:
     meta = _rows_frame(rows)
-    meta.to_parquet(tmp / "metadata.parquet", index=False)
+    meta.to_parquet(tmp / CORPUS_METADATA, index=False)
     _write_private(tmp, rejects, sources, site_codes or {})
     shutil.rmtree(tmp / "ledger", ignore_errors=True)
     _drop_temporaries(tmp)
     n_shards = len(list_shards(tmp))
     summary = _summary(rows, rejects, n_inputs, cfg, n_shards, accounting or {})
-    atomic_write_json(tmp / "summary.json", summary)
-    atomic_write_text(tmp / "config.resolved.yaml", dump_yaml(run_cfg if run_cfg is not None else cfg))
+    atomic_write_json(tmp / CORPUS_SUMMARY, summary)
+    atomic_write_text(tmp / RESOLVED_CONFIG, dump_yaml(run_cfg if run_cfg is not None else cfg))
     manifest = {"fingerprint": fingerprint, "code_version": code_version(), "n_inputs": n_inputs,
                 "shards": {p.name: sha256_file(p) for p in list_shards(tmp)}, **(extra_manifest or {})}
-    atomic_write_json(tmp / "manifest.json", manifest)
+    atomic_write_json(tmp / CORPUS_MANIFEST, manifest)
     _publish_modes(tmp)
     swap_into_place(tmp, out)
     return summary

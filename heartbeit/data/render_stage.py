@@ -27,36 +27,28 @@ Member names and the bytes of an image or waveform member: heartbeit.data.shard_
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
-import math
-import tarfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from heartbeit.config.tasks import all_tasks
+from heartbeit.records import CORPUS_METADATA, IMAGES_INDEX, IMAGES_LAYOUT, IMAGES_MANIFEST
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
-from .corpus import list_shards, write_shard
+from .corpus import read_metadata, write_shard
 from .members import index_is_current, index_path, write_member_index
-from .render import layout_boxes, render_batch, render_kwargs
-from .shard_format import WAVE_EXT, encode_image, encode_wave, image_ext, shard_relpath, wave_for_storage, wave_relpath
+from .render import render_batch, render_kwargs
+from .render_plan import (RENDERED_SPLITS, ShardJob, build_jobs, index_corpus, layout_record, plan_shards,
+                          read_plan, source_digest, task_rows, write_plan)
+from .shard_format import WAVE_EXT, encode_image, encode_wave, image_ext, wave_for_storage, wave_relpath
 from .signal import preprocess
-from .splits import build_manifest, fraction_column, keyed_uniform
+from .splits import build_manifest
 
 log = logging.getLogger("heartbeit.render")
-
-RENDERED_SPLITS = ("train", "val", "test", "external")
-SIGNAL_EXT = "signal.npy"
-# settings that change the bytes of an image shard (the plan digest covers them)
-RENDER_FIELDS = ("image_size", "layout", "mm_per_mv", "grid", "bandpass_hz", "filter_order", "median_windows_s",
-                 "baseline_fs", "resample_hz", "duration_s", "line_width", "encoding", "png_level", "wave_hz")
 
 
 def draw_batch(signals_mV: np.ndarray, fs: float, cfg, fs_out: float, draw: dict,
@@ -82,18 +74,6 @@ def layout_draw_kwargs(layout: dict, cfg) -> dict:
 # ---------------------------------------------------------------------------------------------- corpus
 
 
-def index_corpus(corpus_dir: str | Path) -> pd.DataFrame:
-    """Byte location of every sample's signal member: ecg_uid, corpus_tar, offset, size (headers only)."""
-    rows = []
-    for path in list_shards(corpus_dir):
-        with tarfile.open(path, "r") as tar:
-            for member in tar:
-                uid, _, ext = member.name.partition(".")
-                if member.isfile() and ext == SIGNAL_EXT:
-                    rows.append((uid, str(path), member.offset_data, member.size))
-    return pd.DataFrame(rows, columns=["ecg_uid", "corpus_tar", "offset", "size"])
-
-
 def read_signal(fh, offset: int, size: int, where: str) -> np.ndarray:
     fh.seek(offset)
     data = fh.read(size)
@@ -107,91 +87,6 @@ def read_signal(fh, offset: int, size: int, where: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- plan
-
-
-def settings_dict(cfg) -> dict:
-    return {k: getattr(cfg, k) for k in RENDER_FIELDS}
-
-
-def plan_shards(manifest: pd.DataFrame, shard_size: int, seed: int) -> pd.DataFrame:
-    """Add `key` and `shard` (relative tar path; "" for excluded ECGs) to a manifest."""
-    out = manifest.copy()
-    bad = out["ecg_uid"].astype(str).str.contains(r"[^A-Za-z0-9_\-]", regex=True)
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} ecg_uid values are not usable as WebDataset keys "
-                         "(only letters, digits, '_' and '-' are allowed)")
-    out["key"] = out["ecg_uid"].astype(str)
-    out["shard"] = ""
-    for split in RENDERED_SPLITS:
-        idx = out.index[out["split"] == split]
-        if len(idx) == 0:
-            continue
-        order = np.argsort(keyed_uniform(out.loc[idx, "key"].tolist(), seed, "shard-order"), kind="stable")
-        ordered = idx[order]
-        shard_no = np.arange(len(ordered)) // shard_size
-        out.loc[ordered, "shard"] = [shard_relpath(split, int(i)) for i in shard_no]
-    return out
-
-
-def _text_or_none(value) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-        return None
-    return str(value)
-
-
-def sample_metadata(row: dict, fractions, tasks, cfg) -> dict:
-    labels = {t: (None if row[t] is None or (isinstance(row[t], float) and math.isnan(row[t])) else int(row[t]))
-              for t in tasks}
-    # per task: the training fractions (of that task's labelled pool) this ECG belongs to
-    member_of = {t: [float(f) for f in fractions if bool(row.get(fraction_column(f, t), False))] for t in tasks}
-    return {
-        "ecg_uid": row["ecg_uid"], "patient_hash": row["patient_hash"], "site": row["site"],
-        "split": row["split"], "labels": labels, "fractions": member_of,
-        "sex": _text_or_none(row.get("sex")), "age_band": _text_or_none(row.get("age_band")),
-        "layout": cfg.layout, "image_size": [cfg.image_size, cfg.image_size],
-        "fs": float(row["fs"]) if "fs" in row and row["fs"] is not None else None,
-        "render_fs": float(cfg.resample_hz) if cfg.resample_hz else (float(row["fs"]) if "fs" in row else None),
-        "encoding": cfg.encoding,
-    }
-
-
-@dataclass
-class ShardJob:
-    split: str
-    relpath: str
-    digest: str
-    samples: list[dict]  # sample metadata, in key order
-    locations: list[tuple[str, int, int]]  # (corpus tar, offset, size) per sample
-
-
-def build_jobs(plan: pd.DataFrame, locations: pd.DataFrame | None, cfg, tasks=None,
-               keep_samples: bool = True) -> list[ShardJob]:
-    """Every planned shard as a job, in (split, name) order. `locations` None: `plan` already holds the
-    signal locations (rows of a render plan's task slice). `keep_samples=False` keeps only each job's digest
-    (planning a large corpus: the per-sample dicts are ~1 KB per ECG). `tasks` None: every task of the render
-    config."""
-    tasks = all_tasks(cfg) if tasks is None else tasks
-    rendered = plan[plan["shard"] != ""]
-    if locations is not None:
-        rendered = rendered.merge(locations, on="ecg_uid", how="left")
-    missing = rendered["corpus_tar"].isna()
-    if missing.any():
-        raise ValueError(f"{int(missing.sum())} ECGs listed in metadata.parquet have no signal in the corpus shards")
-    settings = settings_dict(cfg)
-    jobs = []
-    for relpath, group in rendered.groupby("shard", sort=True):
-        group = group.sort_values("key")
-        samples = [sample_metadata(r, cfg.fractions, tasks, cfg) for r in group.to_dict("records")]
-        digest = hashlib.sha256(json.dumps({"settings": settings, "samples": samples}, sort_keys=True,
-                                           default=str).encode()).hexdigest()
-        if not keep_samples:
-            jobs.append(ShardJob(str(group["split"].iloc[0]), relpath, digest, [], []))
-            continue
-        jobs.append(ShardJob(str(group["split"].iloc[0]), relpath, digest, samples,
-                             list(zip(group["corpus_tar"], group["offset"].astype(int), group["size"].astype(int)))))
-    order = {s: i for i, s in enumerate(RENDERED_SPLITS)}
-    jobs.sort(key=lambda j: (order[j.split], j.relpath))
-    return jobs
 
 
 # ---------------------------------------------------------------------------------------------- render
@@ -282,17 +177,6 @@ def _render_shard_star(args):
 # ------------------------------------------------------------------------------------------- pipeline
 
 
-def layout_record(cfg) -> dict:
-    boxes = layout_boxes(cfg.layout, cfg.image_size, cfg.duration_s, cfg.mm_per_mv)
-    return {
-        "layout": cfg.layout, "image_size": [cfg.image_size, cfg.image_size], "duration_s": cfg.duration_s,
-        "mm_per_mv": cfg.mm_per_mv, "px_per_s": boxes[0].px_per_s, "px_per_mv": boxes[0].px_per_mv,
-        "grid": cfg.grid, "boxes": [b.to_dict() for b in boxes],
-        "note": "box pixels are half-open [x0, x1) x [y0, y1); column x shows t in [x, x+1)/px_per_s; "
-                "value v mV is drawn at row baseline_y - v * px_per_mv; traces are clipped to their box",
-    }
-
-
 def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
     """index.json from the sidecars, once every planned shard is complete (else None)."""
     splits: dict[str, dict] = {}
@@ -310,7 +194,7 @@ def write_index(out_dir: Path, jobs: list[ShardJob], cfg) -> dict | None:
     index = {"encoding": cfg.encoding, "image_ext": image_ext(cfg.encoding), "image_size": cfg.image_size,
              "wave_hz": int(cfg.wave_hz), "wave_samples": int(round(cfg.wave_hz * cfg.duration_s)),
              "layout": cfg.layout, "splits": splits, "fractions": list(cfg.fractions), "tasks": list(all_tasks(cfg))}
-    atomic_write_json(out_dir / "index.json", index)
+    atomic_write_json(out_dir / IMAGES_INDEX, index)
     return index
 
 
@@ -339,12 +223,9 @@ def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int
     nothing. Returns a summary dict."""
     from tqdm import tqdm
 
-    from .corpus import read_metadata
-    from .render_plan import read_plan, source_digest, task_rows, write_plan
-
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
-    if not (corpus_dir / "metadata.parquet").is_file():
-        raise FileNotFoundError(f"{corpus_dir / 'metadata.parquet'} (run `heartbeit ingest` first)")
+    if not (corpus_dir / CORPUS_METADATA).is_file():
+        raise FileNotFoundError(f"{corpus_dir / CORPUS_METADATA} (run `heartbeit ingest` first)")
     if not 0 <= task_index < num_tasks:
         raise ValueError(f"task index {task_index} outside 0..{num_tasks - 1}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -353,8 +234,8 @@ def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int
         jobs = build_jobs(plan, index_corpus(corpus_dir), cfg)
         buf = io.BytesIO()
         plan.to_parquet(buf, index=False)
-        atomic_write_bytes(out_dir / "manifest.parquet", buf.getvalue())
-        atomic_write_json(out_dir / "layout.json", layout_record(cfg))
+        atomic_write_bytes(out_dir / IMAGES_MANIFEST, buf.getvalue())
+        atomic_write_json(out_dir / IMAGES_LAYOUT, layout_record(cfg))
         removed = remove_stale(out_dir, jobs, cfg.wave_hz)
         if removed:
             log.info("removed %d shard(s) no longer in the plan", removed)

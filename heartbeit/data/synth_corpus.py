@@ -36,8 +36,10 @@ from heartbeit.config import SiteSpec, SynthConfig, to_dict
 from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX
 from heartbeit.data.reasons import Reason
 from heartbeit.data.synth import STEMI_TERRITORIES, SimulatedECG, simulate_ecg_detailed
+from heartbeit.data.wfdb_io import PTBXL_DATABASE
 from heartbeit.data.writers import (MUSE_DEFECTS, NPZ_DEFECTS, WFDB_DEFECTS, ptbxl_record_path, write_muse_xml,
                                     write_npz, write_ptbxl_database, write_wfdb_record)
+from heartbeit.records import SYNTH_GROUND_TRUTH, SYNTH_LABELS, SYNTH_RECORD
 from heartbeit.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("heartbeit.synth")
@@ -400,12 +402,12 @@ def write_corpus(cfg: SynthConfig, out_dir: str | Path, workers: int = 1, progre
     results.sort(key=lambda r: r["index"])  # order of completion never reaches the files
 
     truth = [r["truth"] for r in results]
-    atomic_write_text(out_dir / "ground_truth.csv", _csv_text(GROUND_TRUTH_COLUMNS, truth))
-    atomic_write_text(out_dir / "labels.csv", _csv_text(LABEL_COLUMNS, [r["label"] for r in results if r["label"]]))
+    atomic_write_text(out_dir / SYNTH_GROUND_TRUTH, _csv_text(GROUND_TRUTH_COLUMNS, truth))
+    atomic_write_text(out_dir / SYNTH_LABELS, _csv_text(LABEL_COLUMNS, [r["label"] for r in results if r["label"]]))
     for name, (site, _) in sites.items():
         rows = [r["ptbxl"] for r in results if r["ptbxl"] is not None and r["site"] == name]
         if site.format == "wfdb" and rows:
-            write_ptbxl_database(out_dir / "wfdb" / name / "ptbxl_database.csv", rows)
+            write_ptbxl_database(out_dir / "wfdb" / name / PTBXL_DATABASE, rows)
 
     def count(key):
         return {k: sum(1 for t in truth if t[key] == k) for k in sorted({t[key] for t in truth})}
@@ -427,7 +429,7 @@ def write_corpus(cfg: SynthConfig, out_dir: str | Path, workers: int = 1, progre
         "labels": {name: sum(int(t[name]) for t in truth) for name in ("lvef_le40", "hcm", "stemi")},
         "config": {k: v for k, v in to_dict(cfg).items() if k != "workers"},
     }
-    atomic_write_json(out_dir / "synth.json", summary)
+    atomic_write_json(out_dir / SYNTH_RECORD, summary)
     log.info("wrote %d ECGs of %d patients (%d deliberately broken)", summary["ecgs"], cfg.n_patients,
              summary["broken"])
     return summary

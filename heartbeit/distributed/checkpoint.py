@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from heartbeit.distributed.engine import LATEST, CheckpointError, latest_tag
+from heartbeit.records import ENGINE_MANIFEST as MANIFEST, ENGINE_RANK_STATE
 from heartbeit.utils.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,11 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("heartbeit.distributed")
 
-MANIFEST = "heartbeit.json"
-
 
 def rank_state_path(tag_dir: Path, rank: int) -> Path:
-    return Path(tag_dir) / f"heartbeit_rank{rank}.pt"
+    return Path(tag_dir) / ENGINE_RANK_STATE.format(rank)
 
 
 def write_rank_state(tag_dir: Path, rank: int, state: dict) -> Path:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from heartbeit.records import ENGINE_META, ENGINE_STATE, ENGINE_WEIGHTS
 from heartbeit.utils.io import atomic_dir, atomic_write_text
 
 from .engine import LATEST, ParamGroupsOrFactory, latest_tag
@@ -81,13 +82,13 @@ class DDPEngine(LocalEngine):
             ckpt_dir = Path(ckpt_dir)
             with atomic_dir(ckpt_dir / tag, overwrite=True) as tmp:
                 weights = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-                save_file(weights, str(tmp / "model.safetensors"))
+                save_file(weights, str(tmp / ENGINE_WEIGHTS))
                 clients = [torch.load(io.BytesIO(s), weights_only=True) for s in states]
                 out = io.BytesIO()
                 torch.save({"optimizer": self.optimizer.state_dict(), "client_states": clients,
                             "micro_steps": self._micro}, out)
-                (tmp / "state.pt").write_bytes(out.getvalue())
-                (tmp / "meta.json").write_text(json.dumps({"engine": self.engine_name, "world_size": self.world_size,
+                (tmp / ENGINE_STATE).write_bytes(out.getvalue())
+                (tmp / ENGINE_META).write_text(json.dumps({"engine": self.engine_name, "world_size": self.world_size,
                                                            "tag": tag}) + "\n")
             atomic_write_text(ckpt_dir / LATEST, tag + "\n")
             self._prune(ckpt_dir, keep=tag)
@@ -101,12 +102,12 @@ class DDPEngine(LocalEngine):
         if tag is None:
             return None
         tag_dir = ckpt_dir / tag
-        meta = json.loads((tag_dir / "meta.json").read_text())
+        meta = json.loads((tag_dir / ENGINE_META).read_text())
         if meta.get("engine") != self.engine_name or meta.get("world_size") != self.world_size:
             raise RuntimeError(f"{tag_dir}: written by the {meta.get('engine')!r} engine over "
                                f"{meta.get('world_size')} rank(s); resume it with that engine and world size")
-        self.module.load_state_dict(load_file(str(tag_dir / "model.safetensors"), device=str(self.device)))
-        state: dict[str, Any] = torch.load(tag_dir / "state.pt", map_location=self.device, weights_only=True)
+        self.module.load_state_dict(load_file(str(tag_dir / ENGINE_WEIGHTS), device=str(self.device)))
+        state: dict[str, Any] = torch.load(tag_dir / ENGINE_STATE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self._micro = int(state["micro_steps"])
         self._arm_sync()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from heartbeit.records import ENGINE_META, ENGINE_STATE, ENGINE_WEIGHTS
 from heartbeit.utils.io import atomic_dir, atomic_write_text
 
 from .engine import LATEST, ParamGroupsOrFactory, latest_tag, make_adamw
@@ -82,12 +83,12 @@ class LocalEngine:
         ckpt_dir = Path(ckpt_dir)
         with atomic_dir(ckpt_dir / tag, overwrite=True) as tmp:
             weights = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-            save_file(weights, str(tmp / "model.safetensors"))
+            save_file(weights, str(tmp / ENGINE_WEIGHTS))
             buf = io.BytesIO()
             torch.save({"optimizer": self.optimizer.state_dict(), "client_state": client_state,
                         "micro_steps": self._micro}, buf)
-            (tmp / "state.pt").write_bytes(buf.getvalue())
-            (tmp / "meta.json").write_text(json.dumps({"engine": self.engine_name, "world_size": 1, "tag": tag}) + "\n")
+            (tmp / ENGINE_STATE).write_bytes(buf.getvalue())
+            (tmp / ENGINE_META).write_text(json.dumps({"engine": self.engine_name, "world_size": 1, "tag": tag}) + "\n")
         atomic_write_text(ckpt_dir / LATEST, tag + "\n")
         self._prune(ckpt_dir, keep=tag)
 
@@ -95,7 +96,7 @@ class LocalEngine:
         """Keep the newest `keep_checkpoints` tags (0 = keep all); `latest` is never removed."""
         if self.keep_checkpoints <= 0:
             return
-        tags = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and (p / "meta.json").is_file()),
+        tags = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and (p / ENGINE_META).is_file()),
                       key=lambda p: p.stat().st_mtime_ns)
         for old in tags[:-self.keep_checkpoints]:
             if old.name != keep:
@@ -109,14 +110,14 @@ class LocalEngine:
         if tag is None:
             return None
         tag_dir = ckpt_dir / tag
-        for name in ("model.safetensors", "state.pt", "meta.json"):
+        for name in (ENGINE_WEIGHTS, ENGINE_STATE, ENGINE_META):
             if not (tag_dir / name).is_file():
                 raise RuntimeError(f"{tag_dir}: incomplete checkpoint ({name} missing)")
-        meta = json.loads((tag_dir / "meta.json").read_text())
+        meta = json.loads((tag_dir / ENGINE_META).read_text())
         if meta.get("engine") != self.engine_name:
             raise RuntimeError(f"{tag_dir}: written by the {meta.get('engine')!r} engine; resume it with that engine")
-        self.module.load_state_dict(load_file(str(tag_dir / "model.safetensors"), device=str(self.device)))
-        state: dict[str, Any] = torch.load(tag_dir / "state.pt", map_location=self.device, weights_only=True)
+        self.module.load_state_dict(load_file(str(tag_dir / ENGINE_WEIGHTS), device=str(self.device)))
+        state: dict[str, Any] = torch.load(tag_dir / ENGINE_STATE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self._micro = int(state["micro_steps"])
         log.info("resumed from %s", tag_dir)

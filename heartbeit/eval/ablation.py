@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from heartbeit.models.families import same_size_baseline
-from heartbeit.train.sanity import current_verdicts
+from heartbeit.records import cell_verdicts
 
 from .cells import CellResult
 from .plots import save_png
@@ -150,7 +150,7 @@ def write_ablation(doc, ablation_cells: list[CellResult], long_main: pd.DataFram
     if missing:
         doc.para("No 0-step point for " + ", ".join(f"`{m}`" for m in missing) + ": its same-size random-init "
                  "ViT is not in matrix.architectures (or not finished).")
-    flagged = [(c.meta, current_verdicts(c.meta.get("sanity") or {})) for c in ablation_cells]
+    flagged = [(c.meta, cell_verdicts(c.meta)) for c in ablation_cells]
     flagged = [(m, v) for m, v in flagged if v]
     if flagged:
         doc.para(f"Cell sanity: {len(flagged)} of {len(ablation_cells)} ablation cell(s) have a verdict ("

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
+from heartbeit.records import PREDICTION_COLUMNS
+
 from .metrics import (MIN_N, NAN, _cluster_codes, auprc_trapezoid, auroc, bootstrap_distribution, brier, check_binary, ece,
                       percentile_interval)
 
-PREDICTION_COLUMNS = ("ecg_uid", "patient_hash", "site", "split", "label", "score")
 EVAL_SET = {"test": "internal", "external": "external"}  # split value -> evaluation-set name in tables
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from heartbeit.config.layout import CELL_RECORD, PREDICTIONS
+from heartbeit.records import CELL_RECORD, PREDICTIONS
 from heartbeit.utils.io import atomic_write_text, sha256_file
 
 from .cell_scoring import cell_metrics, subgroup_metrics, validate_predictions

@@ -13,11 +13,12 @@ import json
 import os
 from pathlib import Path
 
-from heartbeit.config.layout import CELL_RECORD, COMPLETE, RunLayout
+from heartbeit.config.layout import RunLayout, export_records
+from heartbeit.records import CELL_RECORD, COMPLETE
 
 
 def _pretrain_row(pretrain_dir: Path) -> dict | None:
-    for f in sorted(pretrain_dir.glob("heartbeit-*.json")):
+    for f in export_records(pretrain_dir):
         summary = json.loads(f.read_text()).get("summary") or {}
         if not summary:
             continue

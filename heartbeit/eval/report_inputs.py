@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heartbeit.config.layout import CELL_WEIGHTS as MODEL_FILE, COMPLETE
 from heartbeit.models.families import IMAGE_FAMILIES, arch_family
+from heartbeit.records import CELL_WEIGHTS as MODEL_FILE, COMPLETE, IMAGES_LAYOUT, IMAGES_MANIFEST
 
 from .cells import CellResult, finished_cell_dirs, read_cell
 
@@ -147,7 +147,7 @@ class ImageSet:
 def open_images(images_dir: str | Path) -> ImageSet:
     root = Path(images_dir)
     out = ImageSet(root)
-    manifest, layout = root / "manifest.parquet", root / "layout.json"
+    manifest, layout = root / IMAGES_MANIFEST, root / IMAGES_LAYOUT
     if not root.is_dir():
         out.problems.append(f"no image shards at `{root}` (run `heartbeit render` first): no data summary, "
                             "saliency or Wasserstein table")

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from heartbeit.records import TMP_PREFIX
+
 from .training_noise import load_seed_spread, noise_band
 
 METRICS = Path("tables") / "metrics_long.csv"
@@ -78,7 +80,7 @@ def promote(fresh_dir: str | Path, committed_dir: str | Path) -> list[str]:
         if src.name.startswith("."):
             continue
         dst = committed_dir / src.name
-        tmp = committed_dir / f".tmp-promote-{src.name}-{os.getpid()}"
+        tmp = committed_dir / f"{TMP_PREFIX}promote-{src.name}-{os.getpid()}"
         if src.is_dir():
             shutil.copytree(src, tmp)
         else:

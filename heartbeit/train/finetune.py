@@ -28,12 +28,12 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from heartbeit.config import MatrixConfig
-from heartbeit.config.layout import CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
 from heartbeit.models import zoo
 from heartbeit.models.families import ADAMW_WEIGHT_DECAY, FINETUNE_RECIPE_VERSION, arch_family, head_init, uses_heartbeit_recipe
+from heartbeit.records import CELL_WEIGHTS, CURVES, PREDICTION_META, PREDICTIONS, VAL_SCORES
 from heartbeit.train.cell_checkpoint import CellCheckpoint
 from heartbeit.train.param_groups import describe_groups, group_peak_lrs, param_groups
-from heartbeit.train.precision import Numerics, device_type_of, numerics_for
+from heartbeit.models.precision import Numerics, device_type_of, numerics_for
 from heartbeit.utils.machine import machine_record
 from heartbeit.train.sanity import has_batchnorm, recalibrate_batchnorm, sanity_verdicts
 
@@ -276,7 +276,7 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     pred["label"] = labels.astype(np.int64)
     pred["score"] = scores.astype(np.float64)
     pred.to_parquet(out_dir / PREDICTIONS, index=False)
-    with open(out_dir / "curves.jsonl", "w") as fh:
+    with open(out_dir / CURVES, "w") as fh:
         for row in curves:
             fh.write(json.dumps(row) + "\n")
     pd.DataFrame({"label": np.asarray(v_labels, dtype=np.int64), "score": np.asarray(v_scores, dtype=np.float64)}
@@ -304,13 +304,9 @@ def iterate_in_batches(samples: list, batch_size: int) -> Iterator[list]:
 
 # ------------------------------------------------------------------------------ data from image shards
 
-# Per-ECG fields carried into predictions.parquet (the report's subgroup tables read sex and age band).
-PREDICTION_FIELDS = ("ecg_uid", "patient_hash", "site", "split", "sex", "age_band")
-
-
 def _batches(loader, modality: str) -> Iterator[Batch]:
     for b in loader:
-        meta = [{k: m.get(k) for k in PREDICTION_FIELDS} for m in b["meta"]] if "meta" in b else []
+        meta = [{k: m.get(k) for k in PREDICTION_META} for m in b["meta"]] if "meta" in b else []
         yield Batch(images=b[modality], labels=b["label"], meta=meta)
 
 

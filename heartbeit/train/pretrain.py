@@ -41,13 +41,15 @@ from tqdm import tqdm
 
 from heartbeit.config import PretrainConfig, to_dict
 from heartbeit.config.core import upgrade_section
-from heartbeit.config.layout import checkpoint_pointer, checkpoints_dir
+from heartbeit.config.layout import ablation_export_paths, checkpoint_pointer, checkpoints_dir, export_paths
+from heartbeit.config.pretrain import export_steps, same_run
 from heartbeit.distributed.build import build_engine, world_size_from_env
 from heartbeit.distributed.engine import Engine, latest_tag
 from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
 from heartbeit.models.heartbeit import create_mim_model, export_backbone
 from heartbeit.models.masking import MaskSampler
 from heartbeit.models.tokenizer import Tokenizer
+from heartbeit.records import IMAGES_TOKENS, PRETRAIN_LOG
 from heartbeit.train.batches import BatchSource, ShardBatches
 from heartbeit.train.flops import device_peak_flops, mfu, mim_train_flops_per_image
 from heartbeit.train.mim import MEAN, STD, MimStep  # noqa: F401 (MEAN/STD: the export's normalisation)
@@ -66,51 +68,9 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def variant_name(model_name: str) -> str:
-    return model_name.removeprefix("heartbeit_")
-
-
-def export_paths(out_dir: Path, model_name: str) -> tuple[Path, Path]:
-    stem = f"heartbeit-{variant_name(model_name)}"
-    return out_dir / f"{stem}.safetensors", out_dir / f"{stem}.json"
-
-
-ABLATION_DIR = "ablation"  # intermediate exports, beside the final one and outside checkpoints/ (rotation)
-
-
-def ablation_export_paths(out_dir: Path, model_name: str, step: int) -> tuple[Path, Path]:
-    """The intermediate export (and its json) written at optimizer step `step` of the run in `out_dir`."""
-    stem = f"heartbeit-{variant_name(model_name)}-step{int(step)}"
-    return Path(out_dir) / ABLATION_DIR / f"{stem}.safetensors", Path(out_dir) / ABLATION_DIR / f"{stem}.json"
-
-
-def export_steps(export_at: list[float], steps: int) -> dict[int, float]:
-    """{optimizer step: fraction} of the intermediate exports of a run of `steps` steps: the nearest step to
-    each fraction. A fraction that lands on step 0, on the final step or on another's step is an error."""
-    out: dict[int, float] = {}
-    for fraction in sorted(export_at):
-        step = int(math.floor(fraction * steps + 0.5))
-        if not 0 < step < steps or step in out:
-            raise ValueError(f"pretrain.export_at {fraction:g} of {steps} steps is step {step}, which is "
-                             + ("another fraction's step" if step in out else "not strictly inside the run")
-                             + ": use fewer or farther apart fractions, or more steps")
-        out[step] = fraction
-    return out
-
-
-def same_run(config_a: dict, config_b: dict) -> bool:
-    """Do two recorded `pretrain_config`s describe the same training run? `export_at` only says which
-    steps are exported, not what is trained, so it is left out; a record written before a key was renamed
-    compares under the new name."""
-    def strip(c: dict) -> dict:
-        return {k: v for k, v in upgrade_section("pretrain", c, warn=False).items() if k != "export_at"}
-
-    return strip(config_a) == strip(config_b)
-
-
 def shard_tokens_match(images_dir: Path, tokenizer_file: Path | None, tokenizer: Tokenizer) -> bool:
     """Do the shards carry token grids from exactly this tokenizer (heartbeit tokenizer encode)?"""
-    record = images_dir / "tokens.json"
+    record = images_dir / IMAGES_TOKENS
     if tokenizer_file is None or not record.is_file():
         return False
     info = json.loads(record.read_text())
@@ -208,7 +168,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
             source.load_state_dict(state["loader"])
             set_rng_state(state["rng"])
             log.info("resumed at step %d (loader %s)", step, state["loader"])
-    log_path = out_dir / "log.jsonl"
+    log_path = out_dir / PRETRAIN_LOG
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []

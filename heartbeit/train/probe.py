@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from heartbeit.config.layout import CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
+from heartbeit.records import CELL_WEIGHTS, CURVES, PREDICTIONS, VAL_SCORES
 
 PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried on validation (scikit-learn's C)
 
@@ -110,7 +110,7 @@ def linear_probe_cell(cell, mcfg, data, out_dir: Path, pretrained_file: str | No
     pred["label"] = (np.concatenate(labels) if labels else np.zeros(0)).astype(np.int64)
     pred["score"] = (np.concatenate(scores) if scores else np.zeros(0)).astype(np.float64)
     pred.to_parquet(out_dir / PREDICTIONS, index=False)
-    (out_dir / "curves.jsonl").write_text("")
+    (out_dir / CURVES).write_text("")
     return {
         "arch_family": arch_family(cell.arch), "init": f"{loaded.kind}, linear probe", "kind": "probe",
         "weights": loaded.to_json(), "n_train": int(len(ytr)), "n_train_pos": int(ytr.sum()), "selected_epoch": 0,

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-COLLAPSE_STD = 1e-3
-VERDICTS = ("collapsed", "one_class", "non_finite_loss", "not_better_than_chance")
+from heartbeit.records import COLLAPSE_STD  # the verdict record's format and reading live there
 
 
 def has_batchnorm(model: torch.nn.Module) -> bool:
@@ -110,12 +109,3 @@ def sanity_verdicts(scores: np.ndarray, labels: np.ndarray, *, nonfinite_steps: 
     return {"verdicts": verdicts, "val_auroc": value, "val_auroc_low": low, "val_auroc_high": high,
             "val_score_std": std, "val_positive_calls": calls, "val_n": int(len(scores))}
 
-
-def current_verdicts(sanity: dict) -> list[str]:
-    """A cell's verdicts under today's rules. Cells trained before "one_class" existed recorded such a cell as
-    "collapsed"; their recorded score std tells the two apart exactly, so old cells read the same as new ones."""
-    verdicts = list(sanity.get("verdicts", []))
-    std = sanity.get("val_score_std")
-    if "collapsed" in verdicts and isinstance(std, (int, float)) and std >= COLLAPSE_STD:
-        verdicts[verdicts.index("collapsed")] = "one_class"
-    return verdicts

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from heartbeit.config import ConfigError, PretrainConfig
+from heartbeit.records import IMAGES_INDEX
 
 # The values a resolved schedule fixes; a resumed run must find the same ones in its checkpoint.
 SCHEDULE_KEYS = ("steps", "grad_accum", "global_batch", "lr", "min_lr", "warmup_steps", "world_size",
@@ -27,7 +28,7 @@ SCHEDULE_KEYS = ("steps", "grad_accum", "global_batch", "lr", "min_lr", "warmup_
 
 def train_image_count(images_dir: str | Path, split: str = "train") -> int:
     """Images in a split, from the render stage's index.json (written once every shard is complete)."""
-    index = Path(images_dir) / "index.json"
+    index = Path(images_dir) / IMAGES_INDEX
     if not index.is_file():
         raise FileNotFoundError(f"{Path(images_dir)}: no index.json (run `heartbeit render` to completion)")
     return int(json.loads(index.read_text())["splits"].get(split, {}).get("count", 0))

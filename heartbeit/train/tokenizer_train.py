@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from heartbeit.config import TokenizerConfig
 from heartbeit.models.tokenizer import KMeansTokenizer, Tokenizer, VQVAETokenizer, build_tokenizer, codebook_usage
+from heartbeit.records import IMAGES_INDEX, IMAGES_TOKENS
 from heartbeit.train.batches import ImageBatch
 from heartbeit.train.rng import rng_state
 
@@ -257,7 +258,7 @@ def encode_shards(images_dir, tokenizer_file, batch_size: int = 256, progress: b
 
 
 def _read_index(images_dir) -> dict:
-    index_path = images_dir / "index.json"
+    index_path = images_dir / IMAGES_INDEX
     if not index_path.is_file():
         raise FileNotFoundError(f"{images_dir}: no index.json (run `heartbeit render` to completion first)")
     return json.loads(index_path.read_text())
@@ -287,8 +288,8 @@ def gather_tokens(images_dir, tokenizer_file) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{len(missing)} shard(s) not encoded with this tokenizer yet (first: {missing[0]}): run "
                          "the remaining `heartbeit tokenizer encode` tasks first")
-    atomic_write_json(images_dir / "index.json", index)
+    atomic_write_json(images_dir / IMAGES_INDEX, index)
     record = {"tokenizer_sha256": tok_sha, "tokenizer": tok.config(), "grid": tok.grid_size,
               "vocab_size": tok.vocab_size, "shards": {e["name"]: e["sha256"] for e in shards}}
-    atomic_write_json(images_dir / "tokens.json", record)
+    atomic_write_json(images_dir / IMAGES_TOKENS, record)
     return record
