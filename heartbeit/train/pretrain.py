@@ -53,18 +53,10 @@ from heartbeit.train.flops import device_peak_flops, mfu, mim_train_flops_per_im
 from heartbeit.train.mim import MEAN, STD, MimStep  # noqa: F401 (MEAN/STD: the export's normalisation)
 from heartbeit.train.param_groups import param_groups
 from heartbeit.train.rng import rng_state, set_rng_state  # noqa: F401  (their home; re-exported)
-from heartbeit.train.schedule import check_resume, resolve_schedule, train_image_count
+from heartbeit.train.schedule import check_resume, lr_at, resolve_schedule, train_image_count
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
 
 log = logging.getLogger("heartbeit.pretrain")
-
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warmup to cfg.lr over warmup_steps, then cosine decay to min_lr at cfg.steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
-
 
 def variant_name(model_name: str) -> str:
     return model_name.removeprefix("heartbeit_")
@@ -275,7 +267,7 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                dynamic_ncols=True)
     window = {"steps": 0, "t0": time.perf_counter()}
     while step < end:
-        lr = lr_at(step, cfg)
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr)
         engine.set_lr(lr)
         for _ in range(cfg.grad_accum):
             batch = next(stream)
