@@ -55,8 +55,7 @@ class Counts:
 
 
 def cost_family(arch: str) -> str:
-    from heartbeit.models.families import arch_family
-    from heartbeit.models.zoo import is_signal_arch, is_transformer
+    from heartbeit.models.families import arch_family, is_signal_arch, is_transformer
 
     if is_signal_arch(arch):
         return "signal"

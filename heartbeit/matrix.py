@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from heartbeit import __version__
-from heartbeit.models.families import FINETUNE_RECIPE_VERSION
+from heartbeit.models.families import FINETUNE_RECIPE_VERSION, needs_mim_export
 from heartbeit.config import MatrixConfig, to_dict
 from heartbeit.config.core import RENAMED_KEYS
 from heartbeit.config.layout import CELL_CHECKPOINT_PROGRESS, CELL_RECORD, COMPLETE, cell_resume_dir
@@ -97,10 +97,6 @@ def data_fingerprint(images_dir: str | Path) -> str:
     raise FileNotFoundError(f"{images_dir}: no index.json or manifest.parquet (run `heartbeit render` first)")
 
 
-def is_pretrained_arch(arch: str) -> bool:
-    return arch.startswith("heartbeit_")
-
-
 def imagenet_weights_sha(arch: str, weights_dir: str) -> str:
     """sha256 of the ImageNet weights file a cell of `arch` would load ("" for none): a cell's id changes
     when its weights do, not when the folder moves. Converts EfficientNet-Lite0 on first use."""
@@ -124,7 +120,7 @@ def ablation_archs(mcfg: MatrixConfig) -> list[str]:
     while matrix.ablation_label_fraction is null)."""
     if mcfg.ablation_label_fraction is None:
         return []
-    return [a for a in mcfg.architectures if is_pretrained_arch(a)]
+    return [a for a in mcfg.architectures if needs_mim_export(a)]
 
 
 def ablation_cell_count(mcfg: MatrixConfig, n_exports: int) -> int:
@@ -232,7 +228,7 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                         key = {
                             "arch": arch, "task": task, "fraction": fraction, "seed": seed, "draw": draw,
                             "finetune": base, "data": data_sha,
-                            "pretrained": pre_sha if is_pretrained_arch(arch) else "",
+                            "pretrained": pre_sha if needs_mim_export(arch) else "",
                             "version": __version__, "recipe": FINETUNE_RECIPE_VERSION,
                             "precision": numerics.precision, "channels_last": numerics.channels_last,
                             "imagenet": imagenet_sha,

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.config.cli_args import resolve_config
     from heartbeit.modelio import ModelDirError
     from heartbeit.predict_io import PredictError, check_outputs
+    from heartbeit.models.families import needs_mim_export
     from heartbeit.train.pretrain import export_paths
     from heartbeit.train.probe import embed_images
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     layout = RunLayout.of(cfg)
     arch = args.arch or cfg.pretrain.model
     pretrained = args.pretrained
-    if pretrained is None and not args.model and arch.startswith("heartbeit_"):
+    if pretrained is None and not args.model and needs_mim_export(arch):
         pretrained = str(export_paths(layout.pretrain, arch)[0])
     images = args.images or layout.images
     try:

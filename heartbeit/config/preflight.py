@@ -30,7 +30,7 @@ def patch_size(model: str) -> int | None:
 
 
 def _image_archs(archs: list[str]) -> list[str]:
-    from heartbeit.models.zoo import is_signal_arch
+    from heartbeit.models.families import is_signal_arch
 
     return [a for a in archs if not is_signal_arch(a)]
 
@@ -45,7 +45,9 @@ def config_problems(cfg) -> list[str]:
     if _image_archs(archs) and cfg.matrix.image_size != cfg.render.image_size:
         out.append(f"matrix.image_size ({cfg.matrix.image_size}) must equal render.image_size "
                    f"({cfg.render.image_size}): cells train on the rendered images as they are")
-    for arch in (a for a in archs if a.startswith("heartbeit_")):
+    from heartbeit.models.families import needs_mim_export
+
+    for arch in (a for a in archs if needs_mim_export(a)):
         if arch != cfg.pretrain.model:
             out.append(f"matrix.architectures has {arch} but pretrain.model is {cfg.pretrain.model}: the matrix "
                        "fine-tunes the pretraining export")
@@ -97,7 +99,9 @@ def ablation_problems(cfg) -> list[str]:
         out.append("matrix.ablation_label_fraction is set but pretrain.export_at is empty: pretraining writes no "
                    "intermediate exports to fine-tune (e.g. pretrain.export_at: [0.25, 0.5]), or set "
                    "matrix.ablation_label_fraction: null")
-    if not any(a.startswith("heartbeit_") for a in cfg.matrix.architectures):
+    from heartbeit.models.families import needs_mim_export
+
+    if not any(needs_mim_export(a) for a in cfg.matrix.architectures):
         out.append("matrix.ablation_label_fraction is set but matrix.architectures has no HeartBEiT (heartbeit_*) "
                    "architecture whose pretraining it could ablate (or set matrix.ablation_label_fraction: null)")
     for key, fractions in (("render.fractions", cfg.render.fractions), ("matrix.fractions", cfg.matrix.fractions)):
