@@ -28,7 +28,6 @@ from typing import Callable, Iterable
 from heartbeit import __version__
 from heartbeit.models.families import FINETUNE_RECIPE_VERSION, needs_mim_export
 from heartbeit.config import MatrixConfig, to_dict
-from heartbeit.config.core import RENAMED_KEYS
 from heartbeit.config.layout import CELL_CHECKPOINT_PROGRESS, CELL_RECORD, COMPLETE, cell_resume_dir
 from heartbeit.data.lock import pid_alive
 from heartbeit.distributed.preempt import Stopped, mark_checkpointed, release_all, stop_file_present
@@ -71,6 +70,12 @@ class AblationExport:
     sha256: str
 
 
+# Matrix settings hashed into cell ids under another name than their config key: {config key: name in the
+# id}. Private to the ids (nothing reads a config by these names): image_size was matrix.img_size when the
+# first cells were planned, and every id since hashes "img_size". Add an entry when a matrix key is renamed.
+_ID_KEYS = {"image_size": "img_size"}
+
+
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
@@ -81,11 +86,11 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
                 "num_workers", "decode_threads", "jobs", "device", "imagenet_weights_dir", "allow_random_init",
                 "ablation_label_fraction", "checkpoint_minutes"):
         d.pop(key, None)
-    # Renamed settings enter the id under their old names (heartbeit.config.core.RENAMED_KEYS), so a rename
-    # never changes a finished cell's id.
-    for (section, old), new in RENAMED_KEYS.items():
-        if section == "matrix" and new in d:
-            d[old] = d.pop(new)
+    # Settings enter the id under the names they had when ids were first built (_ID_KEYS), so renaming a
+    # config key never changes a finished cell's id.
+    for name, id_name in _ID_KEYS.items():
+        if name in d:
+            d[id_name] = d.pop(name)
     return d
 
 
