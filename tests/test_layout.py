@@ -98,20 +98,6 @@ def test_distributed_has_no_import_cycle():
     assert not [m for m in graph if reaches(m, m)], graph
 
 
-def test_old_module_name_still_imports_with_a_deprecation_warning():
-    import importlib
-    import sys
-
-    import pytest
-
-    sys.modules.pop("heartbeit.data.shards", None)
-    with pytest.warns(DeprecationWarning, match="heartbeit.data.render_stage"):
-        old = importlib.import_module("heartbeit.data.shards")
-    from heartbeit.data import render_stage, shard_format
-
-    assert old.render_corpus is render_stage.render_corpus and old.decode_image is shard_format.decode_image
-
-
 def test_no_library_module_over_500_lines():
     """Modules stay small enough to read in one sitting (split by responsibility, not mechanically)."""
     long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}

@@ -125,7 +125,7 @@ def test_site_file_errors_name_the_key(tmp_path):
 
 
 def test_status_counts_array_tasks():
-    from heartbeit.slurm_submit import summarise
+    from heartbeit.slurm_status import summarise
 
     rows = [{"JobState": "PENDING", "ArrayTaskId": "2-7%2", "Reason": "JobArrayTaskLimit", "ExitCode": "0:0"},
             {"JobState": "RUNNING", "ArrayTaskId": "1", "Reason": "None", "ExitCode": "0:0"},

@@ -52,9 +52,6 @@ class CellResult:
         return self.held if self.held is not None else read_predictions(self.path)
 
 
-Cell = CellResult  # its old name, kept for existing imports (it clashed with heartbeit.matrix.Cell)
-
-
 def read_predictions(pred_path: Path) -> pd.DataFrame:
     try:
         preds = pd.read_parquet(pred_path)
