@@ -6,7 +6,7 @@ For each candidate (image size, layout, gain in mm/mV, ViT patch) it measures, i
   [severity_min, 1], every territory, the profile's `stemi_st_min_mv`, site noise) and their twins without the
   injury current (same patient, beats and noise), both through the render stage's preprocessing; the shift is
   the twin difference at J + 60 ms minus the same at the PR segment, averaged over the territory's leads and
-  beats, times px/mV. The median must reach 2 px (issue 21);
+  beats, times px/mV. The median must reach 2 px;
 - the share of normal ECGs' lead boxes whose QRS is clipped (the price of a higher gain);
 - training images/s of every matrix architecture and of HeartBEiT pretraining at that size, one thread (the
   demo runs two single-threaded cells at a time; pretraining: two threads), with the precision and memory format the matrix would use
@@ -43,7 +43,7 @@ from heartbeit.data.render import layout_boxes  # noqa: E402
 from heartbeit.data.signal import preprocess  # noqa: E402
 from heartbeit.data.synth import STEMI_TERRITORIES, STEMI_TERRITORY_LEADS, simulate_ecg_detailed  # noqa: E402
 
-# (image size, layout, mm/mV, HeartBEiT model at that size); the first is the demo before issue 21.
+# (image size, layout, mm/mV, HeartBEiT model at that size); the first is the demo's earlier render.
 CANDIDATES = [
     (64, "3x4+II", 10.0, "heartbeit_tiny_patch8_64"),
     (64, "3x4+II", 25.0, "heartbeit_tiny_patch8_64"),

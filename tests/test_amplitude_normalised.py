@@ -1,4 +1,4 @@
-"""Amplitude-normalised recordings (issue 33): a real fixture record with every lead rescaled to 1 mV
+"""Amplitude-normalised recordings: a real fixture record with every lead rescaled to 1 mV
 peak-to-peak (its header gain set to each lead's own ADC range) is refused by default with reason
 `amplitude_normalised`, kept and flagged under `ingest.amplitude_normalised: accept`, and refused or flagged
 per file by `heartbeit predict`; no real fixture ECG and no synthetic ECG is ever flagged."""

@@ -1,4 +1,4 @@
-"""The code's layout rules (issue 24): one stage list drives `heartbeit run`, the CLI and the Slurm chain; one
+"""The code's layout rules: one stage list drives `heartbeit run`, the CLI and the Slurm chain; one
 run layout owns the paths; library code never imports the CLI; distributed/ imports neither models/ nor train/."""
 import argparse
 import ast

@@ -211,7 +211,7 @@ def test_missing_inputs_give_a_clear_message(tmp_path, capsys):
 
 
 def test_a_study_with_unfinished_cells_says_so_first(tmp_path, capsys):
-    """Issue 29: the Slurm report job runs after the matrix whatever became of its cells; the report opens
+    """The Slurm report job runs after the matrix whatever became of its cells; the report opens
     with the planned cells that did not finish, with each one's reason."""
     import json
 

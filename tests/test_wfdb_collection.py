@@ -1,4 +1,4 @@
-"""Real WFDB collections (issue 20, item 1): only .hea files drive records, annotation and side files are
+"""Real WFDB collections: only .hea files drive records, annotation and side files are
 skipped and counted, both header comment conventions give age/sex, a labels CSV keyed by record name, and
 header diagnoses (CinC SNOMED `#Dx:` codes, free-text statement blocks) mapped to binary label columns."""
 from __future__ import annotations

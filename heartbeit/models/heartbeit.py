@@ -191,7 +191,7 @@ def heartbeit_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> Heart
 
 @register_model
 def heartbeit_tiny_patch8_112(pretrained: bool = False, **kwargs: Any) -> HeartBEiT:
-    """Demo profile: 4 layers, 192 wide, 3 heads, 112 px, patch 8 -> 14x14 grid (the FACTS.md calibration)."""
+    """Demo profile: 4 layers, 192 wide, 3 heads, 112 px, patch 8 -> 14x14 grid (sized to pretrain on a CPU)."""
     return _create("heartbeit_tiny_patch8_112", "tiny_patch8_112", pretrained, **kwargs)
 
 

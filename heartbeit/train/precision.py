@@ -13,7 +13,7 @@ results/bench/train_step.json, 2-core AMD EPYC, 2026-12-01), speed of one traini
   signal_xresnet1d_tiny (12 x 2,500 samples, batch 64, same machine, 2026-12-05): bf16 1.41x -> bf16.
 On this CPU bf16 autocast makes depthwise-convolution networks (EfficientNet) slower, so they train in fp32.
 CUDA rows: bf16 autocast everywhere (tensor cores), channels-last for CNNs (cuDNN's NHWC kernels); not yet
-measured on a GPU here (issue 23), the standard setting on A100/H100. CNN cells on CUDA also let cuDNN
+measured on a GPU here, the standard setting on A100/H100. CNN cells on CUDA also let cuDNN
 time its convolution algorithms once per input shape (`cudnn.benchmark`; a cell's images all have one size,
 so the search is paid once): the fastest algorithm can differ between runs, so GPU runs are reproducible
 within a tolerance, not bit-identical (docs/gpu-performance.md). A CPU run never changes it.

@@ -9,7 +9,7 @@ tokenizer's code of every masked patch (cross-entropy on the masked positions on
 MIM step). The learning rate is a pure function of the global step (linear warmup, cosine to min_lr), so a
 resumed run follows the same schedule.
 
-The host never waits for the device between log steps (issue 30): the step makes no sync, the loss and
+The host never waits for the device between log steps: the step makes no sync, the loss and
 accuracy are summed on the device and read every `log_every` steps, and the stop request (a collective
 under DeepSpeed) is checked on those steps too, so a pre-limit signal is acted on within `log_every` steps.
 
