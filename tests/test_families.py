@@ -9,8 +9,8 @@ import pytest
 
 from heartbeit.models import zoo
 from heartbeit.models.families import (FAMILY_ORDER, IMAGE_FAMILIES, Numerics, family_of, needs_mim_export,
-                                       recipe_of, same_size_baseline, takes_imagenet_weights, uses_heartbeit_recipe)
-from heartbeit.train.precision import numerics_for
+                                       numerics_of, recipe_of, same_size_baseline, takes_imagenet_weights,
+                                       uses_heartbeit_recipe)
 from tests.conftest import ROOT
 
 BF16, FP32 = Numerics("bf16", False), Numerics("fp32", False)
@@ -42,7 +42,7 @@ def test_every_family_decision_reads_the_table(arch):
     record = family_of(arch)
     assert (record.name, record.optimizer, record.drop_path, record.head_init[0], record.weights,
             record.normalisation) == (family, optimizer, drop_path, head, weights, norm)
-    assert numerics_for(arch, "cpu") == cpu and numerics_for(arch, "cuda") == cuda
+    assert numerics_of(arch, "cpu") == cpu and numerics_of(arch, "cuda") == cuda  # matrix.precision: auto
     assert uses_heartbeit_recipe(arch) == (optimizer == "AdamW")
     assert needs_mim_export(arch) == (weights == "mim_export")
     assert takes_imagenet_weights(arch) == (weights == "imagenet")
