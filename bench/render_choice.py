@@ -42,6 +42,7 @@ from heartbeit.data.leads import LEAD_INDEX  # noqa: E402
 from heartbeit.data.render import layout_boxes  # noqa: E402
 from heartbeit.data.signal import preprocess  # noqa: E402
 from heartbeit.data.synth import STEMI_TERRITORIES, STEMI_TERRITORY_LEADS, simulate_ecg_detailed  # noqa: E402
+from heartbeit.models.families import is_signal_arch  # noqa: E402
 
 # (image size, layout, mm/mV, HeartBEiT model at that size); the first is the demo's earlier render.
 CANDIDATES = [
@@ -58,7 +59,7 @@ CANDIDATES = [
 def _same_size(arch: str, size: int) -> str:
     """The matrix's architecture at another image size (the registry names ViTs by size)."""
     for old in ("_64", "_112"):
-        if arch.endswith(old) and not arch.startswith("signal_"):
+        if arch.endswith(old) and not is_signal_arch(arch):
             return arch[: -len(old)] + f"_{size}"
     return arch
 
@@ -107,7 +108,7 @@ def throughput(arch: str, size: int, batch: int, quick: bool) -> float:
     from heartbeit.train.precision import numerics_for
 
     num = numerics_for(arch, "cpu", "auto")
-    if arch.startswith("signal_"):
+    if is_signal_arch(arch):
         return float("nan")  # not an image model: its cost does not depend on the render
     step = classifier_step(arch, size, batch, torch.device("cpu"), num.precision, num.channels_last, False)
     times = time_steps(step, 1, 2 if quick else 4, torch.device("cpu"), min_time=1.0 if quick else 4.0)
@@ -141,7 +142,7 @@ def planned_work(cells_dir: str, batch: int) -> tuple[dict[str, float], float] |
     signal_s = 0.0
     for f in files:
         cell = json.loads(Path(f).read_text())
-        if cell["arch"].startswith("signal_"):
+        if is_signal_arch(cell["arch"]):
             signal_s += json.loads(Path(f).with_name(COMPLETE).read_text())["seconds"]
             continue
         trained = cell["steps"] * batch
