@@ -1,4 +1,4 @@
-"""The clustered bootstrap as it was before issue 22 (kept for `bench/scale.py` only, never imported by the
+"""The clustered bootstrap as it was before the report's hospital-scale rewrite (kept for `bench/scale.py` only, never imported by the
 package): per resample a multinomial draw of per-patient counts (numpy's conditional-binomial multinomial,
 ~55 ns per patient), counts expanded to a dense (resamples x ECGs) weight matrix, two cumulative sums over
 every ECG and the curve metrics over every threshold."""

@@ -1,4 +1,4 @@
-"""The Python half of bench/gpu_session.sh (issue 30 item 7); not a suite benchmark (no `run(quick)`).
+"""The Python half of bench/gpu_session.sh; not a suite benchmark (no `run(quick)`).
 
     python bench/_gpu_session.py env   --out results/bench/gpu_env.json
     python bench/_gpu_session.py steps --engine local --out results/bench/gpu_steps_local.json

@@ -1,4 +1,4 @@
-"""Task difficulty, set with the baselines only (issue 21): the demo's data at its sizes, the baselines (ResNet-18
+"""Task difficulty, set with the baselines only: the demo's data at its sizes, the baselines (ResNet-18
 and the signal model) trained at 100 % of the labels with the demo's recipe, internal-test AUROC per task.
 
 The generator's disease effects (heartbeit/data/synth.py, "label effects") were tuned until the better baseline

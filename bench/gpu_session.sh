@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first run on a one-GPU machine (issue 30 item 7): at most 10 minutes, every part under its own
+# The first run on a one-GPU machine: at most 10 minutes, every part under its own
 # timeout, a failing part recorded and the next one run, so one session yields everything it can.
 #
 #   bench/gpu_session.sh [--dry-run] [OUT]     (OUT default: results/bench)

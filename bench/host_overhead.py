@@ -1,4 +1,4 @@
-"""Host overhead of a pretraining step (issue 30): how much of a modelled H100 step the trainer's main thread
+"""Host overhead of a pretraining step: how much of a modelled H100 step the trainer's main thread
 adds between micro-batches, measured on a CPU.
 
 `heartbeit.train.pretrain.pretrain` runs as it is, with two stand-ins:

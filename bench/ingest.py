@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from heartbeit.benchsuite import smoke  # noqa: E402
 from heartbeit.config import IngestConfig  # noqa: E402
 from heartbeit.data.arrays import ArrayDefaults  # noqa: E402
-from heartbeit.data.ingest import Context, InputFile, process_file, run_ingest  # noqa: E402
+from heartbeit.data.ingest import Context, process_file, run_ingest  # noqa: E402
+from heartbeit.data.listing import InputFile  # noqa: E402
 from heartbeit.data.leads import twelve_from_independent  # noqa: E402
 from heartbeit.data.muse import parse_muse  # noqa: E402
 from heartbeit.data.ptbxl import ScpTaskMap  # noqa: E402

@@ -40,7 +40,7 @@ GPUS = {"a100": {"name": "A100 80GB", "nvlink_gbs": 300.0},
         "h100": {"name": "H100 SXM", "nvlink_gbs": 450.0},
         "h200": {"name": "H200 SXM", "nvlink_gbs": 450.0}}
 PAPER_MIM = ("heartbeit_base_patch16_224", 224, 8192, 75)  # model, px, vocabulary, masked patches
-FACTS_GFLOPS_PER_IMAGE = 108.0  # BEiT-B/16 MIM training with precomputed tokens (FACTS.md)
+FACTS_GFLOPS_PER_IMAGE = 108.0  # BEiT-B/16 MIM training with precomputed tokens, counted by hand
 FACTS_PARAMS = 91.6e6  # BEiT-B/16 backbone + 8192-way lm head
 NODE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ZERO_STAGES = (0, 1, 2, 3)
@@ -54,7 +54,7 @@ class PlanInputs:
     cores_per_node: int = 112  # DGX H100: 2 x 56-core Xeon 8480C
     gpu: str = "h100"
     per_gpu_batch: int = 64  # configs/paper.yaml pretrain.batch_size
-    mfu: float = 0.45  # used only when no measurement on this GPU exists (issue 11's goal for BEiT-B on H100)
+    mfu: float = 0.45  # used only when no measurement on this GPU exists (the MFU goal set for BEiT-B on H100)
     inter_node_gbps: float = 200.0  # Gb/s per node (one HDR InfiniBand port); a node with 8 NICs has 8x
     overlap: float = 0.0  # fraction of communication hidden behind compute
     target_days: float = 7.0
@@ -89,7 +89,7 @@ def _records(from_dir: Path) -> dict[str, list[dict]]:
 
 
 def _model_counts() -> tuple[float, float, str]:
-    """(train FLOPs per image, parameters) of BEiT-B/16 MIM, counted on the meta device; FACTS.md if that fails."""
+    """(train FLOPs per image, parameters) of BEiT-B/16 MIM, counted on the meta device; the hand counts if that fails."""
     try:
         import torch
 
@@ -102,7 +102,7 @@ def _model_counts() -> tuple[float, float, str]:
             params = sum(p.numel() for p in create_mim_model(name, vocab, img_size=px).parameters())
         return flops, float(params), f"counted: {name} MIM, vocab {vocab}, {masked} masked (FlopCounterMode, 2xMACs, train = 3x fwd)"
     except Exception as exc:  # noqa: BLE001 (a planning tool must still answer without torch/timm)
-        return FACTS_GFLOPS_PER_IMAGE * 1e9, FACTS_PARAMS, f"FACTS.md (counting failed: {type(exc).__name__})"
+        return FACTS_GFLOPS_PER_IMAGE * 1e9, FACTS_PARAMS, f"hand counts (counting failed: {type(exc).__name__})"
 
 
 def gpu_row(key: str) -> dict:

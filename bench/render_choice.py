@@ -6,7 +6,7 @@ For each candidate (image size, layout, gain in mm/mV, ViT patch) it measures, i
   [severity_min, 1], every territory, the profile's `stemi_st_min_mv`, site noise) and their twins without the
   injury current (same patient, beats and noise), both through the render stage's preprocessing; the shift is
   the twin difference at J + 60 ms minus the same at the PR segment, averaged over the territory's leads and
-  beats, times px/mV. The median must reach 2 px (issue 21);
+  beats, times px/mV. The median must reach 2 px;
 - the share of normal ECGs' lead boxes whose QRS is clipped (the price of a higher gain);
 - training images/s of every matrix architecture and of HeartBEiT pretraining at that size, one thread (the
   demo runs two single-threaded cells at a time; pretraining: two threads), with the precision and memory format the matrix would use
@@ -42,8 +42,9 @@ from heartbeit.data.leads import LEAD_INDEX  # noqa: E402
 from heartbeit.data.render import layout_boxes  # noqa: E402
 from heartbeit.data.signal import preprocess  # noqa: E402
 from heartbeit.data.synth import STEMI_TERRITORIES, STEMI_TERRITORY_LEADS, simulate_ecg_detailed  # noqa: E402
+from heartbeit.models.families import is_signal_arch  # noqa: E402
 
-# (image size, layout, mm/mV, HeartBEiT model at that size); the first is the demo before issue 21.
+# (image size, layout, mm/mV, HeartBEiT model at that size); the first is the demo's earlier render.
 CANDIDATES = [
     (64, "3x4+II", 10.0, "heartbeit_tiny_patch8_64"),
     (64, "3x4+II", 25.0, "heartbeit_tiny_patch8_64"),
@@ -58,7 +59,7 @@ CANDIDATES = [
 def _same_size(arch: str, size: int) -> str:
     """The matrix's architecture at another image size (the registry names ViTs by size)."""
     for old in ("_64", "_112"):
-        if arch.endswith(old) and not arch.startswith("signal_"):
+        if arch.endswith(old) and not is_signal_arch(arch):
             return arch[: -len(old)] + f"_{size}"
     return arch
 
@@ -107,7 +108,7 @@ def throughput(arch: str, size: int, batch: int, quick: bool) -> float:
     from heartbeit.models.precision import numerics_for
 
     num = numerics_for(arch, "cpu", "auto")
-    if arch.startswith("signal_"):
+    if is_signal_arch(arch):
         return float("nan")  # not an image model: its cost does not depend on the render
     step = classifier_step(arch, size, batch, torch.device("cpu"), num.precision, num.channels_last, False)
     times = time_steps(step, 1, 2 if quick else 4, torch.device("cpu"), min_time=1.0 if quick else 4.0)
@@ -141,7 +142,7 @@ def planned_work(cells_dir: str, batch: int) -> tuple[dict[str, float], float] |
     signal_s = 0.0
     for f in files:
         cell = json.loads(Path(f).read_text())
-        if cell["arch"].startswith("signal_"):
+        if is_signal_arch(cell["arch"]):
             signal_s += json.loads(Path(f).with_name(COMPLETE).read_text())["seconds"]
             continue
         trained = cell["steps"] * batch

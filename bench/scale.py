@@ -1,4 +1,4 @@
-"""Hospital scale (issue 22): time, peak memory and growth exponent of the planning and reporting stages on
+"""Hospital scale: time, peak memory and growth exponent of the planning and reporting stages on
 synthetic metadata, manifests and prediction sets, each against the implementation it replaced (same run).
 
 Stages (each measurement in a fresh process, so its peak RSS is its own; the RSS of a process that only

@@ -70,9 +70,10 @@ def classifier(arch: str, img_size: int) -> torch.nn.Module:
     import timm
 
     import heartbeit.models  # noqa: F401  (registers heartbeit_* / vit_micro / vit_tiny with timm)
+    from heartbeit.models.families import needs_mim_export
     from heartbeit.models.zoo import create_classifier
 
-    if arch.startswith("heartbeit_"):  # same architecture as the export-initialised one; weights do not matter
+    if needs_mim_export(arch):  # same architecture as the export-initialised one; weights do not matter
         return timm.create_model(arch, pretrained=False, num_classes=2, in_chans=1, img_size=img_size)
     return create_classifier(arch, num_classes=2, img_size=img_size)[0]
 

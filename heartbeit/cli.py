@@ -1,8 +1,7 @@
 """`heartbeit <stage>`: one entry point, one subcommand per pipeline stage.
 
 Each stage lives in `heartbeit/commands/<name>.py` exposing `HELP`, `add_arguments(parser)` and
-`run(args) -> int`. Modules are imported lazily so `heartbeit --help` stays fast and a stage that has not
-been built yet answers with a clear message and a non-zero exit."""
+`run(args) -> int`. Modules are imported lazily so `heartbeit --help` stays fast."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +9,9 @@ import logging
 import sys
 
 from heartbeit.commands import BUG_EXIT, describe_os_error, fail, load_command
-from heartbeit.config.cli_args import add_common_config_args, resolve_config  # noqa: F401  (their home before)
 from heartbeit.config.stages import summary as pipeline_summary
 
-# name -> one-line description (shown even when the stage is not available yet)
+# name -> one-line description (`heartbeit --help` lists them without importing the stages)
 COMMANDS: dict[str, str] = {
     "synth": "write synthetic 12-lead ECGs as MUSE XML / WFDB / npz files with known ground truth",
     "ingest": "read MUSE XML, WFDB and array files into a de-identified corpus (+ rejects ledger)",
@@ -31,9 +29,6 @@ COMMANDS: dict[str, str] = {
     "weights": "local pretrained weights: convert and check the offline ImageNet EfficientNet-Lite0",
     "results": "a run's results against the committed ones (compare), or promote a run to them",
 }
-
-NOT_AVAILABLE_EXIT = 3
-
 
 def build_parser(selected: str | None = None) -> tuple[argparse.ArgumentParser, dict]:
     """The top-level parser. Only the selected stage's module is imported (so `heartbeit --help` and every
@@ -55,13 +50,9 @@ def build_parser(selected: str | None = None) -> tuple[argparse.ArgumentParser, 
             continue
         module = load_command(name)
         modules[name] = module
-        if module is None:
-            sub.add_parser(name, help=f"{desc} [not available yet]",
-                           description=f"{desc}. Not available yet in this version.")
-        else:
-            p = sub.add_parser(name, help=desc, description=getattr(module, "HELP", desc),
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-            module.add_arguments(p)
+        p = sub.add_parser(name, help=desc, description=getattr(module, "HELP", desc),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
     return parser, modules
 
 
@@ -87,9 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = modules[args.command]
-    if module is None:
-        print(f"heartbeit {args.command}: not available yet in this version", file=sys.stderr)
-        return NOT_AVAILABLE_EXIT
     setup_logging(args.log_level)
     # The boundary: every failure is one line on stderr with the documented exit code (commands/__init__.py).
     try:

@@ -32,8 +32,8 @@ ASSUMED_GPU = "A100"
 ASSUMED_MFU = {"mim": 0.40, "transformer": 0.35, "resnet": 0.12, "efficientnet": 0.05, "signal": 0.05,
                "tokenizer": 0.10}
 ASSUMED_CPU_CORE_FLOPS = 24e9  # fp32: AVX2 FMA (32 FLOP/cycle) x 2.5 GHz x 30 % utilisation, per core
-ASSUMED_DECODE_PER_CORE = 4000.0  # 224 px PNG images/s one loader core streams and decodes (issue 29's figure;
-#                                   bench/loader.py: 9,130/s on an idle AMD EPYC core)
+ASSUMED_DECODE_PER_CORE = 4000.0  # 224 px PNG images/s one loader core streams and decodes (a margin under
+#                                   bench/loader.py's 9,130/s on an idle AMD EPYC core: a busy node decodes less)
 ASSUMED_CORPUS = 8_500_000
 ASSUMED_EXTERNAL = 0.10
 ASSUMED_LABELLED = 0.60
@@ -56,8 +56,7 @@ class Counts:
 
 
 def cost_family(arch: str) -> str:
-    from heartbeit.models.families import arch_family
-    from heartbeit.models.zoo import is_signal_arch, is_transformer
+    from heartbeit.models.families import arch_family, is_signal_arch, is_transformer
 
     if is_signal_arch(arch):
         return "signal"

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from heartbeit import __version__
-from heartbeit.models.families import FINETUNE_RECIPE_VERSION
+from heartbeit.models.families import FINETUNE_RECIPE_VERSION, needs_mim_export
 from heartbeit.config import MatrixConfig, to_dict
-from heartbeit.config.core import RENAMED_KEYS
 from heartbeit.config.layout import (ablation_export_paths, cell_failure_record, cell_resume_dir, cell_running_record,
                                      cell_tmp_dir, cell_tmp_dirs, cells_failed_dir, cells_running_dir, export_paths)
 from heartbeit.config.pretrain import export_steps, same_run
@@ -76,6 +75,12 @@ class AblationExport:
     sha256: str
 
 
+# Matrix settings hashed into cell ids under another name than their config key: {config key: name in the
+# id}. Private to the ids (nothing reads a config by these names): image_size was matrix.img_size when the
+# first cells were planned, and every id since hashes "img_size". Add an entry when a matrix key is renamed.
+_ID_KEYS = {"image_size": "img_size"}
+
+
 def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     # Settings that change a cell's result; the list of architectures/fractions/tasks/seeds does not.
     d = to_dict(mcfg)
@@ -91,11 +96,11 @@ def _finetune_fingerprint(mcfg: MatrixConfig) -> dict:
     if d["selection"] == "last":
         d.pop("val_negatives_cap")
         d.pop("val_batch_size")
-    # Renamed settings enter the id under their old names (heartbeit.config.core.RENAMED_KEYS), so a rename
-    # never changes a finished cell's id.
-    for (section, old), new in RENAMED_KEYS.items():
-        if section == "matrix" and new in d:
-            d[old] = d.pop(new)
+    # Settings enter the id under the names they had when ids were first built (_ID_KEYS), so renaming a
+    # config key never changes a finished cell's id.
+    for name, id_name in _ID_KEYS.items():
+        if name in d:
+            d[id_name] = d.pop(name)
     return d
 
 
@@ -105,10 +110,6 @@ def data_fingerprint(images_dir: str | Path) -> str:
         if (images_dir / name).is_file():
             return sha256_file(images_dir / name)
     raise FileNotFoundError(f"{images_dir}: no {IMAGES_INDEX} or {IMAGES_MANIFEST} (run `heartbeit render` first)")
-
-
-def is_pretrained_arch(arch: str) -> bool:
-    return arch.startswith("heartbeit_")
 
 
 def imagenet_weights_sha(arch: str, weights_dir: str) -> str:
@@ -134,7 +135,7 @@ def ablation_archs(mcfg: MatrixConfig) -> list[str]:
     while matrix.ablation_label_fraction is null)."""
     if mcfg.ablation_label_fraction is None:
         return []
-    return [a for a in mcfg.architectures if is_pretrained_arch(a)]
+    return [a for a in mcfg.architectures if needs_mim_export(a)]
 
 
 def ablation_cell_count(mcfg: MatrixConfig, n_exports: int) -> int:
@@ -238,7 +239,7 @@ def plan_cells(mcfg: MatrixConfig, images_dir: str | Path, pretrained_file: str 
                         key = {
                             "arch": arch, "task": task, "fraction": fraction, "seed": seed, "draw": draw,
                             "finetune": base, "data": data_sha,
-                            "pretrained": pre_sha if is_pretrained_arch(arch) else "",
+                            "pretrained": pre_sha if needs_mim_export(arch) else "",
                             "version": __version__, "recipe": FINETUNE_RECIPE_VERSION,
                             "precision": numerics.precision, "channels_last": numerics.channels_last,
                             "imagenet": imagenet_sha,

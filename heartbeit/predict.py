@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heartbeit.predict_io import sibling  # noqa: F401 - its old home
 from heartbeit.utils.text import safe_text
 
 log = logging.getLogger("heartbeit.predict")

@@ -2,7 +2,8 @@
 
     jobs = chain_jobs(cfg, site, run_args, submit_dir)     # what would be submitted (JobSpec list)
     record = submit_chain(jobs, cfg, site_file)             # sbatch each, after the job(s) it depends on
-    rows = job_rows(job_id)                                 # `scontrol show job -o` as dicts
+
+The submitted chain's state (job rows, cells, status, waiting for it) is heartbeit.slurm_status.
 
 Each job waits for the one before it (`afterok`, with --kill-on-invalid-dep=yes: a failed stage cancels the
 rest), except the report: it waits for the plan job to succeed and for the matrix array to *end*, whatever
@@ -34,9 +35,7 @@ from pathlib import Path
 from heartbeit.config.layout import RunLayout
 from heartbeit.config.slurm import STAGES, SiteConfig, StageResources
 from heartbeit.utils.io import atomic_write_json, atomic_write_text
-# the chain's state lives in slurm_status; re-exported here, where callers have always found it
-from heartbeit.slurm_status import (TERMINAL, UNFINISHED_TASK_STATES, SlurmError, cell_states, chain_status,  # noqa: F401
-                                    format_cells, format_status, job_rows, sacct_rows, summarise, wait_chain)
+from heartbeit.slurm_status import SlurmError
 
 log = logging.getLogger("heartbeit.slurm")
 
@@ -184,7 +183,7 @@ def chain_jobs(cfg, site: SiteConfig, stage_args: list[str], submit_dir: str | P
     if n_cells < 1:
         raise ValueError("the matrix has no cells (architectures, fractions, tasks and seeds must be non-empty)")
 
-    from heartbeit.cost import estimate_study, index_ranges, split_by_duration, time_limit  # noqa: F401
+    from heartbeit.cost import estimate_study, index_ranges, split_by_duration, time_limit
 
     nodes, per_node = pretrain_world(cfg, site)
     est = est or estimate_study(cfg, site, nodes * per_node)
@@ -308,5 +307,4 @@ def read_record(workdir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-__all__ = ["cell_states", "format_cells", "sacct_rows", "JobSpec", "SlurmError", "chain_jobs", "submit_chain", "read_record", "job_rows", "chain_status",
-           "wait_chain", "format_status", "matrix_cell_count", "run_args", "summarise"]
+__all__ = ["JobSpec", "chain_jobs", "submit_chain", "read_record", "matrix_cell_count", "run_args"]

@@ -1,4 +1,4 @@
-# A frozen copy of heartbeit/models/masking.py as it was before issue 30 (masks drawn on the trainer's main
+# A frozen copy of heartbeit/models/masking.py as it was before masks moved to the loader (drawn on the trainer's main
 # thread, seeded by the image's position in the run): the reference whose mask statistics the masks drawn
 # in the loader workers must keep (tests/test_host_sync.py). Do not edit; it is not used by the package.
 """BEiT blockwise masking (Bao et al. 2022, microsoft/unilm `beit/masking_generator.py`), seeded per sample.

@@ -45,7 +45,7 @@ def launcher_cmd(launcher: str, args: list[str]) -> list[str]:
         return [str(BIN / "torchrun"), f"--nproc_per_node={NPROC}", f"--master_port={free_port()}", "-m", ENTRY,
                 *args]
     if launcher == "deepspeed":
-        # On CPU the deepspeed launcher still takes --num_gpus as "processes per node" (FACTS.md).
+        # On CPU the deepspeed launcher still takes --num_gpus as "processes per node" (found by trying it).
         return [str(BIN / "deepspeed"), f"--num_gpus={NPROC}", f"--master_port={free_port()}", "--module", ENTRY,
                 *args]
     if launcher == "mpirun":

@@ -1,4 +1,4 @@
-"""One small real study with identifiers planted in every input channel, for the model-folder tests (issue 31):
+"""One small real study with identifiers planted in every input channel, for the model-folder tests:
 crafted MUSE / WFDB / npz files under folders named after a patient, free text and site text naming them, a
 labels CSV keyed by accession numbers, a key file and labels path that name them, a site map keyed by their
 clinic -> ingest -> render (64 px) -> one fine-tuned cell (real training, 1 epoch) -> `heartbeit export`.

@@ -1,4 +1,4 @@
-"""Amplitude-normalised recordings (issue 33): a real fixture record with every lead rescaled to 1 mV
+"""Amplitude-normalised recordings: a real fixture record with every lead rescaled to 1 mV
 peak-to-peak (its header gain set to each lead's own ADC range) is refused by default with reason
 `amplitude_normalised`, kept and flagged under `ingest.amplitude_normalised: accept`, and refused or flagged
 per file by `heartbeit predict`; no real fixture ECG and no synthetic ECG is ever flagged."""
@@ -19,7 +19,8 @@ from heartbeit.config.core import from_dict
 from heartbeit.data.amplitude import FLAG_COLUMN, check_amplitude_normalised, einthoven_misfit, normalisation_sign
 from heartbeit.data.arrays import ArrayDefaults
 from heartbeit.data.corpus import iter_corpus, read_metadata, read_rejects
-from heartbeit.data.ingest import Context, format_summary, read_record, run_ingest
+from heartbeit.data.ingest import Context, read_record, run_ingest
+from heartbeit.data.publish import format_summary
 from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS, derive_limb_leads
 from heartbeit.data.listing import list_inputs
 from heartbeit.data.ptbxl import ScpTaskMap

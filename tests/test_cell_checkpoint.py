@@ -1,4 +1,4 @@
-"""Mid-cell checkpoints (issue 29): a matrix cell stopped by SIGUSR1 or killed by a crash resumes from its
+"""Mid-cell checkpoints: a matrix cell stopped by SIGUSR1 or killed by a crash resumes from its
 checkpoint and gives byte-identical predictions, weights and validation scores to an uninterrupted run (CPU,
 real image shards through the loader's exact-resume position); the checkpoint goes once the cell is done."""
 from __future__ import annotations
@@ -171,7 +171,7 @@ def test_the_interval_is_validated_and_not_part_of_a_cells_id():
 
 
 def test_tokenizer_training_stops_and_resumes_to_the_same_bytes(images, tmp_path):
-    """Issue 29, prepare: the VQ-VAE tokenizer saves its state at each evaluation point and on a stop
+    """The VQ-VAE tokenizer saves its state at each evaluation point and on a stop
     request; a rerun continues there and writes the same file as an uninterrupted run."""
     from heartbeit.commands.tokenizer import _capped
     from heartbeit.config import TokenizerConfig

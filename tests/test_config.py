@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from heartbeit.config import PROFILES, ConfigError, RunConfig, dump_yaml, load_config
+from heartbeit.config import PROFILES, ConfigError, RunConfig, dump_yaml, load_config, profile_path
 from heartbeit.config.core import from_dict
 
 
@@ -65,29 +65,23 @@ def test_cli_help_for_every_stage():
         assert "usage" in proc.stdout
 
 
-def test_old_image_size_key_is_read_with_a_deprecation_message(tmp_path, caplog):
-    """matrix.img_size / pretrain.img_size are the old names of image_size (as in render): still accepted,
-    with a message naming the new key; setting both names is an error naming them."""
-    with caplog.at_level("WARNING", logger="heartbeit.config"):
-        cfg = load_config("ci", overrides=["matrix.img_size=48"])
-    assert cfg.matrix.image_size == 48
-    assert "matrix.img_size is deprecated: use matrix.image_size" in caplog.text
-    old = tmp_path / "old.yaml"
-    old.write_text("pretrain:\n  img_size: 48\n")
-    assert load_config("ci", config_file=old).pretrain.image_size == 48
-    both = tmp_path / "both.yaml"
-    both.write_text("pretrain:\n  img_size: 48\n  image_size: 48\n")
-    with pytest.raises(ConfigError, match="pretrain.img_size and pretrain.image_size are both set"):
-        load_config("ci", config_file=both)
-    # a later source's old name overrides an earlier source's new name, as any override does
-    assert load_config("ci", config_file=old, overrides=["pretrain.img_size=32"]).pretrain.image_size == 32
-    with pytest.warns(DeprecationWarning):
-        assert cfg.matrix.img_size == 48  # the old attribute reads the new field
+def test_image_size_is_one_key(tmp_path):
+    """render.image_size is the image size; pretraining and the matrix take it. A profile states it once;
+    a source may restate it in pretrain/matrix only with the same value (a resolved config read back), and
+    the old key img_size is an error naming the key. (Cell ids still hash it as img_size: test_cell_ids.py.)"""
+    import yaml
 
-
-def test_renamed_key_keeps_cell_ids():
-    """Cell ids hash the fine-tuning settings; a renamed key enters under its old name, so ids do not change."""
-    from heartbeit.matrix import _finetune_fingerprint
-
-    fp = _finetune_fingerprint(load_config("ci").matrix)
-    assert fp["img_size"] == 64 and "image_size" not in fp
+    cfg = load_config("ci", overrides=["render.image_size=48"])
+    assert cfg.render.image_size == cfg.pretrain.image_size == cfg.matrix.image_size == 48
+    for name in PROFILES:  # stated once, in render
+        data = yaml.safe_load(profile_path(name).read_text())
+        assert "image_size" not in (data.get("pretrain") or {}) and "image_size" not in (data.get("matrix") or {})
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(dump_yaml(cfg))
+    assert load_config(None, config_file=resolved).matrix.image_size == 48
+    with pytest.raises(ConfigError, match=r"matrix.image_size \(32\) differs from render.image_size \(64\)"):
+        load_config("ci", overrides=["matrix.image_size=32"])
+    for section in ("matrix", "pretrain"):
+        with pytest.raises(ConfigError, match=f"{section}.img_size: not a config key"):
+            load_config("ci", overrides=[f"{section}.img_size=64"])
+    assert not hasattr(cfg.matrix, "img_size") and not hasattr(cfg.pretrain, "img_size")

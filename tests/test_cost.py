@@ -1,4 +1,4 @@
-"""The cost model behind every Slurm time limit (issue 29): FLOPs per architecture, corpus counts, limits,
+"""The cost model behind every Slurm time limit: FLOPs per architecture, corpus counts, limits,
 the matrix array split by expected duration with the report after every part, and the dry-run's table."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper profile's data-parallel path (issue 30 item 2): torch DDP, fp32 weights with bf16 autocast,
+"""The paper profile's data-parallel path: torch DDP, fp32 weights with bf16 autocast,
 gradients all-reduced in bf16 in buckets overlapped with the backward pass. 2 CPU ranks under torchrun (gloo):
 a run resumed from a checkpoint ends in the straight run's bytes, and the engine says which path it took."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The demo's images can show what its labels depend on (issue 21): the median synthetic STEMI's ST shift, as
+"""The demo's images can show what its labels depend on: the median synthetic STEMI's ST shift, as
 drawn after the render stage's preprocessing, spans at least 2 px in the demo's render settings; and the bench
 that measures it does measure it (a shift that scales with the gain, and none without an injury current)."""
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_median_stemi_st_shift_spans_two_pixels_in_the_demo_images(demo):
     shifts = _render_choice().st_shift_mv(demo, 45)
     box = layout_boxes(demo.render.layout, demo.render.image_size, demo.synth.duration_s, demo.render.mm_per_mv)[0]
     assert np.median(shifts) * box.px_per_mv >= 2.0
-    # the clinical 3x4+II printout at 10 mm/mV (before issue 21) could not show it at this size
+    # the clinical 3x4+II printout at 10 mm/mV (the demo's earlier render) could not show it at this size
     old = layout_boxes("3x4+II", demo.render.image_size, demo.synth.duration_s, 10.0)[0]
     assert np.median(shifts) * old.px_per_mv < 1.0
 

@@ -96,7 +96,7 @@ def test_bf16_zero2_trains_heartbeit(workdir):
                                 "--batch-size", "8", "--out", str(out / "weights.safetensors"),
                                 "--metrics", str(out / "metrics.json")])
     # one precision recipe (fp32 weights + bf16 autocast), and ZeRO-2's overlapped reduction, not the
-    # BF16_Optimizer that reduces fp32 gradients after the backward pass (issue 30)
+    # BF16_Optimizer that reduces fp32 gradients after the backward pass
     assert ("DeepSpeed optimizer path: DeepSpeedZeroOptimizer (ZeRO stage 2, overlap_comm on; fp32 weights + "
             "bf16 autocast, Linear/Conv gradients reduced in bf16)") in proc.stderr
     metrics = read_json(out / "metrics.json")

@@ -162,7 +162,7 @@ def test_stop_request_by_file_and_by_signal(tmp_path, monkeypatch):
 
 
 def test_more_ranks_than_gpus_fail_at_start_with_a_clear_message(monkeypatch):
-    """Issue 29: `local_rank % device_count` would put two ranks on one GPU (an NCCL duplicate-GPU error much
+    """`local_rank % device_count` would put two ranks on one GPU (an NCCL duplicate-GPU error much
     later); a faked device count shows the check."""
     import torch
 

@@ -1,4 +1,4 @@
-"""The fine-tuning recipe around the head (issue 28): cell ids follow the recipe version, parameter groups and
+"""The fine-tuning recipe around the head: cell ids follow the recipe version, parameter groups and
 layer decay, the results comparison and promotion, training-noise marks, the machine record."""
 from __future__ import annotations
 

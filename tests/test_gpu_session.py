@@ -1,4 +1,4 @@
-"""bench/gpu_session.sh, the prepared first GPU run (issue 30 item 7), in its CPU dry mode: every part runs
+"""bench/gpu_session.sh, the prepared first GPU run, in its CPU dry mode: every part runs
 (versions, the gpu tests' collection, the distributed self-test at world size 1, pretraining steps on one
 process and on the paper's data-parallel engine with the profiler's sync count) and writes its record."""
 from __future__ import annotations

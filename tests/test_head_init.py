@@ -1,4 +1,4 @@
-"""Every new classifier head starts where it can learn (models/families.py HEAD_INIT): the family's weight
+"""Every new classifier head starts where it can learn (models/families.py, Family.head_init): the family's weight
 rule and a bias at the training prevalence's log-odds. Before recipe 2 the BEiT-family heads kept timm's
 head_init_scale=0.001 and collapsed to a near-constant score on an imbalanced task (the demo's random ViT)."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from heartbeit.config import MatrixConfig
 from heartbeit.matrix import Cell
 from heartbeit.models import zoo
-from heartbeit.models.families import HEAD_INIT, arch_family, head_init
+from heartbeit.models.families import family_of, head_init, needs_mim_export
 from heartbeit.train import finetune as ft
 from tests.conftest import ROOT as REPO_ROOT
 
@@ -30,7 +30,7 @@ def _matrix_architectures() -> list[str]:
 def test_every_matrix_architecture_gets_its_family_head(arch, tmp_path):
     torch.manual_seed(0)
     kwargs = {"img_size": 64} if not arch.endswith("224") else {}
-    if arch.startswith("heartbeit_"):  # from a (random) MIM export, as fine-tuning loads it
+    if needs_mim_export(arch):  # from a (random) MIM export, as fine-tuning loads it
         from safetensors.torch import save_file
         from heartbeit.models.heartbeit import create_mim_model, export_backbone
 
@@ -40,7 +40,7 @@ def test_every_matrix_architecture_gets_its_family_head(arch, tmp_path):
     model, _ = zoo.create_classifier(arch, prevalence=0.12, n_train=500, **kwargs)
     stats = zoo.head_statistics(model)
     rule, std = head_init(arch)
-    assert rule == HEAD_INIT[arch_family(arch)][0]
+    assert rule == ("trunc_normal" if family_of(arch).kind == "transformer" else "torch_default")
     assert stats["bias_gap"] == pytest.approx(math.log(0.12 / 0.88), abs=1e-5)
     assert stats["bias"][0] == pytest.approx(-stats["bias"][1], abs=1e-6)
     head = zoo.classifier_head(model)

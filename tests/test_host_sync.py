@@ -1,4 +1,4 @@
-"""The sync-free pretraining step (issue 30 item 1): no host sync in our code on a non-logging step, masks as
+"""The sync-free pretraining step: no host sync in our code on a non-logging step, masks as
 index tensors drawn in the loader's workers by (seed, epoch, sample key), with BEiT's mask statistics."""
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from data_ingest.crafted import ROOT, ecg, run_synth, write_npz
 from heartbeit.config import IngestConfig
 from heartbeit.data.arrays import ArrayDefaults
 from heartbeit.data.corpus import iter_corpus, list_shards, read_metadata, read_rejects
-from heartbeit.data.ingest import list_inputs, run_ingest, slice_inputs
+from heartbeit.data.ingest import run_ingest
+from heartbeit.data.listing import list_inputs, slice_inputs
 
 KEY = b"0123456789abcdef0123456789abcdef"
 CFG = IngestConfig(corpus_fs=250, shard_size=16)
@@ -55,10 +56,10 @@ def test_all_fixtures_ingest(ecg_fixtures, tmp_path):
     # no real recording - AF, bradycardia, LVH included - is refused as "not an ECG"; the CinC rejects are
     # the signal gates' (flat leads, clipping, gain) and one recording present twice
     assert "not_ecg" not in summary["by_reason"] and summary["n_accepted"] >= 45
-    assert "amplitude_normalised" not in summary["by_reason"]  # real ECGs in millivolts (issue 33)
+    assert "amplitude_normalised" not in summary["by_reason"]  # real ECGs in millivolts
     meta = read_metadata(out)
     assert (meta.fs == 250).all() and (meta.n_samples == 2500).all()
-    # the CinC headers' SNOMED #Dx codes become label columns (issue 20): LVH present, every CinC record labelled
+    # the CinC headers' SNOMED #Dx codes become label columns: LVH present, every CinC record labelled
     # (the PTB-XL record lists no #Dx: missing)
     assert meta["lvh"].sum() >= 1 and meta["af"].notna().sum() == (meta.format == "wfdb").sum() - 1
     assert meta.loc[meta.format == "muse", "af"].isna().all()

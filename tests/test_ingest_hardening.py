@@ -1,7 +1,7 @@
-"""Ingest under attack (issue 19): one crafted case per class of input that once got through - identifiers in
+"""Ingest under attack: one crafted case per class of input that once got through - identifiers in
 folder names and free text, error texts that echo content, concurrent runs, unaccounted paths, signal files
 outside the root, garbage that is not an ECG, conflicting labels, killed workers, decompression bombs,
-misleading reasons, patient ids - plus the public synthetic key (issue 17 item 7)."""
+misleading reasons, patient ids - plus the public synthetic key."""
 from __future__ import annotations
 
 import json
@@ -414,7 +414,7 @@ def test_mat_v4_and_utf16_xml_are_read(tmp_path):
     assert summary["n_accepted"] == 2, read_rejects(tmp_path / "c").to_dict("records")
 
 
-# ---- the public synthetic key (issue 17 item 7) -----------------------------------------------------------
+# ---- the public synthetic key -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def small_synth(tmp_path_factory) -> Path:

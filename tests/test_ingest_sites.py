@@ -1,4 +1,4 @@
-"""Site labels only from what the user typed, and ingest on a full or read-only disk (issue 31, items 2, 5, 8):
+"""Site labels only from what the user typed, and ingest on a full or read-only disk:
 a single file or `.` gets a keyed pseudonym, never its parent folder's name; a root named with control
 characters or look-alike letters is refused with a pointer to --site; every refusal is one line on stderr; a
 disk that fills up publishes nothing, and a rerun after freeing space resumes."""

@@ -79,18 +79,6 @@ def test_run_layout_owns_the_paths(tmp_path):
         assert not [s for s in spelled if s in text], path
 
 
-def test_old_module_name_still_imports_with_a_deprecation_warning():
-    import importlib
-    import sys
-
-    import pytest
-
-    sys.modules.pop("heartbeit.data.shards", None)
-    with pytest.warns(DeprecationWarning, match="heartbeit.data.render_stage"):
-        old = importlib.import_module("heartbeit.data.shards")
-    from heartbeit.data import render_stage, shard_format
-
-    assert old.render_corpus is render_stage.render_corpus and old.decode_image is shard_format.decode_image
 
 
 def test_no_library_module_over_500_lines():

@@ -1,4 +1,4 @@
-"""The member-offset index (issue 18 item 4, issue 22 item 3): ranks x workers may outnumber shards, and a
+"""The member-offset index: ranks x workers may outnumber shards, and a
 small training subset reads only its own samples' bytes with the batches of a whole-shard read."""
 import json
 import shutil

@@ -1,5 +1,5 @@
 """MFU peaks by exact GPU SKU (MIG slices as fractions, unknown GPUs say so) and cuDNN autotuning for CNN
-cells on CUDA only, with the device type in GPU cells' ids and CPU ids unchanged (issue 30, item 5)."""
+cells on CUDA only, with the device type in GPU cells' ids and CPU ids unchanged."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -55,7 +55,7 @@ def test_cpu_cell_ids_stay_exactly_as_they_were_and_gpu_ids_name_the_device(tmp_
     import heartbeit.matrix as matrix
 
     (tmp_path / "manifest.parquet").write_bytes(b"x")
-    # everything but the key's structure pinned: these ids were computed by the code before issue 30
+    # everything but the key's structure pinned: these ids were computed by the code before GPU cells' ids named their device
     monkeypatch.setattr(matrix, "_finetune_fingerprint", lambda mcfg: {"pinned": True})
     monkeypatch.setattr(matrix, "__version__", "0.0-test")
     monkeypatch.setattr(matrix, "FINETUNE_RECIPE_VERSION", 2)

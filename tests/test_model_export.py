@@ -1,4 +1,4 @@
-"""A model folder is publishable by construction (issue 31, item 1): identifiers planted in every input channel
+"""A model folder is publishable by construction: identifiers planted in every input channel
 never reach a byte of it, small counts are withheld, and it holds only allow-listed fields."""
 from __future__ import annotations
 

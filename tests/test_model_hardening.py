@@ -1,4 +1,4 @@
-"""predict, export and `embed --model` under attack (issue 31): a crafted suite by class - model folders
+"""predict, export and `embed --model` under attack: a crafted suite by class - model folders
 (config.json structure, schema, bounds; the weights file), predict's arguments and outputs, labels and
 duplicates, export targets, embed - plus a seeded fuzz over model-folder JSON. Every refusal must be a
 ModelDirError / one line on stderr with exit code 2, never a traceback, a lost file or a silent wrong result."""

@@ -134,6 +134,6 @@ def test_flops_match_the_known_vit_b16_count():
 
     fwd = mim_forward_flops("heartbeit_base_patch16_224", 224, 8192, 75)
     lm_head = 2 * 75 * 768 * 8192
-    # ViT-B/16 at 224: 17.6 GMACs = 35.2 GFLOPs (FACTS.md); BEiT adds the relative position bias only
+    # ViT-B/16 at 224: 17.6 GMACs = 35.2 GFLOPs (the published count); BEiT adds the relative position bias only
     assert fwd - lm_head == pytest.approx(35.2e9, rel=0.03)
     assert mim_train_flops_per_image("heartbeit_base_patch16_224", 224, 8192, 75) == pytest.approx(3 * fwd)

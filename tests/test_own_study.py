@@ -1,4 +1,4 @@
-"""Your own study end to end at tiny size (issue 20, item 6): a CinC-style WFDB collection (synthetic ECGs in
+"""Your own study end to end at tiny size: a CinC-style WFDB collection (synthetic ECGs in
 the real layout: `#Age/#Sex/#Dx` SNOMED headers, annotation files beside each record) -> ingest with header
 labels -> render with a declared task -> one matrix cell on it -> export -> predict with --labels; and the
 model folder's bad inputs (another version, no config, an image size mismatch)."""

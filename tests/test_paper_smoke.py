@@ -21,7 +21,7 @@ PY = sys.executable
 SHRINK = [
     "allow_cpu=true", "matrix.allow_random_init=true",
     "synth.n_patients=50", "synth.ecgs_per_patient_max=2", "synth.prevalence_stemi=0.3", "synth.seed=3",
-    "render.shard_size=8",  # several train shards: ranks are dealt whole shards (issue 22 lifts that)
+    "render.shard_size=8",  # several train shards: ranks are dealt whole shards
     "tokenizer.steps=2", "tokenizer.batch_size=8", "tokenizer.eval_images=8", "tokenizer.eval_points=1",
     "tokenizer.max_images=64",
     # the paper's schedule definition (epochs at a global batch), a tenth of an epoch at a global batch of 4

@@ -97,11 +97,12 @@ def test_no_gpu_names_the_real_reason(monkeypatch, tmp_path):
 
 
 def test_sizes_across_stages_are_checked():
-    problems = config_problems(load_config("paper", overrides=["matrix.image_size=112"]))
-    assert any("matrix.image_size (112) must equal render.image_size (224)" in p for p in problems)
-    problems = config_problems(load_config("paper", overrides=["pretrain.image_size=256", "matrix.image_size=256",
-                                                               "render.image_size=256"]))
-    assert any("16x16 patch grid but the tokenizer gives 14x14" in p for p in problems)
+    # one image size (render.image_size, which pretraining and the matrix take): checked against the
+    # model's patch grid and the tokenizer's
+    problems = config_problems(load_config("paper", overrides=["render.image_size=256"]))
+    assert any("at render.image_size 256 has a 16x16 patch grid but the tokenizer gives 14x14" in p for p in problems)
+    problems = config_problems(load_config("paper", overrides=["render.image_size=232"]))
+    assert any("render.image_size (232) is not a multiple of" in p for p in problems)
     problems = config_problems(load_config("ci", overrides=["pretrain.model=heartbeit_tiny_patch8_64"]))
     assert any("pretrain.model is heartbeit_tiny_patch8_64" in p for p in problems)
     # the tokenizer's own view may differ in pixels: 112 px / 8 = 224 px / 16

@@ -12,7 +12,8 @@ from heartbeit.config import PretrainConfig, TokenizerConfig, load_config
 from heartbeit.distributed.build import build_engine
 from heartbeit.distributed.local import LocalEngine
 from heartbeit.train.batches import InMemoryBatches
-from heartbeit.train.pretrain import lr_at, pretrain
+from heartbeit.train.pretrain import pretrain
+from heartbeit.train.schedule import lr_at
 from heartbeit.train.tokenizer_train import train_tokenizer
 
 
@@ -106,12 +107,16 @@ def test_resume_is_bit_exact(tmp_path, images, tokenizer):
 
 def test_lr_schedule_from_global_step():
     cfg = small_cfg(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-5)
-    assert lr_at(0, cfg) == pytest.approx(1e-4)
-    assert lr_at(9, cfg) == pytest.approx(1e-3)
-    assert lr_at(10, cfg) == pytest.approx(1e-3)
-    assert lr_at(55, cfg) == pytest.approx((1e-3 + 1e-5) / 2)
-    assert lr_at(100, cfg) == pytest.approx(1e-5)
-    lrs = [lr_at(s, cfg) for s in range(10, 101)]
+
+    def lr_of(step: int) -> float:
+        return lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr)
+
+    assert lr_of(0) == pytest.approx(1e-4)
+    assert lr_of(9) == pytest.approx(1e-3)
+    assert lr_of(10) == pytest.approx(1e-3)
+    assert lr_of(55) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert lr_of(100) == pytest.approx(1e-5)
+    lrs = [lr_of(s) for s in range(10, 101)]
     assert all(x >= y for x, y in zip(lrs, lrs[1:]))
 
 

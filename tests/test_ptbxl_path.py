@@ -254,7 +254,7 @@ def test_external_variant_holds_ptbxl_out_whole(ecg_fixtures, tmp_path):
     assert at_ptbxl.sum() == len(PRESENT)
     assert (manifest.loc[at_ptbxl, "split"] == "external").all()
     assert not (manifest.loc[~at_ptbxl, "split"] == "external").any()
-    frac = [c for c in manifest.columns if c.startswith("frac_")]  # per-task training fractions (issue 17)
+    frac = [c for c in manifest.columns if c.startswith("frac_")]  # per-task training fractions
     assert frac and not manifest.loc[manifest["split"] == "external", frac].any().any()  # never trained on
     assert_no_patient_id(work, extra=("JAX01234",))
 

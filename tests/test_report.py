@@ -211,7 +211,7 @@ def test_missing_inputs_give_a_clear_message(tmp_path, capsys):
 
 
 def test_a_study_with_unfinished_cells_says_so_first(tmp_path, capsys):
-    """Issue 29: the Slurm report job runs after the matrix whatever became of its cells; the report opens
+    """The Slurm report job runs after the matrix whatever became of its cells; the report opens
     with the planned cells that did not finish, with each one's reason."""
     import json
 
@@ -233,7 +233,7 @@ def test_a_study_with_unfinished_cells_says_so_first(tmp_path, capsys):
 
 
 def test_unfinished_and_damaged_cells_are_left_out(tmp_path):
-    from heartbeit.eval.report import load_cells
+    from heartbeit.eval.report_inputs import load_cells
 
     dirs = write_fake_cells(tmp_path, archs={"resnet18": "resnet"}, tasks=("stemi",), fractions=(0.1, 1.0),
                             n_test=40, n_external=20)
@@ -250,7 +250,7 @@ def test_cell_model_that_does_not_match_is_named(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from heartbeit.eval.report import load_cell_model
+    from heartbeit.eval.inference import load_cell_model
 
     model = timm.create_model("resnet18", pretrained=False, num_classes=2, in_chans=1)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))

@@ -1,4 +1,4 @@
-"""Issue 22 (report side): streamed cells, cell scoring in worker processes with the same bytes."""
+"""Hospital scale on the report side: streamed cells, cell scoring in worker processes with the same bytes."""
 import io
 
 import pandas as pd

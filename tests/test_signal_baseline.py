@@ -1,4 +1,4 @@
-"""The signal-domain baseline (issue 12): waveforms stored beside the images, a 1-D XResNet registered in
+"""The signal-domain baseline: waveforms stored beside the images, a 1-D XResNet registered in
 timm, repeated patient-level training draws, and matrix cells that train on exactly the image cells' ECGs."""
 import io
 import json
@@ -64,7 +64,7 @@ def test_signal_models_are_registered_and_classify_waveforms():
 
 def test_zoo_builds_signal_models_with_twelve_leads_and_random_init():
     model, init = zoo.create_classifier("signal_xresnet1d_tiny", num_classes=2, img_size=64, in_chans=1)
-    assert init.kind == "random"  # a LoadRecord (issue 17)
+    assert init.kind == "random"  # a LoadRecord
     assert model.stem[0][0].in_channels == 12
     assert zoo.input_modality("signal_xresnet1d_tiny") == "wave"
     assert zoo.input_modality("resnet18") == "image"
@@ -144,7 +144,7 @@ def test_training_draws_are_independent_patient_level_nested_and_keep_positives(
     assert man[man["patient_hash"].isin(inside) & (man["split"] == "train")].index.isin(man.index[d1]).all()
     # nested across fractions within a draw, and every task keeps a positive
     assert (d1 <= training_draw(man, "stemi", 0.5, 1)).all()
-    for task in ("lvef_le40", "hcm", "stemi"):  # fractions are per task (issue 17): each keeps a positive
+    for task in ("lvef_le40", "hcm", "stemi"):  # fractions are per task: each keeps a positive
         assert (man.loc[training_draw(man, task, 0.1, 1), task] == 1).any()
     # draws differ by about as much as two independent samples should
     draws = [set(man.loc[training_draw(man, "stemi", 0.5, d), "patient_hash"]) for d in range(4)]

@@ -90,7 +90,7 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
                     "--gpus-per-node", "8", "--dry-run", *sets(["matrix.tasks=[stemi]"])).stdout
     out, table = out.split("# cost model")
     blocks = {b.split("\n", 1)[0]: b for b in out.split("# ")[1:]}
-    # every job's estimate and --time, and the study's GPU-hours (issue 29)
+    # every job's estimate and --time, and the study's GPU-hours
     assert all(f"#   {stage:<10}" in table for stage in blocks) and "GPU-hours" in table
     assert list(blocks) == ["prepare", "encode", "gather", "pretrain", "plan", "matrix", "report"]
     for stage, block in blocks.items():
@@ -99,7 +99,7 @@ def test_dry_run_chains_every_stage_with_site_settings(tmp_path):
         assert "--account=lab" in block and "--qos=high" in block and "--mail-type=FAIL" in block
         assert f"--workdir {tmp_path / 'w'}" in block and "HEARTBEIT_SITE_SETUP=" in block
         assert ("--dependency=afterok:" in block) == (stage != "prepare")
-    # the report runs once the matrix array has ended, whatever became of its cells (issue 29)
+    # the report runs once the matrix array has ended, whatever became of its cells
     assert "'--dependency=afterok:<plan job id>,afterany:<matrix job id>'" in blocks["report"]
     assert "--partition=cpu" in blocks["prepare"] and "--cpus-per-task=16" in blocks["prepare"]
     assert "--partition=gpu" in blocks["pretrain"] and "--nodes=2" in blocks["pretrain"]
@@ -125,7 +125,7 @@ def test_site_file_errors_name_the_key(tmp_path):
 
 
 def test_status_counts_array_tasks():
-    from heartbeit.slurm_submit import summarise
+    from heartbeit.slurm_status import summarise
 
     rows = [{"JobState": "PENDING", "ArrayTaskId": "2-7%2", "Reason": "JobArrayTaskLimit", "ExitCode": "0:0"},
             {"JobState": "RUNNING", "ArrayTaskId": "1", "Reason": "None", "ExitCode": "0:0"},

@@ -146,6 +146,6 @@ def test_a_signalled_cell_checkpoints_requeues_resumes_and_reports_as_undisturbe
     reports = {name: {p.name: p.read_bytes() for p in sorted((tmp_path / f"report-{name}" / "tables").glob("*.csv"))}
                for name in ("signalled", "straight")}
     assert reports["signalled"] and reports["signalled"] == reports["straight"]
-    # the plan's other three cells never ran here: the report says so first (issue 29, item 2)
+    # the plan's other three cells never ran here: the report says so first
     assert "**3 of 4 planned cells did not finish" in (tmp_path / "report-signalled" / "REPORT.md").read_text()
     print(f"\nmatrix requeue: cell stopped at step {stopped}, resumed, report tables identical")

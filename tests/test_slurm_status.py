@@ -9,7 +9,7 @@ from dataclasses import asdict
 from heartbeit.cli import main
 from heartbeit.config.layout import RunLayout, cell_resume_dir
 from heartbeit.matrix import Cell, write_plan
-from heartbeit.slurm_submit import chain_status
+from heartbeit.slurm_status import chain_status
 
 SACCT = """\
 101|COMPLETED|0:0|None|00:10:00

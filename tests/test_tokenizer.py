@@ -132,7 +132,7 @@ def test_encode_shards_adds_grids_deterministically(tmp_path, kmeans):
 
 
 def test_encoding_as_an_array_over_shards_then_one_gather(tmp_path, kmeans):
-    """Issue 29: each array task encodes its own shards and leaves the index alone; the gather writes
+    """Each array task encodes its own shards and leaves the index alone; the gather writes
     index.json and tokens.json once, with the same bytes as encoding everything in one process."""
     from heartbeit.train.tokenizer_train import gather_tokens
 

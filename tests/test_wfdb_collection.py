@@ -1,4 +1,4 @@
-"""Real WFDB collections (issue 20, item 1): only .hea files drive records, annotation and side files are
+"""Real WFDB collections: only .hea files drive records, annotation and side files are
 skipped and counted, both header comment conventions give age/sex, a labels CSV keyed by record name, and
 header diagnoses (CinC SNOMED `#Dx:` codes, free-text statement blocks) mapped to binary label columns."""
 from __future__ import annotations
@@ -14,7 +14,9 @@ from data_ingest.wfdb_collection import ANNOTATORS, write_collection
 from heartbeit.config import ConfigError, IngestConfig
 from heartbeit.data.corpus import read_metadata, read_rejects
 from heartbeit.data.header_labels import DEFAULT_DX_CODES, HeaderLabelMap
-from heartbeit.data.ingest import format_summary, list_inputs, run_ingest
+from heartbeit.data.ingest import run_ingest
+from heartbeit.data.listing import list_inputs
+from heartbeit.data.publish import format_summary
 from heartbeit.data.wfdb_io import read_wfdb
 
 KEY = b"0123456789abcdef0123456789abcdef"

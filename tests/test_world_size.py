@@ -1,4 +1,4 @@
-"""All the GPUs, or a clear refusal (issue 29): the paper profile declares the world size its pretraining is
+"""All the GPUs, or a clear refusal: the paper profile declares the world size its pretraining is
 designed for; `heartbeit run`, `heartbeit pretrain` (and slurm/pretrain.sh through it) refuse fewer GPUs
 with the numbers, unless --allow-fewer-gpus; `heartbeit run` on an N-GPU node pretrains with N ranks."""
 from __future__ import annotations

@@ -42,11 +42,5 @@ def describe_os_error(exc: OSError, inputs: list | None = None) -> str:
 
 
 def load_command(name: str):
-    """The module of subcommand `name`, or None when this version has no such command (its own import
-    errors are raised, not hidden)."""
-    try:
-        return importlib.import_module(f"heartbeit.commands.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"heartbeit.commands.{name}":
-            return None
-        raise
+    """The module of subcommand `name` (heartbeit/commands/<name>.py; its import errors are raised)."""
+    return importlib.import_module(f"heartbeit.commands.{name}")

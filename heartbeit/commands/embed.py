@@ -43,13 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.modelio import ModelDirError
     from heartbeit.predict_io import PredictError, check_outputs
     from heartbeit.config.layout import export_paths
+    from heartbeit.models.families import needs_mim_export
     from heartbeit.train.probe import embed_images
 
     cfg = resolve_config(args)
     layout = RunLayout.of(cfg)
     arch = args.arch or cfg.pretrain.model
     pretrained = args.pretrained
-    if pretrained is None and not args.model and arch.startswith("heartbeit_"):
+    if pretrained is None and not args.model and needs_mim_export(arch):
         pretrained = str(export_paths(layout.pretrain, arch)[0])
     images = args.images or layout.images
     try:

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from heartbeit.config.cli_args import resolve_config
     from heartbeit.data.arrays import ArrayDefaults
     from heartbeit.data.deid import KeyFileError
-    from heartbeit.data.ingest import format_summary, part_dir, run_ingest
+    from heartbeit.data.ingest import part_dir, run_ingest
+    from heartbeit.data.publish import format_summary
     from heartbeit.data.labels import LabelError
     from heartbeit.data.listing import SiteLabelError, check_site_label
     from heartbeit.data.lock import LockBusy

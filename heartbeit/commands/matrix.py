@@ -48,9 +48,10 @@ def write_recipes(mcfg, path: Path) -> None:
 
 def default_pretrained(cfg) -> Path | None:
     from heartbeit.config.layout import export_paths
+    from heartbeit.models.families import needs_mim_export
 
     pretrained_archs = [a for a in [*cfg.matrix.architectures, *cfg.matrix.probe_architectures]
-                        if a.startswith("heartbeit_")]
+                        if needs_mim_export(a)]
     if not pretrained_archs:
         return None
     return export_paths(RunLayout.of(cfg).pretrain, pretrained_archs[0])[0]
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                                   read_plan, run_cells, select_cells, write_plan)
 
     from heartbeit.config.preflight import check_run
+    from heartbeit.models.families import needs_mim_export
 
     cfg = resolve_config(args)
     if args.action != "status":  # plan is a CPU stage; run needs the GPU (unless allow_cpu)
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     elif os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
         indices = [int(os.environ["SLURM_ARRAY_TASK_ID"])]
     selected = select_cells(cells, indices)
-    if pretrained is not None and any(c.arch.startswith("heartbeit_") for c in selected) and not pretrained.is_file():
+    if pretrained is not None and any(needs_mim_export(c.arch) for c in selected) and not pretrained.is_file():
         return fail("matrix", f"no pretraining export at {pretrained} (run `heartbeit pretrain` first)")
 
     trainer = CellTrainer(images, cfg, str(pretrained) if pretrained else None, cells_dir)

@@ -82,7 +82,8 @@ def _score_only(cfg, args: argparse.Namespace) -> int:
 
     from heartbeit.commands.render import array_task
     from heartbeit.eval.cells import score_cells
-    from heartbeit.eval.report import load_cells, score_cache
+    from heartbeit.eval.report import score_cache
+    from heartbeit.eval.report_inputs import load_cells
 
     task_index, num_tasks = array_task(args.task_index, args.num_tasks)
     cellset = load_cells(Path(args.cells) if args.cells else RunLayout.of(cfg).cells)

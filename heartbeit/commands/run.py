@@ -79,7 +79,6 @@ def pretrain_command(argv: list[str], gpus: int) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     from heartbeit.cli import main
-    from heartbeit.commands import load_command
     from heartbeit.config.cli_args import resolve_config
     from heartbeit.config import ConfigError
     from heartbeit.config.preflight import check_run
@@ -110,11 +109,6 @@ def run(args: argparse.Namespace) -> int:
     for stage, invocations in planned:
         t0 = time.time()
         for argv in invocations:
-            if load_command(argv[0]) is None:
-                log.warning("stage %s: `heartbeit %s` is not available in this version; stopping here", stage, argv[0])
-                atomic_write_json(layout.run_record, {"profile": cfg.profile, "stages_s": timings,
-                                                      "stopped_at": stage})
-                return 0
             log.info("stage %s: heartbeit %s", stage, " ".join(argv))
             launch = pretrain_command(argv, gpus) if argv[0] == "pretrain" else None
             if launch:  # every GPU of this node: one rank each

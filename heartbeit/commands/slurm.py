@@ -125,7 +125,7 @@ def _submit(args) -> int:
 
     print(f"follow with: heartbeit slurm status --workdir {shlex.quote(cfg.workdir)}")
     if args.wait:
-        from heartbeit.slurm_submit import format_status, wait_chain
+        from heartbeit.slurm_status import format_status, wait_chain
 
         status = wait_chain(record, args.timeout)
         print(format_status(status))
@@ -150,7 +150,8 @@ def weights_lines(cfg) -> str:
 
 def _status(args) -> int:
     from heartbeit.config.cli_args import resolve_config
-    from heartbeit.slurm_submit import cell_states, chain_status, format_cells, format_status, read_record, wait_chain
+    from heartbeit.slurm_status import cell_states, chain_status, format_cells, format_status, wait_chain
+    from heartbeit.slurm_submit import read_record
 
     workdir = Path(args.workdir) if args.workdir else Path(resolve_config(args).workdir)
     record = read_record(workdir)
@@ -169,7 +170,7 @@ def _status(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heartbeit.slurm_submit import SlurmError
+    from heartbeit.slurm_status import SlurmError
 
     try:
         return _submit(args) if args.action == "submit" else _status(args)

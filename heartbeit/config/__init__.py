@@ -49,6 +49,34 @@ class RunConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
+# The image size is one fact, stated once as render.image_size: pretraining and the matrix train on the
+# rendered images as they are (no resize), so their sections carry a copy that load_config fills in. A source
+# may restate it there only with the render's value (a resolved config read back holds every copy); the
+# sections' old key img_size is not read.
+IMAGE_SIZE_COPIES = ("pretrain", "matrix")
+
+
+def _take_render_image_size(data: dict) -> dict:
+    """`data` with pretrain.image_size and matrix.image_size set to render.image_size; a different value or
+    the old key in those sections is an error naming the key."""
+    render = data.get("render")
+    size = render.get("image_size", RenderConfig.image_size) if isinstance(render, dict) else RenderConfig.image_size
+    out = dict(data)
+    for section in IMAGE_SIZE_COPIES:
+        values = data.get(section, {})
+        if not isinstance(values, dict):
+            continue  # from_dict names the section's type error
+        if "img_size" in values:
+            raise ConfigError(f"{section}.img_size: not a config key; the image size is set once, as "
+                              "render.image_size (pretraining and the matrix take the render's)")
+        if "image_size" in values and values["image_size"] != size:
+            raise ConfigError(f"{section}.image_size ({values['image_size']!r}) differs from render.image_size "
+                              f"({size!r}): the image size is set once, as render.image_size (pretraining and the "
+                              f"matrix take the render's); remove {section}.image_size")
+        out[section] = {**values, "image_size": size}
+    return out
+
+
 def profile_path(profile: str) -> Path:
     return CONFIG_DIR / f"{profile}.yaml"
 
@@ -67,7 +95,7 @@ def load_config(profile: str | None = None, config_file: str | Path | None = Non
         data = deep_merge(data, upgrade_renamed(load_yaml(Path(config_file)), str(config_file)))
     for text in overrides or []:
         data = deep_merge(data, upgrade_renamed(parse_override(text), f"--set {text}"))
-    cfg = from_dict(RunConfig, data)
+    cfg = from_dict(RunConfig, _take_render_image_size(data))
     check_matrix_tasks(cfg)
     # "${workdir}" in a path setting is the run's workdir, so a profile can keep its weights inside the run
     cfg.matrix.imagenet_weights_dir = cfg.matrix.imagenet_weights_dir.replace("${workdir}", cfg.workdir)

@@ -136,11 +136,10 @@ def to_dict(obj: Any) -> Any:
 
 
 # Keys renamed inside a section: (section, old name) -> new name. The old name is still read (profiles,
-# --config files, --set, recorded configs) with a deprecation message; setting both is an error.
-RENAMED_KEYS: dict[tuple[str, str], str] = {
-    ("matrix", "img_size"): "image_size",  # one name for the image size in render, pretrain and matrix
-    ("pretrain", "img_size"): "image_size",
-}
+# --config files, --set, recorded configs) with a deprecation message; setting both is an error. None at
+# present (matrix.img_size/pretrain.img_size were dropped when the image size became render.image_size alone:
+# config/__init__.py); cell ids keep hashing settings under their first names (heartbeit/matrix.py _ID_KEYS).
+RENAMED_KEYS: dict[tuple[str, str], str] = {}
 
 
 def upgrade_section(section: str, data: dict, where: str = "", warn: bool = True) -> dict:

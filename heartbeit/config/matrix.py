@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 
 from .core import ConfigError
@@ -48,7 +47,9 @@ class MatrixConfig:
     # "val_loss"); "val_auroc" (highest validation AUROC: rests on the few validation positives); "val_loss"
     # (lowest validation cross-entropy). Validation still runs every round (curves, sanity verdicts).
     selection: str = "last"
-    image_size: int = 224  # px, square; the same key as render.image_size (was img_size: still read, deprecated)
+    # px, square: not a key of its own but render.image_size, copied here by load_config (cells train on the
+    # rendered images as they are, no resize)
+    image_size: int = 224
     # "auto": bf16 or fp32 and the memory format per architecture family and device type from the measured
     # table in heartbeit/models/precision.py; "bf16" / "fp32" force one precision. Part of every cell's id.
     precision: str = "auto"
@@ -86,12 +87,6 @@ class MatrixConfig:
     # final export (100 %) and the same-size random ViT (0 %) are the normal cells. null = off. Not part of
     # any cell's id: turning it on adds cells and changes none.
     ablation_label_fraction: float | None = None
-
-    @property
-    def img_size(self) -> int:
-        """The old name of `image_size` (read-only), kept for existing code."""
-        warnings.warn("matrix.img_size is deprecated: use matrix.image_size", DeprecationWarning, stacklevel=2)
-        return self.image_size
 
     def validate(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):

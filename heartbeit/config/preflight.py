@@ -31,38 +31,27 @@ def patch_size(model: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _image_archs(archs: list[str]) -> list[str]:
-    from heartbeit.models.zoo import is_signal_arch
-
-    return [a for a in archs if not is_signal_arch(a)]
-
-
 def config_problems(cfg) -> list[str]:
-    """Problems visible in the config alone: sizes across stages, the pretraining/tokenizer grid, the
-    HeartBEiT arch the matrix fine-tunes, synthetic external sites."""
+    """Problems visible in the config alone: the pretraining/tokenizer grid, the HeartBEiT arch the matrix
+    fine-tunes, synthetic external sites. (The image size is one key, render.image_size, that pretraining and
+    the matrix take: load_config, so it cannot disagree across stages.)"""
     out: list[str] = []
     archs = list(cfg.matrix.architectures)
-    # Cells train on the rendered images as they are (no resize), so every image model sees
-    # render.image_size; a transformer built for another size fails late in timm's patch embedding.
-    if _image_archs(archs) and cfg.matrix.image_size != cfg.render.image_size:
-        out.append(f"matrix.image_size ({cfg.matrix.image_size}) must equal render.image_size "
-                   f"({cfg.render.image_size}): cells train on the rendered images as they are")
-    for arch in (a for a in archs if a.startswith("heartbeit_")):
+    from heartbeit.models.families import needs_mim_export
+
+    for arch in (a for a in archs if needs_mim_export(a)):
         if arch != cfg.pretrain.model:
             out.append(f"matrix.architectures has {arch} but pretrain.model is {cfg.pretrain.model}: the matrix "
                        "fine-tunes the pretraining export")
-        elif cfg.pretrain.image_size != cfg.matrix.image_size:
-            out.append(f"pretrain.image_size ({cfg.pretrain.image_size}) must equal matrix.image_size "
-                       f"({cfg.matrix.image_size}) to fine-tune the {arch} export")
     # The tokenizer's own view may differ in pixels (112 for a 224 model, as the paper's dVAE), but its
     # token grid must be the model's patch grid.
     p = patch_size(cfg.pretrain.model)
     t = cfg.tokenizer
     if p and cfg.pretrain.image_size % p:
-        out.append(f"pretrain.image_size ({cfg.pretrain.image_size}) is not a multiple of {cfg.pretrain.model}'s "
+        out.append(f"render.image_size ({cfg.pretrain.image_size}) is not a multiple of {cfg.pretrain.model}'s "
                    f"patch size {p}")
     elif p and cfg.pretrain.image_size // p != t.input_size // t.patch_size:
-        out.append(f"{cfg.pretrain.model} at pretrain.image_size {cfg.pretrain.image_size} has a "
+        out.append(f"{cfg.pretrain.model} at render.image_size {cfg.pretrain.image_size} has a "
                    f"{cfg.pretrain.image_size // p}x{cfg.pretrain.image_size // p} patch grid but the tokenizer "
                    f"gives {t.input_size // t.patch_size}x{t.input_size // t.patch_size} tokens "
                    "(tokenizer.input_size / tokenizer.patch_size)")
@@ -99,7 +88,9 @@ def ablation_problems(cfg) -> list[str]:
         out.append("matrix.ablation_label_fraction is set but pretrain.export_at is empty: pretraining writes no "
                    "intermediate exports to fine-tune (e.g. pretrain.export_at: [0.25, 0.5]), or set "
                    "matrix.ablation_label_fraction: null")
-    if not any(a.startswith("heartbeit_") for a in cfg.matrix.architectures):
+    from heartbeit.models.families import needs_mim_export
+
+    if not any(needs_mim_export(a) for a in cfg.matrix.architectures):
         out.append("matrix.ablation_label_fraction is set but matrix.architectures has no HeartBEiT (heartbeit_*) "
                    "architecture whose pretraining it could ablate (or set matrix.ablation_label_fraction: null)")
     for key, fractions in (("render.fractions", cfg.render.fractions), ("matrix.fractions", cfg.matrix.fractions)):

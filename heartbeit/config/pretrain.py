@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +11,9 @@ from .core import ConfigError, upgrade_section
 @dataclass
 class PretrainConfig:
     model: str = "heartbeit_base_patch16_224"
-    image_size: int = 224  # px, square; the same key as render.image_size (was img_size: still read, deprecated)
+    # px, square: not a key of its own but render.image_size, copied here by load_config (pretraining trains on
+    # the rendered images as they are)
+    image_size: int = 224
     # Length: `steps` optimizer steps, or (epochs > 0) BEiT's definition: epochs over the train split at the
     # global batch, steps = ceil(epochs * train images / global batch), derived at start from the shards'
     # count and the world size (heartbeit.train.schedule) and written to the resolved config and the log.
@@ -54,12 +55,6 @@ class PretrainConfig:
     # (1.0) is always written. They go to <out>/ablation/, which checkpoint rotation never touches, and are
     # what the matrix's pretraining ablation (matrix.ablation_label_fraction) fine-tunes. [] = none.
     export_at: list[float] = field(default_factory=list)
-
-    @property
-    def img_size(self) -> int:
-        """The old name of `image_size` (read-only), kept for existing code."""
-        warnings.warn("pretrain.img_size is deprecated: use pretrain.image_size", DeprecationWarning, stacklevel=2)
-        return self.image_size
 
     def validate(self) -> None:
         if self.decode_threads < 1:

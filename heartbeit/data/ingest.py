@@ -43,11 +43,11 @@ from .arrays import ArrayDefaults, read_array, sniff_array
 from .corpus import SHARD_DIR, ShardWriter
 from .header_labels import HeaderLabelMap
 from .labels import LabelTable, corpus_label_columns, join_labels, key_value, label_row, load_labels
-from .listing import InputFile, Listing, list_inputs, slice_inputs  # noqa: F401 - re-exported for callers
+from .listing import InputFile, Listing, list_inputs, slice_inputs
 from .lock import DirLock
 from .muse import looks_like_utf16_xml, parse_muse
 from .pool import ordered_map
-from .publish import PRIVATE, REJECT_COLUMNS, _complete, _finish, _read_manifest, format_summary  # noqa: F401
+from .publish import _complete, _finish, _read_manifest
 from .ptbxl import ScpTaskMap, ptbxl_labels
 from .quality import check_plausible_ecg, check_signals, to_corpus
 from .reasons import IngestError, Reason

@@ -1,4 +1,4 @@
-"""The render plan, computed once and read in slices by Slurm array tasks (issue 22).
+"""The render plan, computed once and read in slices by Slurm array tasks.
 
 Planning the render stage (manifest: splits and fractions; shard assignment; where every ECG's signal sits
 in the corpus tars; each shard's plan digest) costs the same for every array task and grows with the corpus;

@@ -1,5 +1,5 @@
 """Data-parallel training for models that fit on one GPU: torch DistributedDataParallel behind the Engine
-protocol, the paper profile's path (`pretrain.zero_stage: 0` with several ranks; issue 30).
+protocol, the paper profile's path (`pretrain.zero_stage: 0` with several ranks).
 
 Why not ZeRO here: a 92 M-parameter model needs no partitioning for memory, and DeepSpeed's BF16_Optimizer
 (ZeRO-1 with bf16 and fp32 gradient accumulation) all-reduced fp32 gradients after the backward pass without

@@ -6,7 +6,7 @@ Stage 0 is the DDP-equivalent baseline (every rank holds everything, gradients a
 CPU). The paper profile trains with torch DDP instead (distributed/ddp.py); ZeRO is here for models that do
 not fit.
 
-bf16 is the recipe every engine follows (issue 30): fp32 parameters and optimizer state, the forward under
+bf16 is the recipe every engine follows: fp32 parameters and optimizer state, the forward under
 bf16 autocast (DeepSpeed's `torch_autocast`), the gradients of Linear/Conv weights reduced in bf16. (The
 previous `bf16` mode kept the parameters themselves in bf16 and, at ZeRO-1 with fp32 gradient accumulation,
 selected DeepSpeed's BF16_Optimizer, which all-reduces fp32 gradients after the backward pass without

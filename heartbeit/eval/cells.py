@@ -4,7 +4,7 @@ A cell directory `cells/<cell_id>/` holds `cell.json` (arch, arch_family, fracti
 init, ...) and `predictions.parquet` (ecg_uid, patient_hash, site, split, label, score, optional sex and
 age_band). Cells without both files are unfinished and skipped (the matrix writes them atomically).
 
-Scale (issue 22): a cell read from disk keeps only its record and its folder; its predictions are read when
+Scale: a cell read from disk keeps only its record and its folder; its predictions are read when
 asked for (`CellResult.predictions`) and dropped again, so the report's memory is bounded by the cells one step
 works on (one cell, or the two a paired test matches), not by the number of cells. `long_metrics` scores
 cells in `workers` processes; every cell's rows depend only on that cell and the seed, and rows are
@@ -50,9 +50,6 @@ class CellResult:
     @property
     def predictions(self) -> pd.DataFrame:
         return self.held if self.held is not None else read_predictions(self.path)
-
-
-Cell = CellResult  # its old name, kept for existing imports (it clashed with heartbeit.matrix.Cell)
 
 
 def read_predictions(pred_path: Path) -> pd.DataFrame:

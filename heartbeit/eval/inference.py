@@ -31,7 +31,7 @@ def predict(model, arch: str, images: np.ndarray, batch_size: int = 32) -> np.nd
     """P(class 1) for uint8 images [N, H, W], or float mV waveforms [N, 12, L] for a signal model."""
     import torch
 
-    from heartbeit.models.zoo import is_signal_arch
+    from heartbeit.models.families import is_signal_arch
 
     from .saliency import _normalization
 

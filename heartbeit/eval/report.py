@@ -36,9 +36,7 @@ from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_versio
 from .ablation import split_cells
 from .cells import long_metrics
 from .document import Document
-from .inference import load_cell_model, predict  # noqa: F401  (public here before the split)
-from .report_inputs import COMPLETE, MODEL_FILE, CellSet, ImageSet, load_cells, open_images  # noqa: F401
-from .report_inputs import unfinished_cells
+from .report_inputs import load_cells, open_images, unfinished_cells
 from .report_saliency import SaliencyResult, saliency_part, saliency_section
 from .report_sections import data_section, models_section, results_section
 from .territory import TerritoryResult, territory_part, territory_section

@@ -1,4 +1,5 @@
-"""Precision and memory format of a matrix cell: a fixed table per device type and architecture family.
+"""Precision and memory format of a matrix cell: a fixed row per device type in the family table
+(heartbeit/models/families.py, `Family.numerics`; these notes say where the rows come from).
 
 `matrix.precision: auto` reads this table; `bf16` or `fp32` forces one precision for every architecture
 (memory format still from the table). The effective precision is part of a cell's id (heartbeit.matrix),
@@ -12,7 +13,7 @@ results/bench/train_step.json, 2-core AMD EPYC, 2026-12-01), speed of one traini
   signal_xresnet1d_tiny (12 x 2,500 samples, batch 64, same machine, 2026-12-05): bf16 1.41x -> bf16.
 On this CPU bf16 autocast makes depthwise-convolution networks (EfficientNet) slower, so they train in fp32.
 CUDA rows: bf16 autocast everywhere (tensor cores), channels-last for CNNs (cuDNN's NHWC kernels); not yet
-measured on a GPU here (issue 23), the standard setting on A100/H100. CNN cells on CUDA also let cuDNN
+measured on a GPU here, the standard setting on A100/H100. CNN cells on CUDA also let cuDNN
 time its convolution algorithms once per input shape (`cudnn.benchmark`; a cell's images all have one size,
 so the search is paid once): the fastest algorithm can differ between runs, so GPU runs are reproducible
 within a tolerance, not bit-identical (docs/gpu-performance.md). A CPU run never changes it.
@@ -20,34 +21,12 @@ within a tolerance, not bit-identical (docs/gpu-performance.md). A CPU run never
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterator
 
-from heartbeit.models.families import arch_family
+from heartbeit.models.families import Numerics, numerics_of
 
 PRECISIONS = ("auto", "bf16", "fp32")
-
-
-@dataclass(frozen=True)
-class Numerics:
-    precision: str  # "bf16" (autocast) | "fp32"
-    channels_last: bool
-    cudnn_benchmark: bool = False  # CUDA only: cuDNN picks its algorithms by timing them (fixed-size inputs)
-
-
-# (device type, family) -> Numerics; "*" is any other family on that device type.
-TABLE: dict[tuple[str, str], Numerics] = {
-    ("cpu", "heartbeit"): Numerics("bf16", False),
-    ("cpu", "beit"): Numerics("bf16", False),
-    ("cpu", "vit"): Numerics("bf16", False),
-    ("cpu", "efficientnet"): Numerics("fp32", True),
-    ("cpu", "resnet"): Numerics("bf16", True),
-    ("cpu", "signal"): Numerics("bf16", False),
-    ("cpu", "*"): Numerics("fp32", False),
-    ("cuda", "efficientnet"): Numerics("bf16", True, cudnn_benchmark=True),
-    ("cuda", "resnet"): Numerics("bf16", True, cudnn_benchmark=True),
-    ("cuda", "*"): Numerics("bf16", False),
-}
 
 
 def device_type_of(device_setting: str) -> str:
@@ -63,8 +42,7 @@ def numerics_for(arch: str, device_type: str, precision: str = "auto") -> Numeri
     """The table's row for `arch` on `device_type`, with `precision` forcing bf16/fp32 unless "auto"."""
     if precision not in PRECISIONS:
         raise ValueError(f"matrix.precision must be one of {PRECISIONS}, got {precision!r}")
-    family = arch_family(arch)
-    row = TABLE.get((device_type, family)) or TABLE[(device_type, "*")]
+    row = numerics_of(arch, device_type)
     return row if precision == "auto" else replace(row, precision=precision)
 
 

@@ -3,7 +3,7 @@
 The DALL-E dVAE BEiT used cannot be downloaded, so the suite trains its own tokenizer on ECG images:
 
 * ``kmeans``: a codebook of ``vocab_size`` centroids over slightly blurred ``patch_size`` x ``patch_size``
-  pixel patches (scikit-learn MiniBatchKMeans; FACTS.md calibration: 256 codes fit in seconds and MIM on
+  pixel patches (scikit-learn MiniBatchKMeans: 256 codes fit in seconds, and MIM on
   them helps fine-tuning). The blur makes a trace shifted by a pixel land on the same code.
 * ``vqvae``: a convolutional VQ-VAE whose encoder downsamples by ``patch_size`` (112 -> 14x14 for patch 8)
   into a codebook kept by exponential moving averages, with dead-code restarts (van den Oord et al. 2017;
@@ -160,7 +160,7 @@ class KMeansTokenizer(Tokenizer):
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 1, H, W] -> float32 [B, g*g, patch*patch] blurred patch pixels (row-major grid)."""
         device = self.centroids.device if self.centroids is not None else images.device
-        # non-blocking: a no-op when the step has the batch on the device already, else queued (issue 30)
+        # non-blocking: a no-op when the step has the batch on the device already, else queued
         x = _blur(to_unit_float(images.to(device, non_blocking=True), self.input_size), self.blur_sigma)
         p = self.patch_size
         return F.unfold(x, kernel_size=p, stride=p).transpose(1, 2).contiguous()

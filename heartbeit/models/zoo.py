@@ -26,19 +26,9 @@ import torch
 import heartbeit.models.heartbeit as _registry  # noqa: F401  (registers heartbeit_* / vit_* sizes with timm)
 import heartbeit.models.signal1d as _signal_registry  # noqa: F401  (registers signal_xresnet1d_* with timm)
 
-from .families import BEIT_FINETUNE_DROP_PATH, SAME_SIZE_BASELINES, TRANSFORMER_FAMILIES, arch_family, head_init, \
-    is_beit_family, takes_imagenet_weights
+from .families import family_of, head_init, is_signal_arch, is_transformer, needs_mim_export, \
+    takes_imagenet_weights
 from .weights import LoadRecord, WeightLoadError, create_with_weights, ensure_imagenet_file
-
-SIGNAL_PREFIX = "signal_"  # waveform models: input [B, 12, L] in mV instead of an image
-
-
-def is_signal_arch(arch: str) -> bool:
-    return arch.startswith(SIGNAL_PREFIX)
-
-
-def is_transformer(arch: str) -> bool:
-    return arch_family(arch) in TRANSFORMER_FAMILIES
 
 
 def input_modality(arch: str) -> str:
@@ -49,12 +39,12 @@ def input_modality(arch: str) -> str:
 def classifier_kwargs(arch: str, num_classes: int = 2, img_size: int = 224, in_chans: int = 1,
                       finetune: bool = True) -> dict:
     """timm.create_model arguments of a matrix classifier (one home for fine-tuning and for reloading a cell).
-    BEiT-family models fine-tune with drop path 0.1, as the BEiT reference does; it has no effect in eval mode."""
+    Drop path while fine-tuning is the family's (BEiT family: 0.1, as the BEiT reference); no effect in eval mode."""
     kwargs: dict = {"num_classes": num_classes, "in_chans": 12 if is_signal_arch(arch) else in_chans}
     if is_transformer(arch):
         kwargs["img_size"] = img_size
-    if finetune and is_beit_family(arch):
-        kwargs["drop_path_rate"] = BEIT_FINETUNE_DROP_PATH
+    if finetune and family_of(arch).drop_path:
+        kwargs["drop_path_rate"] = family_of(arch).drop_path
     return kwargs
 
 
@@ -80,7 +70,7 @@ def prior_logit(prevalence: float, n: int | None = None) -> float:
 @torch.no_grad()
 def init_new_head(model: torch.nn.Module, arch: str, prevalence: float | None = None,
                   n_train: int | None = None) -> None:
-    """Start a new classifier head where it can learn (families.HEAD_INIT): weights by the family's rule,
+    """Start a new classifier head where it can learn (Family.head_init): weights by the family's rule,
     bias at the training prevalence's log-odds (two logits: b1 - b0 = logit(p)); without a prevalence the
     bias is zero. It reads no tensor back, so a model on the meta device initialises too (head_statistics
     reports the result)."""
@@ -131,7 +121,7 @@ def create_classifier(arch: str, num_classes: int = 2, img_size: int = 224, in_c
     if not timm.is_model(arch):
         raise ValueError(f"unknown architecture {arch!r} (not registered in timm)")
     kwargs = classifier_kwargs(arch, num_classes, img_size, in_chans)
-    if arch.startswith("heartbeit_"):
+    if needs_mim_export(arch):
         if not pretrained_file:
             raise ValueError(f"{arch} needs the pretraining export (pretrained_file); its random-init "
                              f"counterpart is the vit_* baseline of the same size")
@@ -155,10 +145,11 @@ def create_classifier(arch: str, num_classes: int = 2, img_size: int = 224, in_c
 
 
 def normalization(arch: str) -> tuple[float, float]:
-    """(mean, std) for 1-channel images scaled to [0, 1]; for waveform models (0, 1) on mV."""
-    if is_signal_arch(arch):
+    """(mean, std) for 1-channel images scaled to [0, 1]; for waveform models (0, 1) on mV (Family.normalisation)."""
+    rule = family_of(arch).normalisation
+    if rule == "none":
         return 0.0, 1.0
-    if arch.startswith("heartbeit_") or arch in SAME_SIZE_BASELINES:
+    if rule == "heartbeit":
         return 0.5, 0.5
     from timm.models import get_pretrained_cfg
 

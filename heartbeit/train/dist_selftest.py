@@ -76,13 +76,6 @@ def mim_batch(seed: int, micro_step: int, rank: int, world: int, batch_size: int
     return images, tokens, torch.from_numpy(np.sort(order, axis=1))
 
 
-def lr_at(step: int, base_lr: float, warmup: int, total: int, min_lr: float) -> float:
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="tiny",
@@ -125,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from heartbeit.distributed.observe import peak_memory_bytes, setup_rank_logging
     from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
     from heartbeit.train.mim import MimStep
+    from heartbeit.train.schedule import lr_at
     from heartbeit.train.throughput import Throughput
 
     denv = discover()

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from heartbeit.config import MatrixConfig
 from heartbeit.models import zoo
-from heartbeit.models.families import ADAMW_WEIGHT_DECAY, FINETUNE_RECIPE_VERSION, arch_family, head_init, uses_heartbeit_recipe
+from heartbeit.models.families import ADAMW_WEIGHT_DECAY, FINETUNE_RECIPE_VERSION, arch_family, head_init, needs_mim_export, uses_heartbeit_recipe
 from heartbeit.records import CELL_WEIGHTS, CURVES, PREDICTION_META, PREDICTIONS, VAL_SCORES
 from heartbeit.train.cell_checkpoint import CellCheckpoint
 from heartbeit.train.param_groups import describe_groups, group_peak_lrs, param_groups
@@ -154,10 +154,10 @@ def finetune_cell(cell, mcfg: MatrixConfig, data: CellData, out_dir: Path,
     out_dir = Path(out_dir)
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)  # timm/torch init code may read numpy's global RNG
-    # the new head starts at the training prevalence's log-odds (families.HEAD_INIT)
+    # the new head starts at the training prevalence's log-odds (Family.head_init)
     model, loaded = zoo.create_classifier(
         cell.arch, num_classes=2, img_size=mcfg.image_size, in_chans=1,
-        pretrained_file=pretrained_file if cell.arch.startswith("heartbeit") else None,
+        pretrained_file=pretrained_file if needs_mim_export(cell.arch) else None,
         imagenet_weights_dir=mcfg.imagenet_weights_dir or None,
         # preflight stops a run whose weights folder is unset; here a set folder missing this file stops the cell
         allow_random_init=mcfg.allow_random_init or not mcfg.imagenet_weights_dir,

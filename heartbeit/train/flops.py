@@ -179,7 +179,8 @@ def classifier_forward_flops(arch: str, img_size: int = 224, wave_len: int = 100
     import timm
 
     import heartbeit.models  # noqa: F401  (registers ours)
-    from heartbeit.models.zoo import classifier_kwargs, is_signal_arch
+    from heartbeit.models.families import is_signal_arch
+    from heartbeit.models.zoo import classifier_kwargs
 
     kwargs = classifier_kwargs(arch, 2, img_size, finetune=False)
     shape = (1, 12, wave_len) if is_signal_arch(arch) else (1, 1, img_size, img_size)

@@ -9,7 +9,7 @@ tokenizer's code of every masked patch (cross-entropy on the masked positions on
 MIM step). The learning rate is a pure function of the global step (linear warmup, cosine to min_lr), so a
 resumed run follows the same schedule.
 
-The host never waits for the device between log steps (issue 30): the step makes no sync, the loss and
+The host never waits for the device between log steps: the step makes no sync, the loss and
 accuracy are summed on the device and read every `log_every` steps, and the stop request (a collective
 under DeepSpeed) is checked on those steps too, so a pre-limit signal is acted on within `log_every` steps.
 
@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from heartbeit.config.core import upgrade_section
 from heartbeit.config.layout import ablation_export_paths, checkpoint_pointer, checkpoints_dir, export_paths
 from heartbeit.config.pretrain import export_steps, same_run
 from heartbeit.distributed.build import build_engine, world_size_from_env
-from heartbeit.distributed.engine import Engine, latest_tag
+from heartbeit.distributed.engine import Engine
 from heartbeit.distributed.preempt import StopRequest, mark_checkpointed
 from heartbeit.models.heartbeit import create_mim_model, export_backbone
 from heartbeit.models.masking import MaskSampler
@@ -54,18 +54,12 @@ from heartbeit.train.batches import BatchSource, ShardBatches
 from heartbeit.train.flops import device_peak_flops, mfu, mim_train_flops_per_image
 from heartbeit.train.mim import MEAN, STD, MimStep  # noqa: F401 (MEAN/STD: the export's normalisation)
 from heartbeit.train.param_groups import param_groups
-from heartbeit.train.rng import rng_state, set_rng_state  # noqa: F401  (their home; re-exported)
-from heartbeit.train.schedule import check_resume, resolve_schedule, train_image_count
+from heartbeit.train.rng import rng_state, set_rng_state
+from heartbeit.train.schedule import check_resume, lr_at, resolve_schedule, train_image_count
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, code_version, sha256_file
 
 log = logging.getLogger("heartbeit.pretrain")
 
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warmup to cfg.lr over warmup_steps, then cosine decay to min_lr at cfg.steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 def shard_tokens_match(images_dir: Path, tokenizer_file: Path | None, tokenizer: Tokenizer) -> bool:
@@ -77,17 +71,88 @@ def shard_tokens_match(images_dir: Path, tokenizer_file: Path | None, tokenizer:
     return info.get("tokenizer_sha256") == sha256_file(tokenizer_file) and info.get("grid") == tokenizer.grid_size
 
 
+@dataclass
+class PretrainRun:
+    """Everything the loop and the finish need, built once by `setup`: the configuration as given and as
+    resolved for this job, the engine (model, optimizer, ranks), the batch source, where the run stands and
+    what its exports record."""
+    given: PretrainConfig  # as configured
+    cfg: PretrainConfig  # resolved for this job (heartbeit.train.schedule)
+    schedule: dict[str, Any]
+    out_dir: Path
+    engine: Engine
+    model: torch.nn.Module
+    tokenizer: Tokenizer
+    tokenizer_file: Path | None
+    source: BatchSource
+    step: int
+    intermediate: dict[int, float]  # {optimizer step: fraction} of the export_at exports
+    mim_step: MimStep
+    flops_per_image: float
+    peak_flops: float | None
+    peak_source: str
+    meta: dict[str, Any] = field(default_factory=dict)  # the export's metadata
+    run_record: dict[str, Any] = field(default_factory=dict)  # what every export's json records of the run
+
+    @property
+    def is_main(self) -> bool:
+        return self.engine.rank == 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / PRETRAIN_LOG
+
+    def save(self, at_step: int) -> None:
+        self.engine.save_checkpoint(checkpoints_dir(self.out_dir), f"step{at_step:08d}", {
+            "step": at_step, "loader": self.source.state_dict(), "rng": rng_state(), "schedule": self.schedule})
+
+    def write_export(self, path: Path) -> str | None:
+        """The fp32 backbone as it is now into `path`; the gather is a collective (ZeRO partitions), so
+        every rank calls this. Returns the file's sha256 on rank 0, None on the others."""
+        full = self.engine.full_state_dict()
+        if not self.is_main:
+            return None
+        from safetensors.torch import save_file
+
+        from heartbeit.utils.io import atomic_path
+
+        backbone = export_backbone(full, depth=len(self.model.blocks))
+        with atomic_path(path) as tmp:
+            save_file(backbone, str(tmp), metadata={"heartbeit": json.dumps(self.meta, sort_keys=True)})
+        log.info("exported %s (%d tensors)", path, len(backbone))
+        return sha256_file(path)
+
+    def export_intermediate(self, at_step: int) -> None:
+        file, record = ablation_export_paths(self.out_dir, self.cfg.model, at_step)
+        sha = self.write_export(file)
+        if self.is_main:  # the json last: an export with its json is complete
+            atomic_write_json(record, {**self.meta, **self.run_record, "step": at_step,
+                                       "fraction": self.intermediate[at_step], "steps": self.cfg.steps,
+                                       "file": file.name, "sha256": sha, "code_version": code_version()})
+
+
 def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | Path, out_dir: str | Path,
              resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
     """Run (or resume) masked image modeling; returns the run summary (also written beside the export).
 
     `cfg`: a RunConfig or a PretrainConfig. `data`: an images directory (shards) or a BatchSource.
     `stop_after`: leave after this many steps with a checkpoint, as a preempted job would (tests)."""
+    run = setup(cfg, data, tokenizer, out_dir, resume)
+    if isinstance(run, dict):  # complete for this config already: its summary
+        return run
+    train_loop(run, stop_after, progress)
+    return finish(run)
+
+
+def setup(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | Path, out_dir: str | Path,
+          resume: bool = False) -> PretrainRun | dict[str, Any]:
+    """Tokenizer, model, schedule, engine, batches and the resumed position of a run; or the summary of the
+    finished run when `out_dir` already holds this config's export."""
     cfg: PretrainConfig = getattr(cfg, "pretrain", cfg)
     given = cfg  # as configured; `cfg` below is resolved for this job (heartbeit.train.schedule)
     out_dir = Path(out_dir)
     ckpt_dir = checkpoints_dir(out_dir)
-    export_file, export_json = export_paths(out_dir, cfg.model)
+    export_json = export_paths(out_dir, cfg.model)[1]
     if export_json.is_file():  # complete for this config: nothing to do, with or without --resume
         done = json.loads(export_json.read_text())
         if upgrade_section("pretrain", done.get("pretrain_config") or {}, warn=False) == to_dict(given):
@@ -129,7 +194,6 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                  if schedule["epochs"] else "", cfg.lr, cfg.warmup_steps)
         if "note" in schedule:
             log.warning("%s", schedule["note"])
-    is_main = engine.rank == 0
     device = engine.device
     if hasattr(tokenizer, "to"):
         tokenizer = tokenizer.to(device)
@@ -168,52 +232,28 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
             source.load_state_dict(state["loader"])
             set_rng_state(state["rng"])
             log.info("resumed at step %d (loader %s)", step, state["loader"])
-    log_path = out_dir / PRETRAIN_LOG
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
-        kept = "".join(json.dumps(r) + "\n" for r in records if r["step"] <= step)  # drop steps we redo
-        atomic_write_bytes(log_path, kept.encode())
 
     # ---- FLOPs for MFU (model only, counted once per configuration)
     flops_per_image = mim_train_flops_per_image(cfg.model, cfg.image_size, tokenizer.vocab_size, cfg.mask_patches)
     peak_flops, peak_source = device_peak_flops(device, cfg.precision, cfg.peak_tflops)
-    mim_step = MimStep(engine, cfg.precision, cfg.image_size, tokenizer)
-    images_per_step = cfg.batch_size * cfg.grad_accum * engine.world_size
-
-    # ---- exports: the final one and those at pretrain.export_at
-    # "img_size" stays the key in the export's metadata (timm's argument name): the export's bytes, whose sha256
-    # enters HeartBEiT cell ids, must not change with the config's key name
-    meta = {"model": cfg.model, "img_size": cfg.image_size, "in_chans": 1, "mean": MEAN, "std": STD}
-    run_record = {"vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.config(),
-                  "tokenizer_file": str(tokenizer_file) if tokenizer_file else None,
-                  "pretrain_config": to_dict(given), "resolved_pretrain_config": to_dict(cfg)}
-
-    def write_export(path: Path) -> str | None:
-        """The fp32 backbone as it is now into `path`; the gather is a collective (ZeRO partitions), so
-        every rank calls this. Returns the file's sha256 on rank 0, None on the others."""
-        full = engine.full_state_dict()
-        if not is_main:
-            return None
-        from safetensors.torch import save_file
-
-        from heartbeit.utils.io import atomic_path
-
-        backbone = export_backbone(full, depth=len(model.blocks))
-        with atomic_path(path) as tmp:
-            save_file(backbone, str(tmp), metadata={"heartbeit": json.dumps(meta, sort_keys=True)})
-        log.info("exported %s (%d tensors)", path, len(backbone))
-        return sha256_file(path)
-
-    def export_intermediate(at_step: int) -> None:
-        file, record = ablation_export_paths(out_dir, cfg.model, at_step)
-        sha = write_export(file)
-        if is_main:  # the json last: an export with its json is complete
-            atomic_write_json(record, {**meta, **run_record, "step": at_step, "fraction": intermediate[at_step],
-                                       "steps": cfg.steps, "file": file.name, "sha256": sha,
-                                       "code_version": code_version()})
-
-    if is_main:  # exports of steps this run has already passed cannot be made again: say so now
+    run = PretrainRun(
+        given=given, cfg=cfg, schedule=schedule, out_dir=out_dir, engine=engine, model=model, tokenizer=tokenizer,
+        tokenizer_file=tokenizer_file, source=source, step=step, intermediate=intermediate,
+        mim_step=MimStep(engine, cfg.precision, cfg.image_size, tokenizer), flops_per_image=flops_per_image,
+        peak_flops=peak_flops, peak_source=peak_source,
+        # "img_size" stays the key in the export's metadata (timm's argument name): the export's bytes, whose
+        # sha256 enters HeartBEiT cell ids, must not change with the config's key name
+        meta={"model": cfg.model, "img_size": cfg.image_size, "in_chans": 1, "mean": MEAN, "std": STD},
+        run_record={"vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.config(),
+                    "tokenizer_file": str(tokenizer_file) if tokenizer_file else None,
+                    "pretrain_config": to_dict(given), "resolved_pretrain_config": to_dict(cfg)})
+    if run.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = run.log_path
+        records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+        kept = "".join(json.dumps(r) + "\n" for r in records if r["step"] <= step)  # drop steps we redo
+        atomic_write_bytes(log_path, kept.encode())
+        # exports of steps this run has already passed cannot be made again: say so now
         for passed in (s for s in intermediate if s <= step):
             record = ablation_export_paths(out_dir, cfg.model, passed)[1]
             info = json.loads(record.read_text()) if record.is_file() else None
@@ -221,12 +261,15 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                 log.warning("pretrain.export_at %g: no export of this run at step %d, which the resumed run has "
                             "passed; the matrix's pretraining ablation needs it (rerun pretraining from step 0 in "
                             "a new --out)", intermediate[passed], passed)
+    return run
 
-    def save(at_step: int) -> None:
-        engine.save_checkpoint(ckpt_dir, f"step{at_step:08d}", {
-            "step": at_step, "loader": source.state_dict(), "rng": rng_state(), "schedule": schedule})
 
-    # ---- the loop
+def train_loop(run: PretrainRun, stop_after: int | None = None, progress: bool = True) -> None:
+    """Optimizer steps from `run.step` to the end of the schedule (or `stop_after`, or a stop request), with
+    the log, the export_at exports and the checkpoints on their steps; leaves `run.step` where it stopped."""
+    cfg, engine, source, mim_step = run.cfg, run.engine, run.source, run.mim_step
+    step, is_main = run.step, run.is_main
+    images_per_step = cfg.batch_size * cfg.grad_accum * engine.world_size
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     stop = StopRequest()  # Slurm's pre-limit signal or a preemption: checkpoint at this step, then leave
     stream = iter(source)
@@ -235,12 +278,13 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                dynamic_ncols=True)
     window = {"steps": 0, "t0": time.perf_counter()}
     while step < end:
-        lr = lr_at(step, cfg)
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr)
         engine.set_lr(lr)
         for _ in range(cfg.grad_accum):
             batch = next(stream)
             mim_step(batch.images, batch.tokens, batch.mask_index)
         step += 1
+        run.step = step
         window["steps"] += 1
         bar.update(1)
 
@@ -253,10 +297,10 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                 "step": step, "epoch": source.state_dict().get("epoch"),
                 "loss": engine.all_reduce_mean(loss), "mlm_acc": engine.all_reduce_mean(acc),
                 "lr": lr, "grad_norm": engine.grad_norm(), "images_per_s": ips,
-                "mfu": mfu(ips, flops_per_image, peak_flops, engine.world_size),
+                "mfu": mfu(ips, run.flops_per_image, run.peak_flops, engine.world_size),
             }
             if is_main:
-                with open(log_path, "a") as fh:
+                with open(run.log_path, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['mlm_acc']:.3f}",
                                 ips=f"{ips:.1f}")
@@ -264,42 +308,49 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
                          record["loss"], record["mlm_acc"], lr, ips,
                          f"{record['mfu']:.2%}" if record["mfu"] is not None else "n/a")
             window = {"steps": 0, "t0": time.perf_counter()}
-        if step in intermediate:  # before any checkpoint of this step: a resume never skips past it unwritten
-            export_intermediate(step)
+        if step in run.intermediate:  # before any checkpoint of this step: a resume never skips past it unwritten
+            run.export_intermediate(step)
         if step % cfg.checkpoint_every == 0 or step == end:
-            save(step)
+            run.save(step)
         elif step < end and log_step and stop.should_stop(engine):
-            save(step)
+            run.save(step)
             mark_checkpointed()
             log.warning("stopped at step %d with a checkpoint; rerun with --resume to continue", step)
             break
     bar.close()
 
+
+def finish(run: PretrainRun) -> dict[str, Any]:
+    """The run's summary (from its log); after the last step also the final export and its json, which
+    mark the run complete. A run stopped early returns the summary only: its checkpoint is the result."""
+    cfg, engine, step = run.cfg, run.engine, run.step
     summary: dict[str, Any] = {"steps_done": step, "steps": cfg.steps, "complete": step >= cfg.steps,
-                               "schedule": schedule,
-                               "flops_per_image": flops_per_image, "peak_flops": peak_flops,
-                               "peak_source": peak_source, "device": str(device), "world_size": engine.world_size}
-    if is_main and log_path.is_file():
-        records = [json.loads(line) for line in log_path.read_text().splitlines()]
+                               "schedule": run.schedule,
+                               "flops_per_image": run.flops_per_image, "peak_flops": run.peak_flops,
+                               "peak_source": run.peak_source, "device": str(engine.device),
+                               "world_size": engine.world_size}
+    if run.is_main and run.log_path.is_file():
+        records = [json.loads(line) for line in run.log_path.read_text().splitlines()]
         if records:
             summary.update(first_loss=records[0]["loss"], first_mlm_acc=records[0]["mlm_acc"],
                            final_loss=records[-1]["loss"], final_mlm_acc=records[-1]["mlm_acc"],
-                           chance_acc=1.0 / tokenizer.vocab_size, images_per_s=records[-1]["images_per_s"],
+                           chance_acc=1.0 / run.tokenizer.vocab_size, images_per_s=records[-1]["images_per_s"],
                            mfu=records[-1]["mfu"])
     if step < cfg.steps:  # stopped early: the checkpoint is the result
         return summary
 
     # ---- export: fp32 backbone for fine-tuning (the collective gather runs on every rank)
-    sha = write_export(export_file)
-    if is_main:
+    export_file, export_json = export_paths(run.out_dir, cfg.model)
+    sha = run.write_export(export_file)
+    if run.is_main:
         summary["export"] = str(export_file)
         summary["export_sha256"] = sha
-        records = [ablation_export_paths(out_dir, cfg.model, s)[1] for s in sorted(intermediate)]
+        records = [ablation_export_paths(run.out_dir, cfg.model, s)[1] for s in sorted(run.intermediate)]
         records = [json.loads(r.read_text()) for r in records if r.is_file()]
         summary["intermediate_exports"] = {str(r["step"]): r["sha256"] for r in records
-                                           if same_run(r["pretrain_config"], to_dict(given))}
+                                           if same_run(r["pretrain_config"], to_dict(run.given))}
         atomic_write_json(export_json, {
-            **meta, **run_record, "code_version": code_version(), "summary": summary,
+            **run.meta, **run.run_record, "code_version": code_version(), "summary": summary,
             "load_with": f"timm.create_model({cfg.model!r}, pretrained=True, "
                          f"pretrained_cfg_overlay=dict(file={export_file.name!r}), num_classes=2)",
         })

@@ -26,6 +26,16 @@ SCHEDULE_KEYS = ("steps", "grad_accum", "global_batch", "lr", "min_lr", "warmup_
                  "train_images")
 
 
+def lr_at(step: int, lr: float, warmup_steps: int, steps: int, min_lr: float) -> float:
+    """The learning rate at optimizer step `step` (0-based): linear warmup to `lr` over `warmup_steps`, then
+    cosine decay to `min_lr` at `steps`. A pure function of the step, so a resumed run follows the same curve;
+    pretraining and the distributed self-test both read it."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
 def train_image_count(images_dir: str | Path, split: str = "train") -> int:
     """Images in a split, from the render stage's index.json (written once every shard is complete)."""
     index = Path(images_dir) / IMAGES_INDEX

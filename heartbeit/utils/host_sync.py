@@ -1,4 +1,4 @@
-"""Counting the host syncs our own code makes (issue 30): every call that makes the host wait for the GPU.
+"""Counting the host syncs our own code makes: every call that makes the host wait for the GPU.
 
 On a GPU, kernels are queued and the host runs ahead; a call that needs a device value on the host (`.item()`,
 `.cpu()`, `.tolist()`, `.numpy()`, `float(t)` / `int(t)` / `bool(t)`), a data-dependent shape (`nonzero`,
