@@ -286,6 +286,9 @@ def test_docs_index_lists_every_page():
     assert not missing, f"docs/README.md does not link {missing}"
 
 
+MISSING = "heartbeit/" + "nosuchmodule.py"  # spelled in two parts: tests/test_pointers.py reads this file too
+
+
 def test_the_checks_catch_what_they_claim(tmp_path, monkeypatch):
     """The checkers above on a page with one of each mistake: each is reported (so the real tests can fail)."""
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
@@ -298,7 +301,7 @@ def test_the_checks_catch_what_they_claim(tmp_path, monkeypatch):
         "heartbeit run --profile ci \\\n    --no-such-flag\nmake run PROFILE=ci\nmake nosuchtarget\n"
         "heartbeit matrix plan && heartbeit matrix nosuchsecond; make test PYTEST_ARGS=\"-k x\"\n```\n"
         "Inline: `heartbeit synth compare --real DIR` and `.venv/bin/heartbeit bench plan --gpu h100`.\n"
-        "Paths: `heartbeit/nosuchmodule.py`, `train/nosuch.py`, `cli.py`, `--out models/x`, `heartbeit/<name>.py`.\n")
+        "Paths: `" + MISSING + "`, `train/nosuch.py`, `cli.py`, `--out models/x`, `heartbeit/<name>.py`.\n")
     problems, checked = link_problems(page)
     assert checked == 5 and len(problems) == 2
     assert "missing.md" in problems[0] and "no-such-heading" in problems[1]
@@ -312,7 +315,7 @@ def test_the_checks_catch_what_they_claim(tmp_path, monkeypatch):
     assert len(found) == 5, found
     (tmp_path / "heartbeit" / "train").mkdir(parents=True)
     paths = [x for s in code for x in path_problems(s)[0]]
-    assert paths == ["`heartbeit/nosuchmodule.py`: no such file or folder in the repository",
+    assert paths == [f"`{MISSING}`: no such file or folder in the repository",
                      "`train/nosuch.py`: no such file or folder in the repository"], paths
 
 

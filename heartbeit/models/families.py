@@ -42,13 +42,13 @@ FINETUNE_RECIPE_VERSION = 2
 
 @dataclass(frozen=True)
 class Numerics:
-    """Precision and memory format of a cell's training (heartbeit/train/precision.py reads them)."""
+    """Precision and memory format of a cell's training (heartbeit/models/precision.py reads them)."""
     precision: str  # "bf16" (autocast) | "fp32"
     channels_last: bool
     cudnn_benchmark: bool = False  # CUDA only: cuDNN picks its algorithms by timing them (fixed-size inputs)
 
 
-# Measured rows (train/precision.py says where each CPU row comes from); CUDA: bf16 autocast everywhere.
+# Measured rows (models/precision.py says where each CPU row comes from); CUDA: bf16 autocast everywhere.
 _BF16 = Numerics("bf16", False)
 _TRANSFORMER_NUMERICS = {"cpu": _BF16, "cuda": _BF16}
 # A family without a row of its own (an architecture outside the table) trains in these.
