@@ -1,4 +1,4 @@
-"""The margins behind ingest's amplitude-normalisation check (heartbeit/data/amplitude.py, docs/real-data.md).
+"""The margins behind ingest's amplitude-normalisation check (heartbeit/data/ingest/amplitude.py, docs/real-data.md).
 
 Reads every record under the given folders as ingest does and reports, over the real records and over the
 same records with each lead rescaled on its own (to equal peak-to-peak, equal standard deviation, equal
@@ -24,10 +24,10 @@ import numpy as np  # noqa: E402
 
 def _records(folders: list[str]):
     from heartbeit.config import IngestConfig
-    from heartbeit.data.arrays import ArrayDefaults
-    from heartbeit.data.ingest import Context, read_record
-    from heartbeit.data.listing import list_inputs
-    from heartbeit.data.ptbxl import ScpTaskMap
+    from heartbeit.data.ingest.arrays import ArrayDefaults
+    from heartbeit.data.ingest.stage import Context, read_record
+    from heartbeit.data.ingest.listing import list_inputs
+    from heartbeit.data.ingest.ptbxl import ScpTaskMap
     from heartbeit.data.reasons import IngestError
 
     cfg = IngestConfig()
@@ -43,7 +43,7 @@ def _records(folders: list[str]):
 
 
 def measure(folders: list[str]) -> dict:
-    from heartbeit.data.amplitude import _INDEPENDENT, einthoven_misfit
+    from heartbeit.data.ingest.amplitude import _INDEPENDENT, einthoven_misfit
 
     sizes = {"peak-to-peak": lambda x: np.ptp(x, axis=1), "standard deviation": lambda x: x.std(axis=1),
              "largest |sample|": lambda x: np.abs(x).max(axis=1)}

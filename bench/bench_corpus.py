@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from heartbeit.data.corpus import ShardWriter
-from heartbeit.data.synth import simulate_ecg
+from heartbeit.data.synth.ecg import simulate_ecg
 
 
 def synthetic_corpus(root: Path, n: int, fs: int) -> None:

@@ -32,8 +32,8 @@ import torch  # noqa: E402
 
 from heartbeit.config import MatrixConfig, RenderConfig  # noqa: E402
 from heartbeit.records import PREDICTIONS, VAL_SCORES  # noqa: E402
-from heartbeit.data import epoch_loader  # noqa: E402
-from heartbeit.data.render_stage import render_corpus  # noqa: E402
+from heartbeit.data.loading import epoch_loader  # noqa: E402
+from heartbeit.data.render.stage import render_corpus  # noqa: E402
 from heartbeit.matrix import Cell  # noqa: E402
 from heartbeit.train import finetune as ft  # noqa: E402
 
@@ -43,7 +43,7 @@ ARCH, TASK, CAP = "vit_micro_patch8_64", "lvef_le40", 40
 def per_use_data(images: Path, cell, mcfg: MatrixConfig) -> ft.CellData:
     """The old data path: the kept loaders' CellData with every loader made afresh at each use and every round
     on the whole validation split at the training batch size."""
-    from heartbeit.data.loader import make_image_dataset
+    from heartbeit.data.loading.loader import make_image_dataset
 
     kept = ft.cell_data_from_shards(images, cell, mcfg)
     kept.close()

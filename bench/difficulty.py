@@ -1,7 +1,7 @@
 """Task difficulty, set with the baselines only: the demo's data at its sizes, the baselines (ResNet-18
 and the signal model) trained at 100 % of the labels with the demo's recipe, internal-test AUROC per task.
 
-The generator's disease effects (heartbeit/data/synth.py, "label effects") were tuned until the better baseline
+The generator's disease effects (heartbeit/data/synth/ecg.py, "label effects") were tuned until the better baseline
 of every task lay in 0.75-0.97; HeartBEiT plays no part (it is not trained here). The record of each round --
 effect constants, AUROCs -- is results/bench/difficulty.json; this script makes a round:
 

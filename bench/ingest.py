@@ -36,13 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heartbeit.benchsuite import smoke  # noqa: E402
 from heartbeit.config import IngestConfig  # noqa: E402
-from heartbeit.data.arrays import ArrayDefaults  # noqa: E402
-from heartbeit.data.ingest import Context, process_file, run_ingest  # noqa: E402
-from heartbeit.data.listing import InputFile  # noqa: E402
+from heartbeit.data.ingest.arrays import ArrayDefaults  # noqa: E402
+from heartbeit.data.ingest.stage import Context, process_file, run_ingest  # noqa: E402
+from heartbeit.data.ingest.listing import InputFile  # noqa: E402
 from heartbeit.data.leads import twelve_from_independent  # noqa: E402
-from heartbeit.data.muse import parse_muse  # noqa: E402
-from heartbeit.data.ptbxl import ScpTaskMap  # noqa: E402
-from heartbeit.data.wfdb_io import read_wfdb  # noqa: E402
+from heartbeit.data.ingest.muse import parse_muse  # noqa: E402
+from heartbeit.data.ingest.ptbxl import ScpTaskMap  # noqa: E402
+from heartbeit.data.ingest.wfdb_io import read_wfdb  # noqa: E402
 from heartbeit.utils.io import resolve_workers  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ecg"
@@ -75,7 +75,7 @@ def reference_wfdb(hea: Path) -> np.ndarray:
 def _make_inputs(root: Path, n_patients: int) -> Path:
     try:
         from heartbeit.config import SynthConfig
-        from heartbeit.data.synth_corpus import write_corpus
+        from heartbeit.data.synth.corpus import write_corpus
 
         cfg = SynthConfig(n_patients=n_patients, seed=0, broken_fraction=0.0)
         write_corpus(cfg, root / "synth", workers=resolve_workers(0), progress=False)

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from heartbeit.config import RenderConfig  # noqa: E402
-from heartbeit.data.loader import make_loader  # noqa: E402
-from heartbeit.data.render_stage import render_corpus  # noqa: E402
+from heartbeit.data.loading.loader import make_loader  # noqa: E402
+from heartbeit.data.render.stage import render_corpus  # noqa: E402
 from heartbeit.utils.io import resolve_workers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from heartbeit.benchsuite import smoke  # noqa: E402
-from heartbeit.data.render import MatplotlibRenderer, render, render_batch  # noqa: E402
+from heartbeit.data.render.draw import MatplotlibRenderer, render, render_batch  # noqa: E402
 from heartbeit.data.shard_format import encode_image  # noqa: E402
 from heartbeit.data.signal import preprocess  # noqa: E402
-from heartbeit.data.synth import simulate_ecg  # noqa: E402
+from heartbeit.data.synth.ecg import simulate_ecg  # noqa: E402
 
 
 def _rate(fn, items, min_time: float) -> float:

@@ -39,9 +39,9 @@ import torch  # noqa: E402
 
 from heartbeit.config import load_config  # noqa: E402
 from heartbeit.data.leads import LEAD_INDEX  # noqa: E402
-from heartbeit.data.render import layout_boxes  # noqa: E402
+from heartbeit.data.render.draw import layout_boxes  # noqa: E402
 from heartbeit.data.signal import preprocess  # noqa: E402
-from heartbeit.data.synth import STEMI_TERRITORIES, STEMI_TERRITORY_LEADS, simulate_ecg_detailed  # noqa: E402
+from heartbeit.data.synth.ecg import STEMI_TERRITORIES, STEMI_TERRITORY_LEADS, simulate_ecg_detailed  # noqa: E402
 from heartbeit.models.families import is_signal_arch  # noqa: E402
 
 # (image size, layout, mm/mV, HeartBEiT model at that size); the first is the demo's earlier render.

@@ -125,9 +125,9 @@ def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: conte
     extra: dict = {}
     # every stage imports the same modules first (torch comes with the loader), so that peak RSS minus the
     # idle process's RSS is the stage's own memory, and no import is timed
-    import heartbeit.data.loader  # noqa: F401
-    import heartbeit.data.render_plan  # noqa: F401
-    import heartbeit.data.render_stage  # noqa: F401
+    import heartbeit.data.loading.loader  # noqa: F401
+    import heartbeit.data.render.plan  # noqa: F401
+    import heartbeit.data.render.stage  # noqa: F401
     import heartbeit.eval.metrics  # noqa: F401
     import heartbeit.matrix  # noqa: F401
     if name == "idle":
@@ -140,13 +140,13 @@ def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: conte
         t0 = time.perf_counter()
         build_manifest(meta, render_cfg())
     elif name == "shard_plan":
-        from heartbeit.data.render_plan import plan_shards
+        from heartbeit.data.render.plan import plan_shards
 
         man = pd.read_parquet(work / f"manifest-{n}.parquet")
         t0 = time.perf_counter()
         plan_shards(man.drop(columns=["key", "shard"]), SHARD_SIZE, 0)
     elif name == "render_task_old":
-        from heartbeit.data import render_stage as shards
+        from heartbeit.data.render import stage as shards
         from heartbeit.data.splits import build_manifest
 
         cfg = render_cfg()
@@ -157,7 +157,7 @@ def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: conte
         mine = [j for i, j in enumerate(jobs) if i % ARRAY_TASKS == 0]
         extra["shards_of_task"] = len(mine)
     elif name in ("render_plan_once", "render_task_new"):
-        from heartbeit.data import render_plan, render_stage as shards
+        from heartbeit.data.render import plan as render_plan, stage as shards
 
         cfg = render_cfg()
         corpus, out = work / f"corpus-{n}", work / f"images-{n}"
@@ -190,7 +190,8 @@ def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: conte
         # the subset selection and the epoch plan behind len(), over 4 epochs. The old loader read the whole
         # manifest in every epoch plan and filtered it again per epoch; the new one reads it once per process
         # and filters it once per loader (dealing.SplitSelection).
-        from heartbeit.data import dealing, members
+        from heartbeit.data.loading import dealing
+        from heartbeit.data import members
         from heartbeit.data.splits import training_draw
 
         images = work / f"images-{n}"
@@ -273,7 +274,7 @@ def index_corpus_per_ecg(work: Path, n: int = 2000) -> float:
     import io
 
     from heartbeit.data.corpus import write_shard
-    from heartbeit.data.render_plan import index_corpus
+    from heartbeit.data.render.plan import index_corpus
 
     corpus = work / "walk"
     for i in range(0, n, 1000):
@@ -294,7 +295,7 @@ def loader_subset(work: Path, n: int, fraction: float = 0.01) -> dict:
     filtering (the loader without an index, as before), and whether the batches are identical."""
     from heartbeit.data import members
     from heartbeit.data.corpus import write_shard
-    from heartbeit.data.loader import ImageLoader, make_image_dataset
+    from heartbeit.data.loading.loader import ImageLoader, make_image_dataset
     from heartbeit.data.shard_format import encode_image
 
     rng = np.random.default_rng(0)
@@ -382,7 +383,7 @@ def extrapolate(ns: list[int], ts: list[float], target: float) -> float | None:
 
 
 def _prepare(work: Path, n: int) -> None:
-    from heartbeit.data.render_plan import plan_shards
+    from heartbeit.data.render.plan import plan_shards
     from heartbeit.data.splits import build_manifest
 
     corpus = work / f"corpus-{n}"

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heartbeit.benchsuite import smoke  # noqa: E402
 from heartbeit.config import SynthConfig  # noqa: E402
-from heartbeit.data.synth import simulate_ecg  # noqa: E402
-from heartbeit.data.synth_corpus import write_corpus  # noqa: E402
+from heartbeit.data.synth.ecg import simulate_ecg  # noqa: E402
+from heartbeit.data.synth.corpus import write_corpus  # noqa: E402
 from heartbeit.utils.io import resolve_workers  # noqa: E402
 
 

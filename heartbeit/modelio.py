@@ -96,7 +96,7 @@ def export_cell(cell_dir: str | Path, out: str | Path, config_file: str | Path |
     from safetensors.torch import save_file
 
     from heartbeit import __version__
-    from heartbeit.data.render_plan import RENDER_FIELDS
+    from heartbeit.data.render.plan import RENDER_FIELDS
     from heartbeit.eval.threshold import threshold_metrics, youden_threshold
     from heartbeit.modelcard import model_card
     from heartbeit.models import zoo

@@ -226,7 +226,7 @@ def check_architecture(arch, modality, chk: _Check) -> None:
 
 def _check_render(render, image_size: int, chk: _Check) -> None:
     from heartbeit.config import ConfigError, RenderConfig, from_dict
-    from heartbeit.data.render_plan import RENDER_FIELDS
+    from heartbeit.data.render.plan import RENDER_FIELDS
 
     chk.obj(render, "render", RENDER_FIELDS)
     try:

@@ -1,10 +1,10 @@
 """`heartbeit predict`: score new ECG files with an exported model folder (heartbeit.modelio).
 
 Files go through the same ingest as the corpus (listing, format detection, quality and plausibility gates,
-corpus rate and length: heartbeit.data.ingest.process_file under the model's own ingest settings), then
+corpus rate and length: heartbeit.data.ingest.stage.process_file under the model's own ingest settings), then
 the model's own filters and layout, then batched inference (the GPU when there is one). Outputs:
 - PRED.csv: one row per accepted ECG: `source` (path relative to its input root), `ecg_uid`, `p_<task>`,
-  `<task>_pred` (1 when p >= the model's threshold); amplitude-normalised files (heartbeit.data.amplitude)
+  `<task>_pred` (1 when p >= the model's threshold); amplitude-normalised files (heartbeit.data.ingest.amplitude)
   are refused, or, where the model's ingest.amplitude_normalised is `accept`, scored and flagged in a column;
 - PRED.rejects.csv: `source`, `reason`, `detail` per refused file;
 - with --labels: PRED.metrics.json (AUROC/AUPRC and sensitivity/specificity/PPV/NPV at the threshold with
@@ -36,7 +36,7 @@ def model_inputs(waves_uV: np.ndarray, config: dict) -> np.ndarray:
     waveforms [B, 12, L] in mV, through the render stage's own code and the model's settings."""
     from heartbeit.config import RenderConfig
     from heartbeit.config.core import from_dict
-    from heartbeit.data.render import render_batch, render_kwargs
+    from heartbeit.data.render.draw import render_batch, render_kwargs
     from heartbeit.data.shard_format import wave_for_storage
     from heartbeit.data.signal import preprocess
 
@@ -79,14 +79,14 @@ def run_predict(inputs: list[str], model_dir: str | Path, out: str | Path, key: 
     from tqdm import tqdm
 
     from heartbeit.config.tasks import TASK_NAME
-    from heartbeit.data.amplitude import mark_predictions
-    from heartbeit.data.arrays import ArrayDefaults
-    from heartbeit.data.header_labels import HeaderLabelMap
-    from heartbeit.data.ingest import Context, _init_worker, _worker_died, process_file
-    from heartbeit.data.labels import TASK_COLUMNS, LabelError, corpus_label_columns, read_table
-    from heartbeit.data.listing import list_inputs
-    from heartbeit.data.pool import ordered_map
-    from heartbeit.data.ptbxl import ScpTaskMap
+    from heartbeit.data.ingest.amplitude import mark_predictions
+    from heartbeit.data.ingest.arrays import ArrayDefaults
+    from heartbeit.data.ingest.header_labels import HeaderLabelMap
+    from heartbeit.data.ingest.stage import Context, _init_worker, _worker_died, process_file
+    from heartbeit.data.ingest.labels import TASK_COLUMNS, LabelError, corpus_label_columns, read_table
+    from heartbeit.data.ingest.listing import list_inputs
+    from heartbeit.data.ingest.pool import ordered_map
+    from heartbeit.data.ingest.ptbxl import ScpTaskMap
     from heartbeit.data.reasons import Reason
     from heartbeit.modelio import load_model_dir
     from heartbeit.modelschema import effective_ingest
@@ -233,7 +233,7 @@ def _write_saliency(folder: Path, uids: list[str], maps: np.ndarray, config: dic
     """Per ECG: the |gradient| map over the image and the lead / time (s) of its peak (render layout boxes)."""
     import io
 
-    from heartbeit.data.render import locate
+    from heartbeit.data.render.draw import locate
     from heartbeit.predict_io import private_folder, write_private
 
     private_folder(folder)

@@ -164,7 +164,7 @@ def read_label_column(path: str | Path, key: str, source: dict) -> tuple[dict[st
     """({key value: 0/1/NaN (missing)/inf (refused)}, rows refused) of one labels-CSV column. Errors name the
     file, column and row, never a key or a cell."""
     from heartbeit.config.tasks import TaskSpec
-    from heartbeit.data.labels import LabelError, read_table
+    from heartbeit.data.ingest.labels import LabelError, read_table
 
     path = Path(path)
     df = read_table(path, key)

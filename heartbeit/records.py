@@ -101,7 +101,7 @@ HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # The corpus' label columns of the paper's tasks (metadata.parquet, labels CSVs).
 TASK_COLUMNS = ("lvef", "lvef_le40", "hcm", "stemi")
 AMPLITUDE_FLAG_COLUMN = "amplitude_normalised"  # the corpus / predictions column of an accepted, flagged record
-# Corpus metadata columns no label may be named after (heartbeit.data.publish writes them).
+# Corpus metadata columns no label may be named after (heartbeit.data.ingest.publish writes them).
 CORPUS_RESERVED_COLUMNS = {"ecg_uid", "patient_hash", "site", "format", "device", "fs", "source_fs", "n_samples",
                            "sex", "age", "age_band", "year", "shard", "acquisition_date", "strat_fold", "split",
                            "record", "patient_id", "mrn", "accession", "ecg_id", "source", "labels",

@@ -10,8 +10,8 @@ import numpy as np
 @functools.lru_cache(maxsize=8)
 def ecg_images(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
     """uint8 [n, 1, size, size], deterministic; a mix of normal, low-EF, HCM and STEMI morphologies."""
-    from heartbeit.data.render import render_batch
-    from heartbeit.data.synth import simulate_ecg
+    from heartbeit.data.render.draw import render_batch
+    from heartbeit.data.synth.ecg import simulate_ecg
 
     fs = 100.0
     kinds = [dict(), dict(lvef_le40=True), dict(hcm=True), dict(stemi_territory="anterior")]

@@ -51,8 +51,8 @@ def trained_cell(tmp_path_factory) -> dict:
         return _BUILT
     from heartbeit.commands.matrix import CellTrainer
     from heartbeit.config import load_config, write_resolved
-    from heartbeit.data.ingest import run_ingest
-    from heartbeit.data.render_stage import render_corpus
+    from heartbeit.data.ingest.stage import run_ingest
+    from heartbeit.data.render.stage import render_corpus
     from heartbeit.matrix import plan_cells, run_cells
     from heartbeit.modelio import export_cell
 

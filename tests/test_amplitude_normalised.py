@@ -16,16 +16,16 @@ import pytest
 
 from heartbeit.config import ConfigError, IngestConfig
 from heartbeit.config.core import from_dict
-from heartbeit.data.amplitude import FLAG_COLUMN, check_amplitude_normalised, einthoven_misfit, normalisation_sign
-from heartbeit.data.arrays import ArrayDefaults
+from heartbeit.data.ingest.amplitude import FLAG_COLUMN, check_amplitude_normalised, einthoven_misfit, normalisation_sign
+from heartbeit.data.ingest.arrays import ArrayDefaults
 from heartbeit.data.corpus import iter_corpus, read_metadata, read_rejects
-from heartbeit.data.ingest import Context, read_record, run_ingest
-from heartbeit.data.publish import format_summary
+from heartbeit.data.ingest.stage import Context, read_record, run_ingest
+from heartbeit.data.ingest.publish import format_summary
 from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS, derive_limb_leads
-from heartbeit.data.listing import list_inputs
-from heartbeit.data.ptbxl import ScpTaskMap
+from heartbeit.data.ingest.listing import list_inputs
+from heartbeit.data.ingest.ptbxl import ScpTaskMap
 from heartbeit.data.reasons import IngestError
-from heartbeit.data.wfdb_io import read_wfdb
+from heartbeit.data.ingest.wfdb_io import read_wfdb
 
 KEY = b"0123456789abcdef0123456789abcdef"
 CFG = IngestConfig(corpus_fs=250)
@@ -114,7 +114,7 @@ def test_every_real_fixture_and_synthetic_ecg_stays_unflagged(ecg_fixtures):
     assert min(spreads) > 1.6 and max(misfits) < 0.02
 
     from heartbeit.config.synth import SynthConfig
-    from heartbeit.data.synth_corpus import plan_corpus, simulate_plan
+    from heartbeit.data.synth.corpus import plan_corpus, simulate_plan
 
     synth = SynthConfig(n_patients=60, seed=33)
     sites = {s.name: s for s in synth.sites}
@@ -174,7 +174,7 @@ def _model_dir(tmp_path: Path, ingest: IngestConfig) -> Path:
 
     from heartbeit import __version__
     from heartbeit.config import RenderConfig
-    from heartbeit.data.render_plan import RENDER_FIELDS
+    from heartbeit.data.render.plan import RENDER_FIELDS
     from heartbeit.modelschema import (FORMAT, INPUT_NOTE, THRESHOLD_METHOD, decision_of, ingest_fields, outputs_of,
                                        validate_config)
     from heartbeit.models import zoo

@@ -16,7 +16,7 @@ from heartbeit.config import MatrixConfig, RenderConfig
 from heartbeit.config.core import ConfigError
 from heartbeit.config.layout import cell_resume_dir
 from heartbeit.records import CELL_WEIGHTS, PREDICTIONS, VAL_SCORES
-from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.render.stage import render_corpus
 from heartbeit.matrix import Cell, _finetune_fingerprint, cell_status, run_cells
 from heartbeit.train.cell_checkpoint import CHECKPOINT, decode, encode
 from heartbeit.train.finetune import CellData, cell_data_from_shards, finetune_cell

@@ -13,7 +13,7 @@ import torch
 from heartbeit.config import MatrixConfig, RenderConfig
 from heartbeit.records import VAL_SCORES
 from heartbeit.data.members import read_manifest
-from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.render.stage import render_corpus
 from heartbeit.data.splits import validation_subsample
 from heartbeit.matrix import Cell, plan_cells
 from heartbeit.train.finetune import cell_data_from_shards, finetune_cell

@@ -21,9 +21,9 @@ import pytest
 from data_ingest import crafted
 from data_ingest.crafted import ROOT, ecg, muse_bytes, run_synth, write_npz
 from heartbeit.config import IngestConfig
-from heartbeit.data import deid
+from heartbeit.data.ingest import deid
 from heartbeit.data.corpus import list_shards, read_metadata
-from heartbeit.data.ingest import run_ingest
+from heartbeit.data.ingest.stage import run_ingest
 
 
 def test_key_file_created_0600_and_stable(tmp_path):

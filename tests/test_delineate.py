@@ -3,7 +3,7 @@ with the MUSE cart's own measurements."""
 import numpy as np
 import pytest
 
-from heartbeit.data.synth import simulate_ecg_detailed
+from heartbeit.data.synth.ecg import simulate_ecg_detailed
 from heartbeit.eval.delineate import DELINEATION_FS, FEATURES, delineate, prepare
 
 # a typical site's artefacts (heartbeit.config.synth.default_sites)
@@ -71,8 +71,8 @@ def test_unmeasurable_records_are_nan_with_a_reason():
 
 
 def _read(path):
-    from heartbeit.data.muse import read_muse
-    from heartbeit.data.wfdb_io import read_wfdb
+    from heartbeit.data.ingest.muse import read_muse
+    from heartbeit.data.ingest.wfdb_io import read_wfdb
 
     return read_muse(path) if path.suffix == ".xml" else read_wfdb(path)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from heartbeit.config import load_config
-from heartbeit.data.render import layout_boxes
+from heartbeit.data.render.draw import layout_boxes
 
 ROOT = Path(__file__).resolve().parents[1]
 

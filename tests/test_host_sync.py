@@ -117,7 +117,7 @@ def test_masks_keep_beits_statistics():
 def test_masks_are_drawn_in_the_workers_by_key_and_epoch(tmp_path):
     """Each batch's masks come from the loader (2 worker processes here) and are exactly the sampler's
     masks of those ECGs in that epoch: the same for any worker count, rerun or resume."""
-    from heartbeit.data.loader import make_loader
+    from heartbeit.data.loading.loader import make_loader
 
     write_image_shards(tmp_path, ecg_images(48, 64), per_shard=12)
     sampler = MaskSampler(8, 24, min_block=4, seed=3)

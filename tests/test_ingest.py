@@ -17,10 +17,10 @@ import pytest
 
 from data_ingest.crafted import ROOT, ecg, run_synth, write_npz
 from heartbeit.config import IngestConfig
-from heartbeit.data.arrays import ArrayDefaults
+from heartbeit.data.ingest.arrays import ArrayDefaults
 from heartbeit.data.corpus import iter_corpus, list_shards, read_metadata, read_rejects
-from heartbeit.data.ingest import run_ingest
-from heartbeit.data.listing import list_inputs, slice_inputs
+from heartbeit.data.ingest.stage import run_ingest
+from heartbeit.data.ingest.listing import list_inputs, slice_inputs
 
 KEY = b"0123456789abcdef0123456789abcdef"
 CFG = IngestConfig(corpus_fs=250, shard_size=16)

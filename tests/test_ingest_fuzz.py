@@ -14,7 +14,7 @@ import numpy as np
 
 from heartbeit.config import IngestConfig
 from heartbeit.data.corpus import read_metadata, read_rejects
-from heartbeit.data.ingest import run_ingest
+from heartbeit.data.ingest.stage import run_ingest
 
 SEED = 19
 IDENTIFIERS = ("JAX01234", "TEST 05")

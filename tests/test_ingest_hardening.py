@@ -19,14 +19,14 @@ import pytest
 
 from data_ingest.crafted import LEADS, ROOT, ecg, muse_bytes, run_synth, write_npz, write_wfdb
 from heartbeit.config import IngestConfig
-from heartbeit.data import deid
+from heartbeit.data.ingest import deid
 from heartbeit.data.corpus import list_shards, read_metadata, read_rejects
-from heartbeit.data.ingest import run_ingest
-from heartbeit.data.labels import LabelError, load_labels
-from heartbeit.data.listing import list_inputs
+from heartbeit.data.ingest.stage import run_ingest
+from heartbeit.data.ingest.labels import LabelError, load_labels
+from heartbeit.data.ingest.listing import list_inputs
 from heartbeit.data.lock import DirLock, LockBusy, lock_path
-from heartbeit.data.pool import ordered_map
-from heartbeit.data.quality import check_plausible_ecg, check_signals, to_corpus
+from heartbeit.data.ingest.pool import ordered_map
+from heartbeit.data.ingest.quality import check_plausible_ecg, check_signals, to_corpus
 from heartbeit.data.reasons import IngestError
 
 CFG = IngestConfig(corpus_fs=250, shard_size=4)
@@ -282,9 +282,9 @@ def test_noise_sine_and_random_data_are_not_ecgs(kind, tmp_path):
 
 @pytest.mark.parametrize("corpus_fs", [500, 250])
 def test_plausibility_gate_passes_every_real_fixture(ecg_fixtures, corpus_fs):
-    from heartbeit.data.arrays import ArrayDefaults
-    from heartbeit.data.ingest import Context, read_record
-    from heartbeit.data.ptbxl import ScpTaskMap
+    from heartbeit.data.ingest.arrays import ArrayDefaults
+    from heartbeit.data.ingest.stage import Context, read_record
+    from heartbeit.data.ingest.ptbxl import ScpTaskMap
 
     cfg = IngestConfig(corpus_fs=corpus_fs)
     ctx = Context(cfg, KEY, None, "accession", "auto", ArrayDefaults(fs=500), ScpTaskMap())
@@ -350,7 +350,7 @@ def forked_pool(monkeypatch):
     in a full session): the killing functions below live in this test module and its monkeypatches."""
     import multiprocessing
 
-    import heartbeit.data.pool as pool
+    import heartbeit.data.ingest.pool as pool
 
     monkeypatch.setattr(pool, "_context", lambda: multiprocessing.get_context("fork"))
 
@@ -361,7 +361,7 @@ def test_a_killed_worker_costs_one_file_not_the_run(forked_pool):
 
 
 def test_ingest_survives_a_killed_worker(tmp_path, monkeypatch, forked_pool):
-    import heartbeit.data.ingest as ingest
+    import heartbeit.data.ingest.stage as ingest
 
     root = tmp_path / "in"
     for i in range(6):
@@ -464,8 +464,8 @@ def test_plausibility_gate_accepts_severe_low_ef_ecgs():
     """Severe cardiomyopathy draws small, wide QRS complexes that are sharp in only some leads: the demo's
     synthetic corpus lost 9 such ECGs (LVEF 15-26 %) to `not_ecg` before the synchrony bar took them into
     account. Every synthetic low-EF ECG at full severity, with the corpus' artefacts, must pass."""
-    from heartbeit.data.quality import to_corpus
-    from heartbeit.data.synth import simulate_ecg
+    from heartbeit.data.ingest.quality import to_corpus
+    from heartbeit.data.synth.ecg import simulate_ecg
 
     failed = []
     for corpus_fs in (250,):
@@ -485,7 +485,7 @@ def test_plausibility_gate_accepts_severe_low_ef_ecgs():
 def test_tall_voltage_hcm_ecgs_are_not_taken_for_a_gain_error():
     """The demo corpus lost 2 synthetic HCM ECGs (median lead 3.2 mV) to implausible_amplitude under a 3 mV
     median bar; a gain off by 4.88x lands well above 4 mV and stays refused (test_badinput)."""
-    from heartbeit.data.synth import simulate_ecg
+    from heartbeit.data.synth.ecg import simulate_ecg
 
     cfg = IngestConfig()
     failed = []

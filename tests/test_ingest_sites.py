@@ -15,7 +15,7 @@ import pytest
 from data_ingest.crafted import ecg, muse_bytes, write_npz
 from heartbeit.config import IngestConfig
 from heartbeit.data.corpus import read_metadata, read_rejects
-from heartbeit.data.ingest import run_ingest
+from heartbeit.data.ingest.stage import run_ingest
 
 KEY = b"s" * 32
 CFG = IngestConfig(corpus_fs=250, shard_size=2)
@@ -118,7 +118,7 @@ def _inputs(tmp_path: Path, n: int = 12) -> Path:
 
 def test_a_full_disk_publishes_nothing_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
     """ENOSPC injected at the third ledger entry (always runs; the tmpfs test below does it for real)."""
-    import heartbeit.data.ingest as ingest
+    import heartbeit.data.ingest.stage as ingest
 
     root = _inputs(tmp_path)
     out = tmp_path / "corpus"

@@ -133,9 +133,9 @@ def test_layer_check_sees_imports_inside_functions(tmp_path):
     """The walk reads imports at any depth and skips only TYPE_CHECKING blocks."""
     path = tmp_path / "probe.py"
     path.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from heartbeit.train import finetune\n"
-                    "def f():\n    from heartbeit.train.pretrain import pretrain\n    from ..data import loader\n")
+                    "def f():\n    from heartbeit.train.pretrain import pretrain\n    from ..data.loading import loader\n")
     found = imports_of(path, package="heartbeit.config")
-    assert {"heartbeit.train.pretrain", "heartbeit.data.loader"} <= found and "heartbeit.train.finetune" not in found
+    assert {"heartbeit.train.pretrain", "heartbeit.data.loading.loader"} <= found and "heartbeit.train.finetune" not in found
     assert not layer_table.allowed("heartbeit.config._probe_layers", "heartbeit.train.pretrain")
 
 

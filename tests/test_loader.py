@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from heartbeit.config import RenderConfig
-from heartbeit.data.dealing import epoch_plan, steps_per_epoch
-from heartbeit.data.loader import make_image_dataset, make_loader
-from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.loading.dealing import epoch_plan, steps_per_epoch
+from heartbeit.data.loading.loader import make_image_dataset, make_loader
+from heartbeit.data.render.stage import render_corpus
 from render_fixtures import make_corpus
 
 
@@ -256,7 +256,7 @@ def test_threaded_decoding_names_the_bad_member(tmp_path, images):
 def test_threaded_decoding_decodes_the_next_batch_before_handing_out_this_one(images, monkeypatch):
     """decode_threads > 1: the next batch goes to the decode pool before the current batch is handed out, so
     it decodes while the consumer works on this one; closing the iterator early leaves no thread writing."""
-    from heartbeit.data import batch_arrays as L
+    from heartbeit.data.loading import batch_arrays as L
 
     jobs = []
     start = L.BatchDecode.start
@@ -315,7 +315,7 @@ def test_persistent_workers_start_once_and_give_the_fresh_loaders_batches(images
     """One loader, iterated epoch after epoch, abandoned mid-epoch and resumed in place: its worker processes
     start once, and every iteration yields exactly what a fresh loader at that epoch/position yields."""
     def fresh(epoch):
-        from heartbeit.data.epoch_loader import ImageLoader
+        from heartbeit.data.loading.epoch_loader import ImageLoader
 
         ds = make_image_dataset(images, "train", epoch=epoch, batch_size=2, drop_last=True, shuffle_buffer=8,
                                 batch_extras=_WorkerPid())
@@ -349,7 +349,7 @@ def test_persistent_workers_start_once_and_give_the_fresh_loaders_batches(images
 
 def test_the_epoch_plan_filters_the_manifest_once(images, monkeypatch):
     """The filter is resolved against the manifest once per loader; an epoch only permutes shards."""
-    from heartbeit.data import dealing
+    from heartbeit.data.loading import dealing
 
     calls = []
     real = dealing.filtered_manifest

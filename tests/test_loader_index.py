@@ -9,10 +9,10 @@ import pytest
 
 from heartbeit.config import RenderConfig
 from heartbeit.data import members
-from heartbeit.data.dealing import epoch_plan
-from heartbeit.data.epoch_loader import ImageLoader
-from heartbeit.data.loader import make_image_dataset, make_loader
-from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.loading.dealing import epoch_plan
+from heartbeit.data.loading.epoch_loader import ImageLoader
+from heartbeit.data.loading.loader import make_image_dataset, make_loader
+from heartbeit.data.render.stage import render_corpus
 from render_fixtures import make_corpus
 
 

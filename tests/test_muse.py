@@ -6,7 +6,7 @@ import pytest
 
 from data_ingest.crafted import ecg, muse_bytes
 from heartbeit.data.leads import LEAD_INDEX
-from heartbeit.data.muse import parse_muse, read_muse
+from heartbeit.data.ingest.muse import parse_muse, read_muse
 from heartbeit.data.reasons import IngestError, Reason
 
 MUSE_FIXTURES = ("example1.xml", "example2.xml", "muse_ecg1.xml")

@@ -16,8 +16,8 @@ import pytest
 from data_ingest.crafted import ecg, write_wfdb
 from heartbeit.config import ConfigError, load_config, write_resolved
 from heartbeit.data.corpus import read_metadata
-from heartbeit.data.ingest import run_ingest
-from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.ingest.stage import run_ingest
+from heartbeit.data.render.stage import render_corpus
 from heartbeit.data.splits import build_manifest, fraction_column
 
 KEY = b"0123456789abcdef0123456789abcdef"

@@ -132,7 +132,7 @@ def doc_check_script() -> str:
 def test_ptbxl_configs_load_strictly_over_every_profile(profile):
     cfg = load_config(profile, config_file=PTBXL_CFG)
     assert cfg.matrix.tasks == ["stemi"] and cfg.render.external_sites == []
-    assert cfg.input_dirs == ["/data/ptbxl/records500"] and cfg.labels_csv == ""
+    assert cfg.input_dirs == ["/data/ingest/ptbxl/records500"] and cfg.labels_csv == ""
     assert cfg.ingest.ptbxl_unknown_stadium == "missing"
     assert from_dict(RunConfig, yaml.safe_load(dump_yaml(cfg))) == cfg  # resolved YAML loads back unchanged
     ext = load_config(profile, config_file=EXTERNAL_CFG)

@@ -68,7 +68,7 @@ def test_command_end_to_end(ecg_fixtures, tmp_path):
 
 
 def test_tuned_generator_matches_the_real_fixtures(ecg_fixtures):
-    """Regression test of heartbeit/data/synth.py's baseline morphology: for every feature the median of
+    """Regression test of heartbeit/data/synth/ecg.py's baseline morphology: for every feature the median of
     the real fixtures lies within the 10..90 % range of the normal synthetic ECGs of the ci profile (the
     README table). Fails when someone moves a default far enough to push a feature out."""
     from heartbeit.config import load_config

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from heartbeit.data.leads import LEAD_INDEX, LEADS
-from heartbeit.data.render import (GRID_MAJOR, MatplotlibRenderer, layout_boxes, locate, render, render_batch)
+from heartbeit.data.render.draw import (GRID_MAJOR, MatplotlibRenderer, layout_boxes, locate, render, render_batch)
 from render_fixtures import simple_ecg
 
 FS = 250.0
@@ -156,7 +156,7 @@ def test_agrees_with_matplotlib_reference():
 
 def test_rendered_stemi_lifts_the_st_segment_in_the_territory_leads():
     from heartbeit.data.signal import preprocess
-    from heartbeit.data.synth import STEMI_TERRITORY_LEADS, simulate_ecg_detailed
+    from heartbeit.data.synth.ecg import STEMI_TERRITORY_LEADS, simulate_ecg_detailed
 
     def st_elevation_px(sim, img):
         """per lead: pixels the ST segment (J + 60 ms) sits above the PR baseline, mean over beats."""

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from heartbeit.data.leads import LEADS, normalize_lead_name
-from heartbeit.data.render import render
+from heartbeit.data.render.draw import render
 from heartbeit.data.signal import preprocess
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -11,11 +11,11 @@ import pytest
 
 from heartbeit.config import load_config
 from heartbeit.data.corpus import write_shard
-from heartbeit.data.render import render_batch
-from heartbeit.data.render_plan import layout_record
+from heartbeit.data.render.draw import render_batch
+from heartbeit.data.render.plan import layout_record
 from heartbeit.data.shard_format import encode_image, encode_wave, wave_for_storage
 from heartbeit.data.signal import preprocess
-from heartbeit.data.synth import simulate_ecg
+from heartbeit.data.synth.ecg import simulate_ecg
 from synthetic_cells import write_fake_cells
 from heartbeit.utils.io import atomic_write_json
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from heartbeit.data.render import layout_boxes, render
-from heartbeit.data.synth import STEMI_TERRITORY_LEADS, simulate_ecg
+from heartbeit.data.render.draw import layout_boxes, render
+from heartbeit.data.synth.ecg import STEMI_TERRITORY_LEADS, simulate_ecg
 from heartbeit.eval import saliency as sal
 
 SIZE = 64

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from heartbeit.config import RenderConfig
-from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.render.stage import render_corpus
 from heartbeit.data.shard_format import decode_image
 from render_fixtures import make_corpus
 
@@ -107,7 +107,7 @@ def test_same_seed_same_bytes_and_rerun_skips(corpus, tmp_path):
 
 
 def test_array_tasks_render_disjoint_slices(corpus, tmp_path, monkeypatch):
-    from heartbeit.data import render_plan, render_stage
+    from heartbeit.data.render import plan as render_plan, stage as render_stage
 
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     render_corpus(corpus, whole, cfg(), workers=1, progress=False)
@@ -120,6 +120,7 @@ def test_array_tasks_render_disjoint_slices(corpus, tmp_path, monkeypatch):
         raise AssertionError("an array task planned the whole stage again")
 
     monkeypatch.setattr(render_plan, "write_plan", no_planning)
+    monkeypatch.setattr(render_stage, "write_plan", no_planning)  # the stage's own binding of it
     monkeypatch.setattr(render_stage, "index_corpus", no_planning)
     monkeypatch.setattr(render_stage, "build_manifest", no_planning)
     first = render_corpus(corpus, parts, cfg(), task_index=0, num_tasks=2, progress=False)

@@ -12,8 +12,8 @@ import torch
 
 from heartbeit.config import MatrixConfig, RenderConfig
 from heartbeit.config.core import ConfigError
-from heartbeit.data.loader import make_loader
-from heartbeit.data.render_stage import render_corpus
+from heartbeit.data.loading.loader import make_loader
+from heartbeit.data.render.stage import render_corpus
 from heartbeit.data.shard_format import wave_for_storage
 from heartbeit.data.signal import preprocess
 from heartbeit.data.splits import fraction_column, training_draw

@@ -19,7 +19,7 @@ from heartbeit.config import SynthConfig
 from heartbeit.config.synth import default_sites
 from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS
 from heartbeit.data.reasons import Reason
-from heartbeit.data.synth_corpus import DEFECTS_BY_FORMAT, plan_corpus, render_ecg, write_corpus
+from heartbeit.data.synth.corpus import DEFECTS_BY_FORMAT, plan_corpus, render_ecg, write_corpus
 
 SMALL = dict(n_patients=20, seed=5, broken_fraction=0.3, prevalence_lvef_le40=0.2, prevalence_hcm=0.15,
              prevalence_stemi=0.2, missing_label_fraction=0.1)

@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from heartbeit.data.leads import LEAD_INDEX, LEADS, derive_limb_leads
-from heartbeit.data.synth import (STEMI_TERRITORY_LEADS, injury_vector, lead_matrix, simulate_ecg,
+from heartbeit.data.synth.ecg import (STEMI_TERRITORY_LEADS, injury_vector, lead_matrix, simulate_ecg,
                                   simulate_ecg_detailed)
 
 ARTEFACTS = dict(noise_mv=0.03, wander_mv=0.3, powerline_mv=0.03)
@@ -181,7 +181,7 @@ def test_bad_arguments():
 
 
 def test_stemi_st_floor_raises_weak_elevations_only():
-    from heartbeit.data.synth import simulate_ecg_detailed
+    from heartbeit.data.synth.ecg import simulate_ecg_detailed
 
     weak = simulate_ecg_detailed(3, fs=250, stemi_territory="anterior", severity=0.0)
     assert weak.st_mv < 0.12

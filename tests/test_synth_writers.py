@@ -9,10 +9,10 @@ import wfdb
 
 from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX
 from heartbeit.data.reasons import Reason
-from heartbeit.data.synth import simulate_ecg
-from heartbeit.data.writers import MUSE_DEFECTS, WFDB_DEFECTS, write_npz, write_wfdb_record
-from heartbeit.data.writers.muse_xml import muse_xml_bytes
-from heartbeit.data.writers.npz import npz_bytes
+from heartbeit.data.synth.ecg import simulate_ecg
+from heartbeit.data.synth.writers import MUSE_DEFECTS, WFDB_DEFECTS, write_npz, write_wfdb_record
+from heartbeit.data.synth.writers.muse_xml import muse_xml_bytes
+from heartbeit.data.synth.writers.npz import npz_bytes
 
 SIG = simulate_ecg(3, fs=250, noise_mv=0.02)
 IND = SIG[[LEAD_INDEX[n] for n in INDEPENDENT_LEADS]]

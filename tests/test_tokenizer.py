@@ -125,7 +125,7 @@ def test_encode_shards_adds_grids_deterministically(tmp_path, kmeans):
     assert grid.dtype == np.int16 and grid.shape == (8, 8)
     assert np.array_equal(grid, tok.encode(torch.from_numpy(images[:1].copy()))[0].numpy())
     # the data loader reads the grids back
-    from heartbeit.data.loader import make_loader
+    from heartbeit.data.loading.loader import make_loader
 
     batch = next(iter(make_loader(tmp_path / "a", "train", batch_size=4, train=False, with_tokens=True)))
     assert batch["tokens"].shape == (4, 8, 8)

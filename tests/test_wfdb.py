@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from data_ingest.crafted import LEADS, ecg, write_wfdb
-from heartbeit.data.ptbxl import ScpTaskMap, parse_scp_codes, stemi_label
-from heartbeit.data.wfdb_io import read_wfdb
+from heartbeit.data.ingest.ptbxl import ScpTaskMap, parse_scp_codes, stemi_label
+from heartbeit.data.ingest.wfdb_io import read_wfdb
 
 
 def _fixture_headers(root):

@@ -13,11 +13,11 @@ from data_ingest.crafted import ecg, write_wfdb
 from data_ingest.wfdb_collection import ANNOTATORS, write_collection
 from heartbeit.config import ConfigError, IngestConfig
 from heartbeit.data.corpus import read_metadata, read_rejects
-from heartbeit.data.header_labels import DEFAULT_DX_CODES, HeaderLabelMap
-from heartbeit.data.ingest import run_ingest
-from heartbeit.data.listing import list_inputs
-from heartbeit.data.publish import format_summary
-from heartbeit.data.wfdb_io import read_wfdb
+from heartbeit.data.ingest.header_labels import DEFAULT_DX_CODES, HeaderLabelMap
+from heartbeit.data.ingest.stage import run_ingest
+from heartbeit.data.ingest.listing import list_inputs
+from heartbeit.data.ingest.publish import format_summary
+from heartbeit.data.ingest.wfdb_io import read_wfdb
 
 KEY = b"0123456789abcdef0123456789abcdef"
 CFG = IngestConfig(corpus_fs=250, shard_size=16)

@@ -30,7 +30,7 @@ log = logging.getLogger("heartbeit.ingest")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from heartbeit.config.cli_args import add_common_config_args
-    from heartbeit.data.ingest import FORMATS
+    from heartbeit.data.ingest.stage import FORMATS
 
     parser.add_argument("inputs", nargs="*", help="files or folders (default: config input_dirs, else <workdir>/synth)")
     parser.add_argument("--out", default=None, help="corpus directory (default <workdir>/corpus)")
@@ -75,14 +75,14 @@ def _array_slot(args) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     from heartbeit.commands import describe_os_error, fail
     from heartbeit.config.cli_args import resolve_config
-    from heartbeit.data.arrays import ArrayDefaults
-    from heartbeit.data.deid import KeyFileError
-    from heartbeit.data.ingest import part_dir, run_ingest
-    from heartbeit.data.publish import format_summary
-    from heartbeit.data.labels import LabelError
-    from heartbeit.data.listing import SiteLabelError, check_site_label
+    from heartbeit.data.ingest.arrays import ArrayDefaults
+    from heartbeit.data.ingest.deid import KeyFileError
+    from heartbeit.data.ingest.stage import part_dir, run_ingest
+    from heartbeit.data.ingest.publish import format_summary
+    from heartbeit.data.ingest.labels import LabelError
+    from heartbeit.data.ingest.listing import SiteLabelError, check_site_label
     from heartbeit.data.lock import LockBusy
-    from heartbeit.data.merge import merge_parts
+    from heartbeit.data.ingest.merge import merge_parts
     from heartbeit.utils.io import resolve_workers
     from heartbeit.utils.logging import setup_logging
 
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_sites(inputs: list[str], sites: list[str] | None) -> None:
     """Every site label from outside the files, before the run (labels from inside the files - MUSE
     SiteName, a sidecar's site - are ingest.site_map labels or keyed pseudonyms, listed in the summary)."""
-    from heartbeit.data.listing import root_label
+    from heartbeit.data.ingest.listing import root_label
     from heartbeit.utils.text import safe_text
 
     for i, typed in enumerate(inputs):

@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from heartbeit.commands import fail
-    from heartbeit.data import deid
-    from heartbeit.data.labels import LabelError
+    from heartbeit.data.ingest import deid
+    from heartbeit.data.ingest.labels import LabelError
     from heartbeit.modelio import ModelDirError
     from heartbeit.predict import run_predict
     from heartbeit.predict_io import PredictError

@@ -57,7 +57,7 @@ def array_task(task_index: int | None, num_tasks: int | None) -> tuple[int, int]
 def run(args: argparse.Namespace) -> int:
     from heartbeit.config.cli_args import resolve_config
     from heartbeit.config import write_resolved
-    from heartbeit.data.render_stage import render_corpus
+    from heartbeit.data.render.stage import render_corpus
     from heartbeit.utils.io import resolve_workers
 
     from heartbeit.config.preflight import raise_problems, site_problems

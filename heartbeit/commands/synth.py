@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return run_compare(args)
     from heartbeit.config.cli_args import resolve_config
     from heartbeit.config import write_resolved
-    from heartbeit.data.synth_corpus import write_corpus
+    from heartbeit.data.synth.corpus import write_corpus
     from heartbeit.utils.io import atomic_dir, resolve_workers
 
     overrides = list(args.overrides or [])

@@ -10,7 +10,7 @@ from .core import ConfigError
 
 LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LABEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a label column (label_columns, header map labels)
-AMPLITUDE_POLICIES = ("reject", "accept")  # ingest.amplitude_normalised (heartbeit/data/amplitude.py)
+AMPLITUDE_POLICIES = ("reject", "accept")  # ingest.amplitude_normalised (heartbeit/data/ingest/amplitude.py)
 
 
 @dataclass
@@ -24,7 +24,7 @@ class IngestConfig:
     # Extra labels CSV columns carried into the corpus as label columns (numbers or 0/1 flags, blank =
     # missing), beside lvef/lvef_le40/hcm/stemi: the source columns of your own tasks (matrix.task_defs).
     label_columns: list[str] = field(default_factory=list)
-    # Diagnoses in WFDB header comments -> binary label columns (heartbeit/data/header_labels.py): CinC
+    # Diagnoses in WFDB header comments -> binary label columns (heartbeit/data/ingest/header_labels.py): CinC
     # SNOMED CT `#Dx:` codes and free-text diagnosis lines by pattern. Entries override the documented
     # defaults per label (an empty list drops one); header_labels: false turns the map off.
     header_labels: bool = True
@@ -37,7 +37,7 @@ class IngestConfig:
     shard_size: int = 1000
     workers: int = 0  # 0 = all cores
     chunk_size: int = 16  # files handed to a worker at a time
-    # quality gates (see heartbeit/data/quality.py)
+    # quality gates (see heartbeit/data/ingest/quality.py)
     min_fs: float = 100.0
     max_fs: float = 10000.0
     max_file_mb: float = 256.0  # larger files are refused unread (no 12-lead export is this big)
@@ -74,7 +74,7 @@ class IngestConfig:
     scaled_median_ptp_mv: float = 2.0
     scaled_noise_mv: float = 0.05
     max_abs_mv: float = 32.0  # int16 microvolt storage limit
-    # Amplitude-normalised recordings (heartbeit/data/amplitude.py, docs/real-data.md): every lead rescaled on
+    # Amplitude-normalised recordings (heartbeit/data/ingest/amplitude.py, docs/real-data.md): every lead rescaled on
     # its own (e.g. to 1 mV peak-to-peak, each header gain = that lead's ADC range) is not in millivolts.
     # reject: refused with reason amplitude_normalised; accept: kept with the metadata column
     # amplitude_normalised = true and a warning in the ingest summary. Signs: the 8 independent leads' peak-to-
@@ -87,7 +87,7 @@ class IngestConfig:
     array_fs: float = 0.0
     array_units: str = "mV"
     array_leads: list[str] = field(default_factory=list)  # empty = the canonical 12-lead order
-    # PTB-XL SCP -> task mapping (heartbeit/data/ptbxl.py)
+    # PTB-XL SCP -> task mapping (heartbeit/data/ingest/ptbxl.py)
     ptbxl_stemi_codes: list[str] = field(
         default_factory=lambda: ["IMI", "AMI", "ASMI", "ALMI", "ILMI", "LMI", "IPLMI", "IPMI", "PMI"])
     ptbxl_stemi_stadia: list[str] = field(default_factory=lambda: ["Stadium I", "Stadium I-II"])

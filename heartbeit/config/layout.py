@@ -180,7 +180,7 @@ def cell_failure_record(cells_dir: str | Path, cell_id: str) -> Path:
 
 
 def render_plan_dir(images_dir: str | Path) -> Path:
-    """The plan of a render split into tasks (heartbeit.data.render_plan)."""
+    """The plan of a render split into tasks (heartbeit.data.render.plan)."""
     return Path(images_dir) / RENDER_PLAN_DIR
 
 

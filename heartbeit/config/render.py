@@ -7,7 +7,7 @@ from .core import ConfigError
 from .tasks import TaskSpec, validate_declared
 
 
-# The image layouts heartbeit/data/render.py draws (its module docstring describes each).
+# The image layouts heartbeit/data/render/draw.py draws (its module docstring describes each).
 LAYOUTS = ("3x4+II", "3x4", "12x1")
 
 

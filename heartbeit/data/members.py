@@ -10,7 +10,7 @@ of a shard `<split>/<split>-NNNNNN.tar` is `<split>/<split>-NNNNNN.idx.json` (a 
 sample i occupies bytes [start[i], end[i]) of the tar (its first header to the end of its last member's
 padded data), keys in tar order. The index lets a reader take any subset of a shard's samples with one read
 per run of consecutive samples: a 1 % training cell reads ~1 % of the split's bytes, and more loader slots
-(ranks x workers) than shards can share a shard sample by sample (heartbeit.data.loader).
+(ranks x workers) than shards can share a shard sample by sample (heartbeit.data.loading.loader).
 
 The render stage writes the index after each tar (and adds a missing or stale one to shards it finds
 complete); `heartbeit tokenizer encode`, which rewrites tars, writes it again. An index whose `tar_bytes`

@@ -30,7 +30,7 @@ class Reason(str, Enum):
     TOO_LARGE = "too_large"  # over a size, decompression or XML element limit (ingest.max_*)
     OUTSIDE_ROOT = "outside_root"  # a WFDB header names a signal file outside its input root
     NOT_ECG = "not_ecg"  # no QRS complexes at a plausible rate in most leads: noise, a sine, random data
-    AMPLITUDE_NORMALISED = "amplitude_normalised"  # each lead rescaled on its own: not millivolts (data/amplitude.py)
+    AMPLITUDE_NORMALISED = "amplitude_normalised"  # each lead rescaled on its own: not millivolts (data/ingest/amplitude.py)
     BAD_PATIENT_ID = "bad_patient_id"  # a patient id that is not a non-empty string
     WORKER_DIED = "worker_died"  # reading the file killed its worker process (e.g. out of memory)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .leads import LEADS
+from heartbeit.data.leads import LEADS
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The image shards' format: member and file names, and how an image and a waveform are stored as bytes.
-Written by the render stage (heartbeit.data.render_stage, which documents the folder), read by the loader,
+Written by the render stage (heartbeit.data.render.stage, which documents the folder), read by the loader,
 the tokenizer's encoding, the report and `heartbeit predict` (which stores a waveform the same way).
 
 Also the in-place decoders the loader uses: a member straight into a preallocated batch slot.
@@ -47,7 +47,7 @@ def wave_for_storage(filtered_mV: np.ndarray, fs: float, wave_hz: int, duration_
     """[B, 12, n] filtered mV at `fs` -> int16 uV [B, 12, wave_hz * duration_s]: resampled (polyphase, its
     anti-alias filter sits below the new Nyquist), cropped or zero-padded at the end like the image's
     10 s window, clipped to the int16 range (+-32.8 mV, far beyond any physiological ECG)."""
-    from .signal import resample
+    from heartbeit.data.signal import resample
 
     x = resample(np.asarray(filtered_mV, dtype=np.float64), float(fs), float(wave_hz))
     n = int(round(wave_hz * duration_s))

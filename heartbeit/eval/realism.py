@@ -96,9 +96,9 @@ def measure(signals_mv: np.ndarray, fs: float, render_cfg=None) -> dict[str, flo
 
 
 def _read_real(path: Path, fmt: str):
-    from heartbeit.data.arrays import ArrayDefaults, read_array
-    from heartbeit.data.muse import read_muse
-    from heartbeit.data.wfdb_io import read_wfdb
+    from heartbeit.data.ingest.arrays import ArrayDefaults, read_array
+    from heartbeit.data.ingest.muse import read_muse
+    from heartbeit.data.ingest.wfdb_io import read_wfdb
 
     if fmt == "muse":
         return read_muse(path)
@@ -112,8 +112,8 @@ def measure_real(dirs: list[str | Path], render_cfg=None) -> tuple[pd.DataFrame,
     """Every ECG under `dirs` (listed as ingest lists them) -> one row per record: `record` (its index in
     the listing), `format`, the features, and the device's own measurements where the file carries them
     (`device_*`, MUSE). Unreadable files are skipped and counted by reason code."""
-    from heartbeit.data.ingest import detect_format
-    from heartbeit.data.listing import list_inputs
+    from heartbeit.data.ingest.stage import detect_format
+    from heartbeit.data.ingest.listing import list_inputs
     from heartbeit.data.reasons import IngestError
 
     listing = list_inputs([str(d) for d in dirs], check_sites=False)  # no site reaches its output
@@ -143,7 +143,7 @@ def measure_synthetic(synth_cfg, n: int, render_cfg=None) -> pd.DataFrame:
     """The first `n` ECGs the corpus would write for `synth_cfg` (its sites, noise and labels), measured."""
     from dataclasses import replace
 
-    from heartbeit.data.synth_corpus import plan_corpus, simulate_plan
+    from heartbeit.data.synth.corpus import plan_corpus, simulate_plan
 
     # patients have 1..ecgs_per_patient_max ECGs: n patients always plan at least n ECGs
     plans = plan_corpus(replace(synth_cfg, n_patients=max(1, n)))[:n]

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from heartbeit.data.render import LeadBox
+from heartbeit.data.render.draw import LeadBox
 
 METHODS = ("gradcam", "fullgrad")
 TIME_BIN_S = 0.5

@@ -1,7 +1,7 @@
 """The synthetic-STEMI territory analysis: does the best STEMI model look at the injured territory's leads?
 
 Synthetic ECGs of known territory are simulated, then filtered and drawn through the render stage's own
-chain (heartbeit.data.render_stage.draw_batch, with the finished render's geometry from layout.json), so they
+chain (heartbeit.data.render.stage.draw_batch, with the finished render's geometry from layout.json), so they
 look exactly like the shards' images. Every stemi image model of the largest fraction gets a territory
 ratio (Grad-CAM mass on the territory's lead boxes / those boxes' share of the area); the signal model gets
 the same on its waveforms with |input × gradient| per lead.
@@ -45,8 +45,8 @@ def synthetic_stemi(territory: str, n: int, images: ImageSet, cfg, seed: int) ->
     """`n` synthetic ECGs with a STEMI of `territory`, filtered and drawn exactly as the image shards
     (layout, size, scales from layout.json; filter settings from the render config): (uint8 images
     [n, H, W], float32 mV waveforms [n, 12, L] as the shards store them for signal models)."""
-    from heartbeit.data.render_stage import draw_batch, layout_draw_kwargs
-    from heartbeit.data.synth import STEMI_TERRITORIES, simulate_ecg
+    from heartbeit.data.render.stage import draw_batch, layout_draw_kwargs
+    from heartbeit.data.synth.ecg import STEMI_TERRITORIES, simulate_ecg
 
     lay = images.layout
     site = next((s for s in cfg.synth.sites if not s.external), None)
@@ -91,7 +91,7 @@ def territory_part(cellset: CellSet, images: ImageSet, cfg, out_dir: Path, long)
     when there is no image model or no usable shard (the saliency part says so)."""
     from scipy import stats
 
-    from heartbeit.data.synth import STEMI_TERRITORY_LEADS
+    from heartbeit.data.synth.ecg import STEMI_TERRITORY_LEADS
 
     res = TerritoryResult()
     rc = cfg.report

@@ -9,7 +9,7 @@
 Epoch e visits the data in an order that is a pure function of (seed, e); the position is restored from
 `state_dict()`, so a resumed run reads exactly the batches an uninterrupted one would have read.
 InMemoryBatches: position (epoch, batches consumed); rank r of w takes every w-th sample of the epoch's
-order. ShardBatches: heartbeit.data.loader's own exact-resume state; the loader deals shards to ranks.
+order. ShardBatches: heartbeit.data.loading.loader's own exact-resume state; the loader deals shards to ranks.
 
 With `masks` set (a models.masking.MaskSampler; pretraining sets it), every batch carries its MIM masks as
 `mask_index` int64 [B, n_masked], drawn for (epoch, sample key): ShardBatches draws them in the loader's
@@ -84,16 +84,16 @@ class InMemoryBatches:
 
 def loader_available() -> bool:
     try:
-        importlib.import_module("heartbeit.data.loader")
+        importlib.import_module("heartbeit.data.loading.loader")
     except ModuleNotFoundError as exc:
-        if exc.name == "heartbeit.data.loader":
+        if exc.name == "heartbeit.data.loading.loader":
             return False
         raise
     return True
 
 
 class ShardBatches:
-    """Training batches from the image shards (`IMAGES/<split>/<split>-*.tar`) through heartbeit.data.loader,
+    """Training batches from the image shards (`IMAGES/<split>/<split>-*.tar`) through heartbeit.data.loading.loader,
     epoch after epoch. The position is the loader's own exact-resume state (per-worker consumed samples),
     which already includes the epoch; ranks get disjoint shards (the loader deals shards to ranks)."""
 
@@ -101,8 +101,8 @@ class ShardBatches:
                  with_tokens: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  decode_threads: int = 1, pin_memory: bool = False, masks=None):
         if not loader_available():
-            raise RuntimeError("heartbeit.data.loader is not available in this version; cannot read image shards")
-        from heartbeit.data.loader import make_loader
+            raise RuntimeError("heartbeit.data.loading.loader is not available in this version; cannot read image shards")
+        from heartbeit.data.loading.loader import make_loader
 
         self.images_dir = Path(images_dir)
         if not (self.images_dir / IMAGES_INDEX).is_file():
@@ -143,7 +143,7 @@ class ShardBatches:
 
 def shard_eval_images(images_dir: str | Path, n: int, split: str = "val", size: int | None = None) -> torch.Tensor:
     """The first `n` images of a split in shard order (uint8 [n, 1, H, W]): a fixed held-out set."""
-    from heartbeit.data.loader import make_loader
+    from heartbeit.data.loading.loader import make_loader
 
     loader = make_loader(images_dir, split, batch_size=min(n, 256), train=False, rank=0, world_size=1,
                          with_meta=False)

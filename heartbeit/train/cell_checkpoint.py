@@ -92,7 +92,7 @@ def decode(obj: Any) -> Any:
 
 class TrainBatches:
     """One epoch's training batches, counted; resumed at `position` (from an earlier `position()`). A source
-    with the loader's exact-resume state (`state_dict`/`load_state_dict`, heartbeit.data.loader) continues
+    with the loader's exact-resume state (`state_dict`/`load_state_dict`, heartbeit.data.loading.loader) continues
     there without reading the consumed samples; any other iterable is advanced past them."""
 
     def __init__(self, source: Iterable, position: dict | None = None):

@@ -331,15 +331,15 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
     """The cell's training subset (draw 0: the render stage's nested, stratified fraction; draw d > 0: an
     independent draw of the same design, `training_draw`) restricted to ECGs labelled for the task, the
     validation split, then internal test and external sites, all streamed by the one loader of
-    heartbeit.data.loader -- images for image models, the stored waveforms for signal models.
+    heartbeit.data.loading.loader -- images for image models, the stored waveforms for signal models.
 
     Three loaders live as long as the cell, each made once with its filter resolved against the manifest once
     and its worker processes kept between iterations: training (one epoch per iteration), BatchNorm
     recalibration (a replica of the training stream: the first batches of the epoch, as a fresh loader would
     give them) and the validation rounds (a fixed stratified subsample at matrix.val_batch_size,
     `validation_subsample`). The whole validation split and the held-out sets are read once, at the end."""
-    from heartbeit.data.epoch_loader import ImageLoader
-    from heartbeit.data.loader import make_image_dataset, make_loader
+    from heartbeit.data.loading.epoch_loader import ImageLoader
+    from heartbeit.data.loading.loader import make_image_dataset, make_loader
     from heartbeit.data.members import read_manifest
     from heartbeit.data.splits import training_draw, validation_subsample
 

@@ -201,7 +201,7 @@ def setup(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | Path
     random.seed(cfg.seed + engine.rank)
     np.random.seed(cfg.seed + engine.rank)
 
-    # ---- data: shards (through heartbeit.data.loader) or any BatchSource; the masks come with the batches
+    # ---- data: shards (through heartbeit.data.loading.loader) or any BatchSource; the masks come with the batches
     masks = MaskSampler(grid, cfg.mask_patches, min_block=cfg.min_mask_block, seed=cfg.seed)
     if isinstance(data, (str, Path)):
         images_dir = Path(data)

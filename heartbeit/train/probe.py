@@ -126,8 +126,8 @@ def embed_images(images_dir: str | Path, out: str | Path, arch: str, *, pretrain
                  model_dir: str | None = None, img_size: int = 224, splits=None, batch_size: int = 64,
                  device: str = "auto") -> dict:
     """Backbone features of every ECG of the rendered image shards -> Parquet (ecg_uid, split, site, f0..)."""
-    from heartbeit.data.dealing import read_index
-    from heartbeit.data.loader import make_loader
+    from heartbeit.data.loading.dealing import read_index
+    from heartbeit.data.loading.loader import make_loader
     from heartbeit.models import zoo
     from heartbeit.train.finetune import Batch, resolve_device
 

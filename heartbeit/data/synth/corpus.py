@@ -10,7 +10,7 @@ Layout under the output folder (a contract the ingest stage builds against):
     ground_truth.csv                       one row per written record, true labels, broken_reason
     synth.json                             counts, the resolved synth config, and the marker ingest reads:
                                            generator "heartbeit synth" and `files` {relpath: {size, site}} of
-                                           every record written (heartbeit.data.listing: the declared sites
+                                           every record written (heartbeit.data.ingest.listing: the declared sites
                                            and the public synthetic key apply only to exactly these files)
 
 Every per-patient and per-ECG random draw comes from a generator seeded with (seed, stream, index), so
@@ -35,9 +35,9 @@ from tqdm import tqdm
 from heartbeit.config import SiteSpec, SynthConfig, to_dict
 from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX
 from heartbeit.data.reasons import Reason
-from heartbeit.data.synth import STEMI_TERRITORIES, SimulatedECG, simulate_ecg_detailed
-from heartbeit.data.wfdb_io import PTBXL_DATABASE
-from heartbeit.data.writers import (MUSE_DEFECTS, NPZ_DEFECTS, WFDB_DEFECTS, ptbxl_record_path, write_muse_xml,
+from heartbeit.data.synth.ecg import STEMI_TERRITORIES, SimulatedECG, simulate_ecg_detailed
+from heartbeit.data.ingest.wfdb_io import PTBXL_DATABASE
+from heartbeit.data.synth.writers import (MUSE_DEFECTS, NPZ_DEFECTS, WFDB_DEFECTS, ptbxl_record_path, write_muse_xml,
                                     write_npz, write_ptbxl_database, write_wfdb_record)
 from heartbeit.records import SYNTH_GROUND_TRUTH, SYNTH_LABELS, SYNTH_RECORD
 from heartbeit.utils.io import atomic_write_json, atomic_write_text
@@ -412,7 +412,7 @@ def write_corpus(cfg: SynthConfig, out_dir: str | Path, workers: int = 1, progre
     def count(key):
         return {k: sum(1 for t in truth if t[key] == k) for k in sorted({t[key] for t in truth})}
 
-    from heartbeit.data.listing import SYNTH_GENERATOR
+    from heartbeit.data.ingest.listing import SYNTH_GENERATOR
 
     files = {t["relpath"]: {"size": (out_dir / t["relpath"]).stat().st_size, "site": t["site"]}
              for t in truth if (out_dir / t["relpath"]).is_file()}

@@ -16,8 +16,8 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from scipy.signal import butter, find_peaks, resample_poly, sosfiltfilt
 
-from .leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS
-from .reasons import IngestError, Reason
+from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX, LEADS
+from heartbeit.data.reasons import IngestError, Reason
 
 _INDEPENDENT = [LEAD_INDEX[k] for k in INDEPENDENT_LEADS]
 

@@ -33,7 +33,7 @@ shard order and each slot reads only its own samples' bytes through the shards' 
 across all ranks x workers (evaluation gathers predictions from all ranks).
 
 Subsets: a fraction, task or explicit `subset` filter is resolved against manifest.parquet once per stream
-(`SplitSelection`, heartbeit.data.dealing; the manifest is read once per process); a shard the filter does not
+(`SplitSelection`, heartbeit.data.loading.dealing; the manifest is read once per process); a shard the filter does not
 keep whole is read by byte range, only the kept samples (a 1 % cell reads ~1 % of the split). The stream is
 the one a whole-shard read would give after filtering, so batches are identical. Shards rendered before the
 index existed are read whole.
@@ -44,7 +44,7 @@ count without reading a tar; `make_loader(..., equalize=True)` (the training def
 the smallest rank's batch count, so all ranks take the same number of optimizer steps. The surplus of larger
 ranks is skipped that epoch only: shard order is reshuffled every epoch, so different samples are skipped.
 
-Epochs, persistent workers and exact resume: `ImageLoader` (heartbeit.data.epoch_loader).
+Epochs, persistent workers and exact resume: `ImageLoader` (heartbeit.data.loading.epoch_loader).
 """
 from __future__ import annotations
 
@@ -60,11 +60,11 @@ import webdataset as wds
 
 from heartbeit.config.matrix import TASKS
 
-from . import members
-from .batch_arrays import BatchDecode, as_tensors, batch_array
-from .dealing import SplitSelection, epoch_shards, read_index, shard_names, shard_totals, slot_reads
-from .epoch_loader import ImageLoader
-from .shard_format import MODALITIES, decode_member, decode_wave_into, member_shape
+from heartbeit.data import members
+from heartbeit.data.loading.batch_arrays import BatchDecode, as_tensors, batch_array
+from heartbeit.data.loading.dealing import SplitSelection, epoch_shards, read_index, shard_names, shard_totals, slot_reads
+from heartbeit.data.loading.epoch_loader import ImageLoader
+from heartbeit.data.shard_format import MODALITIES, decode_member, decode_wave_into, member_shape
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -149,12 +149,12 @@ class ImageStream(torch.utils.data.IterableDataset):
         self.skip: dict[int, int] = {}  # logical worker -> samples to skip (resume)
         self.rotation = 0  # physical worker p plays logical worker (p + rotation) % num_workers
         # [epoch, rotation, skip per logical worker] in shared memory when an ImageLoader keeps its workers
-        # (heartbeit.data.epoch_loader): a worker's copy of this stream reads it as each iteration starts
+        # (heartbeit.data.loading.epoch_loader): a worker's copy of this stream reads it as each iteration starts
         self.control: torch.Tensor | None = None
 
     @property
     def selection(self) -> SplitSelection:
-        """What the filter keeps of the split, per shard (heartbeit.data.dealing): resolved once."""
+        """What the filter keeps of the split, per shard (heartbeit.data.loading.dealing): resolved once."""
         if self._selection is None:
             self._selection = SplitSelection(self.images_dir, self.split, self.fraction, self.task, self.keep.subset)
         return self._selection
@@ -220,7 +220,7 @@ class ImageStream(torch.utils.data.IterableDataset):
         index (shards rendered before it existed) a whole shard is read and filtered as it streams."""
         wanted = self.wanted.get(url)
         if self.modality == "wave":
-            from .shard_format import wave_relpath
+            from heartbeit.data.shard_format import wave_relpath
 
             url = wave_relpath(url)
         tar = self.images_dir / url
@@ -380,7 +380,7 @@ def make_loader(images_dir: str | Path, split: str, batch_size: int = 32, num_wo
     `multiprocessing_context` ("fork", "spawn", "forkserver") starts the DataLoader workers; None keeps
     the process default (a process started by torch.multiprocessing.spawn defaults to spawn, which
     re-imports torch in every worker: pass "fork" there on Linux). `persistent`: keep the worker processes
-    from one iteration to the next (a loader iterated epoch after epoch; heartbeit.data.epoch_loader)."""
+    from one iteration to the next (a loader iterated epoch after epoch; heartbeit.data.loading.epoch_loader)."""
     train = (split == "train") if train is None else train
     ds = make_image_dataset(images_dir, split, fraction, task, epoch, seed, shuffle=train, with_tokens=with_tokens,
                             batch_size=batch_size, drop_last=train, shuffle_buffer=shuffle_buffer, rank=rank,

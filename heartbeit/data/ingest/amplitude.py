@@ -33,8 +33,8 @@ import numpy as np
 
 from heartbeit.records import AMPLITUDE_FLAG_COLUMN
 
-from .leads import INDEPENDENT_LEADS, LEAD_INDEX
-from .reasons import IngestError, Reason
+from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX
+from heartbeit.data.reasons import IngestError, Reason
 
 log = logging.getLogger("heartbeit.ingest")
 

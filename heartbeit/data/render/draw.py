@@ -33,7 +33,7 @@ import numpy as np
 
 from heartbeit.config.render import LAYOUTS
 
-from .leads import LEAD_INDEX, LEADS
+from heartbeit.data.leads import LEAD_INDEX, LEADS
 
 PAPER_SPEED_MM_S = 25.0  # only used to place the 5 mm / 1 mm grid
 ROW_MM = {"3x4+II": 50.0, "3x4": 50.0, "12x1": 40.0}

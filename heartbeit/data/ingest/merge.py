@@ -17,11 +17,11 @@ import pandas as pd
 from heartbeit.config import IngestConfig
 from heartbeit.records import CORPUS_METADATA, CORPUS_REJECTS, CORPUS_SITE_CODES, CORPUS_SOURCES, CORPUS_SUMMARY
 
-from .corpus import SHARD_DIR, iter_shard, list_shards, npy_bytes, shard_name, write_shard
-from .ingest import PARTS_SUFFIX
-from .lock import DirLock, lock_path
-from .publish import PRIVATE, _complete, _finish, _read_manifest
-from .reasons import Reason
+from heartbeit.data.corpus import SHARD_DIR, iter_shard, list_shards, npy_bytes, shard_name, write_shard
+from heartbeit.data.ingest.stage import PARTS_SUFFIX
+from heartbeit.data.lock import DirLock, lock_path
+from heartbeit.data.ingest.publish import PRIVATE, _complete, _finish, _read_manifest
+from heartbeit.data.reasons import Reason
 
 
 def merge_parts(out: str | Path, cfg: IngestConfig, run_cfg=None, overwrite: bool = False) -> dict:

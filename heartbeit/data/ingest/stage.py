@@ -1,7 +1,7 @@
 """Ingest: input files -> de-identified corpus (WebDataset shards + metadata.parquet) + rejects ledger.
 
 Top to bottom:
-1. `list_inputs` (heartbeit.data.listing) walks the inputs in sorted order: every path becomes an input,
+1. `list_inputs` (heartbeit.data.ingest.listing) walks the inputs in sorted order: every path becomes an input,
    a listing reject, a companion (WFDB signal file) or a counted skip. The key is chosen then: the public
    synthetic key for `heartbeit synth` output, the private key file otherwise (deid.key_for).
 2. Each input is read by a worker (`process_file`): format sniffed by content (or forced), read into an
@@ -18,7 +18,7 @@ parts, the table behind site pseudonyms) goes to `<out>/private/` (0700). Logs a
 file by its opaque `reject_id`, which that ledger resolves.
 4. Slurm arrays: `slice_inputs` gives task i of N a contiguous block of the sorted listing; each task
    writes a complete part corpus; `merge_parts` joins them (renumbering shards, dropping duplicates across
-   tasks) into the same layout (heartbeit.data.merge)."""
+   tasks) into the same layout (heartbeit.data.ingest.merge)."""
 from __future__ import annotations
 
 import hashlib
@@ -37,21 +37,21 @@ from heartbeit.config import IngestConfig
 from heartbeit.records import CORPUS_METADATA, CORPUS_SUMMARY
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, sha256_file
 
-from . import deid
-from .amplitude import FLAG_COLUMN, check_amplitude_normalised, flagged_count, warning_text
-from .arrays import ArrayDefaults, read_array, sniff_array
-from .corpus import SHARD_DIR, ShardWriter
-from .header_labels import HeaderLabelMap
-from .labels import LabelTable, corpus_label_columns, join_labels, key_value, label_row, load_labels
-from .listing import InputFile, Listing, list_inputs, slice_inputs
-from .lock import DirLock
-from .muse import looks_like_utf16_xml, parse_muse
-from .pool import ordered_map
-from .publish import _complete, _finish, _read_manifest
-from .ptbxl import ScpTaskMap, ptbxl_labels
-from .quality import check_plausible_ecg, check_signals, to_corpus
-from .reasons import IngestError, Reason
-from .wfdb_io import looks_like_wfdb_header, read_wfdb
+from heartbeit.data.ingest import deid
+from heartbeit.data.ingest.amplitude import FLAG_COLUMN, check_amplitude_normalised, flagged_count, warning_text
+from heartbeit.data.ingest.arrays import ArrayDefaults, read_array, sniff_array
+from heartbeit.data.corpus import SHARD_DIR, ShardWriter
+from heartbeit.data.ingest.header_labels import HeaderLabelMap
+from heartbeit.data.ingest.labels import LabelTable, corpus_label_columns, join_labels, key_value, label_row, load_labels
+from heartbeit.data.ingest.listing import InputFile, Listing, list_inputs, slice_inputs
+from heartbeit.data.lock import DirLock
+from heartbeit.data.ingest.muse import looks_like_utf16_xml, parse_muse
+from heartbeit.data.ingest.pool import ordered_map
+from heartbeit.data.ingest.publish import _complete, _finish, _read_manifest
+from heartbeit.data.ingest.ptbxl import ScpTaskMap, ptbxl_labels
+from heartbeit.data.ingest.quality import check_plausible_ecg, check_signals, to_corpus
+from heartbeit.data.reasons import IngestError, Reason
+from heartbeit.data.ingest.wfdb_io import looks_like_wfdb_header, read_wfdb
 
 log = logging.getLogger("heartbeit.ingest")
 

@@ -23,9 +23,9 @@ from xml.etree.ElementTree import Element, ParseError, XMLParser
 import defusedxml.ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
-from .leads import INDEPENDENT_LEADS, LEAD_INDEX, derive_limb_leads, normalize_lead_name
-from .reasons import IngestError, Reason
-from .record import ECGRecord
+from heartbeit.data.leads import INDEPENDENT_LEADS, LEAD_INDEX, derive_limb_leads, normalize_lead_name
+from heartbeit.data.reasons import IngestError, Reason
+from heartbeit.data.record import ECGRecord
 
 # expat error codes that mean "the document stopped early" rather than "the document is wrong".
 _EXPAT_TRUNCATION_CODES = {3, 5, 6}  # no element found, unclosed token, partial character

@@ -15,7 +15,7 @@ metadata, so a field a reader adds later cannot leak by default:
 - site: never a free-text field as written. A site text read from inside a file (MUSE `<SiteName>`, a
   sidecar's "site") maps through `ingest.site_map` when listed there, else becomes a keyed pseudonym
   `site-<8 hex>` (the code -> text table lives in `<out>/private/site_codes.json`); files without one take
-  their input root's label (heartbeit.data.listing).
+  their input root's label (heartbeit.data.ingest.listing).
 - device: the model only (`device_model`): a serial number after it is cut.
 The key file is created with mode 0600 on first use and is never written to outputs or logs.
 
@@ -34,7 +34,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from .labels import TASK_COLUMNS
+from heartbeit.data.ingest.labels import TASK_COLUMNS
 
 AGE_CAP = 90
 UID_HEX = 20
@@ -145,7 +145,7 @@ def date_fields(key: bytes, patient: str | None, date: dt.date | None, policy: s
 
 
 def _identifier_values(meta: dict) -> list[str]:
-    from .record import IDENTIFIER_KEYS
+    from heartbeit.data.record import IDENTIFIER_KEYS
 
     values = []
     for k in IDENTIFIER_KEYS + ("ecg_id",):

@@ -39,14 +39,14 @@ from heartbeit.config.tasks import all_tasks
 from heartbeit.records import CORPUS_METADATA, IMAGES_INDEX, IMAGES_LAYOUT, IMAGES_MANIFEST
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
-from .corpus import read_metadata, write_shard
-from .members import index_is_current, index_path, write_member_index
-from .render import render_batch, render_kwargs
-from .render_plan import (RENDERED_SPLITS, ShardJob, build_jobs, index_corpus, layout_record, plan_shards,
+from heartbeit.data.corpus import read_metadata, write_shard
+from heartbeit.data.members import index_is_current, index_path, write_member_index
+from heartbeit.data.render.draw import render_batch, render_kwargs
+from heartbeit.data.render.plan import (RENDERED_SPLITS, ShardJob, build_jobs, index_corpus, layout_record, plan_shards,
                           read_plan, source_digest, task_rows, write_plan)
-from .shard_format import WAVE_EXT, encode_image, encode_wave, image_ext, wave_for_storage, wave_relpath
-from .signal import preprocess
-from .splits import build_manifest
+from heartbeit.data.shard_format import WAVE_EXT, encode_image, encode_wave, image_ext, wave_for_storage, wave_relpath
+from heartbeit.data.signal import preprocess
+from heartbeit.data.splits import build_manifest
 
 log = logging.getLogger("heartbeit.render")
 
@@ -219,7 +219,7 @@ def remove_stale(out_dir: Path, jobs: list[ShardJob], wave_hz: int = 0) -> int:
 def render_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg, workers: int = 1, task_index: int = 0,
                   num_tasks: int = 1, progress: bool = True, verify: bool = True, plan_only: bool = False) -> dict:
     """The whole stage (or, with num_tasks > 1, this task's slice of shards: global shard i goes to task
-    i % num_tasks, planned once: heartbeit.data.render_plan). `plan_only` writes the plan and renders
+    i % num_tasks, planned once: heartbeit.data.render.plan). `plan_only` writes the plan and renders
     nothing. Returns a summary dict."""
     from tqdm import tqdm
 

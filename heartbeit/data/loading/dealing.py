@@ -4,7 +4,7 @@ Shard order per epoch (`epoch_shards`), the node-then-worker split of whole shar
 slots outnumber shards, of samples (`slot_reads`), the fraction/task/subset filter resolved against
 manifest.parquet (`filtered_manifest`, `wanted_keys`), and the per-slot counts behind equal training
 steps across ranks (`SplitSelection.plan`: the filter resolved once, shards permuted per epoch). Used by
-heartbeit.data.loader and heartbeit.data.epoch_loader.
+heartbeit.data.loading.loader and heartbeit.data.loading.epoch_loader.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pandas as pd
 
 from heartbeit.records import IMAGES_INDEX
 
-from . import members
+from heartbeit.data import members
 
 
 def read_index(images_dir: str | Path) -> dict:
@@ -76,7 +76,7 @@ def shard_totals(index: dict, split: str) -> dict[str, int]:
 def filtered_manifest(images_dir: str | Path, split: str, fraction: float | None = None, task: str | None = None,
                       subset: frozenset | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the split's manifest rows, those the fraction/subset/task filter keeps), from manifest.parquet."""
-    from .splits import fraction_column
+    from heartbeit.data.splits import fraction_column
 
     man = members.read_manifest(images_dir)
     man = man[man["split"] == split]

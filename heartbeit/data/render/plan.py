@@ -15,7 +15,7 @@ and its own slice only, so its overhead is its 1/N share. A plan made from other
 another task count is not used (the task plans for itself, as before, and says so).
 
 The planning itself lives here too (splits to shards, each shard's job and digest, where the signals sit,
-the layout record), below the render stage that executes the plan (heartbeit.data.render_stage).
+the layout record), below the render stage that executes the plan (heartbeit.data.render.stage).
 """
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ from heartbeit.records import (CORPUS_METADATA, IMAGES_LAYOUT, IMAGES_MANIFEST, 
                                RENDER_PLAN_DIR as PLAN_DIR, RENDER_TASK_PATTERN)
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
-from .corpus import SIGNAL_EXT, list_shards, read_metadata
-from .render import layout_boxes
-from .shard_format import shard_relpath
-from .splits import build_manifest, fraction_column, keyed_uniform
+from heartbeit.data.corpus import SIGNAL_EXT, list_shards, read_metadata
+from heartbeit.data.render.draw import layout_boxes
+from heartbeit.data.shard_format import shard_relpath
+from heartbeit.data.splits import build_manifest, fraction_column, keyed_uniform
 
 log = logging.getLogger("heartbeit.render")
 

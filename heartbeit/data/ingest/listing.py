@@ -34,8 +34,8 @@ from pathlib import Path
 
 from heartbeit.records import SYNTH_RECORD
 
-from .reasons import Reason
-from .wfdb_io import signal_files
+from heartbeit.data.reasons import Reason
+from heartbeit.data.ingest.wfdb_io import signal_files
 
 SIDE_SUFFIXES = {".csv", ".json", ".md", ".txt", ".yaml", ".yml", ".dtd", ".pdf", ".html", ".py", ".sh",
                  ".tsv", ".rst", ".log", ".key", ".xsl", ".xsd", ".lock"}

@@ -18,7 +18,7 @@ import pandas as pd
 
 from heartbeit.records import TASK_COLUMNS
 
-from .reasons import IngestError, Reason
+from heartbeit.data.reasons import IngestError, Reason
 
 FLAG_COLUMNS = ("lvef_le40", "hcm", "stemi")
 LVEF_RANGE = (1.0, 95.0)
@@ -27,7 +27,7 @@ LVEF_RANGE = (1.0, 95.0)
 def corpus_label_columns(cfg) -> tuple[str, ...]:
     """Every label column a corpus made under IngestConfig `cfg` carries: the paper's, the declared CSV
     columns, then the header map's labels (sorted). The one list publish, deid and the summary use."""
-    from .header_labels import HeaderLabelMap
+    from heartbeit.data.ingest.header_labels import HeaderLabelMap
 
     extra = [*cfg.label_columns, *HeaderLabelMap.from_config(cfg).names]
     return TASK_COLUMNS + tuple(dict.fromkeys(c for c in extra if c not in TASK_COLUMNS))

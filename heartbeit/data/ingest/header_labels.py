@@ -1,6 +1,6 @@
 """Diagnoses in WFDB header comments -> binary label columns (the header map).
 
-Two conventions are read (heartbeit.data.wfdb_io collects them; this module maps them):
+Two conventions are read (heartbeit.data.ingest.wfdb_io collects them; this module maps them):
 - CinC/PhysioNet challenge headers: `#Dx: 164889003,59118001` - SNOMED CT codes;
 - free-text diagnosis blocks as in LUDB-style collections: `#<diagnoses>:` followed by one statement per
   comment line (`#Rhythm: Sinus rhythm.`, `#Left ventricular hypertrophy.`); a `#Diagnosis: text` line

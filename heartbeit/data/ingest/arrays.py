@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .leads import INDEPENDENT_LEADS, LEADS, derive_limb_leads, normalize_lead_name
-from .reasons import IngestError, Reason
-from .record import ECGRecord
+from heartbeit.data.leads import INDEPENDENT_LEADS, LEADS, derive_limb_leads, normalize_lead_name
+from heartbeit.data.reasons import IngestError, Reason
+from heartbeit.data.record import ECGRecord
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -295,7 +295,7 @@ def read_array(path: str | Path, kind: str | None = None, defaults: ArrayDefault
     derived = derive_limb_leads(leads["I"], leads["II"])
     signals = np.stack([leads.get(k, derived.get(k)) for k in LEADS]).astype(np.float32)
 
-    from .muse import parse_date
+    from heartbeit.data.ingest.muse import parse_date
 
     age = _number(sidecar.get("age", extra.get("age")))
     date = sidecar.get("acquisition_date")

@@ -1,4 +1,4 @@
-"""`ImageLoader`: a torch DataLoader over one `ImageStream` (heartbeit.data.loader), with epochs, equal steps
+"""`ImageLoader`: a torch DataLoader over one `ImageStream` (heartbeit.data.loading.loader), with epochs, equal steps
 across ranks and exact resume.
 
 Persistent workers. A loader is made once and iterated epoch after epoch (a matrix cell: its training, its
@@ -15,7 +15,7 @@ baseline (bench/cell_loader.py).
 
 The epoch plan. How many samples each (rank, worker) slot holds in an epoch -- behind equal steps across ranks
 and the resume rotation -- comes from the stream's `SplitSelection`: the filter is resolved against the
-manifest once, and each epoch only permutes the shards (seed, epoch) and sums (heartbeit.data.dealing). The
+manifest once, and each epoch only permutes the shards (seed, epoch) and sums (heartbeit.data.loading.dealing). The
 plan of the current epoch is kept.
 
 Resume: `state_dict()` records, per logical worker, how many samples the trainer has received, and which
@@ -31,8 +31,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .batch_arrays import as_tensors, identity_collate
-from .dealing import batches_per_worker
+from heartbeit.data.loading.batch_arrays import as_tensors, identity_collate
+from heartbeit.data.loading.dealing import batches_per_worker
 
 
 class ImageLoader:

@@ -20,9 +20,9 @@ from heartbeit.records import (CORPUS_MANIFEST, CORPUS_METADATA, CORPUS_PRIVATE 
                                CORPUS_SITE_CODES, CORPUS_SOURCES, CORPUS_SUMMARY, RESOLVED_CONFIG)
 from heartbeit.utils.io import atomic_write_json, atomic_write_text, code_version, sha256_file, swap_into_place
 
-from .amplitude import FLAG_COLUMN, flagged_count, warning_text
-from .corpus import SHARD_DIR, list_shards
-from .labels import TASK_COLUMNS, corpus_label_columns
+from heartbeit.data.ingest.amplitude import FLAG_COLUMN, flagged_count, warning_text
+from heartbeit.data.corpus import SHARD_DIR, list_shards
+from heartbeit.data.ingest.labels import TASK_COLUMNS, corpus_label_columns
 
 REJECT_COLUMNS = ["reject_id", "source_path", "reason", "detail", "format"]
 

@@ -12,7 +12,7 @@ dropped; I, II, V1-V6 are required and missing limb leads are derived. Header ch
 Signal files must lie inside the input root (`root`): a header naming `/etc/...` or `../../x` is refused
 (`outside_root`) before anything is opened. `# Patient ID:` comments give the patient id; age, sex and
 diagnoses are read in both comment conventions (`#Age:` and `#<age>:`, see _comment_metadata); every other
-comment is free text and ignored. The site is not read here: ingest names it (heartbeit.data.listing)."""
+comment is free text and ignored. The site is not read here: ingest names it (heartbeit.data.ingest.listing)."""
 from __future__ import annotations
 
 import functools
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .leads import INDEPENDENT_LEADS, LEADS, derive_limb_leads, normalize_lead_name
-from .reasons import IngestError, Reason
-from .record import ECGRecord
+from heartbeit.data.leads import INDEPENDENT_LEADS, LEADS, derive_limb_leads, normalize_lead_name
+from heartbeit.data.reasons import IngestError, Reason
+from heartbeit.data.record import ECGRecord
 
 UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": float("nan"), "": 1.0}
 _FMT_RE = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
@@ -270,7 +270,7 @@ def _comment_metadata(comments: list[str], name: str = "") -> dict:
     """Header comments in both conventions: PhysioNet/CinC `#Age: 85`, `#Sex: Male`, `#Dx: <SNOMED codes>`,
     `# Patient ID: 123`, and the bracketed `#<age>: 51`, `#<sex>: F`, `#<diagnoses>:` form, whose diagnosis
     block is the comment lines after it (one statement each). Diagnoses are kept for the header map
-    (heartbeit.data.header_labels: `dx_codes`, `dx_statements`); every other comment is ignored."""
+    (heartbeit.data.ingest.header_labels: `dx_codes`, `dx_statements`); every other comment is ignored."""
     meta: dict = {"dx_codes": [], "dx_statements": []}
     in_dx_block = False
     for c in comments:
@@ -342,7 +342,7 @@ def ptbxl_metadata(hea_path: Path) -> dict:
         raise IngestError(Reason.MALFORMED, f"{hea_path.name}: not a row of {db.name} (no patient id or labels)")
     if not (row.get("patient_id") or "").strip():
         raise IngestError(Reason.BAD_PATIENT_ID, f"{hea_path.name}: its {db.name} row has no patient_id")
-    from .ptbxl import parse_scp_codes
+    from heartbeit.data.ingest.ptbxl import parse_scp_codes
 
     def num(key):
         try:
@@ -351,7 +351,7 @@ def ptbxl_metadata(hea_path: Path) -> dict:
             return None
 
     sex = {"0": "M", "0.0": "M", "1": "F", "1.0": "F"}.get(row.get("sex", ""), "")
-    from .muse import parse_date
+    from heartbeit.data.ingest.muse import parse_date
 
     date = (row.get("recording_date") or "")[:10]
     return {

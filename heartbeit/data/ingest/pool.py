@@ -32,7 +32,7 @@ def _run_chunk(items: list) -> list:
 
 def _context():
     """fork (cheap, shares the read-only context), except where torch is loaded: forking its thread pools can
-    deadlock (the same rule as heartbeit.data.synth_corpus)."""
+    deadlock (the same rule as heartbeit.data.synth.corpus)."""
     if "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     return multiprocessing.get_context("fork")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .leads import LEAD_INDEX, LEADS
+from heartbeit.data.leads import LEAD_INDEX, LEADS
 
 # Territory -> the contiguous leads whose ST segment rises (what the ground-truth tests measure).
 STEMI_TERRITORY_LEADS: dict[str, tuple[str, ...]] = {
