@@ -22,7 +22,7 @@ help:
 	@echo "               (TORCH_INDEX=<PyTorch wheel index> picks the CUDA build for the cluster's driver)"
 	@echo "make run       set up, then run the whole study: heartbeit run --profile \$$PROFILE (default demo)"
 	@echo "make test      set up, then run the full test suite (what CI runs)"
-	@echo "make test-fast unit tests only"
+	@echo "make test-fast tests/unit: the everyday check (about a minute)"
 	@echo "make bench     heartbeit bench --quick"
 
 setup: $(STAMP)
@@ -62,8 +62,9 @@ ci-run: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# the everyday command: tests/unit (one module at a time, no stage runs, no extra processes)
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not distributed and not slurm" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/heartbeit bench --quick

@@ -14,7 +14,7 @@
 #   5. what each part did (exit code, seconds)                                           -> OUT/gpu_session.json
 #
 # --dry-run: the same parts on whatever device there is, at the ci profile's micro model and a few steps
-# (tests/test_gpu_session.py runs it on a CPU so this script cannot rot). Timeouts are per part; their sum
+# (tests/integration/test_gpu_session.py runs it on a CPU so this script cannot rot). Timeouts are per part; their sum
 # (30 + 240 + 120 + 2 x 100 s) stays under 10 minutes.
 set -u
 cd "$(dirname "$0")/.."
@@ -45,11 +45,11 @@ fi
 part env 30 "$PY" bench/_gpu_session.py env $DRY --out "$OUT/gpu_env.json"
 
 if [ -n "$DRY" ]; then  # collect only: the CUDA tests skip on a CPU and the collection is what can break
-  part pytest-gpu 240 bash -c "'$PY' -m pytest -m gpu --collect-only -q tests/test_gpu.py > '$OUT/gpu_pytest.txt' 2>&1"
+  part pytest-gpu 240 bash -c "'$PY' -m pytest -m gpu --collect-only -q tests/integration/test_gpu.py > '$OUT/gpu_pytest.txt' 2>&1"
   SELFTEST=(--model tiny --steps 2 --batch-size 4 --precision fp32)
   STEPS=(--steps 4 --profile-steps 2 --batch-size 4)
 else
-  part pytest-gpu 240 bash -c "'$PY' -m pytest -m gpu -q tests/test_gpu.py > '$OUT/gpu_pytest.txt' 2>&1"
+  part pytest-gpu 240 bash -c "'$PY' -m pytest -m gpu -q tests/integration/test_gpu.py > '$OUT/gpu_pytest.txt' 2>&1"
   SELFTEST=(--model heartbeit_base_patch16_224 --steps 10 --batch-size 64 --precision bf16)
   STEPS=(--steps 50 --profile-steps 10 --batch-size 64)
 fi

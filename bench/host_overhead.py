@@ -6,7 +6,7 @@ adds between micro-batches, measured on a CPU.
 * **The model** is a stand-in that queues a fixed 17 ms of "GPU" work per micro-batch (a BEiT-B/16
   micro-batch of 64 images: 64 x 107.7 GFLOP at ~41 % of the H100 SXM's 989 TFLOPS) on a modelled GPU
   timeline and returns at once, as a CUDA launch does. The model's own code (its forward on the GPU) is
-  not timed here; `tests/test_host_sync.py` checks that it makes no host sync.
+  not timed here; `tests/integration/test_host_sync.py` checks that it makes no host sync.
 * **The GPU** is that timeline: work starts when the GPU is free and the host has queued it. Every host
   sync our code makes (heartbeit.utils.host_sync: `.item()`, `.cpu()`, boolean indexing, a blocking
   `.to(device)`, ...) makes the main thread wait until the timeline has drained, as it would on a GPU.

@@ -150,7 +150,7 @@ def ablation_cell_count(mcfg: MatrixConfig, n_exports: int) -> int:
 def cell_specs(mcfg: MatrixConfig, n_exports: int = 0) -> list[tuple[str, str, float, str]]:
     """(arch, task, fraction, kind) of every cell `plan_cells` plans, in its order, from the config alone
     (with `n_exports` intermediate pretraining exports): what a Slurm chain is sized and timed by before any
-    image exists (tests/test_slurm_chain.py checks it against the real plan)."""
+    image exists (tests/integration/test_slurm_chain.py checks it against the real plan)."""
     out: list[tuple[str, str, float, str]] = []
     for task in mcfg.tasks:
         for fraction in mcfg.fractions:

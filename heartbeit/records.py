@@ -1,7 +1,7 @@
 """The names of every file a stage writes and the formats of the records other stages read back, in one place.
 
 Writers and readers import these names; no other library module spells one of them
-(tests/test_layout.py::test_file_names_have_one_home). Where each file sits in a run folder is
+(tests/unit/test_layout.py::test_file_names_have_one_home). Where each file sits in a run folder is
 heartbeit.config.layout (`RunLayout`), which builds its paths from these names. Stdlib only and importing
 nothing of the package: the bottom layer (docs/architecture-layers.md), so every layer can read it.
 

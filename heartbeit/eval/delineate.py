@@ -3,7 +3,7 @@
 Why our own and not `neurokit2.ecg_delineate` (not installed, not compared here): its DWT delineator
 reads one lead at a time and beat by beat, while global intervals are defined over all leads on a median
 beat - the way clinical carts (GE 12SL, Glasgow) measure them and what the MUSE fixtures report, which this
-delineator is tested against (tests/test_delineate.py). It needs scipy only and a few milliseconds per ECG.
+delineator is tested against (tests/unit/test_delineate.py). It needs scipy only and a few milliseconds per ECG.
 
 Method (input: a 12-lead record already through `heartbeit.data.signal.preprocess`; its median-filter
 baseline leaves the isoelectric line near but not at zero, so levels below are taken from the beat itself):

@@ -16,7 +16,7 @@ samples are never decoded) and the training loop's own variables -- step, epoch,
 curves and the selection state, saved *as whatever it is* (`encode`: tensors, numpy arrays and scalars,
 tuples, lists, dicts, numbers, strings), so a change of the selection rule needs no change here. A resumed
 cell therefore continues bit for bit: on the same device and thread count its predictions are
-byte-identical to an uninterrupted run's (tests/test_cell_checkpoint.py). The checkpoint names its cell id
+byte-identical to an uninterrupted run's (tests/integration/test_cell_checkpoint.py). The checkpoint names its cell id
 (which hashes the whole fine-tuning config); one of another id is ignored. `matrix.run_cells` deletes the
 folder once the cell is complete. Files load with `torch.load(weights_only=True)`.
 

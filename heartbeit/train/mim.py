@@ -5,7 +5,7 @@ self-test (train/dist_selftest.py) and the step benchmark (bench/train_step.py) 
     stepped = step(images_uint8, tokens, mask_index)          # forward, loss, backward, engine.step()
     loss, accuracy, n = step.read()                            # at log_every only: this reads the device
 
-Nothing in a call waits for the device (tests/test_host_sync.py counts): inputs move with
+Nothing in a call waits for the device (tests/integration/test_host_sync.py counts): inputs move with
 `non_blocking=True` (pinned batches from the loader), the masks are index tensors `[B, n_masked]` drawn in the
 loader's workers (models.masking.MaskSampler), targets and masked tokens are gathered (fixed shapes, no
 boolean indexing), and the loss and accuracy are summed on the device (float64 / int64) until `read()`.
