@@ -166,7 +166,7 @@ def _measure_stage(name: str, work: Path, n: int, resamples: int, patches: conte
             locations = synthetic_locations(meta)
             del meta
             # the tar walk is measured apart (index_corpus_per_ecg)
-            patches.enter_context(mock.patch.object(shards, "index_corpus", lambda _dir: locations))
+            patches.enter_context(mock.patch.object(render_plan, "index_corpus", lambda _dir: locations))
             t0 = time.perf_counter()
             render_plan.write_plan(corpus, out, cfg, ARRAY_TASKS)
         else:
