@@ -372,3 +372,32 @@ def test_a_second_reader_of_one_loader_is_refused(images):
     assert len(list(loader)) == len(loader)  # the second iteration reads the epoch; the first is now stale
     with pytest.raises(RuntimeError, match="iterated again"):
         next(first)
+
+
+def test_pretraining_batches_keep_their_workers_across_epochs_and_resume_exactly(images):
+    """ShardBatches (pretraining) iterates one persistent loader epoch after epoch: the batches are a fresh
+    loader's per epoch, and a new source loading a mid-epoch state continues exactly."""
+    from heartbeit.train.batches import ShardBatches
+
+    def fresh(epoch):
+        return [b["image"].numpy().tobytes()
+                for b in make_loader(images, "train", batch_size=2, num_workers=2, epoch=epoch)]
+
+    source = ShardBatches(images, batch_size=2, num_workers=2)
+    per_epoch = len(source.loader)
+    stream = iter(source)
+    got = [next(stream).images.numpy().tobytes() for _ in range(3 * per_epoch)]
+    assert got == fresh(0) + fresh(1) + fresh(2)
+    assert source.loader.started and source.loader.persistent
+    with pytest.raises(RuntimeError, match="before the first batch"):
+        source.masks = None  # the workers hold the stream as it was when they started
+
+    source = ShardBatches(images, batch_size=2, num_workers=2)
+    stream = iter(source)
+    head = [next(stream).images.numpy().tobytes() for _ in range(per_epoch + 2)]  # into epoch 1
+    state = json.loads(json.dumps(source.state_dict()))
+    resumed = ShardBatches(images, batch_size=2, num_workers=2)
+    resumed.load_state_dict(state)
+    tail = iter(resumed)
+    rest = [next(tail).images.numpy().tobytes() for _ in range(2 * per_epoch - 2)]
+    assert head + rest == fresh(0) + fresh(1) + fresh(2)  # the rest of epoch 1, then all of epoch 2
