@@ -37,6 +37,7 @@ ASSUMED_DECODE_PER_CORE = 4000.0  # 224 px PNG images/s one loader core streams 
 ASSUMED_CORPUS = 8_500_000
 ASSUMED_EXTERNAL = 0.10
 ASSUMED_LABELLED = 0.60
+ASSUMED_VAL_POSITIVE = 0.10  # share of a task's labelled validation ECGs that are positive, before rendering
 INGEST_PER_CORE = 561.0  # MUSE XML files/s on one core (README bench, measured)
 RENDER_PER_CORE = 10_517.0  # 224 px images/s on one core (README bench, measured)
 REPORT_S_PER_CELL = 10.0  # ASSUMED: metrics with CIs of one cell at hospital scale
@@ -52,6 +53,7 @@ class Counts:
     train: float
     labelled: dict[str, float]  # labelled training ECGs per task
     evaluated: dict[str, tuple[float, float]]  # per task: labelled (val, test + external) ECGs
+    val_positive: dict[str, float]  # per task: positive validation ECGs (kept whole by the validation rounds)
     source: str
 
 
@@ -77,7 +79,8 @@ def corpus_counts(cfg, site: SiteConfig) -> Counts:
         labelled = {t: float(((man["split"] == "train") & man[t].notna()).sum()) for t in tasks}
         evaluated = {t: (float(((man["split"] == "val") & man[t].notna()).sum()),
                          float((man["split"].isin(["test", "external"]) & man[t].notna()).sum())) for t in tasks}
-        return Counts(float(len(man)), float((man["split"] == "train").sum()), labelled, evaluated,
+        positive = {t: float(((man["split"] == "val") & (man[t] == 1)).sum()) for t in tasks}
+        return Counts(float(len(man)), float((man["split"] == "train").sum()), labelled, evaluated, positive,
                       f"measured: the rendered manifest ({len(man):,} ECGs)")
     if not cfg.input_dirs:
         n = cfg.synth.n_patients * (1 + cfg.synth.ecgs_per_patient_max) / 2
@@ -91,7 +94,9 @@ def corpus_counts(cfg, site: SiteConfig) -> Counts:
     train = internal - val - test
     return Counts(n, train, {t: train * coverage for t in tasks},
                   {t: (val * coverage, (n - internal + test) * coverage) for t in tasks},
-                  f"{source}; ASSUMED {ASSUMED_EXTERNAL:.0%} external, {coverage:.0%} labelled per task")
+                  {t: val * coverage * ASSUMED_VAL_POSITIVE for t in tasks},
+                  f"{source}; ASSUMED {ASSUMED_EXTERNAL:.0%} external, {coverage:.0%} labelled per task, "
+                  f"{ASSUMED_VAL_POSITIVE:.0%} of validation positive")
 
 
 def device_flops(cfg, site: SiteConfig, workload: str, cpus: int = 1) -> tuple[float, str]:
@@ -144,8 +149,9 @@ def _stage_cpus(site: SiteConfig, stage: str) -> int:
 
 
 def cell_seconds(cfg, site: SiteConfig, spec: tuple[str, str, float, str], counts: Counts) -> float:
-    """One matrix cell: its training steps (epochs x batches, or min_steps), a validation pass per epoch,
-    BatchNorm re-estimation, and one pass over the test and external sets; probes: one forward pass each."""
+    """One matrix cell: its training steps (epochs x batches, or min_steps), a validation round per epoch (every
+    positive + at most matrix.val_negatives_cap negatives), BatchNorm re-estimation, and one pass over the whole
+    validation split, the test and the external sets with the selected weights; probes: one forward pass each."""
     from heartbeit.train.flops import classifier_forward_flops
 
     arch, task, fraction, kind = spec
@@ -159,7 +165,9 @@ def cell_seconds(cfg, site: SiteConfig, spec: tuple[str, str, float, str], count
         return fwd * (n + val + held_out) / per_device
     steps = max(m.epochs * math.ceil(n / m.batch_size), m.min_steps)
     images = steps * min(n, m.batch_size)
-    flops = 3 * fwd * images + fwd * (m.epochs * (val + m.bn_recalib_batches * m.batch_size) + held_out)
+    positive = counts.val_positive.get(task, 0.0)
+    rounds = val if m.val_negatives_cap <= 0 else min(val, positive + m.val_negatives_cap)
+    flops = 3 * fwd * images + fwd * (m.epochs * (rounds + m.bn_recalib_batches * m.batch_size) + val + held_out)
     return flops / per_device
 
 

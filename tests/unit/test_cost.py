@@ -47,7 +47,22 @@ def test_counts_come_from_the_manifest_once_rendered(tmp_path):
                  ).to_parquet(tmp_path / "images" / "manifest.parquet")
     counts = corpus_counts(cfg, SiteConfig())
     assert counts.source.startswith("measured") and counts.labelled == {"lvef_le40": 5, "hcm": 6, "stemi": 0}
-    assert counts.evaluated["lvef_le40"] == (1, 2)
+    assert counts.evaluated["lvef_le40"] == (1, 2) and counts.val_positive == {"lvef_le40": 1, "hcm": 0, "stemi": 0}
+
+
+def test_validation_rounds_on_the_subsample_shorten_a_cell(tmp_path):
+    """A 1 % cell at hospital scale: 20 rounds over the whole validation split cost more than its training;
+    on every positive + 20k negatives the cell takes less than half as long (the final whole-split pass stays)."""
+    from heartbeit.cost import cell_seconds
+
+    cfg = load_config("paper", overrides=[f"workdir={tmp_path}", f"input_dirs=[{tmp_path}]"])
+    counts = corpus_counts(cfg, SiteConfig())
+    spec = ("beit_base_patch16_224", "lvef_le40", 0.01, "finetune")
+    capped = cell_seconds(cfg, SiteConfig(), spec, counts)
+    whole_cfg = load_config("paper", overrides=[f"workdir={tmp_path}", f"input_dirs=[{tmp_path}]",
+                                                "matrix.val_negatives_cap=0"])
+    whole = cell_seconds(whole_cfg, SiteConfig(), spec, counts)
+    assert cfg.matrix.val_negatives_cap == 20000 and whole > 2 * capped  # 4166 s vs 1648 s on the assumed A100
 
 
 def test_paper_chain_is_split_by_duration_with_the_report_after_every_part(tmp_path):
