@@ -140,8 +140,14 @@ def pretrain(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | P
     run = setup(cfg, data, tokenizer, out_dir, resume)
     if isinstance(run, dict):  # complete for this config already: its summary
         return run
-    train_loop(run, stop_after, progress)
-    return finish(run)
+    # Slurm's pre-limit signal or a preemption sets a flag from the first step through the final export (a
+    # signal during the export does not kill it); the handlers this run replaced go back however it ends
+    stop = StopRequest()
+    try:
+        train_loop(run, stop, stop_after, progress)
+        return finish(run)
+    finally:
+        stop.close()
 
 
 def setup(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | Path, out_dir: str | Path,
@@ -264,60 +270,61 @@ def setup(cfg, data: str | Path | BatchSource, tokenizer: Tokenizer | str | Path
     return run
 
 
-def train_loop(run: PretrainRun, stop_after: int | None = None, progress: bool = True) -> None:
-    """Optimizer steps from `run.step` to the end of the schedule (or `stop_after`, or a stop request), with
+def train_loop(run: PretrainRun, stop: StopRequest, stop_after: int | None = None, progress: bool = True) -> None:
+    """Optimizer steps from `run.step` to the end of the schedule (or `stop_after`, or `stop`'s request), with
     the log, the export_at exports and the checkpoints on their steps; leaves `run.step` where it stopped."""
     cfg, engine, source, mim_step = run.cfg, run.engine, run.source, run.mim_step
     step, is_main = run.step, run.is_main
     images_per_step = cfg.batch_size * cfg.grad_accum * engine.world_size
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    stop = StopRequest()  # Slurm's pre-limit signal or a preemption: checkpoint at this step, then leave
     stream = iter(source)
     engine.model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not (progress and is_main),
                dynamic_ncols=True)
     window = {"steps": 0, "t0": time.perf_counter()}
-    while step < end:
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr)
-        engine.set_lr(lr)
-        for _ in range(cfg.grad_accum):
-            batch = next(stream)
-            mim_step(batch.images, batch.tokens, batch.mask_index)
-        step += 1
-        run.step = step
-        window["steps"] += 1
-        bar.update(1)
+    try:
+        while step < end:
+            lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr)
+            engine.set_lr(lr)
+            for _ in range(cfg.grad_accum):
+                batch = next(stream)
+                mim_step(batch.images, batch.tokens, batch.mask_index)
+            step += 1
+            run.step = step
+            window["steps"] += 1
+            bar.update(1)
 
-        log_step = step % cfg.log_every == 0 or step == 1 or step == end
-        if log_step:  # the only place the loop reads the device
-            elapsed = time.perf_counter() - window["t0"]
-            ips = window["steps"] * images_per_step / max(elapsed, 1e-9)
-            loss, acc, _ = mim_step.read()
-            record = {
-                "step": step, "epoch": source.state_dict().get("epoch"),
-                "loss": engine.all_reduce_mean(loss), "mlm_acc": engine.all_reduce_mean(acc),
-                "lr": lr, "grad_norm": engine.grad_norm(), "images_per_s": ips,
-                "mfu": mfu(ips, run.flops_per_image, run.peak_flops, engine.world_size),
-            }
-            if is_main:
-                with open(run.log_path, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['mlm_acc']:.3f}",
-                                ips=f"{ips:.1f}")
-                log.info("step %d/%d loss %.4f acc %.3f lr %.2e %.1f img/s MFU %s", step, cfg.steps,
-                         record["loss"], record["mlm_acc"], lr, ips,
-                         f"{record['mfu']:.2%}" if record["mfu"] is not None else "n/a")
-            window = {"steps": 0, "t0": time.perf_counter()}
-        if step in run.intermediate:  # before any checkpoint of this step: a resume never skips past it unwritten
-            run.export_intermediate(step)
-        if step % cfg.checkpoint_every == 0 or step == end:
-            run.save(step)
-        elif step < end and log_step and stop.should_stop(engine):
-            run.save(step)
-            mark_checkpointed()
-            log.warning("stopped at step %d with a checkpoint; rerun with --resume to continue", step)
-            break
-    bar.close()
+            log_step = step % cfg.log_every == 0 or step == 1 or step == end
+            if log_step:  # the only place the loop reads the device
+                elapsed = time.perf_counter() - window["t0"]
+                ips = window["steps"] * images_per_step / max(elapsed, 1e-9)
+                loss, acc, _ = mim_step.read()
+                record = {
+                    "step": step, "epoch": source.state_dict().get("epoch"),
+                    "loss": engine.all_reduce_mean(loss), "mlm_acc": engine.all_reduce_mean(acc),
+                    "lr": lr, "grad_norm": engine.grad_norm(), "images_per_s": ips,
+                    "mfu": mfu(ips, run.flops_per_image, run.peak_flops, engine.world_size),
+                }
+                if is_main:
+                    with open(run.log_path, "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['mlm_acc']:.3f}",
+                                    ips=f"{ips:.1f}")
+                    log.info("step %d/%d loss %.4f acc %.3f lr %.2e %.1f img/s MFU %s", step, cfg.steps,
+                             record["loss"], record["mlm_acc"], lr, ips,
+                             f"{record['mfu']:.2%}" if record["mfu"] is not None else "n/a")
+                window = {"steps": 0, "t0": time.perf_counter()}
+            if step in run.intermediate:  # before any checkpoint of this step: a resume never skips past it unwritten
+                run.export_intermediate(step)
+            if step % cfg.checkpoint_every == 0 or step == end:
+                run.save(step)
+            elif step < end and log_step and stop.should_stop(engine):
+                run.save(step)
+                mark_checkpointed()
+                log.warning("stopped at step %d with a checkpoint; rerun with --resume to continue", step)
+                break
+    finally:
+        bar.close()
 
 
 def finish(run: PretrainRun) -> dict[str, Any]:

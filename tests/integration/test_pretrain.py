@@ -186,9 +186,13 @@ def test_cli_from_shards_with_precomputed_tokens(tmp_path, caplog):
 def test_stop_request_checkpoints_and_resumes_exactly(tmp_path, images, tokenizer, monkeypatch):
     """A stop request (the file slurm/pretrain.sh creates when Slurm signals the batch shell) makes the
     loop checkpoint at the current step and leave; --resume then reaches the uninterrupted weights."""
+    import signal
+
     cfg = small_cfg(checkpoint_every=100)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    handlers = [signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)]
     pretrain(cfg, InMemoryBatches(images[:80], 8, seed=5), tokenizer, straight, progress=False)
+    assert [signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)] == handlers  # given back at the end
     stop_file, marker = tmp_path / "STOP", tmp_path / "CHECKPOINTED"
     stop_file.touch()
     monkeypatch.setenv("HEARTBEIT_STOP_FILE", str(stop_file))
