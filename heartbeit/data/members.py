@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from heartbeit.records import IMAGES_MANIFEST
+from heartbeit.records import IMAGES_MANIFEST, MEMBER_INDEX_SUFFIX, SHARD_SUFFIX
 from heartbeit.utils.io import atomic_write_text
 
 TAR_BLOCK = 512
@@ -113,9 +113,9 @@ def read_tar_samples(path: str | Path) -> Iterator[dict]:
 
 def index_path(tar_path: str | Path) -> Path:
     tar_path = Path(tar_path)
-    if not tar_path.name.endswith(".tar"):
+    if not tar_path.name.endswith(SHARD_SUFFIX):
         raise ValueError(f"not a tar name: {tar_path.name!r}")
-    return tar_path.with_name(tar_path.name[:-len(".tar")] + ".idx.json")
+    return tar_path.with_name(tar_path.name[:-len(SHARD_SUFFIX)] + MEMBER_INDEX_SUFFIX)
 
 
 def build_member_index(tar_path: str | Path) -> dict:

@@ -12,18 +12,20 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
+from heartbeit.records import IMAGE_SHARD_PATTERN, SHARD_SUFFIX, WAVE_SHARD_SUFFIX
+
 WAVE_EXT = "wave.npy"
 
 
 def shard_relpath(split: str, index: int) -> str:
-    return f"{split}/{split}-{index:06d}.tar"
+    return IMAGE_SHARD_PATTERN.format(split=split, index=index)
 
 
 def wave_relpath(relpath: str) -> str:
     """The waveform sibling of an image shard: `train/train-000003.tar` -> `train/train-000003.wave.tar`."""
-    if not relpath.endswith(".tar") or relpath.endswith(".wave.tar"):
+    if not relpath.endswith(SHARD_SUFFIX) or relpath.endswith(WAVE_SHARD_SUFFIX):
         raise ValueError(f"not an image shard name: {relpath!r}")
-    return relpath[:-len(".tar")] + ".wave.tar"
+    return relpath[:-len(SHARD_SUFFIX)] + WAVE_SHARD_SUFFIX
 
 
 def image_ext(encoding: str) -> str:

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from heartbeit.config.tasks import all_tasks
-from heartbeit.records import CORPUS_METADATA, IMAGES_INDEX, IMAGES_LAYOUT, IMAGES_MANIFEST
+from heartbeit.records import (CORPUS_METADATA, IMAGE_SHARD_GLOB, IMAGES_INDEX, IMAGES_LAYOUT, IMAGES_MANIFEST,
+                               SHARD_SIDECAR_SUFFIX, WAVE_SHARD_SUFFIX)
 from heartbeit.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 from heartbeit.data.corpus import read_metadata, write_shard
@@ -93,7 +94,7 @@ def read_signal(fh, offset: int, size: int, where: str) -> np.ndarray:
 
 
 def sidecar_path(tar_path: Path) -> Path:
-    return tar_path.with_suffix(".json")
+    return tar_path.with_suffix(SHARD_SIDECAR_SUFFIX)
 
 
 def shard_is_done(out_dir: Path, job: ShardJob, verify: bool = True) -> bool:
@@ -206,11 +207,11 @@ def remove_stale(out_dir: Path, jobs: list[ShardJob], wave_hz: int = 0) -> int:
         planned |= {wave_relpath(job.relpath) for job in jobs}
     removed = 0
     for split in RENDERED_SPLITS:
-        for tar_path in sorted((out_dir / split).glob(f"{split}-*.tar")):
+        for tar_path in sorted((out_dir / split).glob(IMAGE_SHARD_GLOB.format(split=split))):
             if f"{split}/{tar_path.name}" not in planned:
                 tar_path.unlink()
                 index_path(tar_path).unlink(missing_ok=True)
-                if not tar_path.name.endswith(".wave.tar"):
+                if not tar_path.name.endswith(WAVE_SHARD_SUFFIX):
                     sidecar_path(tar_path).unlink(missing_ok=True)
                 removed += 1
     return removed
