@@ -18,7 +18,6 @@ worker processes as each batch is assembled (key: the ECG's uid), InMemoryBatche
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,16 +81,6 @@ class InMemoryBatches:
             self.epoch, self.batch = self.epoch + 1, 0
 
 
-def loader_available() -> bool:
-    try:
-        importlib.import_module("heartbeit.data.loading.loader")
-    except ModuleNotFoundError as exc:
-        if exc.name == "heartbeit.data.loading.loader":
-            return False
-        raise
-    return True
-
-
 class ShardBatches:
     """Training batches from the image shards (`IMAGES/<split>/<split>-*.tar`) through heartbeit.data.loading.loader,
     epoch after epoch. The position is the loader's own exact-resume state (per-worker consumed samples),
@@ -100,8 +89,6 @@ class ShardBatches:
     def __init__(self, images_dir: str | Path, batch_size: int, seed: int = 0, split: str = "train",
                  with_tokens: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  decode_threads: int = 1, pin_memory: bool = False, masks=None):
-        if not loader_available():
-            raise RuntimeError("heartbeit.data.loading.loader is not available in this version; cannot read image shards")
         from heartbeit.data.loading.loader import make_loader
 
         self.images_dir = Path(images_dir)

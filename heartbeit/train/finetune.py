@@ -368,11 +368,12 @@ def cell_data_from_shards(images_dir: str | Path, cell, mcfg: MatrixConfig) -> C
     rounds = ImageLoader(make_image_dataset(images_dir, "val", task=cell.task, shuffle=False,
                                             batch_size=mcfg.val_batch_size, modality=modality, subset=val_subset,
                                             decode_threads=mcfg.decode_threads, with_meta=False), **loaders)
-    val_rows = man[(man["split"] == "val") & man[cell.task].notna()]
-    in_rounds = val_rows if val_subset is None else val_rows[val_rows["ecg_uid"].astype(str).isin(val_subset)]
+    labels = man.loc[(man["split"] == "val") & man[cell.task].notna(), cell.task]
+    negatives = int((labels == 0).sum())  # the subsample keeps every positive and val_negatives_cap negatives
     validation = {"rounds": "whole split" if val_subset is None else "stratified subsample",
-                  "positives": int((in_rounds[cell.task] == 1).sum()), "negatives": int((in_rounds[cell.task] == 0).sum()),
-                  "split_negatives": int((val_rows[cell.task] == 0).sum()), "batch_size": mcfg.val_batch_size}
+                  "positives": int((labels == 1).sum()),
+                  "negatives": negatives if val_subset is None else mcfg.val_negatives_cap,
+                  "split_negatives": negatives, "batch_size": mcfg.val_batch_size}
 
     def epoch_of(loader: ImageLoader, epoch: int) -> ImageLoader:
         loader.set_epoch(epoch)

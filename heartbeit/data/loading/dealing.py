@@ -170,12 +170,6 @@ class SplitSelection:
         return plan
 
 
-def shard_counts(images_dir: str | Path, split: str, fraction: float | None = None,
-                 task: str | None = None, subset: frozenset | None = None) -> dict[str, int]:
-    """Samples per shard after the fraction/subset/task filter, from manifest.parquet (no tar is read)."""
-    return SplitSelection(images_dir, split, fraction, task, subset).counts
-
-
 def epoch_plan(images_dir: str | Path, split: str, world_size: int, num_workers: int, epoch: int = 0,
                seed: int = 0, shuffle: bool = True, fraction: float | None = None,
                task: str | None = None, subset: frozenset | None = None) -> np.ndarray:
